@@ -1,0 +1,88 @@
+# atoll: build, test, demo, bench. `make test` and `make demo` install what
+# they need from Debian's packages first (tools/deps), then build.
+
+VERSION := 0.1.0
+BUILD ?= build
+CC ?= cc
+OPT ?= -O2 -g
+PKGS := luajit libuv mpack
+
+# Evaluated when first used, after tools/deps has had its chance to install
+# the packages pkg-config asks about.
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
+PKG_LIBS = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+
+WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
+ALL_CFLAGS = $(OPT) -std=c11 -D_GNU_SOURCE $(WARN) -DATOLL_VERSION='"$(VERSION)"' \
+	$(PKG_CFLAGS) $(CFLAGS)
+# -Wl,-E exports the embedded Lua library's luaJIT_BC_* symbols, which is how
+# require finds it in the executable.
+ALL_LDFLAGS = $(OPT) -Wl,-E $(LDFLAGS)
+
+C_SRC := $(wildcard host/*.c bindings/*.c)
+LUA_SRC := $(shell find lib -name '*.lua' | sort)
+C_OBJ := $(C_SRC:%.c=$(BUILD)/obj/%.o)
+LUA_OBJ := $(LUA_SRC:%.lua=$(BUILD)/obj/%.o)
+
+# lib/atoll/init.lua -> atoll, lib/atoll/runtime.lua -> atoll.runtime
+modname = $(patsubst %.init,%,$(subst /,.,$(patsubst lib/%.lua,%,$(1))))
+
+.PHONY: all deps test unit functional demo bench asan fuzz format clean
+
+all: $(BUILD)/atoll $(BUILD)/atoll-lua
+
+deps:
+	@tools/deps build
+
+$(BUILD)/atoll: $(C_OBJ) $(LUA_OBJ)
+	$(CC) -o $@ $(C_OBJ) $(LUA_OBJ) $(ALL_LDFLAGS) $(PKG_LIBS) -lm
+
+# `atoll-lua` is atoll as a plain interpreter, for busted --lua=.
+$(BUILD)/atoll-lua: $(BUILD)/atoll
+	ln -sf atoll $@
+
+$(BUILD)/obj/%.o: %.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/obj/lib/%.o: lib/%.lua | deps
+	@mkdir -p $(dir $@)
+	luajit -bg -n $(call modname,$<) $< $@
+
+-include $(C_OBJ:.o=.d)
+
+# Every test: unit specs inside the host, functional specs against real
+# node processes, the leak check.
+test:
+	@tools/deps test
+	@$(MAKE) --no-print-directory all
+	@tests/run $(BUILD)/atoll
+
+unit functional:
+	@tools/deps test
+	@$(MAKE) --no-print-directory all
+	@tests/run $(BUILD)/atoll $@
+
+demo:
+	@tools/deps demo
+	@$(MAKE) --no-print-directory all
+	@examples/demo $(BUILD)/atoll
+
+bench:
+	@tools/deps bench
+	@$(MAKE) --no-print-directory all
+	@bench/run all
+
+# The whole suite on an AddressSanitizer + UndefinedBehaviorSanitizer build.
+asan:
+	@tools/deps asan
+	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang \
+		OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
+		build-asan/atoll build-asan/atoll-lua
+	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
+
+format:
+	clang-format -i host/*.c host/*.h bindings/*.c bindings/*.h
+
+clean:
+	rm -rf build build-asan

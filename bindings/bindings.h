@@ -1,0 +1,22 @@
+/* The C modules the Lua library is built on: each luaopen_* takes the host as upvalue 1. */
+#ifndef ATOLL_BINDINGS_H
+#define ATOLL_BINDINGS_H
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "../host/loop.h"
+
+int luaopen_atoll_host(lua_State *L);       /* loop, clock, logging, scheduler hooks */
+int luaopen_atoll_codec(lua_State *L);      /* MessagePack encode/decode, refs */
+int luaopen_atoll_fswatch(lua_State *L);    /* directory change notifications */
+int luaopen_atoll_subprocess(lua_State *L); /* child processes with piped stdio */
+
+/* The host passed to luaopen_* as upvalue 1. */
+#define BINDING_HOST(L) ((host_t *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* Stores the value at `idx` in the registry, replacing the reference in
+ * *ref (LUA_NOREF: none); a nil value clears it. */
+void binding_setref(lua_State *L, int idx, int *ref);
+
+#endif

@@ -1,0 +1,231 @@
+/* atoll.host: the loop, clocks, logging and the scheduler's hooks, for lib/atoll. */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "../host/log.h"
+#include "bindings.h"
+
+#ifndef ATOLL_VERSION
+#define ATOLL_VERSION "0.0.0"
+#endif
+
+/* now() -> loop time in milliseconds, as of the start of this loop turn */
+static int l_now(lua_State *L) {
+  lua_pushnumber(L, (double)uv_now(&BINDING_HOST(L)->loop));
+  return 1;
+}
+
+/* update_time() -> refreshes and returns the loop time in milliseconds */
+static int l_update_time(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  uv_update_time(&h->loop);
+  lua_pushnumber(L, (double)uv_now(&h->loop));
+  return 1;
+}
+
+/* hrtime() -> monotonic nanoseconds */
+static int l_hrtime(lua_State *L) {
+  lua_pushnumber(L, (double)uv_hrtime());
+  return 1;
+}
+
+/* arm(delay_ms) -- arms the wake timer; a negative delay disarms it */
+static int l_arm(lua_State *L) {
+  host_arm_wake(BINDING_HOST(L), luaL_checknumber(L, 1));
+  return 0;
+}
+
+/* idle(on) -- keeps the scheduler's idle handle running, or stops it */
+static int l_idle(lua_State *L) {
+  host_set_idle(BINDING_HOST(L), lua_toboolean(L, 1));
+  return 0;
+}
+
+/* set_handlers{ wake = fn, idle = fn, signal = fn } */
+static int l_set_handlers(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "wake");
+  binding_setref(L, -1, &h->on_wake_ref);
+  lua_getfield(L, 1, "idle");
+  binding_setref(L, -1, &h->on_idle_ref);
+  lua_getfield(L, 1, "signal");
+  binding_setref(L, -1, &h->on_signal_ref);
+  lua_pop(L, 3);
+  return 0;
+}
+
+/* run() -> true if stopped by stop(), false if nothing was left to do */
+static int l_run(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  int was = h->stopping;
+  h->stopping = 0;
+  host_run(h);
+  lua_pushboolean(L, h->stopping);
+  h->stopping = was;
+  return 1;
+}
+
+/* stop([exit_code]) -- makes run() return; the first code given is kept */
+static int l_stop(lua_State *L) {
+  host_stop(BINDING_HOST(L), (int)luaL_optinteger(L, 1, 0));
+  return 0;
+}
+
+/* interrupt() -- makes run() return after this loop turn, with no exit code */
+static int l_interrupt(lua_State *L) {
+  host_interrupt(BINDING_HOST(L));
+  return 0;
+}
+
+/* exit_code() -> the code the node will exit with */
+static int l_exit_code(lua_State *L) {
+  lua_pushinteger(L, BINDING_HOST(L)->exit_code);
+  return 1;
+}
+
+/* set_exit_code(code) */
+static int l_set_exit_code(lua_State *L) {
+  BINDING_HOST(L)->exit_code = (int)luaL_checkinteger(L, 1);
+  return 0;
+}
+
+/* watch_signals() -- SIGINT and SIGTERM call the signal handler */
+static int l_watch_signals(lua_State *L) {
+  int rc = host_watch_signals(BINDING_HOST(L));
+  if (rc) return luaL_error(L, "cannot watch signals: %s", uv_strerror(rc));
+  return 0;
+}
+
+static log_level_t check_level(lua_State *L, int idx) {
+  log_level_t level;
+  const char *name = luaL_checkstring(L, idx);
+  if (log_parse_level(name, &level) != 0) {
+    luaL_argerror(L, idx, "log level must be debug, info, warn, error or off");
+  }
+  return level;
+}
+
+/* log(level, subsystem, message) */
+static int l_log(lua_State *L) {
+  log_level_t level = check_level(L, 1);
+  const char *sub = luaL_checkstring(L, 2);
+  const char *msg = luaL_checkstring(L, 3);
+  log_write(level, sub, "%s", msg);
+  return 0;
+}
+
+/* log_level([name]) -> the current level's name, after setting it if given */
+static int l_log_level(lua_State *L) {
+  if (!lua_isnoneornil(L, 1)) log_set_level(check_level(L, 1));
+  lua_pushstring(L, log_level_name(log_get_level()));
+  return 1;
+}
+
+/* incarnation() -> this run's random 52-bit node incarnation */
+static int l_incarnation(lua_State *L) {
+  lua_pushnumber(L, BINDING_HOST(L)->incarnation);
+  return 1;
+}
+
+/* name([new]) -> the node's name, after setting it if given */
+static int l_name(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  if (!lua_isnoneornil(L, 1)) {
+    snprintf(h->name, sizeof h->name, "%s", luaL_checkstring(L, 1));
+    log_set_node(h->name);
+  }
+  lua_pushstring(L, h->name);
+  return 1;
+}
+
+/* rss() -> resident set size in bytes */
+static int l_rss(lua_State *L) {
+  size_t rss = 0;
+  if (uv_resident_set_memory(&rss) != 0) return 0;
+  lua_pushnumber(L, (double)rss);
+  return 1;
+}
+
+/* exepath() -> absolute path of the running atoll binary */
+static int l_exepath(lua_State *L) {
+  char buf[4096];
+  size_t n = sizeof buf;
+  if (uv_exepath(buf, &n) != 0) return 0;
+  lua_pushlstring(L, buf, n);
+  return 1;
+}
+
+/* pid() -> this process's id */
+static int l_pid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_os_getpid());
+  return 1;
+}
+
+static void count_walk_cb(uv_handle_t *handle, void *arg) {
+  lua_State *L = arg;
+  if (uv_is_closing(handle)) return;
+  lua_pushstring(L, uv_handle_type_name(handle->type));
+  lua_rawseti(L, -2, (int)lua_objlen(L, -2) + 1);
+}
+
+/* handles() -> the types of the loop's open handles, e.g. {"timer", "idle"} */
+static int l_handles(lua_State *L) {
+  lua_newtable(L);
+  uv_walk(&BINDING_HOST(L)->loop, count_walk_cb, L);
+  return 1;
+}
+
+/* active() -> true if the loop has work that keeps it alive */
+static int l_active(lua_State *L) {
+  lua_pushboolean(L, uv_loop_alive(&BINDING_HOST(L)->loop));
+  return 1;
+}
+
+/* random_bytes(n) -> n random bytes from the OS */
+static int l_random_bytes(lua_State *L) {
+  int n = (int)luaL_checkinteger(L, 1);
+  luaL_argcheck(L, n >= 0 && n <= 4096, 1, "between 0 and 4096");
+  char buf[4096];
+  int rc = uv_random(NULL, NULL, buf, (size_t)n, 0, NULL);
+  if (rc) return luaL_error(L, "random_bytes: %s", uv_strerror(rc));
+  lua_pushlstring(L, buf, (size_t)n);
+  return 1;
+}
+
+static const luaL_Reg host_fns[] = {
+    {"now", l_now},
+    {"update_time", l_update_time},
+    {"hrtime", l_hrtime},
+    {"arm", l_arm},
+    {"idle", l_idle},
+    {"set_handlers", l_set_handlers},
+    {"run", l_run},
+    {"stop", l_stop},
+    {"interrupt", l_interrupt},
+    {"exit_code", l_exit_code},
+    {"set_exit_code", l_set_exit_code},
+    {"watch_signals", l_watch_signals},
+    {"log", l_log},
+    {"log_level", l_log_level},
+    {"incarnation", l_incarnation},
+    {"name", l_name},
+    {"rss", l_rss},
+    {"exepath", l_exepath},
+    {"pid", l_pid},
+    {"handles", l_handles},
+    {"active", l_active},
+    {"random_bytes", l_random_bytes},
+    {NULL, NULL},
+};
+
+int luaopen_atoll_host(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  lua_createtable(L, 0, sizeof host_fns / sizeof host_fns[0] + 1);
+  lua_pushlightuserdata(L, h);
+  luaL_setfuncs(L, host_fns, 1);
+  lua_pushliteral(L, ATOLL_VERSION);
+  lua_setfield(L, -2, "version");
+  return 1;
+}

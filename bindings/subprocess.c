@@ -1,0 +1,308 @@
+/* atoll.subprocess: child processes with piped stdin, stdout and stderr. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../host/vm.h"
+#include "bindings.h"
+
+#define PROC_MT   "atoll.subprocess"
+#define READ_SIZE 65536
+
+typedef struct proc_s {
+  host_handle_t base; /* first: every handle below points here through ->data */
+  uv_process_t process;
+  uv_pipe_t io[3]; /* stdin, stdout, stderr */
+  int open_handles;
+  int exited;
+  lua_State *L;
+  int on_stdout, on_stderr, on_exit; /* Lua callbacks */
+  int self_ref;
+  struct proc_s **slot;
+} proc_t;
+
+typedef struct write_req_s {
+  uv_write_t req;
+  char data[];
+} write_req_t;
+
+static void on_closed(uv_handle_t *handle) {
+  proc_t *p = handle->data;
+  if (--p->open_handles > 0) return;
+  lua_State *L = p->L;
+  luaL_unref(L, LUA_REGISTRYINDEX, p->on_stdout);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->on_stderr);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->on_exit);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
+  if (p->slot) *p->slot = NULL;
+  free(p);
+}
+
+static void close_all(proc_t *p) {
+  uv_handle_t *hs[4] = {(uv_handle_t *)&p->process, (uv_handle_t *)&p->io[0],
+                        (uv_handle_t *)&p->io[1], (uv_handle_t *)&p->io[2]};
+  for (int i = 0; i < 4; i++) {
+    if (!uv_is_closing(hs[i])) uv_close(hs[i], on_closed);
+  }
+}
+
+static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
+  (void)handle;
+  (void)suggested;
+  buf->base = malloc(READ_SIZE);
+  buf->len = buf->base ? READ_SIZE : 0;
+}
+
+static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
+  proc_t *p = stream->data;
+  int ref = stream == (uv_stream_t *)&p->io[1] ? p->on_stdout : p->on_stderr;
+  if (nread == 0) {
+    free(buf->base);
+    return;
+  }
+  lua_State *L = p->L;
+  if (ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+    if (nread > 0) lua_pushlstring(L, buf->base, (size_t)nread);
+    else lua_pushnil(L); /* end of stream (or a read error) */
+  }
+  free(buf->base);
+  if (nread < 0) uv_read_stop(stream);
+  if (ref != LUA_NOREF) vm_pcall(L, 1, 0, "subprocess output callback");
+}
+
+static void exit_cb(uv_process_t *process, int64_t status, int term_signal) {
+  proc_t *p = process->data;
+  p->exited = 1;
+  if (p->on_exit == LUA_NOREF) return;
+  lua_State *L = p->L;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->on_exit);
+  lua_pushinteger(L, (lua_Integer)status);
+  lua_pushinteger(L, term_signal);
+  vm_pcall(L, 2, 0, "subprocess exit callback");
+}
+
+static int opt_ref(lua_State *L, int t, const char *field) {
+  lua_getfield(L, t, field);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    return LUA_NOREF;
+  }
+  luaL_argcheck(L, lua_isfunction(L, -1), t, field);
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Reads t[field] as an array of strings into a NULL-terminated vector
+ * allocated in a userdata left on the stack (freed by the GC). */
+static char **string_vector(lua_State *L, int t, const char *field, const char *first) {
+  lua_getfield(L, t, field);
+  if (lua_isnil(L, -1) && first == NULL) {
+    lua_pop(L, 1);
+    return NULL;
+  }
+  int n = lua_istable(L, -1) ? (int)lua_objlen(L, -1) : 0;
+  int off = first ? 1 : 0;
+  char **v = lua_newuserdata(L, sizeof(char *) * (size_t)(n + off + 1)); /* [list, v] */
+  if (first) v[0] = (char *)first;
+  for (int i = 1; i <= n; i++) {
+    lua_rawgeti(L, -2, i);
+    const char *s = lua_tostring(L, -1);
+    if (s == NULL) luaL_error(L, "spawn: %s[%d] must be a string", field, i);
+    v[off + i - 1] = (char *)s; /* kept alive by the list table below */
+    lua_pop(L, 1);
+  }
+  v[n + off] = NULL;
+  return v;
+}
+
+/* spawn{ file = path, args = {...}, env = {"K=V", ...}, cwd = dir,
+ *        on_stdout = fn(data|nil), on_stderr = fn(data|nil), on_exit = fn(code, signal) }
+ * -> handle | nil, message */
+static int l_spawn(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_getfield(L, 1, "file");
+  const char *file = luaL_checkstring(L, -1);
+  int base = lua_gettop(L);
+  char **args = string_vector(L, 1, "args", file);
+  char **env = string_vector(L, 1, "env", NULL);
+  lua_getfield(L, 1, "cwd");
+  const char *cwd = lua_tostring(L, -1);
+
+  proc_t *p = calloc(1, sizeof *p);
+  if (p == NULL) return luaL_error(L, "out of memory");
+  p->base.on_close = on_closed;
+  p->L = L;
+  p->on_stdout = p->on_stderr = p->on_exit = p->self_ref = LUA_NOREF;
+  for (int i = 0; i < 3; i++) {
+    uv_pipe_init(&h->loop, &p->io[i], 0);
+    p->io[i].data = p;
+  }
+  p->open_handles = 3;
+
+  uv_stdio_container_t stdio[3];
+  stdio[0].flags = UV_CREATE_PIPE | UV_READABLE_PIPE;
+  stdio[0].data.stream = (uv_stream_t *)&p->io[0];
+  stdio[1].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+  stdio[1].data.stream = (uv_stream_t *)&p->io[1];
+  stdio[2].flags = UV_CREATE_PIPE | UV_WRITABLE_PIPE;
+  stdio[2].data.stream = (uv_stream_t *)&p->io[2];
+
+  uv_process_options_t opts;
+  memset(&opts, 0, sizeof opts);
+  opts.file = file;
+  opts.args = args;
+  opts.env = env;
+  opts.cwd = cwd;
+  opts.exit_cb = exit_cb;
+  opts.stdio_count = 3;
+  opts.stdio = stdio;
+
+  p->process.data = p;
+  int rc = uv_spawn(&h->loop, &p->process, &opts);
+  p->open_handles++; /* uv_spawn initializes the process handle even on failure */
+  if (rc) {
+    close_all(p);
+    lua_settop(L, base);
+    lua_pushnil(L);
+    lua_pushfstring(L, "cannot start %s: %s", file, uv_strerror(rc));
+    return 2;
+  }
+  p->on_stdout = opt_ref(L, 1, "on_stdout");
+  p->on_stderr = opt_ref(L, 1, "on_stderr");
+  p->on_exit = opt_ref(L, 1, "on_exit");
+  uv_read_start((uv_stream_t *)&p->io[1], alloc_cb, read_cb);
+  uv_read_start((uv_stream_t *)&p->io[2], alloc_cb, read_cb);
+
+  lua_settop(L, base);
+  proc_t **ud = lua_newuserdata(L, sizeof *ud);
+  *ud = p;
+  p->slot = ud;
+  luaL_getmetatable(L, PROC_MT);
+  lua_setmetatable(L, -2);
+  lua_pushvalue(L, -1);
+  p->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 1;
+}
+
+#define check_proc(L) ((proc_t **)luaL_checkudata((L), 1, PROC_MT))
+
+static int signal_number(lua_State *L, int idx) {
+  if (lua_type(L, idx) == LUA_TNUMBER) return (int)lua_tointeger(L, idx);
+  const char *name = luaL_optstring(L, idx, "SIGTERM");
+  static const struct {
+    const char *name;
+    int num;
+  } sigs[] = {{"SIGTERM", SIGTERM}, {"SIGKILL", SIGKILL}, {"SIGINT", SIGINT},
+              {"SIGSTOP", SIGSTOP}, {"SIGCONT", SIGCONT}, {"SIGHUP", SIGHUP},
+              {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2}, {"SIGQUIT", SIGQUIT}};
+  for (size_t i = 0; i < sizeof sigs / sizeof sigs[0]; i++) {
+    if (strcmp(name, sigs[i].name) == 0) return sigs[i].num;
+  }
+  return luaL_argerror(L, idx, "unknown signal name");
+}
+
+/* handle:kill([signal]) -> true | nil, message    (signal: "SIGTERM" by default, a name or number) */
+static int l_kill(lua_State *L) {
+  proc_t **ud = check_proc(L);
+  int sig = signal_number(L, 2);
+  if (*ud == NULL || (*ud)->exited) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "the process has exited");
+    return 2;
+  }
+  int rc = uv_process_kill(&(*ud)->process, sig);
+  if (rc) {
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* handle:pid() -> the child's process id */
+static int l_pid(lua_State *L) {
+  proc_t **ud = check_proc(L);
+  if (*ud == NULL) return 0;
+  lua_pushinteger(L, (*ud)->process.pid);
+  return 1;
+}
+
+static void write_cb(uv_write_t *req, int status) {
+  (void)status;
+  free(req);
+}
+
+/* handle:write(data) -> true | nil, message */
+static int l_write(lua_State *L) {
+  proc_t **ud = check_proc(L);
+  size_t n;
+  const char *data = luaL_checklstring(L, 2, &n);
+  if (*ud == NULL || uv_is_closing((uv_handle_t *)&(*ud)->io[0])) {
+    lua_pushnil(L);
+    lua_pushliteral(L, "stdin is closed");
+    return 2;
+  }
+  write_req_t *w = malloc(sizeof *w + n);
+  if (w == NULL) return luaL_error(L, "out of memory");
+  memcpy(w->data, data, n);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
+  int rc = uv_write(&w->req, (uv_stream_t *)&(*ud)->io[0], &b, 1, write_cb);
+  if (rc) {
+    free(w);
+    lua_pushnil(L);
+    lua_pushstring(L, uv_strerror(rc));
+    return 2;
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* handle:close_stdin() -- the child reads end of file */
+static int l_close_stdin(lua_State *L) {
+  proc_t **ud = check_proc(L);
+  if (*ud && !uv_is_closing((uv_handle_t *)&(*ud)->io[0])) {
+    uv_close((uv_handle_t *)&(*ud)->io[0], on_closed);
+  }
+  return 0;
+}
+
+/* handle:close() -- releases the handles (the child keeps running if alive) */
+static int l_close(lua_State *L) {
+  proc_t **ud = check_proc(L);
+  if (*ud) close_all(*ud);
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  proc_t **ud = check_proc(L);
+  if (*ud) {
+    (*ud)->slot = NULL;
+    close_all(*ud);
+    *ud = NULL;
+  }
+  return 0;
+}
+
+static const luaL_Reg methods[] = {
+    {"kill", l_kill},   {"pid", l_pid},     {"write", l_write}, {"close_stdin", l_close_stdin},
+    {"close", l_close}, {NULL, NULL},
+};
+static const luaL_Reg fns[] = {{"spawn", l_spawn}, {NULL, NULL}};
+
+int luaopen_atoll_subprocess(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  if (luaL_newmetatable(L, PROC_MT)) {
+    lua_pushcfunction(L, l_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_newtable(L);
+    luaL_setfuncs(L, methods, 0);
+    lua_setfield(L, -2, "__index");
+  }
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushlightuserdata(L, h);
+  luaL_setfuncs(L, fns, 1);
+  return 1;
+}

@@ -1,0 +1,66 @@
+/* The node's event loop: one libuv loop, the handles that drive the Lua scheduler, signals and shutdown. */
+#ifndef ATOLL_LOOP_H
+#define ATOLL_LOOP_H
+
+#include <lua.h>
+#include <uv.h>
+
+/* Objects that own a libuv handle put this first in the struct that
+ * handle->data points to, so shutdown can close any handle it finds. */
+typedef struct host_handle_s {
+  uv_close_cb on_close;
+} host_handle_t;
+
+typedef struct host_s {
+  uv_loop_t loop;
+  lua_State *L;
+
+  uv_timer_t wake;  /* fires at the earliest deadline of the Lua timer heap */
+  uv_idle_t idle;   /* runs the scheduler again while its run queue is non-empty */
+  uv_signal_t sigint;
+  uv_signal_t sigterm;
+  int signals_on;
+
+  /* Lua entry points, registry references (LUA_NOREF until set). */
+  int on_wake_ref;
+  int on_idle_ref;
+  int on_signal_ref;
+
+  double wake_due;   /* loop time (ms) the wake timer is armed for, or -1 */
+  int running;       /* inside uv_run: uv_stop only means something then */
+  int stopping;      /* shutdown was requested */
+  int signal_count;  /* how many shutdown signals arrived */
+  int exit_code;
+  double incarnation; /* drawn at start: refs of an earlier run of this node are dead */
+  char name[64];
+} host_t;
+
+/* Initializes the loop and the scheduler's handles. 0 or a libuv error. */
+int host_init(host_t *h);
+
+/* Installs SIGINT and SIGTERM handlers that ask for a graceful shutdown; the
+ * handles do not keep the loop alive on their own. */
+int host_watch_signals(host_t *h);
+
+/* Runs the loop until nothing keeps it alive or host_stop is called; does
+ * not start at all once a stop was requested. */
+int host_run(host_t *h);
+
+/* Asks for the node to stop with `exit_code` (the first code asked for is
+ * kept); the loop returns after the current turn. Safe from any callback. */
+void host_stop(host_t *h, int exit_code);
+
+/* Makes a running loop return after the current turn, nothing more. */
+void host_interrupt(host_t *h);
+
+/* Arms the wake timer for `delay_ms` from now (negative: disarm). */
+void host_arm_wake(host_t *h, double delay_ms);
+
+/* Keeps the idle handle running (on != 0) or stops it. */
+void host_set_idle(host_t *h, int on);
+
+/* Closes every open handle, runs their close callbacks, and closes the loop.
+ * Returns 0, or UV_EBUSY after logging the handles that would not close. */
+int host_close(host_t *h);
+
+#endif

@@ -1,0 +1,1014 @@
+-- The actor runtime: run queue, dispatcher coroutines, calls, sends, spawn, stop, timers, mailboxes.
+--
+-- One node is one loop thread and one Lua state. Every message an actor
+-- receives sits in one FIFO run queue as (actor, method, payload, reply id);
+-- a payload is the MessagePack encoding of the arguments, made by the codec
+-- also between actors of the same node, so an actor sees a copy whether its
+-- peer is local or remote.
+--
+-- Messages run on dispatcher coroutines. A dispatcher calls handlers directly,
+-- one after another; when a handler suspends (it made a call, or sleeps), the
+-- whole dispatcher is handed to that handler and a fresh dispatcher from the
+-- pool takes over the queue. So every running message has a coroutine of its
+-- own, while a message that never suspends costs no coroutine switch at all.
+-- A handed-over dispatcher, once its handler finishes, yields DONE to whoever
+-- resumed it and goes back to the pool.
+
+local host = require "atoll.host"
+local codec = require "atoll.codec"
+local errors = require "atoll.errors"
+local Heap = require "atoll.heap"
+
+local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
+local co_running, co_status = coroutine.running, coroutine.status
+local band = bit.band
+local pack, pack_results, unpack_ = codec.pack, codec.pack_results, codec.unpack
+local xpcall, type, select, getmetatable, setmetatable = xpcall, type, select, getmetatable, setmetatable
+local tostring, error, rawget = tostring, error, rawget
+local traceback = debug.traceback
+local new_error = errors.new
+
+local M = {}
+
+-- Tokens a managed coroutine yields to whoever resumed it.
+local SUSPEND = { "suspend" } -- waiting for a reply, a timer or an event
+local IDLE = { "idle" }       -- a dispatcher found the run queue empty (or its budget spent)
+local DONE = { "done" }       -- a handed-over dispatcher finished its handler
+
+-- Slots of an actor record (an array: a million idle actors stay small).
+local R_STATE, R_TYPE, R_REF, R_STATUS, R_MAILBOX, R_TIMERS, R_ID, R_NAME = 1, 2, 3, 4, 5, 6, 7, 8
+local STARTING, RUNNING, STOPPED = 1, 2, 3
+M.R_STATE, M.R_TYPE, M.R_REF, M.R_STATUS, M.R_ID = R_STATE, R_TYPE, R_REF, R_STATUS, R_ID
+M.STARTING, M.RUNNING, M.STOPPED = STARTING, RUNNING, STOPPED
+
+-- Slots of a ref (set by the codec, which interns refs by their payload).
+local REF_KEY, REF_ADDR, REF_INC, REF_ID, REF_REC = 1, 2, 3, 4, 5
+
+-- Queue entry kinds other than a delivery (whose first slot is the actor record).
+local REPLY = { "reply" } -- rid, ok, payload-or-error
+local WAKE = { "wake" }   -- coroutine, a, b
+local RUN = { "run" }     -- actor record, function, timer
+local DRAIN = { "drain" } -- actor record whose mailbox holds the next message
+
+local BUDGET = 4096       -- queue entries per loop turn before I/O gets its chance
+local POOL_MAX = 256      -- idle dispatchers kept for reuse
+
+---------------------------------------------------------------------------
+-- Node identity
+---------------------------------------------------------------------------
+
+local node = {
+  address = "",                       -- where other nodes reach this one ("" until it listens)
+  incarnation = host.incarnation(),   -- random per start: refs of an earlier run are dead
+  name = "atoll",
+}
+M.node = node
+
+---------------------------------------------------------------------------
+-- Run queue: a ring of 4 slots per entry, grown by doubling
+---------------------------------------------------------------------------
+
+local q = {}
+local qcap = 1024 -- entries; a power of two
+local qhead = 0   -- index of the first entry
+local qn = 0      -- entries queued
+local scheduled = false -- the idle handle is on, or a drain is under way
+local draining = false
+
+local function grow()
+  local nq, ncap = {}, qcap * 2
+  for k = 0, qn - 1 do
+    local i = band(qhead + k, qcap - 1) * 4
+    local j = k * 4
+    nq[j + 1], nq[j + 2], nq[j + 3], nq[j + 4] = q[i + 1], q[i + 2], q[i + 3], q[i + 4]
+  end
+  q, qcap, qhead = nq, ncap, 0
+end
+
+local function enqueue(a, b, c, d)
+  if qn == qcap then grow() end
+  local i = band(qhead + qn, qcap - 1) * 4
+  q[i + 1], q[i + 2], q[i + 3], q[i + 4] = a, b, c, d
+  qn = qn + 1
+  if not scheduled then
+    scheduled = true
+    host.idle(true)
+  end
+end
+M.enqueue = enqueue
+
+local function dequeue()
+  local i = qhead * 4
+  local a, b, c, d = q[i + 1], q[i + 2], q[i + 3], q[i + 4]
+  q[i + 1], q[i + 2], q[i + 3], q[i + 4] = nil, nil, nil, nil
+  qhead = band(qhead + 1, qcap - 1)
+  qn = qn - 1
+  return a, b, c, d
+end
+
+function M.queued()
+  return qn
+end
+
+---------------------------------------------------------------------------
+-- Time and timers
+---------------------------------------------------------------------------
+
+local now = host.now() -- loop time in ms, refreshed on every entry from the loop
+local timers = Heap.new()
+local armed_at = nil   -- deadline the host's wake timer is set for
+
+local function refresh_now()
+  now = host.now()
+  return now
+end
+M.refresh_now = refresh_now
+
+function M.now_ms()
+  return now
+end
+
+local function arm()
+  local d = timers:peek()
+  if d == nil then
+    if armed_at then
+      host.arm(-1)
+      armed_at = nil
+    end
+  elseif armed_at == nil or d < armed_at then
+    host.arm(d - now)
+    armed_at = d
+  end
+end
+
+local function add_timer(deadline, item)
+  timers:push(deadline, item)
+  if armed_at == nil or deadline < armed_at then arm() end
+end
+
+---------------------------------------------------------------------------
+-- Managed coroutines and the current actor
+---------------------------------------------------------------------------
+
+local current = nil                         -- record of the actor whose code is running
+local managed = setmetatable({}, { __mode = "k" }) -- coroutines the runtime may suspend
+local handed = {}                           -- dispatchers handed to a suspended handler
+local roots = {}                            -- root coroutine -> completion callback
+local pool, npool = {}, 0
+local budget = 0
+
+function M.current()
+  return current
+end
+
+function M.set_current(rec)
+  local prev = current
+  current = rec
+  return prev
+end
+
+-- Suspends the running handler until someone resumes it through the queue.
+-- Returns what it was resumed with.
+local function suspend()
+  local co = co_running()
+  if co == nil or not managed[co] then
+    error("atoll: a call or sleep must run inside an actor (or atoll.run); "
+      .. (co and "this coroutine was not started by atoll" or "this is the main thread"), 3)
+  end
+  local saved = current
+  handed[co] = true
+  local a, b = co_yield(SUSPEND)
+  current = saved
+  return a, b
+end
+M.suspend = suspend
+
+local on_root_finished -- defined below
+
+-- Resumes a suspended coroutine and deals with how it stops again.
+local function resume(co, a, b)
+  local ok, st = co_resume(co, a, b)
+  if st == SUSPEND and ok then return end
+  if st == DONE and ok then
+    handed[co] = nil
+    if npool < POOL_MAX then
+      npool = npool + 1
+      pool[npool] = co
+    end
+    return
+  end
+  if co_status(co) == "dead" then
+    if ok then
+      on_root_finished(co, true, st)
+    else
+      on_root_finished(co, false, st, traceback(co, tostring(st)))
+    end
+  elseif ok then
+    host.log("error", "atoll", "internal: a coroutine yielded an unknown value: " .. tostring(st))
+  end
+end
+
+---------------------------------------------------------------------------
+-- Replies and pending calls
+---------------------------------------------------------------------------
+
+local pending = {}    -- rid -> suspended caller
+local next_rid = 1
+M.remote = nil        -- set by the transport: remote call/send/reply functions
+
+-- Routes a reply to the caller identified by rid. Replies always travel
+-- encoded: `res` is the packed results, or an error object for a failure.
+local function reply(rid, ok, res)
+  if rid > 0 then
+    if not ok then
+      local payload = codec.encode(errors.to_wire(res))
+      res = payload or codec.encode(errors.to_wire(new_error(res.kind, tostring(res.message))))
+    end
+    enqueue(REPLY, rid, ok, res)
+  elseif M.remote then
+    M.remote.reply(rid, ok, res)
+  end
+end
+M.reply = reply
+
+local function fail_call(rid, err)
+  reply(rid, false, err)
+end
+
+local function complete(rid, ok, res)
+  local co = pending[rid]
+  if co == nil then return end -- timed out already: a late reply is dropped
+  pending[rid] = nil
+  timers:remove(rid)
+  resume(co, ok, res)
+end
+M.complete = complete
+
+---------------------------------------------------------------------------
+-- Delivery
+---------------------------------------------------------------------------
+
+local function actor_label(rec)
+  local T = rec[R_TYPE]
+  return (T and T.__name or "actor") .. "#" .. tostring(rec[R_ID])
+end
+M.actor_label = actor_label
+
+-- Message handler for a failing distributed function: keeps the error value
+-- and the callee's traceback.
+local function capture(e)
+  return { e, traceback("", 2) }
+end
+
+local function run_call(fn, state, payload)
+  return pack_results(fn(state, unpack_(payload)))
+end
+
+local function run_send(fn, state, payload)
+  fn(state, unpack_(payload))
+end
+
+local function handler_error(rec, method, caught)
+  local e, tb = caught[1], caught[2]
+  if errors.is(e, "bad_argument") and e.decode then
+    return new_error("bad_argument", e.message)
+  end
+  local label = actor_label(rec)
+  local message = tostring(e)
+  local value = nil
+  local te = type(e)
+  if te == "string" or te == "number" or te == "boolean" then
+    value = e
+  elseif te == "table" and getmetatable(e) == nil and codec.encode(e) then
+    value = e
+  end
+  return new_error("remote", message, {
+    traceback = (tb or ""):gsub("^\n", ""),
+    value = value, actor = label, method = method,
+  })
+end
+
+local mailbox_push -- defined below
+
+local function deliver(rec, method, payload, rid)
+  if rec[R_STATUS] ~= RUNNING or rec[R_MAILBOX] then
+    if rec[R_STATUS] == STOPPED then
+      if rid ~= 0 then
+        fail_call(rid, new_error("no_such_actor", actor_label(rec) .. " has stopped"))
+      end
+      return
+    end
+    mailbox_push(rec, method, payload, rid)
+    return
+  end
+  local T = rec[R_TYPE]
+  local fn = T.distributed[method]
+  if fn == nil then
+    local what = rawget(T, method) ~= nil and "is not a distributed function"
+      or "is not a function of this actor"
+    local err = new_error("not_distributed", T.__name .. "." .. tostring(method) .. " " .. what)
+    if rid ~= 0 then
+      fail_call(rid, err)
+    else
+      host.log("warn", actor_label(rec), "one-way message dropped: " .. err.message)
+    end
+    return
+  end
+  current = rec
+  if rid == 0 then
+    local ok, caught = xpcall(run_send, capture, fn, rec[R_STATE], payload)
+    if not ok then
+      local e = handler_error(rec, method, caught)
+      host.log("error", actor_label(rec),
+        "error in one-way " .. method .. ": " .. tostring(e.message)
+        .. (e.traceback and ("\n" .. e.traceback) or ""))
+    end
+  else
+    local ok, res, perr = xpcall(run_call, capture, fn, rec[R_STATE], payload)
+    if not ok then
+      reply(rid, false, handler_error(rec, method, res))
+    elseif res == nil then
+      reply(rid, false, new_error("bad_argument", T.__name .. "." .. method .. " returned " .. perr))
+    else
+      reply(rid, true, res)
+    end
+  end
+end
+
+-- Messages wait in an actor's own mailbox while it is starting (or, later,
+-- recovering); once it runs, its mailbox drains one message per DRAIN entry,
+-- and new messages queue behind the mailbox until it is empty, so order holds.
+function mailbox_push(rec, method, payload, rid)
+  local mb = rec[R_MAILBOX]
+  if mb == nil then
+    mb = { head = 1, tail = 0 }
+    rec[R_MAILBOX] = mb
+  end
+  local t = mb.tail + 3
+  mb[t - 2], mb[t - 1], mb[t] = method, payload, rid
+  mb.tail = t
+end
+
+local function drain_mailbox(rec)
+  local mb = rec[R_MAILBOX]
+  if mb == nil or rec[R_STATUS] ~= RUNNING then return end
+  local h = mb.head
+  local method, payload, rid = mb[h], mb[h + 1], mb[h + 2]
+  mb[h], mb[h + 1], mb[h + 2] = nil, nil, nil
+  h = h + 3
+  if h > mb.tail then
+    rec[R_MAILBOX] = nil
+  else
+    mb.head = h
+    enqueue(DRAIN, rec)
+  end
+  deliver(rec, method, payload, rid)
+end
+
+local function flush_mailbox(rec, err)
+  local mb = rec[R_MAILBOX]
+  rec[R_MAILBOX] = nil
+  if mb == nil then return end
+  for h = mb.head, mb.tail, 3 do
+    local rid = mb[h + 2]
+    if rid ~= 0 then fail_call(rid, err) end
+  end
+end
+
+-- Sets a record running; queued mail drains in order before anything newer.
+function M.set_running(rec)
+  rec[R_STATUS] = RUNNING
+  if rec[R_MAILBOX] then enqueue(DRAIN, rec) end
+end
+
+function M.set_starting(rec)
+  rec[R_STATUS] = STARTING
+end
+
+---------------------------------------------------------------------------
+-- Timer entries that run code in an actor's context
+---------------------------------------------------------------------------
+
+local function run_timer(rec, fn, timer)
+  if timer.cancelled or rec and rec[R_STATUS] == STOPPED then return end
+  current = rec
+  local ok, caught = xpcall(fn, capture)
+  if not ok then
+    host.log("error", rec and actor_label(rec) or "timer",
+      "error in timer callback: " .. tostring(caught[1]) .. "\n" .. (caught[2] or ""):gsub("^\n", ""))
+  end
+end
+
+---------------------------------------------------------------------------
+-- Dispatchers and the loop's entry points
+---------------------------------------------------------------------------
+
+local function dispatcher_main()
+  local me = co_running()
+  while true do
+    while qn > 0 and budget > 0 do
+      budget = budget - 1
+      local a, b, c, d = dequeue()
+      if a == REPLY then
+        complete(b, c, d)
+      elseif a == WAKE then
+        resume(b, c, d)
+      elseif a == RUN then
+        run_timer(b, c, d)
+      elseif a == DRAIN then
+        drain_mailbox(b)
+      else
+        deliver(a, b, c, d)
+      end
+      if handed[me] then
+        -- This coroutine was handed to a handler that suspended and has now
+        -- finished: give it back rather than keep dispatching while nested.
+        co_yield(DONE)
+      end
+    end
+    co_yield(IDLE)
+  end
+end
+
+local function take_dispatcher()
+  if npool > 0 then
+    local co = pool[npool]
+    pool[npool] = nil
+    npool = npool - 1
+    return co
+  end
+  local co = co_create(dispatcher_main)
+  managed[co] = true
+  return co
+end
+
+-- Runs queued work for one loop turn; leaves the idle handle on if some remains.
+local function drain()
+  if draining then return end
+  draining = true
+  budget = BUDGET
+  while qn > 0 and budget > 0 do
+    local co = take_dispatcher()
+    local ok, st = co_resume(co)
+    if not ok then
+      host.log("error", "atoll", "internal: dispatcher failed: " .. tostring(st))
+    elseif st == IDLE or st == DONE then
+      handed[co] = nil
+      npool = npool + 1
+      pool[npool] = co
+    end
+    -- SUSPEND: the dispatcher now belongs to a waiting handler; take another.
+  end
+  draining = false
+  if qn == 0 and scheduled then
+    scheduled = false
+    host.idle(false)
+  end
+end
+M.drain = drain
+
+local function expire_timers()
+  local t = timers
+  while true do
+    local d, item = t:peek()
+    if d == nil or d > now then break end
+    t:remove(item)
+    if type(item) == "number" then
+      -- A call's deadline passed.
+      local co = pending[item]
+      if co then
+        pending[item] = nil
+        enqueue(WAKE, co, false, codec.encode(errors.to_wire(new_error("timeout", "no reply within the call's timeout"))))
+      end
+    else
+      item:fire()
+    end
+  end
+end
+
+local function on_wake()
+  refresh_now()
+  armed_at = nil
+  expire_timers()
+  arm()
+  drain()
+end
+
+local function on_idle()
+  refresh_now()
+  drain()
+end
+
+-- Wraps a callback from the loop (file watch, process output, ...) so the
+-- work it queues runs before the loop sleeps again.
+function M.callback(fn)
+  return function(...)
+    refresh_now()
+    fn(...)
+    drain()
+  end
+end
+
+---------------------------------------------------------------------------
+-- Timers for actors: sleep, after, every
+---------------------------------------------------------------------------
+
+local Timer = {}
+Timer.__index = Timer
+
+-- A timer fires from expire_timers: a sleep wakes its coroutine; after/every
+-- queue their function to run as a message of the actor that made them.
+function Timer:fire()
+  if self.co then
+    enqueue(WAKE, self.co, true)
+    return
+  end
+  if self.raw then
+    -- Runs right here, outside any actor (the loop's own timer callback).
+    if not self.cancelled then
+      local ok, err = xpcall(self.raw, traceback)
+      if not ok then host.log("error", "atoll", "timer callback failed: " .. tostring(err)) end
+    end
+    return
+  end
+  if self.cancelled then return end
+  enqueue(RUN, self.rec, self.fn, self)
+  if self.interval then
+    -- Re-arm from the scheduled time, so an `every` does not drift; skip
+    -- ticks that were missed entirely.
+    local nxt = self.deadline + self.interval
+    if nxt <= now then nxt = now + self.interval end
+    self.deadline = nxt
+    add_timer(nxt, self)
+  else
+    self:forget()
+  end
+end
+
+function Timer:forget()
+  local rec = self.rec
+  local set = rec and rec[R_TIMERS]
+  if set then set[self] = nil end
+end
+
+-- timer:cancel() -> true if it had not fired yet (or, for every, was active)
+function Timer:cancel()
+  if self.cancelled then return false end
+  self.cancelled = true
+  self:forget()
+  local was = timers:remove(self)
+  arm()
+  return was
+end
+
+local function check_seconds(s, what)
+  if type(s) ~= "number" or s ~= s or s < 0 or s == math.huge then
+    error(what .. " must be a non-negative number of seconds", 3)
+  end
+  return s * 1000
+end
+
+function M.sleep(seconds)
+  local ms = check_seconds(seconds, "sleep")
+  local co = co_running()
+  local t = setmetatable({ co = co }, Timer)
+  t.deadline = now + ms
+  add_timer(t.deadline, t)
+  suspend()
+end
+
+local function schedule(seconds, fn, interval, what)
+  local ms = check_seconds(seconds, what)
+  if type(fn) ~= "function" then error(what .. " needs a function", 3) end
+  local rec = current
+  local t = setmetatable({ rec = rec, fn = fn, interval = interval }, Timer)
+  t.deadline = now + ms
+  if rec then
+    local set = rec[R_TIMERS]
+    if set == nil then
+      set = {}
+      rec[R_TIMERS] = set
+    end
+    set[t] = true
+  end
+  add_timer(t.deadline, t)
+  return t
+end
+
+function M.after(seconds, fn)
+  return schedule(seconds, fn, nil, "after")
+end
+
+function M.every(seconds, fn)
+  local ms = check_seconds(seconds, "every")
+  if ms <= 0 then error("every needs an interval above zero", 2) end
+  return schedule(seconds, fn, ms, "every")
+end
+
+-- after_raw(seconds, fn): runs fn outside any actor when the time comes
+-- (for the runtime's own housekeeping). Returns a cancellable timer.
+function M.after_raw(seconds, fn)
+  local t = setmetatable({ raw = fn }, Timer)
+  t.deadline = now + check_seconds(seconds, "after_raw")
+  add_timer(t.deadline, t)
+  return t
+end
+
+-- A waiter suspends one coroutine until wake() or a timeout: the building
+-- block for waiting on I/O (process output, sockets, replies of any kind).
+local Waiter = {}
+Waiter.__index = Waiter
+
+function M.waiter()
+  return setmetatable({}, Waiter)
+end
+
+-- waiter:wait([seconds]) -> true, value | false, "timeout"
+function Waiter:wait(seconds)
+  local co = co_running()
+  if self.co then error("this waiter already has a coroutine waiting", 2) end
+  self.co = co
+  if seconds then
+    local me = self
+    self.timer = M.after_raw(seconds, function()
+      if me.co == co then
+        me.co, me.timer = nil, nil
+        enqueue(WAKE, co, false, "timeout")
+      end
+    end)
+  end
+  return suspend()
+end
+
+-- waiter:wake(value) -> true if a coroutine was waiting
+function Waiter:wake(value)
+  local co = self.co
+  if co == nil then return false end
+  self.co = nil
+  if self.timer then
+    self.timer:cancel()
+    self.timer = nil
+  end
+  enqueue(WAKE, co, true, value)
+  return true
+end
+
+function Waiter:waiting()
+  return self.co ~= nil
+end
+
+-- Yields to other work once, then continues (a long loop's courtesy).
+function M.yield()
+  enqueue(WAKE, co_running(), true)
+  suspend()
+end
+
+---------------------------------------------------------------------------
+-- Refs
+---------------------------------------------------------------------------
+
+local Ref = {}
+M.Ref = Ref
+local DEFAULT_TIMEOUT = 5.0
+local callers = {}
+local call -- defined below
+
+function M.default_timeout(seconds)
+  if seconds ~= nil then
+    check_seconds(seconds, "the default timeout")
+    DEFAULT_TIMEOUT = seconds
+  end
+  return DEFAULT_TIMEOUT
+end
+
+function Ref.__index(ref, name)
+  local f = callers[name]
+  if f == nil then
+    if type(name) ~= "string" then return nil end
+    f = function(self, ...)
+      if getmetatable(self) ~= Ref then
+        error("call a distributed function with a colon: ref:" .. name .. "(...)", 2)
+      end
+      return call(self, name, DEFAULT_TIMEOUT, ...)
+    end
+    callers[name] = f
+  end
+  return f
+end
+
+function Ref.__tostring(ref)
+  local rec = rawget(ref, REF_REC)
+  if rec then return actor_label(rec) end
+  local addr = ref[REF_ADDR]
+  return "actor#" .. tostring(ref[REF_ID]) .. "@" .. (addr ~= "" and addr or "?")
+    .. string.format("/%x", ref[REF_INC])
+end
+
+function M.is_ref(v)
+  return type(v) == "table" and getmetatable(v) == Ref
+end
+
+-- A view of a ref whose calls use another timeout: atoll.timeout(ref, 0.5):add(1)
+local TimeoutView = {}
+local view_callers = {}
+function TimeoutView.__index(view, name)
+  local f = view_callers[name]
+  if f == nil then
+    if type(name) ~= "string" then return nil end
+    f = function(self, ...)
+      return call(rawget(self, 1), name, rawget(self, 2), ...)
+    end
+    view_callers[name] = f
+  end
+  return f
+end
+TimeoutView.__tostring = function(v) return tostring(rawget(v, 1)) .. " (timeout " .. rawget(v, 2) .. " s)" end
+
+---------------------------------------------------------------------------
+-- Calls and sends
+---------------------------------------------------------------------------
+
+-- The incarnation is drawn at random at every start, so it alone tells
+-- whether a ref names an actor of this run of this node.
+local function is_local(ref)
+  return ref[REF_INC] == node.incarnation
+end
+M.is_local = is_local
+
+local function check_ref(ref, level)
+  if getmetatable(ref) ~= Ref then
+    error("expected an actor ref, got " .. (getmetatable(ref) == TimeoutView and "a timeout view"
+      or type(ref)), level + 1)
+  end
+end
+
+-- Sets up the caller's wait for rid and suspends; returns the decoded reply.
+local function await_reply(rid, timeout)
+  local co = co_running()
+  pending[rid] = co
+  add_timer(now + timeout * 1000, rid)
+  local ok, res = suspend()
+  if ok then return unpack_(res) end
+  local e = errors.from_wire(codec.decode(res))
+  error(e, 0)
+end
+
+function call(ref, method, timeout, ...)
+  local payload, err = pack(...)
+  if payload == nil then error(new_error("bad_argument", err), 2) end
+  local co = co_running()
+  if co == nil or not managed[co] then
+    error("atoll: ref:" .. tostring(method) .. "(...) must be called inside an actor (or atoll.run); "
+      .. (co and "this coroutine was not started by atoll" or "this is the main thread"), 3)
+  end
+  local rid = next_rid
+  next_rid = rid + 1
+  local rec = rawget(ref, REF_REC)
+  if rec ~= nil then
+    enqueue(rec, method, payload, rid)
+  elseif is_local(ref) then
+    error(new_error("no_such_actor", tostring(ref) .. " does not exist"), 2)
+  elseif M.remote then
+    local ok, rerr = M.remote.call(ref, method, payload, rid)
+    if not ok then error(rerr, 2) end
+  else
+    error(new_error("unreachable", "no route to " .. tostring(ref) .. " (this node has no transport)"), 2)
+  end
+  return await_reply(rid, timeout)
+end
+M.await_reply = await_reply
+
+-- call(ref, method, ...) with the default timeout, for dynamic method names.
+function M.call(ref, method, ...)
+  check_ref(ref, 2)
+  if type(method) ~= "string" then error("call: method name must be a string", 2) end
+  return call(ref, method, DEFAULT_TIMEOUT, ...)
+end
+
+function M.call_timeout(seconds, ref, method, ...)
+  check_ref(ref, 2)
+  check_seconds(seconds, "the timeout")
+  return call(ref, method, seconds, ...)
+end
+
+function M.timeout(ref, seconds)
+  check_ref(ref, 2)
+  check_seconds(seconds, "the timeout")
+  return setmetatable({ ref, seconds }, TimeoutView)
+end
+
+-- send(ref, method, ...): one-way; returns true once queued. A message to an
+-- actor that no longer exists is dropped.
+function M.send(ref, method, ...)
+  check_ref(ref, 2)
+  if type(method) ~= "string" then error("send: method name must be a string", 2) end
+  local payload, err = pack(...)
+  if payload == nil then error(new_error("bad_argument", err), 2) end
+  local rec = rawget(ref, REF_REC)
+  if rec ~= nil then
+    enqueue(rec, method, payload, 0)
+    return true
+  elseif is_local(ref) then
+    return false
+  elseif M.remote then
+    return M.remote.send(ref, method, payload)
+  end
+  error(new_error("unreachable", "no route to " .. tostring(ref) .. " (this node has no transport)"), 2)
+end
+
+---------------------------------------------------------------------------
+-- Actors
+---------------------------------------------------------------------------
+
+local actors = {}     -- local id -> record
+local next_id = 1
+local count = 0
+M.actors = actors
+
+function M.count()
+  return count
+end
+
+local function keep(e)
+  return e
+end
+
+-- spawn(T, ...) -> ref. Runs T:init(...) at once, in the caller's coroutine,
+-- so an error in init raises from spawn; messages that arrive while init is
+-- suspended wait in the actor's mailbox.
+function M.spawn(T, ...)
+  local payload, err = pack(...)
+  if payload == nil then error(new_error("bad_argument", err), 3) end
+  local id = next_id
+  next_id = id + 1
+  local state = setmetatable({}, T.__instance_mt)
+  local ref = codec.make_ref(node.address, node.incarnation, id)
+  local rec = { state, T, ref, STARTING, nil, nil, id }
+  ref[REF_REC] = rec
+  actors[id] = rec
+  count = count + 1
+  local init = T.init
+  if init then
+    local saved = current
+    current = rec
+    local ok, e = xpcall(init, keep, state, unpack_(payload))
+    current = saved
+    if not ok then
+      M.stop_record(rec, true)
+      error(e, 0)
+    end
+  end
+  M.set_running(rec)
+  return ref
+end
+
+-- Stops the actor of `rec`: later messages fail with no_such_actor; handlers
+-- already running finish; its timers are cancelled; T:stopped() runs.
+function M.stop_record(rec, quiet)
+  if rec[R_STATUS] == STOPPED then return false end
+  rec[R_STATUS] = STOPPED
+  actors[rec[R_ID]] = nil
+  count = count - 1
+  local ref = rec[R_REF]
+  ref[REF_REC] = nil
+  if rec[R_NAME] then M.unregister(rec[R_NAME]) end
+  local set = rec[R_TIMERS]
+  rec[R_TIMERS] = nil
+  if set then
+    for t in pairs(set) do
+      t.cancelled = true
+      timers:remove(t)
+    end
+    arm()
+  end
+  flush_mailbox(rec, new_error("no_such_actor", actor_label(rec) .. " has stopped"))
+  local stopped = rec[R_TYPE].stopped
+  if stopped and not quiet then
+    local saved = current
+    current = rec
+    local ok, caught = xpcall(stopped, capture, rec[R_STATE])
+    current = saved
+    if not ok then
+      host.log("error", actor_label(rec), "error in stopped(): " .. tostring(caught[1]))
+    end
+  end
+  if M.on_stopped then M.on_stopped(rec) end
+  return true
+end
+
+function M.record_of(ref)
+  return rawget(ref, REF_REC)
+end
+
+---------------------------------------------------------------------------
+-- Names
+---------------------------------------------------------------------------
+
+local names = {} -- name -> ref of a local actor
+
+function M.register(name, ref)
+  local rec = rawget(ref, REF_REC)
+  if rec == nil then return nil, tostring(ref) .. " is not a live local actor" end
+  local other = names[name]
+  if other and other ~= ref and rawget(other, REF_REC) then
+    return nil, "the name " .. name .. " is taken by " .. tostring(other)
+  end
+  if rec[R_NAME] and rec[R_NAME] ~= name then names[rec[R_NAME]] = nil end
+  names[name] = ref
+  rec[R_NAME] = name
+  return true
+end
+
+function M.unregister(name)
+  local ref = names[name]
+  if ref == nil then return false end
+  names[name] = nil
+  local rec = rawget(ref, REF_REC)
+  if rec then rec[R_NAME] = nil end
+  return true
+end
+
+function M.whereis(name)
+  local ref = names[name]
+  if ref and rawget(ref, REF_REC) == nil then
+    names[name] = nil
+    return nil
+  end
+  return ref
+end
+
+function M.names()
+  return names
+end
+
+---------------------------------------------------------------------------
+-- Root coroutines: the main script, atoll.run bodies, system tasks
+---------------------------------------------------------------------------
+
+-- A root is a managed coroutine with a pseudo-actor record (no type) so that
+-- code in it can make calls and sleep. on_done(true, results) runs when it
+-- returns (results = { n = count, ... }), on_done(false, err, traceback) when
+-- it raises.
+local RootType = { __name = "main", distributed = {}, __instance_mt = {} }
+
+local function results(...)
+  return { n = select("#", ...), ... }
+end
+
+function M.start_root(fn, on_done, label, ...)
+  local T = label and { __name = label, distributed = {}, __instance_mt = {} } or RootType
+  local rec = { {}, T, nil, RUNNING, nil, nil, 0 }
+  local args, nargs = { ... }, select("#", ...)
+  local co = co_create(function()
+    current = rec
+    return results(fn(unpack(args, 1, nargs)))
+  end)
+  managed[co] = true
+  roots[co] = { on_done = on_done, rec = rec }
+  enqueue(WAKE, co)
+  return co
+end
+
+function on_root_finished(co, ok, res, tb)
+  local root = roots[co]
+  roots[co] = nil
+  managed[co] = nil
+  handed[co] = nil
+  if root == nil then
+    if not ok then host.log("error", "atoll", "internal: dispatcher died: " .. tostring(tb or res)) end
+    return
+  end
+  local set = root.rec[R_TIMERS]
+  if set then
+    root.rec[R_TIMERS] = nil
+    for t in pairs(set) do
+      t.cancelled = true
+      timers:remove(t)
+    end
+  end
+  if root.on_done then
+    local ok2, err = xpcall(root.on_done, traceback, ok, res, tb)
+    if not ok2 then host.log("error", "atoll", "root completion failed: " .. tostring(err)) end
+  end
+end
+
+-- The coroutine running now, if atoll manages it.
+function M.in_actor()
+  local co = co_running()
+  return co ~= nil and managed[co] == true
+end
+
+---------------------------------------------------------------------------
+-- Wiring to the host
+---------------------------------------------------------------------------
+
+function M.install()
+  codec.configure { ref_mt = Ref, error_mt = errors.Error }
+  host.set_handlers { wake = on_wake, idle = on_idle, signal = function(name)
+    refresh_now()
+    if M.on_signal then M.on_signal(name) else host.stop(0) end
+    drain()
+  end }
+end
+
+return M

@@ -1,0 +1,289 @@
+-- The codec: Lua values <-> MessagePack, exact and strict, with errors that name the bad value.
+local atoll = require "atoll"
+local codec = require "atoll.codec"
+local async = require "helpers.async"
+
+local function roundtrip(v)
+  local bytes = assert(codec.encode(v))
+  return codec.decode(bytes)
+end
+
+local function hex(s)
+  return (s:gsub(".", function(c) return string.format("%02x", c:byte()) end))
+end
+
+describe("codec", function()
+  describe("scalars", function()
+    it("round-trips nil, booleans and strings", function()
+      assert.is_nil(roundtrip(nil))
+      assert.is_true(roundtrip(true))
+      assert.is_false(roundtrip(false))
+      assert.equal("", roundtrip(""))
+      assert.equal("héllo wörld", roundtrip("héllo wörld"))
+    end)
+
+    it("keeps every byte of binary strings", function()
+      local all = {}
+      for i = 0, 255 do all[#all + 1] = string.char(i) end
+      local s = table.concat(all)
+      assert.equal(s, roundtrip(s))
+      assert.equal("\0\0\255", roundtrip("\0\0\255"))
+    end)
+
+    it("encodes valid UTF-8 as str and other bytes as bin", function()
+      assert.equal("a3616263", hex(codec.encode("abc")))
+      assert.equal("c402ff00", hex(codec.encode("\255\0")))
+      -- overlong, surrogate and truncated sequences are not text
+      assert.equal("c4", hex(codec.encode("\192\128")):sub(1, 2))
+      assert.equal("c4", hex(codec.encode("\237\160\128")):sub(1, 2))
+      assert.equal("c4", hex(codec.encode("\226\130")):sub(1, 2))
+    end)
+
+    it("encodes integral numbers as integers, exactly up to 2^53", function()
+      assert.equal("00", hex(codec.encode(0)))
+      assert.equal("7f", hex(codec.encode(127)))
+      assert.equal("ff", hex(codec.encode(-1)))
+      assert.equal("cd0100", hex(codec.encode(256)))
+      local max = 2 ^ 53
+      assert.equal(max, roundtrip(max))
+      assert.equal(-max, roundtrip(-max))
+      assert.equal(max - 1, roundtrip(max - 1))
+      assert.equal("cf0020000000000000", hex(codec.encode(max)))
+    end)
+
+    it("encodes fractions, infinities and NaN as floats", function()
+      assert.equal(0.1, roundtrip(0.1))
+      assert.equal(1 / 3, roundtrip(1 / 3))
+      assert.equal(0.5, roundtrip(0.5))
+      assert.equal("ca3f000000", hex(codec.encode(0.5)))
+      assert.equal(math.huge, roundtrip(math.huge))
+      assert.equal(-math.huge, roundtrip(-math.huge))
+      local nan = roundtrip(0 / 0)
+      assert.is_true(nan ~= nan)
+      assert.equal(2 ^ 60, roundtrip(2 ^ 60)) -- beyond 2^53: a float, still exact
+    end)
+
+    it("keeps the sign of negative zero", function()
+      local z = roundtrip(-0.0)
+      assert.equal(0, z)
+      assert.equal(-math.huge, 1 / z)
+    end)
+  end)
+
+  describe("tables", function()
+    it("encodes sequences as arrays and the rest as maps", function()
+      assert.equal("93010203", hex(codec.encode({ 1, 2, 3 })))
+      assert.equal("81a17801", hex(codec.encode({ x = 1 })))
+      assert.same({ 1, 2, 3 }, roundtrip({ 1, 2, 3 }))
+      assert.same({ a = 1, b = { c = "d" } }, roundtrip({ a = 1, b = { c = "d" } }))
+    end)
+
+    it("keeps holes and mixed keys as maps", function()
+      local t = { 1, nil, 3 }
+      assert.same({ [1] = 1, [3] = 3 }, roundtrip(t))
+      assert.same({ 1, 2, x = "y" }, roundtrip({ 1, 2, x = "y" }))
+      assert.same({ [2] = "b", [3] = "c" }, roundtrip({ [2] = "b", [3] = "c" }))
+      assert.same({ [1.5] = true, [true] = false }, roundtrip({ [1.5] = true, [true] = false }))
+    end)
+
+    it("encodes an empty table as a map, and as an array when marked", function()
+      assert.equal("80", hex(codec.encode({})))
+      assert.equal("90", hex(codec.encode(atoll.array())))
+      local back = roundtrip(atoll.array())
+      assert.equal(atoll.ARRAY, getmetatable(back))
+      assert.equal("90", hex(codec.encode(back)))
+    end)
+
+    it("copies shared subtables rather than refusing them", function()
+      local shared = { 1 }
+      local back = roundtrip({ a = shared, b = shared })
+      assert.same({ 1 }, back.a)
+      assert.same({ 1 }, back.b)
+    end)
+
+    it("round-trips deep and wide structures", function()
+      local wide = {}
+      for i = 1, 5000 do wide[i] = { i, tostring(i) } end
+      assert.same(wide, roundtrip(wide))
+      local deep = {}
+      local t = deep
+      for _ = 1, 30 do
+        t.next = {}
+        t = t.next
+      end
+      assert.same(deep, roundtrip(deep))
+    end)
+  end)
+
+  describe("value lists", function()
+    it("packs arguments with their count, nils included", function()
+      local bytes = assert(codec.pack(1, nil, "x", nil))
+      local a, b, c, d = codec.unpack(bytes)
+      assert.equal(1, a)
+      assert.is_nil(b)
+      assert.equal("x", c)
+      assert.is_nil(d)
+      assert.equal(4, select("#", codec.unpack(bytes)))
+      assert.equal(0, select("#", codec.unpack(assert(codec.pack()))))
+    end)
+
+    it("refuses more than MAX_VALUES values", function()
+      local t = {}
+      for i = 1, codec.MAX_VALUES + 1 do t[i] = i end
+      local bytes, err = codec.pack(unpack(t))
+      assert.is_nil(bytes)
+      assert.matches("more than 250 values", err)
+    end)
+  end)
+
+  describe("refusals name the path to the bad value", function()
+    local function refuse(...)
+      local bytes, err = codec.pack(...)
+      assert.is_nil(bytes)
+      return err
+    end
+
+    it("refuses functions", function()
+      assert.equal("args[2].on_done: a function cannot be sent",
+        refuse(1, { on_done = function() end }))
+    end)
+
+    it("refuses coroutines and userdata", function()
+      assert.equal("args[1]: a coroutine cannot be sent", refuse(coroutine.create(print)))
+      assert.equal("args[1].file: a userdata cannot be sent", refuse({ file = io.stdout }))
+    end)
+
+    it("names indexes, odd keys and nested paths", function()
+      assert.equal("args[1][3].x: a function cannot be sent", refuse({ 1, 2, { x = print } }))
+      assert.equal('args[1]["a key"]: a function cannot be sent', refuse({ ["a key"] = print }))
+      assert.equal("args[1][2.5]: a function cannot be sent", refuse({ [2.5] = print }))
+      assert.equal("args[1]: a table key of type function cannot be sent", refuse({ [print] = 1 }))
+    end)
+
+    it("refuses cycles", function()
+      local t = { name = "loop" }
+      t.self = t
+      assert.equal("args[1].self: a table that contains itself cannot be sent", refuse(t))
+      local a, b = {}, {}
+      a.b, b.a = b, a
+      assert.equal("args[1].b.a: a table that contains itself cannot be sent", refuse(a))
+    end)
+
+    it("refuses nesting deeper than the limit", function()
+      local deep = {}
+      local t = deep
+      for _ = 1, 40 do
+        t.next = {}
+        t = t.next
+      end
+      local err = refuse(deep)
+      assert.matches("nested deeper than 32 levels", err)
+      assert.matches("^args%[1%]%.next%.next", err)
+    end)
+
+    it("refuses tables with metatables, whose methods would be lost", function()
+      local obj = setmetatable({}, { __index = {} })
+      assert.matches("a table with a metatable cannot be sent", refuse(obj))
+    end)
+
+    it("refuses messages over the size limit, and the limit can change", function()
+      local old = codec.limits()
+      codec.limits { max_bytes = 1024 }
+      local ok, err = pcall(function()
+        local msg = refuse(string.rep("x", 2000))
+        assert.matches("larger than the limit of 1024 bytes", msg)
+        assert.truthy(codec.pack(string.rep("x", 1000)))
+      end)
+      codec.limits(old)
+      assert(ok, err)
+      assert.same(old, codec.limits())
+    end)
+
+    it("uses 'result' for what a function returns", function()
+      local bytes, err = codec.pack_results(1, print)
+      assert.is_nil(bytes)
+      assert.equal("result[2]: a function cannot be sent", err)
+    end)
+  end)
+
+  describe("decoding refuses malformed input", function()
+    local function bad(bytes, pattern)
+      local ok, err = pcall(codec.decode, bytes)
+      assert.is_false(ok)
+      assert.equal("bad_argument", err.kind)
+      assert.matches(pattern, err.message)
+    end
+
+    it("reports truncation", function()
+      bad("\205\1", "ends early")
+      bad("\218\0\10abc", "ends inside a string")
+      bad("", "ends early")
+    end)
+
+    it("reports invalid type bytes and trailing bytes", function()
+      bad("\193", "invalid type byte")
+      bad("\1\2", "trailing bytes")
+    end)
+
+    it("refuses integers a Lua number cannot hold exactly", function()
+      bad("\207\0\32\0\0\0\0\0\1", "beyond 2%^53")
+      bad("\211\255\223\255\255\255\255\255\255", "beyond 2%^53")
+    end)
+
+    it("refuses containers that claim more elements than there are bytes", function()
+      bad("\221\255\255\255\255", "claims more elements")
+      bad("\223\127\255\255\255\1", "claims more elements")
+    end)
+
+    it("refuses nil and NaN map keys, unknown ext types, and too deep nesting", function()
+      bad("\129\192\1", "map key is nil")
+      bad("\129\203\127\248\0\0\0\0\0\0\1", "map key is NaN")
+      bad("\212\5\0", "unsupported ext type 5")
+      bad(string.rep("\145", 40) .. "\1", "nesting deeper")
+    end)
+
+    it("offers a non-raising variant", function()
+      local ok, err = codec.try_decode("\193")
+      assert.is_false(ok)
+      assert.matches("invalid type byte", err)
+      local ok2, v = codec.try_decode(codec.encode({ 1 }))
+      assert.is_true(ok2)
+      assert.same({ 1 }, v)
+    end)
+  end)
+
+  describe("actor refs", function()
+    it("travel as an ext type and come back as the same ref", async(function()
+      local T = atoll.actor.define "CodecRefProbe"
+      function T.distributed:ping() return "pong" end
+      local r = atoll.spawn(T)
+      local bytes = assert(codec.encode({ who = r }))
+      assert.truthy(bytes:find("\199", 1, true) or bytes:find("\216", 1, true)) -- ext 8 or fixext 16
+      local back = codec.decode(bytes)
+      assert.equal(r, back.who) -- interned: the same table
+      assert.equal("pong", back.who:ping())
+    end))
+  end)
+
+  describe("interoperability", function()
+    local mpack = require "mpack" -- Debian's lua-mpack, a third-party implementation
+
+    it("lua-mpack decodes what atoll encodes", function()
+      local value = { name = "ann", scores = { 1, 2, 3 }, ratio = 0.25, ok = true, neg = -7,
+                      big = 2 ^ 40, text = "ünï" }
+      local bytes = codec.encode(value)
+      local theirs = mpack.unpack(bytes)
+      assert.same(value, theirs)
+    end)
+
+    it("atoll decodes what lua-mpack encodes", function()
+      local value = { list = { "a", "b" }, n = 123456789, f = 1.5, nested = { deep = { x = -1 } } }
+      assert.same(value, codec.decode(mpack.pack(value)))
+    end)
+
+    it("round-trips through both", function()
+      local value = { 1, { 2, { 3, { k = "v" } } }, false }
+      assert.same(value, codec.decode(mpack.pack(mpack.unpack(codec.encode(value)))))
+    end)
+  end)
+end)
