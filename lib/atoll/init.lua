@@ -125,6 +125,11 @@ atoll.after = runtime.after
 atoll.every = runtime.every
 atoll.yield = runtime.yield
 
+-- future() -> a value to be set later: f:set(v), f:fail(err), f:wait([s]), f:ready()
+atoll.future = runtime.future
+-- task(fn, ...) -> future of fn's result; fn runs concurrently as the running actor
+atoll.task = runtime.task
+
 -- now() -> monotonic seconds, with sub-microsecond resolution
 function atoll.now()
   return host.hrtime() / 1e9
@@ -184,7 +189,7 @@ local function run(level, seconds, fn, ...)
   end
   local done, ok, res, tb = false, nil, nil, nil
   local timed_out = false
-  runtime.refresh_now()
+  runtime.refresh_now(true)
   runtime.start_root(fn, function(o, r, t)
     done, ok, res, tb = true, o, r, t
     host.interrupt()

@@ -182,12 +182,18 @@ local function reload_module(info, source)
       info.types[#info.types + 1] = step.name
     end
   end
-  if type(res) == "table" and package.loaded[info.name] ~= res and not actor.is_type(res) then
-    -- A module returning a table of types keeps returning the canonical ones.
-    local ret = {}
-    for k, v in pairs(res) do
-      ret[k] = (type(v) == "table" and rawget(v, "__name") and actor.types[v.__name]) or v
+  -- require() keeps returning the canonical types: a module that returns
+  -- one type already has it in package.loaded; one that returns a table of
+  -- types gets a table of the canonical ones.
+  local function canonical(v)
+    if type(v) == "table" and rawget(v, "__name") and staged[v.__name] == v then
+      return actor.types[v.__name]
     end
+    return v
+  end
+  if type(res) == "table" and canonical(res) == res and info.name then
+    local ret = {}
+    for k, v in pairs(res) do ret[k] = canonical(v) end
     package.loaded[info.name] = ret
   end
   sources[info.path] = source

@@ -118,8 +118,10 @@ local now = host.now() -- loop time in ms, refreshed on every entry from the loo
 local timers = Heap.new()
 local armed_at = nil   -- deadline the host's wake timer is set for
 
-local function refresh_now()
-  now = host.now()
+-- Inside a loop callback the loop time is fresh; outside one (atoll.run
+-- starting, a script's top level) it may be old, so `exact` re-reads the clock.
+local function refresh_now(exact)
+  now = exact and host.update_time() or host.now()
   return now
 end
 M.refresh_now = refresh_now
@@ -167,14 +169,22 @@ function M.set_current(rec)
   return prev
 end
 
+-- The running coroutine, if atoll may suspend it; raises otherwise (at
+-- `level`), before the caller has set anything up that would need undoing.
+local function suspendable(what, level)
+  local co = co_running()
+  if co == nil or not managed[co] then
+    error("atoll: " .. what .. " must run inside an actor (or atoll.run); "
+      .. (co and "this coroutine was not started by atoll" or "this is the main thread"), level + 1)
+  end
+  return co
+end
+M.suspendable = suspendable
+
 -- Suspends the running handler until someone resumes it through the queue.
 -- Returns what it was resumed with.
 local function suspend()
-  local co = co_running()
-  if co == nil or not managed[co] then
-    error("atoll: a call or sleep must run inside an actor (or atoll.run); "
-      .. (co and "this coroutine was not started by atoll" or "this is the main thread"), 3)
-  end
+  local co = suspendable("a call or sleep", 3)
   local saved = current
   handed[co] = true
   local a, b = co_yield(SUSPEND)
@@ -187,6 +197,10 @@ local on_root_finished -- defined below
 
 -- Resumes a suspended coroutine and deals with how it stops again.
 local function resume(co, a, b)
+  if co_status(co) ~= "suspended" then
+    host.log("error", "atoll", "internal: wake-up for a coroutine that is " .. co_status(co))
+    return
+  end
   local ok, st = co_resume(co, a, b)
   if st == SUSPEND and ok then return end
   if st == DONE and ok then
@@ -290,17 +304,8 @@ end
 
 local mailbox_push -- defined below
 
-local function deliver(rec, method, payload, rid)
-  if rec[R_STATUS] ~= RUNNING or rec[R_MAILBOX] then
-    if rec[R_STATUS] == STOPPED then
-      if rid ~= 0 then
-        fail_call(rid, new_error("no_such_actor", actor_label(rec) .. " has stopped"))
-      end
-      return
-    end
-    mailbox_push(rec, method, payload, rid)
-    return
-  end
+-- Runs one message on a running actor.
+local function invoke(rec, method, payload, rid)
   local T = rec[R_TYPE]
   local fn = T.distributed[method]
   if fn == nil then
@@ -335,6 +340,22 @@ local function deliver(rec, method, payload, rid)
   end
 end
 
+local function stopped_error(rec)
+  return new_error("no_such_actor", actor_label(rec) .. " has stopped")
+end
+
+-- Routes a message: runs it, holds it in the actor's mailbox, or fails it.
+local function deliver(rec, method, payload, rid)
+  if rec[R_STATUS] == RUNNING and rec[R_MAILBOX] == nil then
+    return invoke(rec, method, payload, rid)
+  end
+  if rec[R_STATUS] == STOPPED then
+    if rid ~= 0 then fail_call(rid, stopped_error(rec)) end
+    return
+  end
+  mailbox_push(rec, method, payload, rid)
+end
+
 -- Messages wait in an actor's own mailbox while it is starting (or, later,
 -- recovering); once it runs, its mailbox drains one message per DRAIN entry,
 -- and new messages queue behind the mailbox until it is empty, so order holds.
@@ -349,9 +370,24 @@ function mailbox_push(rec, method, payload, rid)
   mb.tail = t
 end
 
+local function flush_mailbox(rec, err)
+  local mb = rec[R_MAILBOX]
+  rec[R_MAILBOX] = nil
+  if mb == nil then return end
+  for h = mb.head, mb.tail, 3 do
+    local rid = mb[h + 2]
+    if rid ~= 0 then fail_call(rid, err) end
+  end
+end
+
 local function drain_mailbox(rec)
   local mb = rec[R_MAILBOX]
-  if mb == nil or rec[R_STATUS] ~= RUNNING then return end
+  if mb == nil then return end
+  if rec[R_STATUS] == STOPPED then
+    flush_mailbox(rec, stopped_error(rec))
+    return
+  end
+  if rec[R_STATUS] ~= RUNNING then return end -- paused again; resumes with a new DRAIN
   local h = mb.head
   local method, payload, rid = mb[h], mb[h + 1], mb[h + 2]
   mb[h], mb[h + 1], mb[h + 2] = nil, nil, nil
@@ -362,17 +398,7 @@ local function drain_mailbox(rec)
     mb.head = h
     enqueue(DRAIN, rec)
   end
-  deliver(rec, method, payload, rid)
-end
-
-local function flush_mailbox(rec, err)
-  local mb = rec[R_MAILBOX]
-  rec[R_MAILBOX] = nil
-  if mb == nil then return end
-  for h = mb.head, mb.tail, 3 do
-    local rid = mb[h + 2]
-    if rid ~= 0 then fail_call(rid, err) end
-  end
+  invoke(rec, method, payload, rid)
 end
 
 -- Sets a record running; queued mail drains in order before anything newer.
@@ -570,7 +596,7 @@ end
 
 function M.sleep(seconds)
   local ms = check_seconds(seconds, "sleep")
-  local co = co_running()
+  local co = suspendable("sleep", 2)
   local t = setmetatable({ co = co }, Timer)
   t.deadline = now + ms
   add_timer(t.deadline, t)
@@ -625,7 +651,7 @@ end
 
 -- waiter:wait([seconds]) -> true, value | false, "timeout"
 function Waiter:wait(seconds)
-  local co = co_running()
+  local co = suspendable("waiting", 2)
   if self.co then error("this waiter already has a coroutine waiting", 2) end
   self.co = co
   if seconds then
@@ -657,9 +683,87 @@ function Waiter:waiting()
   return self.co ~= nil
 end
 
+-- A future holds a value that arrives later; any number of coroutines can
+-- wait for it. set() resolves it once; fail() makes wait() raise.
+local Future = {}
+Future.__index = Future
+
+function M.future()
+  return setmetatable({ done = false }, Future)
+end
+
+local function settle(f, ok, value)
+  if f.done then error("this future is already resolved", 3) end
+  f.done, f.ok, f.value = true, ok, value
+  local ws = f.waiters
+  f.waiters = nil
+  if ws then
+    for i = 1, #ws do ws[i]:wake() end
+  end
+end
+
+-- future:set(value) resolves it, waking every waiter
+function Future:set(value)
+  settle(self, true, value)
+end
+
+-- future:fail(err) makes every wait() raise err
+function Future:fail(err)
+  settle(self, false, err)
+end
+
+function Future:ready()
+  return self.done
+end
+
+-- future:wait([seconds]) -> the value; raises the failure, or a timeout error
+function Future:wait(seconds)
+  if not self.done then
+    local w = M.waiter()
+    local ws = self.waiters
+    if ws == nil then
+      ws = {}
+      self.waiters = ws
+    end
+    ws[#ws + 1] = w
+    local ok = w:wait(seconds)
+    if not ok and not self.done then
+      for i = #ws, 1, -1 do
+        if ws[i] == w then table.remove(ws, i) end
+      end
+      error(new_error("timeout", "the future was not resolved within " .. seconds .. " s"), 2)
+    end
+  end
+  if not self.ok then error(self.value, 2) end
+  return self.value
+end
+
+-- task(fn, ...) -> future. Runs fn(...) concurrently, as the running actor
+-- (so its calls and timers are that actor's); the future resolves to fn's
+-- first result, or fails with its error.
+function M.task(fn, ...)
+  if type(fn) ~= "function" then error("task needs a function", 2) end
+  local f = M.future()
+  local rec = current
+  local args, nargs = { ... }, select("#", ...)
+  local co = co_create(function()
+    current = rec
+    local ok, res = xpcall(fn, function(e)
+      if type(e) == "string" then return traceback(e, 2) end
+      return e
+    end, unpack(args, 1, nargs))
+    if ok then f:set(res) else f:fail(res) end
+    return nil
+  end)
+  managed[co] = true
+  roots[co] = { rec = { {}, RootType, nil, RUNNING, nil, nil, 0 } }
+  enqueue(WAKE, co)
+  return f
+end
+
 -- Yields to other work once, then continues (a long loop's courtesy).
 function M.yield()
-  enqueue(WAKE, co_running(), true)
+  enqueue(WAKE, suspendable("yield", 2), true)
   suspend()
 end
 
@@ -673,12 +777,15 @@ local DEFAULT_TIMEOUT = 5.0
 local callers = {}
 local call -- defined below
 
+-- default_timeout([seconds]) -> the default in force before this call
 function M.default_timeout(seconds)
+  local old = DEFAULT_TIMEOUT
   if seconds ~= nil then
     check_seconds(seconds, "the default timeout")
+    if seconds <= 0 then error("the default timeout must be above zero", 2) end
     DEFAULT_TIMEOUT = seconds
   end
-  return DEFAULT_TIMEOUT
+  return old
 end
 
 function Ref.__index(ref, name)
@@ -756,11 +863,7 @@ end
 function call(ref, method, timeout, ...)
   local payload, err = pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
-  local co = co_running()
-  if co == nil or not managed[co] then
-    error("atoll: ref:" .. tostring(method) .. "(...) must be called inside an actor (or atoll.run); "
-      .. (co and "this coroutine was not started by atoll" or "this is the main thread"), 3)
-  end
+  suspendable("ref:" .. tostring(method) .. "(...)", 3)
   local rid = next_rid
   next_rid = rid + 1
   local rec = rawget(ref, REF_REC)
@@ -881,7 +984,7 @@ function M.stop_record(rec, quiet)
     end
     arm()
   end
-  flush_mailbox(rec, new_error("no_such_actor", actor_label(rec) .. " has stopped"))
+  flush_mailbox(rec, stopped_error(rec))
   local stopped = rec[R_TYPE].stopped
   if stopped and not quiet then
     local saved = current
