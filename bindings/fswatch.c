@@ -45,7 +45,7 @@ static int l_watch(lua_State *L) {
   fswatch_t *w = calloc(1, sizeof *w);
   if (w == NULL) return luaL_error(L, "out of memory");
   w->base.on_close = on_closed;
-  w->L = L;
+  w->L = h->L; /* callbacks run on the main thread, never on the caller's coroutine */
   w->cb_ref = w->self_ref = LUA_NOREF;
   uv_fs_event_init(&h->loop, &w->event);
   w->event.data = w;

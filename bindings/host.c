@@ -30,9 +30,15 @@ static int l_hrtime(lua_State *L) {
   return 1;
 }
 
-/* arm(delay_ms) -- arms the wake timer; a negative delay disarms it */
+/* arm(delay_ms) -- arms the wake timer; an overdue deadline fires on the next turn */
 static int l_arm(lua_State *L) {
   host_arm_wake(BINDING_HOST(L), luaL_checknumber(L, 1));
+  return 0;
+}
+
+/* disarm() -- stops the wake timer */
+static int l_disarm(lua_State *L) {
+  host_disarm_wake(BINDING_HOST(L));
   return 0;
 }
 
@@ -199,6 +205,7 @@ static const luaL_Reg host_fns[] = {
     {"update_time", l_update_time},
     {"hrtime", l_hrtime},
     {"arm", l_arm},
+    {"disarm", l_disarm},
     {"idle", l_idle},
     {"set_handlers", l_set_handlers},
     {"run", l_run},

@@ -132,7 +132,7 @@ static int l_spawn(lua_State *L) {
   proc_t *p = calloc(1, sizeof *p);
   if (p == NULL) return luaL_error(L, "out of memory");
   p->base.on_close = on_closed;
-  p->L = L;
+  p->L = h->L; /* callbacks run on the main thread, never on the caller's coroutine */
   p->on_stdout = p->on_stderr = p->on_exit = p->self_ref = LUA_NOREF;
   for (int i = 0; i < 3; i++) {
     uv_pipe_init(&h->loop, &p->io[i], 0);

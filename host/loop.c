@@ -103,17 +103,18 @@ void host_interrupt(host_t *h) {
 }
 
 void host_arm_wake(host_t *h, double delay_ms) {
-  if (delay_ms < 0) {
-    uv_timer_stop(&h->wake);
-    h->wake_due = -1;
-    return;
-  }
+  if (!(delay_ms > 0)) delay_ms = 0; /* overdue (or NaN): fire on the next turn */
   /* libuv timers have millisecond resolution; round up so a timer never
    * fires before its deadline. */
   uint64_t ms = (uint64_t)delay_ms;
   if ((double)ms < delay_ms) ms++;
   uv_timer_start(&h->wake, wake_cb, ms, 0);
   h->wake_due = (double)uv_now(&h->loop) + (double)ms;
+}
+
+void host_disarm_wake(host_t *h) {
+  uv_timer_stop(&h->wake);
+  h->wake_due = -1;
 }
 
 void host_set_idle(host_t *h, int on) {

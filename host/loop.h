@@ -53,8 +53,12 @@ void host_stop(host_t *h, int exit_code);
 /* Makes a running loop return after the current turn, nothing more. */
 void host_interrupt(host_t *h);
 
-/* Arms the wake timer for `delay_ms` from now (negative: disarm). */
+/* Arms the wake timer for `delay_ms` from now; an overdue deadline (zero or
+ * negative delay) fires on the next loop turn. */
 void host_arm_wake(host_t *h, double delay_ms);
+
+/* Disarms the wake timer, so it no longer keeps the loop alive. */
+void host_disarm_wake(host_t *h);
 
 /* Keeps the idle handle running (on != 0) or stops it. */
 void host_set_idle(host_t *h, int on);

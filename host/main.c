@@ -26,7 +26,7 @@ static const char usage_main[] =
     "atoll " ATOLL_VERSION " - a host for distributed actors written in Lua\n"
     "\n"
     "Usage:\n"
-    "  atoll run APP.lua [options] [-- ARGS...]   run a node whose main script is APP.lua\n"
+    "  atoll run APP.lua [options] [ARGS...]      run a node whose main script is APP.lua\n"
     "  atoll lua [options] [SCRIPT [ARGS...]]     run a Lua script with atoll's modules\n"
     "  atoll lua [options] -e CODE [ARGS...]\n"
     "  atoll help [COMMAND]                       show help for a command\n"
@@ -42,13 +42,14 @@ static const char usage_main[] =
     "  130, 143  a second SIGINT or SIGTERM stopped the node without waiting\n";
 
 static const char usage_run[] =
-    "Usage: atoll run APP.lua [options] [-- ARGS...]\n"
+    "Usage: atoll run APP.lua [options] [ARGS...] [-- ARGS...]\n"
     "\n"
     "Runs a node. APP.lua is the node's main script: it runs as the node's first\n"
     "actor, so it can spawn actors and call them. The node keeps running while it\n"
     "has work: timers, pending calls, watched files. SIGINT or SIGTERM stops it\n"
     "gracefully. Modules are found next to APP.lua first (APP_DIR/?.lua).\n"
-    "ARGS after -- reach the script as `arg` and as `...`.\n"
+    "ARGS reach the script as `arg` and as `...`; arguments that look like\n"
+    "flags go to the script only after --.\n"
     "\n"
     "Options:\n"
     "  --watch              reload actor modules when their files change\n"
@@ -108,13 +109,15 @@ static int flag_value(int argc, char **argv, int *i, const char *flag, const cha
 }
 
 static int parse_run(cli_t *cli, int argc, char **argv) {
+  static char *script_args[256];
+  int nargs = 0;
+  cli->argv = script_args;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
     const char *v = NULL;
     int m;
     if (strcmp(a, "--") == 0) {
-      cli->argc = argc - i - 1;
-      cli->argv = argv + i + 1;
+      for (i++; i < argc && nargs < 255; i++) script_args[nargs++] = argv[i];
       break;
     } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       fputs(usage_run, stdout);
@@ -131,10 +134,13 @@ static int parse_run(cli_t *cli, int argc, char **argv) {
       return usage_error("run", "unknown flag '%s'", a);
     } else if (cli->script == NULL) {
       cli->script = a;
+    } else if (nargs < 255) {
+      script_args[nargs++] = (char *)a;
     } else {
-      return usage_error("run", "unexpected argument '%s' (script arguments go after --)", a);
+      return usage_error("run", "%s", "too many script arguments");
     }
   }
+  cli->argc = nargs;
   if (cli->script == NULL) return usage_error("run", "%s", "missing APP.lua");
   return EXIT_OK;
 }

@@ -15,8 +15,14 @@ Process.__index = Process
 
 local live = setmetatable({}, { __mode = "k" })
 
+-- Complete lines wait in lines[head..tail]; buf holds a partial last line.
 local function stream()
-  return { buf = "", lines = {}, head = 1, eof = false, all = {} }
+  return { buf = "", lines = {}, head = 1, tail = 0, eof = false, all = {} }
+end
+
+local function push_line(s, line)
+  s.tail = s.tail + 1
+  s.lines[s.tail] = line
 end
 
 -- Splits what arrived into complete lines; keeps the rest for later.
@@ -24,7 +30,7 @@ local function feed(s, data)
   if data == nil then
     s.eof = true
     if s.buf ~= "" then
-      s.lines[#s.lines + 1] = s.buf
+      push_line(s, s.buf)
       s.buf = ""
     end
     return
@@ -35,7 +41,7 @@ local function feed(s, data)
   while true do
     local i = buf:find("\n", start, true)
     if i == nil then break end
-    s.lines[#s.lines + 1] = buf:sub(start, i - 1)
+    push_line(s, buf:sub(start, i - 1))
     start = i + 1
   end
   s.buf = buf:sub(start)
@@ -118,7 +124,7 @@ local function wait_until(p, seconds, cond)
 end
 
 local function next_line(s)
-  if s.head <= #s.lines then
+  if s.head <= s.tail then
     local line = s.lines[s.head]
     s.lines[s.head] = nil
     s.head = s.head + 1
@@ -128,7 +134,7 @@ local function next_line(s)
 end
 
 local function has_line(s)
-  return s.head <= #s.lines
+  return s.head <= s.tail
 end
 
 -- read_line([seconds [, "stderr"]]) -> line | nil, "eof" | "timeout"

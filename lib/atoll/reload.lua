@@ -199,7 +199,7 @@ local function reload_module(info, source)
   sources[info.path] = source
   local event = { module = info.name, path = info.path, ok = true, migrated = migrated }
   log("info", "reloaded " .. info.name .. " (" .. info.path .. ")"
-    .. (migrated > 0 and (", migrated " .. migrated .. " actors") or ""))
+    .. (migrated > 0 and (", migrated " .. migrated .. (migrated == 1 and " actor" or " actors")) or ""))
   notify(event)
   return true, event
 end

@@ -50,7 +50,12 @@ local WAKE = { "wake" }   -- coroutine, a, b
 local RUN = { "run" }     -- actor record, function, timer
 local DRAIN = { "drain" } -- actor record whose mailbox holds the next message
 
-local BUDGET = 4096       -- queue entries per loop turn before I/O gets its chance
+-- A loop turn runs at most BUDGET queue entries or about TURN_NS of work,
+-- whichever comes first, so slow handlers cannot starve timers and I/O. The
+-- clock is read every CLOCK_EVERY entries (a power of two).
+local BUDGET = 4096
+local TURN_NS = 5e6
+local CLOCK_EVERY = 32
 local POOL_MAX = 256      -- idle dispatchers kept for reuse
 
 ---------------------------------------------------------------------------
@@ -134,7 +139,7 @@ local function arm()
   local d = timers:peek()
   if d == nil then
     if armed_at then
-      host.arm(-1)
+      host.disarm()
       armed_at = nil
     end
   elseif armed_at == nil or d < armed_at then
@@ -158,6 +163,8 @@ local handed = {}                           -- dispatchers handed to a suspended
 local roots = {}                            -- root coroutine -> completion callback
 local pool, npool = {}, 0
 local budget = 0
+local turn_deadline = 0
+local hrtime = host.hrtime
 
 function M.current()
   return current
@@ -434,6 +441,7 @@ local function dispatcher_main()
   while true do
     while qn > 0 and budget > 0 do
       budget = budget - 1
+      if band(budget, CLOCK_EVERY - 1) == 0 and hrtime() > turn_deadline then budget = 0 end
       local a, b, c, d = dequeue()
       if a == REPLY then
         complete(b, c, d)
@@ -473,6 +481,7 @@ local function drain()
   if draining then return end
   draining = true
   budget = BUDGET
+  turn_deadline = hrtime() + TURN_NS
   while qn > 0 and budget > 0 do
     local co = take_dispatcher()
     local ok, st = co_resume(co)
@@ -489,6 +498,13 @@ local function drain()
   if qn == 0 and scheduled then
     scheduled = false
     host.idle(false)
+  end
+  -- Completed calls leave their deadlines' timer armed; once nothing is
+  -- left to time, disarm it so an idle node can exit. Checked once per
+  -- turn rather than per call.
+  if armed_at and timers.n == 0 then
+    host.disarm()
+    armed_at = nil
   end
 end
 M.drain = drain
@@ -1081,14 +1097,8 @@ function on_root_finished(co, ok, res, tb)
     if not ok then host.log("error", "atoll", "internal: dispatcher died: " .. tostring(tb or res)) end
     return
   end
-  local set = root.rec[R_TIMERS]
-  if set then
-    root.rec[R_TIMERS] = nil
-    for t in pairs(set) do
-      t.cancelled = true
-      timers:remove(t)
-    end
-  end
+  -- Timers the root set keep running after it returns (the main script's
+  -- `every` is the node's heartbeat); they run as the root's pseudo-actor.
   if root.on_done then
     local ok2, err = xpcall(root.on_done, traceback, ok, res, tb)
     if not ok2 then host.log("error", "atoll", "root completion failed: " .. tostring(err)) end

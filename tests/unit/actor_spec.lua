@@ -1,6 +1,7 @@
 -- Actors: spawn, calls, sends, errors with kinds, reentrancy, ordering, timeouts, stop, names.
 local atoll = require "atoll"
 local async = require "helpers.async"
+local capture = require "helpers.logs"
 
 local define = atoll.actor.define
 local n = 0
@@ -226,8 +227,12 @@ describe("actors", function()
       function T.distributed:fail() error("one-way failure") end
       function T.distributed:ok() return "ok" end
       local x = atoll.spawn(T)
-      atoll.send(x, "fail")
-      assert.equal("ok", x:ok())
+      local log = capture(function()
+        atoll.send(x, "fail")
+        assert.equal("ok", x:ok())
+      end)
+      assert.matches("error Noisy%d+#%d+: error in one%-way fail: .*actor_spec%.lua:%d+: one%-way failure", log)
+      assert.matches("stack traceback", log)
     end))
 
     it("refuse unsendable arguments at the sender", async(function()

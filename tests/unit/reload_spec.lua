@@ -1,6 +1,7 @@
 -- Hot reload inside one node: new code for live actors, state kept, failures rolled back.
 local atoll = require "atoll"
 local async = require "helpers.async"
+local capture = require "helpers.logs"
 local tmp = require "helpers.tmp"
 
 local dir
@@ -53,6 +54,7 @@ describe("hot reload", function()
     rewrite(mod, name, 2, [[function C.distributed:double() self.n = self.n * 2; return self.n end]])
     local ok, ev = atoll.reload(mod)
     assert.is_true(ok, tostring(ev))
+    assert.equal(mod, ev.module)
     assert.equal(2, a:version())
     assert.equal(22, a:double())
     assert.equal(40, b:double())
@@ -92,9 +94,11 @@ describe("hot reload", function()
     local mod, name = new_module(1)
     local c = atoll.spawn(mod, 5)
     tmp.replace(dir .. "/" .. mod .. ".lua", "local x = = 1\n")
-    local ok, err = atoll.reload(mod)
+    local ok, err
+    local log = capture(function() ok, err = atoll.reload(mod) end)
     assert.is_false(ok)
     assert.matches(mod .. "%.lua:1:", err)
+    assert.matches("error reload: reload of " .. mod .. " failed, old code kept: .*" .. mod .. "%.lua:1:", log)
     assert.equal(1, c:version())
     assert.equal(6, c:add(1))
   end))
@@ -103,7 +107,8 @@ describe("hot reload", function()
     local mod, name = new_module(1)
     local c = atoll.spawn(mod, 5)
     rewrite(mod, name, 2, [[error("refusing to load")]])
-    local ok, err = atoll.reload(mod)
+    local ok, err
+    capture(function() ok, err = atoll.reload(mod) end)
     assert.is_false(ok)
     assert.matches("refusing to load", err)
     assert.equal(1, c:version())
@@ -113,7 +118,8 @@ describe("hot reload", function()
     local mod = new_module(1)
     local c = atoll.spawn(mod)
     tmp.replace(dir .. "/" .. mod .. ".lua", counter_source("SomethingElse" .. serial, 2))
-    local ok, err = atoll.reload(mod)
+    local ok, err
+    capture(function() ok, err = atoll.reload(mod) end)
     assert.is_false(ok)
     assert.matches("no longer defines", err)
     assert.equal(1, c:version())
@@ -156,7 +162,9 @@ end
     atoll.actor.types[name].distributed.mark = function(self) self.fail = true end
     atoll.call(b, "mark")
     atoll.actor.types[name].distributed.mark = nil
-    local ok, err = atoll.reload(mod)
+    local ok, err
+    local log = capture(function() ok, err = atoll.reload(mod) end)
+    assert.matches("reload_counter_%d+%.lua:%d+: cannot migrate this one", log)
     assert.is_false(ok)
     assert.matches("migrate raised", err)
     assert.matches("cannot migrate this one", err)
@@ -171,7 +179,8 @@ end
     local c = atoll.spawn(mod, 3)
     rewrite(mod, name, 2, [[function C:migrate() atoll_sleep_probe(0.01) end]])
     _G.atoll_sleep_probe = atoll.sleep
-    local ok, err = atoll.reload(mod)
+    local ok, err
+    capture(function() ok, err = atoll.reload(mod) end)
     _G.atoll_sleep_probe = nil
     assert.is_false(ok)
     assert.matches("migrate raised", err)
@@ -184,10 +193,12 @@ end
     atoll.spawn(mod)
     local events = {}
     local fn = atoll.on_reload(function(ev) events[#events + 1] = ev end)
-    rewrite(mod, name, 2)
-    atoll.reload(mod)
-    tmp.replace(dir .. "/" .. mod .. ".lua", "syntax error here")
-    atoll.reload(mod)
+    capture(function()
+      rewrite(mod, name, 2)
+      atoll.reload(mod)
+      tmp.replace(dir .. "/" .. mod .. ".lua", "syntax error here")
+      atoll.reload(mod)
+    end)
     require("atoll.reload").remove_listener(fn)
     assert.equal(2, #events)
     assert.is_true(events[1].ok)

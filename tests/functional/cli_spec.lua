@@ -1,0 +1,239 @@
+-- The command line: help, version, flags, exit codes, signals, logging.
+local async = require "helpers.async"
+local node = require "helpers.node"
+local tmp = require "helpers.tmp"
+
+describe("the atoll command", function()
+  local dir
+  setup(function() dir = tmp.dir("cli") end)
+  teardown(function() tmp.remove(dir) end)
+  after_each(node.cleanup)
+
+  local function script(name, text)
+    local path = dir .. "/" .. name
+    tmp.write(path, text)
+    return path
+  end
+
+  describe("help and version", function()
+    it("prints the version", async(function()
+      local code, out = node.exec { "--version" }
+      assert.equal(0, code)
+      assert.matches("^atoll %d+%.%d+%.%d+ %(LuaJIT", out)
+    end))
+
+    it("prints usage, commands and exit codes with --help", async(function()
+      local code, out = node.exec { "--help" }
+      assert.equal(0, code)
+      for _, word in ipairs { "atoll run APP.lua", "atoll lua", "Exit codes:", "usage error" } do
+        assert.truthy(out:find(word, 1, true), word)
+      end
+      code, out = node.exec { "help", "run" }
+      assert.equal(0, code)
+      assert.matches("%-%-watch", out)
+      assert.matches("%-%-log%-level LEVEL", out)
+      code, out = node.exec { "run", "--help" }
+      assert.equal(0, code)
+      assert.matches("%-%-name NAME", out)
+    end))
+  end)
+
+  describe("usage errors exit with 2 and say what is wrong", function()
+    local cases = {
+      { {}, "Usage:" },
+      { { "jump" }, "unknown command 'jump'" },
+      { { "--bogus" }, "unknown flag '%-%-bogus'" },
+      { { "run" }, "missing APP.lua" },
+      { { "run", "app.lua", "--bogus" }, "unknown flag '%-%-bogus'" },
+      { { "run", "app.lua", "--name" }, "%-%-name needs a value" },
+      { { "run", "app.lua", "--log-level", "loud" }, "bad %-%-log%-level 'loud'" },
+      { { "help", "jump" }, "no help for unknown command 'jump'" },
+      { { "lua", "-e" }, "%-e needs a value" },
+    }
+    for _, case in ipairs(cases) do
+      it("atoll " .. table.concat(case[1], " "), async(function()
+        local code, _, err = node.exec(case[1])
+        assert.equal(2, code)
+        assert.matches(case[2], err)
+      end))
+    end
+  end)
+
+  describe("loading", function()
+    it("exits with 3 when the script is missing", async(function()
+      local code, _, err = node.exec { "run", dir .. "/nosuch.lua" }
+      assert.equal(3, code)
+      assert.matches("cannot open .*nosuch%.lua: No such file or directory", err)
+    end))
+
+    it("exits with 3 on a syntax error, naming file and line", async(function()
+      local path = script("broken.lua", "local x = 1\nlocal y = = 2\n")
+      local code, _, err = node.exec { "run", path }
+      assert.equal(3, code)
+      assert.matches("broken%.lua:2: unexpected symbol near '='", err)
+      code, _, err = node.exec { "lua", path }
+      assert.equal(3, code)
+      assert.matches("broken%.lua:2:", err)
+    end))
+  end)
+
+  describe("running", function()
+    it("passes arguments to the script and exits 0 when nothing is left to do", async(function()
+      local path = script("args.lua", [[
+local a, b = ...
+print(arg[0]:match("args%.lua$") and "script ok", a, b, #arg)
+]])
+      local code, out, err = node.exec { "run", path, "one", "--", "--two" }
+      assert.equal(0, code, err)
+      assert.equal("script ok\tone\t--two\t2\n", out)
+    end))
+
+    it("exits with 1 when the main script raises, with message and traceback", async(function()
+      local path = script("fails.lua", "local function f() error('it broke') end\nf()\n")
+      local code, _, err = node.exec { "run", path }
+      assert.equal(1, code)
+      assert.matches("fails%.lua:1: it broke", err)
+      assert.matches("stack traceback:", err)
+    end))
+
+    it("exits with the code given to atoll.exit, running nothing after it", async(function()
+      local path = script("exit.lua", [[
+local atoll = require "atoll"
+atoll.every(0.001, function() print("tick") end)
+print("before")
+atoll.exit(7)
+print("after")
+]])
+      local code, out = node.exec { "run", path }
+      assert.equal(7, code)
+      assert.equal("before\n", out)
+    end))
+
+    it("keeps running while timers are pending, then exits cleanly", async(function()
+      local path = script("timers.lua", [[
+local atoll = require "atoll"
+local n = 0
+local t
+t = atoll.every(0.01, function()
+  n = n + 1
+  print("tick " .. n)
+  if n == 3 then t:cancel() end
+end)
+]])
+      local p = node.start { "run", path }
+      assert.equal(0, p:wait(10))
+      assert.equal("tick 1\ntick 2\ntick 3\n", p:stdout())
+      node.assert_clean(p)
+    end))
+
+    it("names the node in its log lines", async(function()
+      local path = script("named.lua", 'require("atoll").log.info("hello from the app")\n')
+      local code, _, err = node.exec { "run", path, "--name", "island-7" }
+      assert.equal(0, code)
+      assert.matches("INFO  island%-7 main#0: hello from the app", err)
+    end))
+
+    it("filters log lines by --log-level", async(function()
+      local path = script("levels.lua", [[
+local log = require("atoll").log
+log.debug("a debug line")
+log.info("an info line")
+log.warn("a warn line")
+]])
+      local _, _, err = node.exec { "run", path, "--log-level", "warn" }
+      assert.is_nil(err:find("info line", 1, true))
+      assert.truthy(err:find("a warn line", 1, true))
+      _, _, err = node.exec { "run", path, "--log-level=debug" }
+      assert.truthy(err:find("a debug line", 1, true))
+      _, _, err = node.exec { "run", path, "--log-level", "off" }
+      assert.equal("", err)
+    end))
+  end)
+
+  describe("signals", function()
+    local server = [[
+local atoll = require "atoll"
+local T = atoll.actor.define "Keeper"
+function T:init() self.n = 0 end
+function T.distributed:bump() self.n = self.n + 1 return self.n end
+local k = atoll.spawn(T)
+atoll.every(0.005, function() k:bump() end)
+atoll.on_shutdown(function() print("shutdown hook saw " .. (k:bump() > 0 and "a live actor" or "?")) end)
+print("ready")
+]]
+
+    it("SIGTERM stops gracefully: hooks run, exit 0, nothing left open", async(function()
+      local p = node.start { "run", script("term.lua", server) }
+      p:expect("^ready$", 5)
+      local code = node.stop(p, "SIGTERM")
+      assert.equal(0, code)
+      assert.matches("shutdown hook saw a live actor", p:stdout())
+      assert.matches("SIGTERM: shutting down", p:stderr())
+      node.assert_clean(p)
+    end))
+
+    it("SIGINT does the same", async(function()
+      local p = node.start { "run", script("int.lua", server) }
+      p:expect("^ready$", 5)
+      assert.equal(0, node.stop(p, "SIGINT"))
+      assert.matches("shutdown hook saw a live actor", p:stdout())
+      node.assert_clean(p)
+    end))
+
+    it("a second SIGINT stops at once when a hook hangs", async(function()
+      local p = node.start { "run", script("hang.lua", [[
+local atoll = require "atoll"
+atoll.on_shutdown(function() print("hook waits") atoll.sleep(60) end)
+atoll.every(1, function() end)
+print("ready")
+]]) }
+      p:expect("^ready$", 5)
+      p:kill("SIGINT")
+      p:expect("^hook waits$", 5)
+      assert.equal(130, node.stop(p, "SIGINT"))
+      assert.matches("SIGINT again: stopping now", p:stderr())
+    end))
+  end)
+
+  describe("atoll lua", function()
+    it("runs -e code with arguments", async(function()
+      local code, out = node.exec { "lua", "-e", "print(#arg, ...)", "x", "y" }
+      assert.equal(0, code)
+      assert.equal("2\tx\ty\n", out)
+    end))
+
+    it("reads the script from standard input", async(function()
+      local code, out = node.exec({ "lua", "-" }, { stdin = "print(require('atoll').version)" })
+      assert.equal(0, code)
+      assert.matches("^%d+%.%d+%.%d+\n$", out)
+    end))
+
+    it("runs actors to completion with atoll.run", async(function()
+      local path = script("run.lua", [[
+local atoll = require "atoll"
+local T = atoll.actor.define "Adder"
+function T.distributed:add(a, b) return a + b end
+print(atoll.run(function() return atoll.spawn(T):add(20, 22) end))
+]])
+      local code, out = node.exec { "lua", path }
+      assert.equal(0, code)
+      assert.equal("42\n", out)
+    end))
+
+    it("exits with 1 and a traceback when the script raises", async(function()
+      local code, _, err = node.exec { "lua", "-e", "error('lua mode failure')" }
+      assert.equal(1, code)
+      assert.matches("lua mode failure", err)
+      assert.matches("stack traceback", err)
+    end))
+
+    it("answers to the name atoll-lua, as interpreters do", async(function()
+      local link = dir .. "/atoll-lua"
+      os.execute("ln -sf '" .. node.bin .. "' '" .. link .. "'")
+      local process = require "atoll.process"
+      local p = assert(process.spawn { link, "-e", "print('interpreter', ...)", "a" })
+      assert.equal(0, p:wait(10))
+      assert.equal("interpreter\ta\n", p:stdout())
+    end))
+  end)
+end)
