@@ -66,7 +66,7 @@ unit functional:
 demo:
 	@tools/deps demo
 	@$(MAKE) --no-print-directory all
-	@examples/demo $(BUILD)/atoll
+	@$(BUILD)/atoll lua examples/demo.lua $(BUILD)/atoll
 
 bench:
 	@tools/deps bench

@@ -26,6 +26,28 @@ static int push_encoded(lua_State *L, codec_t *c, int rc) {
   return 1;
 }
 
+/* Payloads of calls are full userdata holding the bytes, not strings: they
+ * are made and consumed once, so interning them (hashing into LuaJIT's
+ * string table) would only cost time - several hundred nanoseconds each
+ * once millions are queued. */
+static int push_payload(lua_State *L, codec_t *c, int rc) {
+  if (rc) return push_encoded(L, c, rc);
+  void *p = lua_newuserdata(L, c->scratch.len);
+  memcpy(p, c->scratch.data, c->scratch.len);
+  buf_reset(&c->scratch);
+  buf_shrink(&c->scratch, SCRATCH_KEEP);
+  return 1;
+}
+
+/* The bytes of a payload (userdata) or of an encoding (string). */
+static const char *check_bytes(lua_State *L, int idx, size_t *len) {
+  if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx) == 0) {
+    *len = lua_objlen(L, idx);
+    return lua_touserdata(L, idx);
+  }
+  return luaL_checklstring(L, idx, len);
+}
+
 /* Raises a decode failure as an error object { kind = "bad_argument", message }. */
 static int raise_decode(lua_State *L, codec_t *c) {
   lua_createtable(L, 0, 2);
@@ -40,21 +62,29 @@ static int raise_decode(lua_State *L, codec_t *c) {
   return lua_error(L);
 }
 
-/* pack(...) -> bytes | nil, message, code    (the values of a call: "args[i]") */
+/* pack(...) -> payload | nil, message, code    (the values of a call: "args[i]") */
 static int l_pack(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   buf_reset(&c->scratch);
-  return push_encoded(L, c, codec_encode_list(c, L, 1, lua_gettop(L), "args", &c->scratch));
+  return push_payload(L, c, codec_encode_list(c, L, 1, lua_gettop(L), "args", &c->scratch));
 }
 
-/* pack_results(...) -> bytes | nil, message, code    (what a function returned: "result[i]") */
+/* pack_results(...) -> payload | nil, message, code    (what a function returned: "result[i]") */
 static int l_pack_results(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   buf_reset(&c->scratch);
-  return push_encoded(L, c, codec_encode_list(c, L, 1, lua_gettop(L), "result", &c->scratch));
+  return push_payload(L, c, codec_encode_list(c, L, 1, lua_gettop(L), "result", &c->scratch));
 }
 
-/* pack_list(root, ...) -> bytes | nil, message, code    (errors name values "root[i]") */
+/* bytes(payload_or_string) -> the encoding as a string */
+static int l_bytes(lua_State *L) {
+  size_t len;
+  const char *s = check_bytes(L, 1, &len);
+  lua_pushlstring(L, s, len);
+  return 1;
+}
+
+/* pack_list(root, ...) -> string | nil, message, code    (errors name values "root[i]") */
 static int l_pack_list(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   const char *root = luaL_checkstring(L, 1);
@@ -62,21 +92,21 @@ static int l_pack_list(lua_State *L) {
   return push_encoded(L, c, codec_encode_list(c, L, 2, lua_gettop(L) - 1, root, &c->scratch));
 }
 
-/* unpack(bytes) -> ...    raises { kind = "bad_argument" } on malformed input */
+/* unpack(payload_or_string) -> ...    raises { kind = "bad_argument" } on malformed input */
 static int l_unpack(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = check_bytes(L, 1, &len);
   int count = 0;
   if (codec_decode_list(c, L, s, len, &count) != 0) return raise_decode(L, c);
   return count;
 }
 
-/* try_unpack(bytes) -> true, ... | false, message */
+/* try_unpack(payload_or_string) -> true, ... | false, message */
 static int l_try_unpack(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = check_bytes(L, 1, &len);
   int count = 0;
   lua_pushboolean(L, 1);
   if (codec_decode_list(c, L, s, len, &count) != 0) {
@@ -100,7 +130,7 @@ static int l_encode(lua_State *L) {
 static int l_decode(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = check_bytes(L, 1, &len);
   if (codec_decode_value(c, L, s, len) != 0) return raise_decode(L, c);
   return 1;
 }
@@ -109,7 +139,7 @@ static int l_decode(lua_State *L) {
 static int l_try_decode(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = luaL_checklstring(L, 1, &len);
+  const char *s = check_bytes(L, 1, &len);
   lua_pushboolean(L, 1);
   if (codec_decode_value(c, L, s, len) != 0) {
     lua_pushboolean(L, 0);
@@ -192,6 +222,7 @@ static const luaL_Reg codec_fns[] = {
     {"pack", l_pack},
     {"pack_results", l_pack_results},
     {"pack_list", l_pack_list},
+    {"bytes", l_bytes},
     {"unpack", l_unpack},
     {"try_unpack", l_try_unpack},
     {"encode", l_encode},

@@ -69,7 +69,7 @@ local function run_node(opts)
   runtime.on_signal = run_hooks_then_stop
   if opts.watch then reload.watch() end
 
-  runtime.refresh_now(true)
+  runtime.refresh_now()
   runtime.start_root(chunk, function(ok, err, tb)
     if not ok then
       host.log("error", "node", (opts.script .. " failed: ") .. tostring(tb or err))

@@ -189,7 +189,7 @@ local function run(level, seconds, fn, ...)
   end
   local done, ok, res, tb = false, nil, nil, nil
   local timed_out = false
-  runtime.refresh_now(true)
+  runtime.refresh_now()
   runtime.start_root(fn, function(o, r, t)
     done, ok, res, tb = true, o, r, t
     host.interrupt()

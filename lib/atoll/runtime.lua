@@ -22,6 +22,7 @@ local Heap = require "atoll.heap"
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_running, co_status = coroutine.running, coroutine.status
 local band = bit.band
+local table_new = require "table.new"
 local pack, pack_results, unpack_ = codec.pack, codec.pack_results, codec.unpack
 local xpcall, type, select, getmetatable, setmetatable = xpcall, type, select, getmetatable, setmetatable
 local tostring, error, rawget = tostring, error, rawget
@@ -73,15 +74,16 @@ M.node = node
 -- Run queue: a ring of 4 slots per entry, grown by doubling
 ---------------------------------------------------------------------------
 
-local q = {}
 local qcap = 1024 -- entries; a power of two
+local q = table_new(qcap * 4, 0)
 local qhead = 0   -- index of the first entry
 local qn = 0      -- entries queued
 local scheduled = false -- the idle handle is on, or a drain is under way
 local draining = false
 
 local function grow()
-  local nq, ncap = {}, qcap * 2
+  local ncap = qcap * 2
+  local nq = table_new(ncap * 4, 0)
   for k = 0, qn - 1 do
     local i = band(qhead + k, qcap - 1) * 4
     local j = k * 4
@@ -119,14 +121,17 @@ end
 -- Time and timers
 ---------------------------------------------------------------------------
 
-local now = host.now() -- loop time in ms, refreshed on every entry from the loop
+-- The runtime's clock, in ms: the monotonic clock, re-read on every entry
+-- from the loop and every few dispatched messages, so a deadline starts at
+-- most a few messages late and a timer never fires before its deadline (the
+-- loop's own timer may wake us early; expiry checks this clock).
+local hrtime = host.hrtime
+local now = hrtime() / 1e6
 local timers = Heap.new()
 local armed_at = nil   -- deadline the host's wake timer is set for
 
--- Inside a loop callback the loop time is fresh; outside one (atoll.run
--- starting, a script's top level) it may be old, so `exact` re-reads the clock.
-local function refresh_now(exact)
-  now = exact and host.update_time() or host.now()
+local function refresh_now()
+  now = hrtime() / 1e6
   return now
 end
 M.refresh_now = refresh_now
@@ -164,7 +169,6 @@ local roots = {}                            -- root coroutine -> completion call
 local pool, npool = {}, 0
 local budget = 0
 local turn_deadline = 0
-local hrtime = host.hrtime
 
 function M.current()
   return current
@@ -188,37 +192,43 @@ local function suspendable(what, level)
 end
 M.suspendable = suspendable
 
--- Suspends the running handler until someone resumes it through the queue.
--- Returns what it was resumed with.
+-- Suspends the running handler until someone resumes it through the queue,
+-- and returns what it was resumed with. Callers have checked suspendable().
 local function suspend()
-  local co = suspendable("a call or sleep", 3)
   local saved = current
-  handed[co] = true
+  handed[co_running()] = true
   local a, b = co_yield(SUSPEND)
   current = saved
   return a, b
 end
-M.suspend = suspend
+
+-- The same, checked: for code outside this module.
+function M.suspend()
+  suspendable("suspending", 2)
+  return suspend()
+end
 
 local on_root_finished -- defined below
+local depth = 0 -- coroutines resumed from inside a dispatcher, and still running
 
 -- Resumes a suspended coroutine and deals with how it stops again.
 local function resume(co, a, b)
-  if co_status(co) ~= "suspended" then
-    host.log("error", "atoll", "internal: wake-up for a coroutine that is " .. co_status(co))
-    return
-  end
+  depth = depth + 1
   local ok, st = co_resume(co, a, b)
-  if st == SUSPEND and ok then return end
-  if st == DONE and ok then
-    handed[co] = nil
-    if npool < POOL_MAX then
-      npool = npool + 1
-      pool[npool] = co
+  depth = depth - 1
+  if ok then
+    if st == SUSPEND then return end
+    if st == DONE then
+      handed[co] = nil
+      if npool < POOL_MAX then
+        npool = npool + 1
+        pool[npool] = co
+      end
+      return
     end
-    return
   end
-  if co_status(co) == "dead" then
+  local status = co_status(co)
+  if status == "dead" then
     if ok then
       on_root_finished(co, true, st)
     else
@@ -226,6 +236,8 @@ local function resume(co, a, b)
     end
   elseif ok then
     host.log("error", "atoll", "internal: a coroutine yielded an unknown value: " .. tostring(st))
+  else
+    host.log("error", "atoll", "internal: cannot resume a coroutine that is " .. status .. ": " .. tostring(st))
   end
 end
 
@@ -233,19 +245,180 @@ end
 -- Replies and pending calls
 ---------------------------------------------------------------------------
 
-local pending = {}    -- rid -> suspended caller
-local next_rid = 1
 M.remote = nil        -- set by the transport: remote call/send/reply functions
+
+-- Pending calls live in dense slot arrays. A call id (rid) is a slot plus a
+-- generation, so a reply that arrives after its call timed out cannot reach
+-- a newer call that reuses the slot.
+local P_SLOTS = 16777216 -- 2^24 calls pending at once, at most
+local P_GENS = 268435456 -- 2^28 generations per slot, wrapping (rid < 2^53)
+local p_co, p_rid, p_tq = {}, {}, {} -- slot -> waiting coroutine, its rid, its timeout queue
+local p_free, np_free, p_next = {}, 0, 1
+local npending = 0
+
+-- Calls time out in FIFO queues, one per distinct timeout: within a queue,
+-- deadlines come in the order calls were made, so no per-call heap entry is
+-- needed. Completed calls are dropped lazily (pruned once per loop turn,
+-- compacted when mostly stale); each queue holds one timer in the heap, for
+-- its oldest call.
+local tqueues, ntqueues = {}, 0 -- array of queues
+local tq_by_ms = {}
+
+local TQueue = {}
+TQueue.__index = TQueue
+
+local function live(rid)
+  local slot = rid % P_SLOTS
+  return p_rid[slot] == rid and p_co[slot] ~= nil
+end
+
+local function take(rid)
+  local slot = rid % P_SLOTS
+  if p_rid[slot] ~= rid then return nil end
+  local co = p_co[slot]
+  if co == nil then return nil end
+  local tq = p_tq[slot]
+  p_co[slot], p_tq[slot] = nil, nil
+  np_free = np_free + 1
+  p_free[np_free] = slot
+  npending = npending - 1
+  tq.live = tq.live - 1
+  return co
+end
+
+-- Drops completed calls from the front; true if the queue still holds calls.
+function TQueue:prune()
+  local head, tail, rids = self.head, self.tail, self.rid
+  while head <= tail and not live(rids[head]) do
+    rids[head], self.due[head] = nil, nil
+    head = head + 1
+  end
+  if head > tail then
+    self.head, self.tail = 1, 0
+    return false
+  end
+  self.head = head
+  -- Mostly stale (a long call holding up the front): keep only live calls.
+  if tail - head + 1 > 4 * self.live + 64 then
+    local nr, nd, n = {}, {}, 0
+    local due = self.due
+    for i = head, tail do
+      if live(rids[i]) then
+        n = n + 1
+        nr[n], nd[n] = rids[i], due[i]
+      end
+    end
+    self.rid, self.due, self.head, self.tail = nr, nd, 1, n
+    if n == 0 then return false end
+  end
+  return true
+end
+
+-- Keeps this queue's timer at its oldest call's deadline (or none).
+function TQueue:rearm()
+  if self:prune() then
+    local due = self.due[self.head]
+    if self.timer_due ~= due then
+      if self.timer_due then timers:remove(self) end
+      self.timer_due = due
+      add_timer(due, self)
+    end
+  elseif self.timer_due then
+    timers:remove(self)
+    self.timer_due = nil
+  end
+end
+
+-- The oldest call's deadline passed: time out every call that is due.
+function TQueue:fire()
+  self.timer_due = nil
+  local rids, due = self.rid, self.due
+  while self.head <= self.tail do
+    local h = self.head
+    local rid = rids[h]
+    if live(rid) then
+      if due[h] > now then break end
+      local co = take(rid)
+      enqueue(WAKE, co, false, codec.encode(errors.to_wire(
+        new_error("timeout", ("no reply within the call's timeout (%g s)"):format(self.ms / 1000)))))
+    end
+    rids[h], due[h] = nil, nil
+    self.head = h + 1
+  end
+  self:rearm()
+end
+
+local function timeout_queue(ms)
+  local tq = tq_by_ms[ms]
+  if tq == nil then
+    tq = setmetatable({ ms = ms, rid = {}, due = {}, head = 1, tail = 0, live = 0 }, TQueue)
+    tq_by_ms[ms] = tq
+    ntqueues = ntqueues + 1
+    tqueues[ntqueues] = tq
+  end
+  return tq
+end
+
+-- Registers the running coroutine as waiting for a reply; returns the rid.
+local function new_call(seconds)
+  local slot
+  if np_free > 0 then
+    slot = p_free[np_free]
+    p_free[np_free] = nil
+    np_free = np_free - 1
+  else
+    slot = p_next
+    p_next = slot + 1
+  end
+  local old = p_rid[slot]
+  local rid = old and (old + P_SLOTS) or slot
+  if rid >= P_SLOTS * P_GENS then rid = slot end
+  local ms = seconds * 1000
+  local tq = timeout_queue(ms)
+  p_rid[slot], p_co[slot], p_tq[slot] = rid, co_running(), tq
+  npending = npending + 1
+  local t = tq.tail + 1
+  tq.tail = t
+  tq.rid[t], tq.due[t] = rid, now + ms
+  tq.live = tq.live + 1
+  if tq.timer_due == nil then tq:rearm() end
+  return rid
+end
+M.new_call = new_call
+
+-- Withdraws a call that could not be sent.
+local function cancel_call(rid)
+  take(rid)
+end
+M.cancel_call = cancel_call
+
+function M.pending()
+  return npending
+end
+
+local function complete(rid, ok, res)
+  local co = take(rid)
+  if co == nil then return end -- timed out already: a late reply is dropped
+  resume(co, ok, res)
+end
+M.complete = complete
 
 -- Routes a reply to the caller identified by rid. Replies always travel
 -- encoded: `res` is the packed results, or an error object for a failure.
+-- A reply made by a dispatcher the loop resumed wakes its caller at once;
+-- one made deeper (a resumed handler replying in turn) goes through the
+-- queue, so coroutines never nest more than one level.
 local function reply(rid, ok, res)
   if rid > 0 then
     if not ok then
       local payload = codec.encode(errors.to_wire(res))
       res = payload or codec.encode(errors.to_wire(new_error(res.kind, tostring(res.message))))
     end
-    enqueue(REPLY, rid, ok, res)
+    if depth == 0 and draining then
+      complete(rid, ok, res)
+    else
+      enqueue(REPLY, rid, ok, res)
+    end
   elseif M.remote then
     M.remote.reply(rid, ok, res)
   end
@@ -255,15 +428,6 @@ M.reply = reply
 local function fail_call(rid, err)
   reply(rid, false, err)
 end
-
-local function complete(rid, ok, res)
-  local co = pending[rid]
-  if co == nil then return end -- timed out already: a late reply is dropped
-  pending[rid] = nil
-  timers:remove(rid)
-  resume(co, ok, res)
-end
-M.complete = complete
 
 ---------------------------------------------------------------------------
 -- Delivery
@@ -441,7 +605,11 @@ local function dispatcher_main()
   while true do
     while qn > 0 and budget > 0 do
       budget = budget - 1
-      if band(budget, CLOCK_EVERY - 1) == 0 and hrtime() > turn_deadline then budget = 0 end
+      if band(budget, CLOCK_EVERY - 1) == 0 then
+        local t = hrtime()
+        now = t / 1e6
+        if t > turn_deadline then budget = 0 end
+      end
       local a, b, c, d = dequeue()
       if a == REPLY then
         complete(b, c, d)
@@ -481,7 +649,9 @@ local function drain()
   if draining then return end
   draining = true
   budget = BUDGET
-  turn_deadline = hrtime() + TURN_NS
+  local t = hrtime()
+  now = t / 1e6
+  turn_deadline = t + TURN_NS
   while qn > 0 and budget > 0 do
     local co = take_dispatcher()
     local ok, st = co_resume(co)
@@ -499,9 +669,13 @@ local function drain()
     scheduled = false
     host.idle(false)
   end
-  -- Completed calls leave their deadlines' timer armed; once nothing is
-  -- left to time, disarm it so an idle node can exit. Checked once per
-  -- turn rather than per call.
+  -- Completed calls stay in their timeout queues until pruned here, once per
+  -- turn; a queue left empty drops its timer, and once nothing is left to
+  -- time the wake timer is disarmed so that an idle node can exit.
+  for i = 1, ntqueues do
+    local tq = tqueues[i]
+    if tq.timer_due then tq:rearm() end
+  end
   if armed_at and timers.n == 0 then
     host.disarm()
     armed_at = nil
@@ -515,16 +689,7 @@ local function expire_timers()
     local d, item = t:peek()
     if d == nil or d > now then break end
     t:remove(item)
-    if type(item) == "number" then
-      -- A call's deadline passed.
-      local co = pending[item]
-      if co then
-        pending[item] = nil
-        enqueue(WAKE, co, false, codec.encode(errors.to_wire(new_error("timeout", "no reply within the call's timeout"))))
-      end
-    else
-      item:fire()
-    end
+    item:fire()
   end
 end
 
@@ -804,20 +969,24 @@ function M.default_timeout(seconds)
   return old
 end
 
-function Ref.__index(ref, name)
-  local f = callers[name]
-  if f == nil then
-    if type(name) ~= "string" then return nil end
-    f = function(self, ...)
-      if getmetatable(self) ~= Ref then
-        error("call a distributed function with a colon: ref:" .. name .. "(...)", 2)
-      end
-      return call(self, name, DEFAULT_TIMEOUT, ...)
+local function make_caller(name)
+  return function(self, ...)
+    if getmetatable(self) ~= Ref then
+      error("call a distributed function with a colon: ref:" .. name .. "(...)", 2)
     end
-    callers[name] = f
+    return call(self, name, DEFAULT_TIMEOUT, ...)
   end
-  return f
 end
+
+-- ref.method is a plain table lookup (callers is filled on first use), so
+-- `ref:method(...)` stays inside compiled traces.
+setmetatable(callers, { __index = function(t, name)
+  if type(name) ~= "string" then return nil end
+  local f = make_caller(name)
+  rawset(t, name, f)
+  return f
+end })
+Ref.__index = callers
 
 function Ref.__tostring(ref)
   local rec = rawget(ref, REF_REC)
@@ -834,17 +1003,18 @@ end
 -- A view of a ref whose calls use another timeout: atoll.timeout(ref, 0.5):add(1)
 local TimeoutView = {}
 local view_callers = {}
-function TimeoutView.__index(view, name)
-  local f = view_callers[name]
-  if f == nil then
-    if type(name) ~= "string" then return nil end
-    f = function(self, ...)
-      return call(rawget(self, 1), name, rawget(self, 2), ...)
-    end
-    view_callers[name] = f
+local function make_view_caller(name)
+  return function(self, ...)
+    return call(rawget(self, 1), name, rawget(self, 2), ...)
   end
-  return f
 end
+setmetatable(view_callers, { __index = function(t, name)
+  if type(name) ~= "string" then return nil end
+  local f = make_view_caller(name)
+  rawset(t, name, f)
+  return f
+end })
+TimeoutView.__index = view_callers
 TimeoutView.__tostring = function(v) return tostring(rawget(v, 1)) .. " (timeout " .. rawget(v, 2) .. " s)" end
 
 ---------------------------------------------------------------------------
@@ -865,37 +1035,36 @@ local function check_ref(ref, level)
   end
 end
 
--- Sets up the caller's wait for rid and suspends; returns the decoded reply.
-local function await_reply(rid, timeout)
-  local co = co_running()
-  pending[rid] = co
-  add_timer(now + timeout * 1000, rid)
+-- Suspends until the reply to the call just registered; returns its values
+-- or raises its error.
+local function await_reply()
   local ok, res = suspend()
   if ok then return unpack_(res) end
-  local e = errors.from_wire(codec.decode(res))
-  error(e, 0)
+  error(errors.from_wire(codec.decode(res)), 0)
 end
+M.await_reply = await_reply
 
 function call(ref, method, timeout, ...)
   local payload, err = pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
   suspendable("ref:" .. tostring(method) .. "(...)", 3)
-  local rid = next_rid
-  next_rid = rid + 1
   local rec = rawget(ref, REF_REC)
   if rec ~= nil then
-    enqueue(rec, method, payload, rid)
+    enqueue(rec, method, payload, new_call(timeout))
   elseif is_local(ref) then
     error(new_error("no_such_actor", tostring(ref) .. " does not exist"), 2)
   elseif M.remote then
+    local rid = new_call(timeout)
     local ok, rerr = M.remote.call(ref, method, payload, rid)
-    if not ok then error(rerr, 2) end
+    if not ok then
+      cancel_call(rid)
+      error(rerr, 2)
+    end
   else
     error(new_error("unreachable", "no route to " .. tostring(ref) .. " (this node has no transport)"), 2)
   end
-  return await_reply(rid, timeout)
+  return await_reply()
 end
-M.await_reply = await_reply
 
 -- call(ref, method, ...) with the default timeout, for dynamic method names.
 function M.call(ref, method, ...)

@@ -1,0 +1,88 @@
+-- `make demo`: atoll's examples, narrated. Runs real nodes and drives them.
+--
+--   atoll lua examples/demo.lua [BUILD/atoll]
+local atoll = require "atoll"
+local host = require "atoll.host"
+local process = require "atoll.process"
+
+local bin = arg[1] or host.exepath()
+
+local tty = os.execute("[ -t 1 ]") == 0
+local function say(fmt, ...)
+  local text = fmt:format(...)
+  if tty then text = "\27[1m" .. text .. "\27[0m" end
+  io.write("\n", text, "\n")
+end
+
+local function show(prefix, text)
+  for line in text:gmatch("[^\n]+") do io.write("  ", prefix, " ", line, "\n") end
+end
+
+local function shell(cmd)
+  local ok = os.execute(cmd)
+  assert(ok == 0 or ok == true, cmd)
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
+local function read(path)
+  local f = assert(io.open(path, "rb"))
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+
+-- Writes through a temporary file and a rename, as editors do.
+local function save(path, text)
+  write(path .. ".tmp", text)
+  assert(os.rename(path .. ".tmp", path))
+end
+
+local function next_line(p, seconds)
+  local line = assert(p:read_line(seconds or 5))
+  show("|", line)
+  return line
+end
+
+atoll.run(function()
+  say("1. Two actors talking (examples/hello)")
+  local p = assert(process.spawn { bin, "run", "examples/hello/app.lua" })
+  assert(p:wait(10) == 0, p:stderr())
+  show("|", p:stdout())
+
+  say("2. Hot reload (examples/counter, run with --watch)")
+  local dir = os.tmpname()
+  os.remove(dir)
+  shell("mkdir -p " .. dir .. " && cp examples/counter/*.lua " .. dir)
+  local source = read(dir .. "/counter.lua")
+  local node = assert(process.spawn { bin, "run", "--watch", dir .. "/app.lua", "0.3" })
+  for _ = 1, 3 do next_line(node) end
+
+  say("   Editing counter.lua: STEP = 10, and a new describe(). The count goes on:")
+  save(dir .. "/counter.lua", source
+    :gsub("local STEP = 1", "local STEP = 10")
+    :gsub('"count is %%d"', '"count is %%d (new code!)"'))
+  local line
+  repeat line = next_line(node) until line:find("new code", 1, true)
+  next_line(node)
+
+  say("   Saving a broken counter.lua: the old code keeps running.")
+  save(dir .. "/counter.lua", "this is not Lua")
+  local err = node:expect("reload of counter failed.*", 5, "stderr")
+  show("!", err:match("reload of counter failed.*"))
+  next_line(node)
+  next_line(node)
+
+  say("   SIGTERM: the node stops gracefully, running its shutdown hook.")
+  node:kill("SIGTERM")
+  local code = node:wait(10)
+  show("|", node:stdout():match("stopping at [^\n]*") or "")
+  show("=", "exit code " .. tostring(code))
+  shell("rm -rf " .. dir)
+
+  say("Done. Try it yourself:  build/atoll run --watch examples/counter/app.lua")
+end)

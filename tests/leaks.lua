@@ -1,0 +1,54 @@
+-- Runs nodes under valgrind and fails on any leak or memory error: a clean
+-- shutdown, by itself, by atoll.exit or by SIGTERM, frees everything (the
+-- loop, every handle, the Lua state).
+--
+--   atoll lua tests/leaks.lua BUILD/atoll
+local atoll = require "atoll"
+local process = require "atoll.process"
+
+local bin = assert(arg[1], "usage: atoll lua tests/leaks.lua BUILD/atoll")
+
+if os.getenv("ATOLL_SANITIZED") then
+  print("leak check: skipped on a sanitizer build (LeakSanitizer checks the nodes instead)")
+  return
+end
+
+local failed = false
+
+local function check(name, args, signal_after)
+  local log = os.tmpname()
+  local cmd = { "valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=all",
+    "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99",
+    "--log-file=" .. log, bin }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+  local p = assert(process.spawn(cmd))
+  if signal_after then
+    p:expect(signal_after, 60)
+    p:kill("SIGTERM")
+  end
+  local code = p:wait(120)
+  local f = io.open(log)
+  local report = f and f:read("*a") or ""
+  if f then f:close() end
+  os.remove(log)
+  if code ~= 0 or report:find("%S") then
+    failed = true
+    print(("leak check FAILED: %s (exit %s)\n%s\n%s"):format(name, tostring(code), report, p:stderr()))
+  else
+    print("leak check ok: " .. name)
+  end
+end
+
+atoll.run(function()
+  check("examples/hello", { "run", "examples/hello/app.lua" })
+  check("examples/counter stopped by atoll.exit",
+    { "run", "examples/counter/app.lua", "0.01", "--", "--exit-after", "3" })
+  check("examples/counter stopped by SIGTERM", { "run", "examples/counter/app.lua", "0.01" },
+    "^count is 3$")
+  check("a node with --watch", { "run", "--watch", "examples/counter/app.lua", "0.01", "--",
+    "--exit-after", "3" })
+  check("interpreter mode", { "lua", "-e",
+    "local atoll = require 'atoll' print(atoll.run(function() atoll.sleep(0.01) return 1 end))" })
+end)
+
+if failed then os.exit(1) end
