@@ -27,11 +27,15 @@ static void on_event(uv_fs_event_t *event, const char *filename, int events, int
   fswatch_t *w = event->data;
   lua_State *L = w->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->cb_ref);
-  if (filename) lua_pushstring(L, filename);
-  else lua_pushnil(L);
+  if (filename)
+    lua_pushstring(L, filename);
+  else
+    lua_pushnil(L);
   lua_pushstring(L, (events & UV_RENAME) ? "rename" : "change");
-  if (status < 0) lua_pushstring(L, uv_strerror(status));
-  else lua_pushnil(L);
+  if (status < 0)
+    lua_pushstring(L, uv_strerror(status));
+  else
+    lua_pushnil(L);
   vm_pcall(L, 3, 0, "file watch callback");
 }
 

@@ -63,8 +63,10 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   lua_State *L = p->L;
   if (ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-    if (nread > 0) lua_pushlstring(L, buf->base, (size_t)nread);
-    else lua_pushnil(L); /* end of stream (or a read error) */
+    if (nread > 0)
+      lua_pushlstring(L, buf->base, (size_t)nread);
+    else
+      lua_pushnil(L); /* end of stream (or a read error) */
   }
   free(buf->base);
   if (nread < 0) uv_read_stop(stream);
@@ -202,7 +204,8 @@ static int signal_number(lua_State *L, int idx) {
   return luaL_argerror(L, idx, "unknown signal name");
 }
 
-/* handle:kill([signal]) -> true | nil, message    (signal: "SIGTERM" by default, a name or number) */
+/* handle:kill([signal]) -> true | nil, message    (signal: "SIGTERM" by default, a name or number)
+ */
 static int l_kill(lua_State *L) {
   proc_t **ud = check_proc(L);
   int sig = signal_number(L, 2);
@@ -286,7 +289,7 @@ static int l_gc(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"kill", l_kill},   {"pid", l_pid},     {"write", l_write}, {"close_stdin", l_close_stdin},
+    {"kill", l_kill},   {"pid", l_pid}, {"write", l_write}, {"close_stdin", l_close_stdin},
     {"close", l_close}, {NULL, NULL},
 };
 static const luaL_Reg fns[] = {{"spawn", l_spawn}, {NULL, NULL}};

@@ -57,12 +57,16 @@ static void describe_key(lua_State *L, const enc_level_t *lv, char *out, size_t 
       ident = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
               ch == '_';
     }
-    if (ident) snprintf(out, cap, ".%.*s", (int)n, s);
-    else snprintf(out, cap, "[\"%.*s%s\"]", (int)(n > 32 ? 32 : n), s, n > 32 ? "..." : "");
+    if (ident)
+      snprintf(out, cap, ".%.*s", (int)n, s);
+    else
+      snprintf(out, cap, "[\"%.*s%s\"]", (int)(n > 32 ? 32 : n), s, n > 32 ? "..." : "");
   } else if (t == LUA_TNUMBER) {
     double d = lua_tonumber(L, lv->key_idx);
-    if (d == floor(d) && fabs(d) < 1e15) snprintf(out, cap, "[%.0f]", d);
-    else snprintf(out, cap, "[%.17g]", d);
+    if (d == floor(d) && fabs(d) < 1e15)
+      snprintf(out, cap, "[%.0f]", d);
+    else
+      snprintf(out, cap, "[%.17g]", d);
   } else if (t == LUA_TBOOLEAN) {
     snprintf(out, cap, "[%s]", lua_toboolean(L, lv->key_idx) ? "true" : "false");
   } else {
@@ -85,7 +89,8 @@ static int enc_fail(enc_t *e, int code, const char *fmt, const char *arg) {
 }
 
 static int enc_tok(enc_t *e, mpack_token_t tok) {
-  if (buf_reserve(e->out, MPACK_MAX_TOKEN_LEN)) return enc_fail(e, ATOLL_ENOMEM, "%s", "out of memory");
+  if (buf_reserve(e->out, MPACK_MAX_TOKEN_LEN))
+    return enc_fail(e, ATOLL_ENOMEM, "%s", "out of memory");
   char *p = e->out->data + e->out->len;
   size_t avail = e->out->cap - e->out->len;
   if (mpack_write(&e->tb, &p, &avail, &tok) != MPACK_OK) {
@@ -143,7 +148,8 @@ static int enc_string(enc_t *e, const char *s, size_t n) {
   if (n > 0xffffffffu || n > e->c->limits.max_bytes) return enc_bytes(e, s, n);
   /* Text travels as str, anything else as bin, so other decoders get text as
    * text and bytes intact; atoll decodes both to Lua strings. */
-  mpack_token_t t = utf8_valid(s, n) ? mpack_pack_str((mpack_uint32_t)n) : mpack_pack_bin((mpack_uint32_t)n);
+  mpack_token_t t =
+      utf8_valid(s, n) ? mpack_pack_str((mpack_uint32_t)n) : mpack_pack_bin((mpack_uint32_t)n);
   int rc = enc_tok(e, t);
   if (rc) return rc;
   return enc_bytes(e, s, n);
@@ -241,8 +247,7 @@ static int enc_table(enc_t *e, int idx) {
       int kt = lua_type(L, top - 1);
       if (kt != LUA_TSTRING && kt != LUA_TNUMBER && kt != LUA_TBOOLEAN && kt != LUA_TTABLE) {
         lv->kind = KEY_NONE;
-        rc = enc_fail(e, ATOLL_ETYPE, "a table key of type %s cannot be sent",
-                      lua_typename(L, kt));
+        rc = enc_fail(e, ATOLL_ETYPE, "a table key of type %s cannot be sent", lua_typename(L, kt));
       } else {
         rc = enc_value(e, top - 1);
         lv->kind = KEY_STACK;
@@ -262,26 +267,35 @@ static int enc_table(enc_t *e, int idx) {
 
 static const char *article_type(int t) {
   switch (t) {
-    case LUA_TFUNCTION: return "a function";
-    case LUA_TUSERDATA: return "a userdata";
-    case LUA_TLIGHTUSERDATA: return "a light userdata";
-    case LUA_TTHREAD: return "a coroutine";
-    default: return "a cdata value";
+    case LUA_TFUNCTION:
+      return "a function";
+    case LUA_TUSERDATA:
+      return "a userdata";
+    case LUA_TLIGHTUSERDATA:
+      return "a light userdata";
+    case LUA_TTHREAD:
+      return "a coroutine";
+    default:
+      return "a cdata value";
   }
 }
 
 static int enc_value(enc_t *e, int idx) {
   lua_State *L = e->L;
   switch (lua_type(L, idx)) {
-    case LUA_TNIL: return enc_tok(e, mpack_pack_nil());
-    case LUA_TBOOLEAN: return enc_tok(e, mpack_pack_boolean((unsigned)lua_toboolean(L, idx)));
-    case LUA_TNUMBER: return enc_number(e, lua_tonumber(L, idx));
+    case LUA_TNIL:
+      return enc_tok(e, mpack_pack_nil());
+    case LUA_TBOOLEAN:
+      return enc_tok(e, mpack_pack_boolean((unsigned)lua_toboolean(L, idx)));
+    case LUA_TNUMBER:
+      return enc_number(e, lua_tonumber(L, idx));
     case LUA_TSTRING: {
       size_t n;
       const char *s = lua_tolstring(L, idx, &n);
       return enc_string(e, s, n);
     }
-    case LUA_TTABLE: return enc_table(e, idx);
+    case LUA_TTABLE:
+      return enc_table(e, idx);
     case LUA_TLIGHTUSERDATA:
       /* lua-cjson's null is a NULL light userdata: it means nil. */
       if (lua_touserdata(L, idx) == NULL) return enc_tok(e, mpack_pack_nil());
@@ -393,8 +407,12 @@ static int dec_value(dec_t *d) {
   int rc = dec_tok(d, &t);
   if (rc) return rc;
   switch (t.type) {
-    case MPACK_TOKEN_NIL: lua_pushnil(L); return 0;
-    case MPACK_TOKEN_BOOLEAN: lua_pushboolean(L, (int)mpack_unpack_boolean(t)); return 0;
+    case MPACK_TOKEN_NIL:
+      lua_pushnil(L);
+      return 0;
+    case MPACK_TOKEN_BOOLEAN:
+      lua_pushboolean(L, (int)mpack_unpack_boolean(t));
+      return 0;
     case MPACK_TOKEN_UINT: {
       mpack_uintmax_t v = mpack_unpack_uint(t);
       return dec_int(d, (double)v, v <= (mpack_uintmax_t)CODEC_MAX_EXACT_INT);
@@ -403,7 +421,9 @@ static int dec_value(dec_t *d) {
       mpack_sintmax_t v = mpack_unpack_sint(t);
       return dec_int(d, (double)v, v >= -(mpack_sintmax_t)CODEC_MAX_EXACT_INT);
     }
-    case MPACK_TOKEN_FLOAT: lua_pushnumber(L, mpack_unpack_float(t)); return 0;
+    case MPACK_TOKEN_FLOAT:
+      lua_pushnumber(L, mpack_unpack_float(t));
+      return 0;
     case MPACK_TOKEN_STR:
     case MPACK_TOKEN_BIN: {
       const char *s;
@@ -463,7 +483,8 @@ static int dec_value(dec_t *d) {
       d->depth--;
       return 0;
     }
-    default: return dec_fail(d, ATOLL_EMALFORMED, "unexpected token");
+    default:
+      return dec_fail(d, ATOLL_EMALFORMED, "unexpected token");
   }
 }
 

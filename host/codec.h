@@ -9,15 +9,15 @@
 
 /* MessagePack ext type of an actor ref. Payload: incarnation (u64 BE),
  * local id (u64 BE), then the node's address as bytes. */
-#define CODEC_EXT_REF           1
-#define CODEC_REF_FIXED         16
-#define CODEC_REF_MAX_ADDR      255
+#define CODEC_EXT_REF      1
+#define CODEC_REF_FIXED    16
+#define CODEC_REF_MAX_ADDR 255
 
 #define CODEC_DEFAULT_MAX_DEPTH 32
 #define CODEC_DEFAULT_MAX_BYTES ((size_t)16 << 20)
 #define CODEC_MAX_DEPTH_CAP     256
 /* A value list (call arguments, results) holds at most this many values. */
-#define CODEC_MAX_VALUES        250
+#define CODEC_MAX_VALUES 250
 
 /* Integers travel exactly up to 2^53, the largest a LuaJIT number holds
  * without rounding. */
@@ -51,8 +51,7 @@ void codec_close(codec_t *c, lua_State *L);
  * appended to `out`. On failure returns a negative code, restores out->len,
  * and c->err names the path to the bad value, for example
  * "args[2].on_done: a function cannot be sent". `root` names the list. */
-int codec_encode_list(codec_t *c, lua_State *L, int first, int count, const char *root,
-                      buf_t *out);
+int codec_encode_list(codec_t *c, lua_State *L, int first, int count, const char *root, buf_t *out);
 
 /* Encodes the single value at `idx`, appended to `out`; same failure contract. */
 int codec_encode_value(codec_t *c, lua_State *L, int idx, const char *root, buf_t *out);
@@ -73,7 +72,7 @@ int codec_decode_next(codec_t *c, lua_State *L, const char **data, size_t *len);
 int codec_push_ref(codec_t *c, lua_State *L, const char *payload, size_t len);
 
 /* Builds a ref payload into out (CODEC_REF_FIXED + strlen(addr) bytes). */
-int codec_ref_payload(const char *addr, size_t addr_len, double incarnation, double id,
-                      char *out, size_t *out_len);
+int codec_ref_payload(const char *addr, size_t addr_len, double incarnation, double id, char *out,
+                      size_t *out_len);
 
 #endif

@@ -5,22 +5,28 @@
 
 const char *atoll_err_name(int code) {
   switch (code) {
-    case ATOLL_OK: return "OK";
-#define X(name, text) \
-  case ATOLL_E##name: return "E" #name;
+    case ATOLL_OK:
+      return "OK";
+#define X(name, text)                                                                              \
+  case ATOLL_E##name:                                                                              \
+    return "E" #name;
       ATOLL_ERRNO_MAP(X)
 #undef X
-    default: return uv_err_name(code);
+    default:
+      return uv_err_name(code);
   }
 }
 
 const char *atoll_strerror(int code) {
   switch (code) {
-    case ATOLL_OK: return "success";
-#define X(name, text) \
-  case ATOLL_E##name: return text;
+    case ATOLL_OK:
+      return "success";
+#define X(name, text)                                                                              \
+  case ATOLL_E##name:                                                                              \
+    return text;
       ATOLL_ERRNO_MAP(X)
 #undef X
-    default: return uv_strerror(code);
+    default:
+      return uv_strerror(code);
   }
 }

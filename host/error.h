@@ -2,19 +2,19 @@
 #ifndef ATOLL_ERROR_H
 #define ATOLL_ERROR_H
 
-#define ATOLL_ERRNO_MAP(X) \
-  X(USAGE, "bad command line") \
-  X(NOTFOUND, "file not found") \
-  X(LUA, "Lua error") \
-  X(TYPE, "value cannot be sent") \
-  X(CYCLE, "table contains itself") \
-  X(DEPTH, "nesting too deep") \
-  X(TOOBIG, "message too large") \
-  X(TRUNCATED, "message truncated") \
-  X(MALFORMED, "malformed MessagePack") \
-  X(RANGE, "integer out of range") \
-  X(TRAILING, "trailing bytes after message") \
-  X(EXTTYPE, "unsupported MessagePack ext type") \
+#define ATOLL_ERRNO_MAP(X)                                                                         \
+  X(USAGE, "bad command line")                                                                     \
+  X(NOTFOUND, "file not found")                                                                    \
+  X(LUA, "Lua error")                                                                              \
+  X(TYPE, "value cannot be sent")                                                                  \
+  X(CYCLE, "table contains itself")                                                                \
+  X(DEPTH, "nesting too deep")                                                                     \
+  X(TOOBIG, "message too large")                                                                   \
+  X(TRUNCATED, "message truncated")                                                                \
+  X(MALFORMED, "malformed MessagePack")                                                            \
+  X(RANGE, "integer out of range")                                                                 \
+  X(TRAILING, "trailing bytes after message")                                                      \
+  X(EXTTYPE, "unsupported MessagePack ext type")                                                   \
   X(NOMEM, "out of memory")
 
 #define ATOLL_ERRNO_BASE (-30000)

@@ -52,10 +52,10 @@ void log_write(log_level_t level, const char *subsystem, const char *fmt, ...) {
   struct tm tm;
   gettimeofday(&tv, NULL);
   gmtime_r(&tv.tv_sec, &tm);
-  int n = snprintf(line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s%s%s: ",
-                   tm.tm_year + 1900, tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
-                   (int)(tv.tv_usec / 1000), level_tags[level], node_name, node_name[0] ? " " : "",
-                   subsystem);
+  int n = snprintf(
+      line, sizeof line, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ %s %s%s%s: ", tm.tm_year + 1900,
+      tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(tv.tv_usec / 1000),
+      level_tags[level], node_name, node_name[0] ? " " : "", subsystem);
   if (n < 0) return;
   if ((size_t)n >= sizeof line) n = (int)sizeof line - 1;
 

@@ -26,9 +26,9 @@ void log_set_node(const char *name);
 void log_write(log_level_t level, const char *subsystem, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-#define log_debug(sub, ...) \
-  do { \
-    if (log_get_level() <= LOG_DEBUG) log_write(LOG_DEBUG, sub, __VA_ARGS__); \
+#define log_debug(sub, ...)                                                                        \
+  do {                                                                                             \
+    if (log_get_level() <= LOG_DEBUG) log_write(LOG_DEBUG, sub, __VA_ARGS__);                      \
   } while (0)
 #define log_info(sub, ...)  log_write(LOG_INFO, sub, __VA_ARGS__)
 #define log_warn(sub, ...)  log_write(LOG_WARN, sub, __VA_ARGS__)

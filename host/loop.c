@@ -118,8 +118,10 @@ void host_disarm_wake(host_t *h) {
 }
 
 void host_set_idle(host_t *h, int on) {
-  if (on) uv_idle_start(&h->idle, idle_cb);
-  else uv_idle_stop(&h->idle);
+  if (on)
+    uv_idle_start(&h->idle, idle_cb);
+  else
+    uv_idle_stop(&h->idle);
 }
 
 static void close_walk_cb(uv_handle_t *handle, void *arg) {

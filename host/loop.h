@@ -1,4 +1,5 @@
-/* The node's event loop: one libuv loop, the handles that drive the Lua scheduler, signals and shutdown. */
+/* The node's event loop: one libuv loop, the handles that drive the Lua scheduler, signals and
+ * shutdown. */
 #ifndef ATOLL_LOOP_H
 #define ATOLL_LOOP_H
 
@@ -15,8 +16,8 @@ typedef struct host_s {
   uv_loop_t loop;
   lua_State *L;
 
-  uv_timer_t wake;  /* fires at the earliest deadline of the Lua timer heap */
-  uv_idle_t idle;   /* runs the scheduler again while its run queue is non-empty */
+  uv_timer_t wake; /* fires at the earliest deadline of the Lua timer heap */
+  uv_idle_t idle;  /* runs the scheduler again while its run queue is non-empty */
   uv_signal_t sigint;
   uv_signal_t sigterm;
   int signals_on;
@@ -26,10 +27,10 @@ typedef struct host_s {
   int on_idle_ref;
   int on_signal_ref;
 
-  double wake_due;   /* loop time (ms) the wake timer is armed for, or -1 */
-  int running;       /* inside uv_run: uv_stop only means something then */
-  int stopping;      /* shutdown was requested */
-  int signal_count;  /* how many shutdown signals arrived */
+  double wake_due;  /* loop time (ms) the wake timer is armed for, or -1 */
+  int running;      /* inside uv_run: uv_stop only means something then */
+  int stopping;     /* shutdown was requested */
+  int signal_count; /* how many shutdown signals arrived */
   int exit_code;
   double incarnation; /* drawn at start: refs of an earlier run of this node are dead */
   char name[64];

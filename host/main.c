@@ -1,4 +1,5 @@
-/* atoll's command line: parses the command and its flags, then hands the node to the Lua runtime. */
+/* atoll's command line: parses the command and its flags, then hands the node to the Lua runtime.
+ */
 #include <lauxlib.h>
 #include <luajit.h>
 #include <signal.h>
@@ -289,10 +290,14 @@ int main(int argc, char **argv) {
   }
   if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
     const char *topic = argc > 2 ? argv[2] : NULL;
-    if (topic == NULL) fputs(usage_main, stdout);
-    else if (strcmp(topic, "run") == 0) fputs(usage_run, stdout);
-    else if (strcmp(topic, "lua") == 0) fputs(usage_lua, stdout);
-    else return usage_error(NULL, "no help for unknown command '%s'", topic);
+    if (topic == NULL)
+      fputs(usage_main, stdout);
+    else if (strcmp(topic, "run") == 0)
+      fputs(usage_run, stdout);
+    else if (strcmp(topic, "lua") == 0)
+      fputs(usage_lua, stdout);
+    else
+      return usage_error(NULL, "no help for unknown command '%s'", topic);
     return EXIT_OK;
   }
 
@@ -300,10 +305,14 @@ int main(int argc, char **argv) {
   memset(&cli, 0, sizeof cli);
   cli.command = cmd;
   int rc;
-  if (strcmp(cmd, "run") == 0) rc = parse_run(&cli, argc - 2, argv + 2);
-  else if (strcmp(cmd, "lua") == 0) rc = parse_lua(&cli, argc - 2, argv + 2);
-  else if (cmd[0] == '-') return usage_error(NULL, "unknown flag '%s'", cmd);
-  else return usage_error(NULL, "unknown command '%s'", cmd);
+  if (strcmp(cmd, "run") == 0)
+    rc = parse_run(&cli, argc - 2, argv + 2);
+  else if (strcmp(cmd, "lua") == 0)
+    rc = parse_lua(&cli, argc - 2, argv + 2);
+  else if (cmd[0] == '-')
+    return usage_error(NULL, "unknown flag '%s'", cmd);
+  else
+    return usage_error(NULL, "unknown command '%s'", cmd);
   if (rc != EXIT_OK) return rc;
 
   if (cli.log_level && set_log_level(&cli) != 0) return EXIT_USAGE;
