@@ -5,7 +5,7 @@ VERSION := 0.1.0
 BUILD ?= build
 CC ?= cc
 OPT ?= -O2 -g
-PKGS := luajit libuv mpack
+PKGS := luajit libuv mpack libsodium
 
 # Evaluated when first used, after tools/deps has had its chance to install
 # the packages pkg-config asks about.

@@ -11,6 +11,7 @@ int luaopen_atoll_host(lua_State *L);       /* loop, clock, logging, scheduler h
 int luaopen_atoll_codec(lua_State *L);      /* MessagePack encode/decode, refs */
 int luaopen_atoll_fswatch(lua_State *L);    /* directory change notifications */
 int luaopen_atoll_subprocess(lua_State *L); /* child processes with piped stdio */
+int luaopen_atoll_transport(lua_State *L);  /* links to other nodes */
 
 /* The host passed to luaopen_* as upvalue 1. */
 #define BINDING_HOST(L) ((host_t *)lua_touserdata((L), lua_upvalueindex(1)))

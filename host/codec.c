@@ -648,3 +648,104 @@ void codec_close(codec_t *c, lua_State *L) {
   }
   buf_close(&c->scratch);
 }
+
+/* ---- validation without Lua ------------------------------------------ */
+
+int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used,
+                          char *err, size_t errlen) {
+  /* remaining[d]: items still to read in the container at depth d; maps
+   * count keys and values separately; keyflag[d]: the next item is a key. */
+  uint32_t remaining[CODEC_MAX_DEPTH_CAP + 2];
+  unsigned char keyflag[CODEC_MAX_DEPTH_CAP + 2];
+  if (max_depth > CODEC_MAX_DEPTH_CAP) max_depth = CODEC_MAX_DEPTH_CAP;
+  mpack_tokbuf_t tb;
+  mpack_tokbuf_init(&tb);
+  const char *p = data;
+  size_t n = len;
+  unsigned depth = 0;
+  remaining[0] = 1;
+  keyflag[0] = 0;
+#define FAIL(code, msg) \
+  do { \
+    snprintf(err, errlen, "invalid MessagePack at byte %zu: %s", (size_t)(p - data), msg); \
+    return code; \
+  } while (0)
+  while (1) {
+    while (depth > 0 && remaining[depth] == 0) depth--;
+    if (depth == 0 && remaining[0] == 0) break;
+    if (n == 0) FAIL(ATOLL_ETRUNCATED, "the message ends early");
+    int is_key = keyflag[depth] && (remaining[depth] % 2 == 0);
+    remaining[depth]--;
+    mpack_token_t t;
+    int st = mpack_read(&tb, &p, &n, &t);
+    if (st == MPACK_EOF) FAIL(ATOLL_ETRUNCATED, "the message ends early");
+    if (st != MPACK_OK) FAIL(ATOLL_EMALFORMED, "invalid type byte");
+    switch (t.type) {
+      case MPACK_TOKEN_NIL:
+        if (is_key) FAIL(ATOLL_EMALFORMED, "a map key is nil");
+        break;
+      case MPACK_TOKEN_BOOLEAN: break;
+      case MPACK_TOKEN_UINT:
+        if (mpack_unpack_uint(t) > (mpack_uintmax_t)CODEC_MAX_EXACT_INT) {
+          FAIL(ATOLL_ERANGE, "an integer beyond 2^53 cannot be held exactly");
+        }
+        break;
+      case MPACK_TOKEN_SINT:
+        if (mpack_unpack_sint(t) < -(mpack_sintmax_t)CODEC_MAX_EXACT_INT) {
+          FAIL(ATOLL_ERANGE, "an integer beyond 2^53 cannot be held exactly");
+        }
+        break;
+      case MPACK_TOKEN_FLOAT:
+        if (is_key && isnan(mpack_unpack_float(t))) FAIL(ATOLL_EMALFORMED, "a map key is NaN");
+        break;
+      case MPACK_TOKEN_STR:
+      case MPACK_TOKEN_BIN:
+      case MPACK_TOKEN_EXT: {
+        size_t blen = t.length;
+        if (blen > n) FAIL(ATOLL_ETRUNCATED, "the message ends inside a string");
+        if (t.type == MPACK_TOKEN_EXT) {
+          if (t.data.ext_type != CODEC_EXT_REF) FAIL(ATOLL_EEXTTYPE, "unsupported ext type");
+          if (blen < CODEC_REF_FIXED || blen > CODEC_REF_FIXED + CODEC_REF_MAX_ADDR ||
+              be64(p) > (uint64_t)CODEC_MAX_EXACT_INT ||
+              be64(p + 8) > (uint64_t)CODEC_MAX_EXACT_INT) {
+            FAIL(ATOLL_EMALFORMED, "malformed actor ref");
+          }
+        }
+        if (blen > 0) {
+          mpack_token_t ch;
+          if (mpack_read(&tb, &p, &n, &ch) != MPACK_OK || ch.type != MPACK_TOKEN_CHUNK ||
+              ch.length != blen) {
+            FAIL(ATOLL_EMALFORMED, "string data out of step");
+          }
+        }
+        break;
+      }
+      case MPACK_TOKEN_ARRAY:
+      case MPACK_TOKEN_MAP: {
+        int is_map = t.type == MPACK_TOKEN_MAP;
+        uint64_t items = (uint64_t)t.length * (is_map ? 2u : 1u);
+        if (items > n) FAIL(ATOLL_ETRUNCATED, "a container claims more elements than remain");
+        if (depth + 1 > max_depth) FAIL(ATOLL_EDEPTH, "nesting deeper than the limit");
+        depth++;
+        remaining[depth] = (uint32_t)items;
+        keyflag[depth] = (unsigned char)is_map;
+        break;
+      }
+      default: FAIL(ATOLL_EMALFORMED, "unexpected token");
+    }
+  }
+#undef FAIL
+  *used = (size_t)(p - data);
+  return 0;
+}
+
+int codec_validate(const char *data, size_t len, unsigned max_depth, char *err, size_t errlen) {
+  size_t used = 0;
+  int rc = codec_validate_prefix(data, len, max_depth, &used, err, errlen);
+  if (rc) return rc;
+  if (used != len) {
+    snprintf(err, errlen, "invalid MessagePack at byte %zu: trailing bytes after the message", used);
+    return ATOLL_ETRAILING;
+  }
+  return 0;
+}

@@ -68,6 +68,17 @@ int codec_decode_value(codec_t *c, lua_State *L, const char *data, size_t len);
  * the caller's business): for envelopes read field by field. */
 int codec_decode_next(codec_t *c, lua_State *L, const char **data, size_t *len);
 
+/* Checks, without Lua, that `len` bytes hold exactly one MessagePack value
+ * the decoder would accept (same limits and rules: depth, integer range,
+ * map keys, ext types). On failure returns a negative code and writes a
+ * message to err. Every byte from the network passes through here. */
+int codec_validate(const char *data, size_t len, unsigned max_depth, char *err, size_t errlen);
+
+/* Like codec_validate, but for the first value only: *used receives its
+ * length in bytes (the rest of the buffer is not looked at). */
+int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used,
+                          char *err, size_t errlen);
+
 /* Pushes the interned ref for a ref payload (CODEC_EXT_REF bytes). */
 int codec_push_ref(codec_t *c, lua_State *L, const char *payload, size_t len);
 

@@ -1,5 +1,4 @@
-/* atoll's command line: parses the command and its flags, then hands the node to the Lua runtime.
- */
+/* atoll's command line: parses the command and its flags, then hands the node to the Lua runtime. */
 #include <lauxlib.h>
 #include <luajit.h>
 #include <signal.h>
@@ -28,6 +27,9 @@ static const char usage_main[] =
     "\n"
     "Usage:\n"
     "  atoll run APP.lua [options] [ARGS...]      run a node whose main script is APP.lua\n"
+    "  atoll call --node HOST:PORT NAME METHOD [JSON-ARGS]\n"
+    "                                             call an actor of a running node\n"
+    "  atoll reload MODULE --node HOST:PORT       reload an actor module on a running node\n"
     "  atoll lua [options] [SCRIPT [ARGS...]]     run a Lua script with atoll's modules\n"
     "  atoll lua [options] -e CODE [ARGS...]\n"
     "  atoll help [COMMAND]                       show help for a command\n"
@@ -37,9 +39,11 @@ static const char usage_main[] =
     "\n"
     "Exit codes:\n"
     "  0  success, or a graceful shutdown after SIGINT or SIGTERM\n"
-    "  1  the application raised an error or called atoll.exit with a non-zero code\n"
+    "  1  the application raised an error or called atoll.exit with a non-zero code;\n"
+    "     for call and reload: the call failed on the node\n"
     "  2  usage error: unknown command or flag, missing or bad argument\n"
     "  3  the script could not be loaded: missing file or syntax error\n"
+    "  4  call and reload: the node could not be reached, refused us, or did not answer\n"
     "  130, 143  a second SIGINT or SIGTERM stopped the node without waiting\n";
 
 static const char usage_run[] =
@@ -47,16 +51,57 @@ static const char usage_run[] =
     "\n"
     "Runs a node. APP.lua is the node's main script: it runs as the node's first\n"
     "actor, so it can spawn actors and call them. The node keeps running while it\n"
-    "has work: timers, pending calls, watched files. SIGINT or SIGTERM stops it\n"
-    "gracefully. Modules are found next to APP.lua first (APP_DIR/?.lua).\n"
+    "has work: timers, pending calls, watched files, a listening socket. SIGINT or\n"
+    "SIGTERM stops it gracefully. Modules are found next to APP.lua first.\n"
     "ARGS reach the script as `arg` and as `...`; arguments that look like\n"
     "flags go to the script only after --.\n"
     "\n"
     "Options:\n"
-    "  --watch              reload actor modules when their files change\n"
-    "  --name NAME          the node's name, shown in logs (default: atoll)\n"
-    "  --log-level LEVEL    debug, info, warn, error or off (default: info)\n"
-    "  -h, --help           show this help\n";
+    "  --watch               reload actor modules when their files change\n"
+    "  --name NAME           the node's name, shown in logs (default: atoll)\n"
+    "  --log-level LEVEL     debug, info, warn, error or off (default: info)\n"
+    "\n"
+    "Cluster options:\n"
+    "  --listen HOST:PORT    accept links from other nodes; port 0 picks a free port\n"
+    "  --advertise HOST:PORT the address other nodes reach this one at, when it is not\n"
+    "                        the listening one (0.0.0.0 in a container, behind NAT)\n"
+    "  --port-file FILE      write the port the node listens on to FILE\n"
+    "  --cluster NAME        the cluster's name; nodes of other clusters are refused\n"
+    "                        (default: atoll)\n"
+    "  --secret SECRET       the shared cluster secret (ps shows it: prefer the two below)\n"
+    "  --secret-file FILE    read the secret from FILE\n"
+    "                        (else ATOLL_SECRET, else ~/.atoll/secret, made on first use)\n"
+    "  --max-frame BYTES     the largest frame a link accepts (default: 16777216)\n"
+    "  -h, --help            show this help\n";
+
+static const char usage_call[] =
+    "Usage: atoll call --node HOST:PORT [options] NAME METHOD [JSON-ARGS]\n"
+    "\n"
+    "Calls METHOD of the actor registered as NAME on the node at HOST:PORT and\n"
+    "prints what it returns as JSON. JSON-ARGS is a JSON array of arguments, or a\n"
+    "single JSON value for one argument. A failed call prints its error on stderr\n"
+    "and exits with 1; a node that cannot be reached, with 4.\n"
+    "\n"
+    "Options:\n"
+    "  --node HOST:PORT      the node to call (required)\n"
+    "  --timeout SECONDS     how long to wait for the answer (default: 5)\n"
+    "  --cluster NAME        the cluster's name (default: atoll)\n"
+    "  --secret SECRET, --secret-file FILE\n"
+    "                        the cluster secret (else ATOLL_SECRET, else ~/.atoll/secret)\n"
+    "  --log-level LEVEL     debug, info, warn, error or off (default: warn)\n"
+    "  -h, --help            show this help\n";
+
+static const char usage_reload[] =
+    "Usage: atoll reload MODULE --node HOST:PORT [options]\n"
+    "\n"
+    "Reloads the actor module MODULE on a running node, as --watch does when the\n"
+    "file changes: live actors keep their state and run the new code from their\n"
+    "next message; a module that fails to load leaves the old code running.\n"
+    "Exits with 1 if the reload failed (the reason is printed), with 4 if the\n"
+    "node cannot be reached.\n"
+    "\n"
+    "Options: --node, --timeout, --cluster, --secret, --secret-file, --log-level,\n"
+    "as for atoll call.\n";
 
 static const char usage_lua[] =
     "Usage: atoll lua [options] [SCRIPT | -e CODE | -] [ARGS...]\n"
@@ -75,15 +120,56 @@ static const char usage_lua[] =
     "  --log-level LEVEL    debug, info, warn, error or off (default: info)\n"
     "  -h, --help           show this help\n";
 
+/* A flag and the field of the options table it sets (a string, or true). */
+typedef struct option_s {
+  const char *flag;
+  const char *field;
+  int takes_value;
+} option_t;
+
+static const option_t run_options[] = {
+    {"--watch", "watch", 0},
+    {"--name", "name", 1},
+    {"--log-level", "log_level", 1},
+    {"--listen", "listen", 1},
+    {"--advertise", "advertise", 1},
+    {"--port-file", "port_file", 1},
+    {"--cluster", "cluster", 1},
+    {"--secret", "secret", 1},
+    {"--secret-file", "secret_file", 1},
+    {"--max-frame", "max_frame", 1},
+    {NULL, NULL, 0},
+};
+
+static const option_t client_options[] = {
+    {"--node", "node", 1},
+    {"--timeout", "timeout", 1},
+    {"--cluster", "cluster", 1},
+    {"--secret", "secret", 1},
+    {"--secret-file", "secret_file", 1},
+    {"--log-level", "log_level", 1},
+    {"--name", "name", 1},
+    {NULL, NULL, 0},
+};
+
+static const option_t lua_options[] = {
+    {"--log-level", "log_level", 1},
+    {NULL, NULL, 0},
+};
+
+#define MAX_OPTIONS 32
+#define MAX_ARGS    256
+
 typedef struct cli_s {
-  const char *command; /* "run" or "lua" */
-  const char *script;  /* path, "-" for stdin, NULL with -e */
-  const char *code;    /* -e CODE */
-  const char *name;
-  const char *log_level;
-  int watch;
-  int argc; /* arguments passed to the script */
-  char **argv;
+  const char *command; /* "run", "lua", "call" or "reload" */
+  const char *keys[MAX_OPTIONS];
+  const char *values[MAX_OPTIONS]; /* NULL for a flag without a value */
+  int nopts;
+  const char *positional[MAX_ARGS];
+  int npositional;
+  char *args[MAX_ARGS]; /* what the script gets (run, lua) */
+  int nargs;
+  const char *code; /* lua -e CODE */
 } cli_t;
 
 static int usage_error(const char *command, const char *fmt, const char *arg) {
@@ -94,55 +180,81 @@ static int usage_error(const char *command, const char *fmt, const char *arg) {
   return EXIT_USAGE;
 }
 
-/* Matches --flag VALUE and --flag=VALUE; advances *i past what it used.
- * Returns 1 on a match with *value set, -1 if the value is missing. */
-static int flag_value(int argc, char **argv, int *i, const char *flag, const char **value) {
-  size_t n = strlen(flag);
-  if (strncmp(argv[*i], flag, n) != 0) return 0;
-  if (argv[*i][n] == '=') {
-    *value = argv[*i] + n + 1;
-    return 1;
+static const char *option(const cli_t *cli, const char *field) {
+  for (int i = 0; i < cli->nopts; i++) {
+    if (strcmp(cli->keys[i], field) == 0) return cli->values[i] ? cli->values[i] : "";
   }
-  if (argv[*i][n] != '\0') return 0;
-  if (*i + 1 >= argc) return -1;
-  *value = argv[++*i];
-  return 1;
+  return NULL;
 }
 
-static int parse_run(cli_t *cli, int argc, char **argv) {
-  static char *script_args[256];
-  int nargs = 0;
-  cli->argv = script_args;
-  for (int i = 0; i < argc; i++) {
-    const char *a = argv[i];
-    const char *v = NULL;
-    int m;
-    if (strcmp(a, "--") == 0) {
-      for (i++; i < argc && nargs < 255; i++) script_args[nargs++] = argv[i];
-      break;
-    } else if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
-      fputs(usage_run, stdout);
-      exit(EXIT_OK);
-    } else if (strcmp(a, "--watch") == 0) {
-      cli->watch = 1;
-    } else if ((m = flag_value(argc, argv, &i, "--name", &v)) != 0) {
-      if (m < 0 || v[0] == '\0') return usage_error("run", "%s needs a value", "--name");
-      cli->name = v;
-    } else if ((m = flag_value(argc, argv, &i, "--log-level", &v)) != 0) {
-      if (m < 0) return usage_error("run", "%s needs a value", "--log-level");
-      cli->log_level = v;
-    } else if (a[0] == '-' && a[1] != '\0') {
-      return usage_error("run", "unknown flag '%s'", a);
-    } else if (cli->script == NULL) {
-      cli->script = a;
-    } else if (nargs < 255) {
-      script_args[nargs++] = (char *)a;
-    } else {
-      return usage_error("run", "%s", "too many script arguments");
+static void set_option(cli_t *cli, const char *field, const char *value) {
+  for (int i = 0; i < cli->nopts; i++) {
+    if (strcmp(cli->keys[i], field) == 0) {
+      cli->values[i] = value;
+      return;
     }
   }
-  cli->argc = nargs;
-  if (cli->script == NULL) return usage_error("run", "%s", "missing APP.lua");
+  if (cli->nopts < MAX_OPTIONS) {
+    cli->keys[cli->nopts] = field;
+    cli->values[cli->nopts] = value;
+    cli->nopts++;
+  }
+}
+
+/* Tries argv[*i] as one of `opts` (--flag, --flag VALUE, --flag=VALUE).
+ * Returns 1 if it was one, 0 if not, -1 after reporting a usage error. */
+static int match_option(cli_t *cli, const option_t *opts, int argc, char **argv, int *i) {
+  const char *a = argv[*i];
+  for (const option_t *o = opts; o->flag; o++) {
+    size_t n = strlen(o->flag);
+    if (strncmp(a, o->flag, n) != 0 || (a[n] != '\0' && a[n] != '=')) continue;
+    if (!o->takes_value) {
+      if (a[n] == '=') {
+        usage_error(cli->command, "%s takes no value", o->flag);
+        return -1;
+      }
+      set_option(cli, o->field, NULL);
+      return 1;
+    }
+    const char *v = NULL;
+    if (a[n] == '=') v = a + n + 1;
+    else if (*i + 1 < argc) v = argv[++*i];
+    if (v == NULL || v[0] == '\0') {
+      usage_error(cli->command, "%s needs a value", o->flag);
+      return -1;
+    }
+    set_option(cli, o->field, v);
+    return 1;
+  }
+  return 0;
+}
+
+/* run, call, reload: flags anywhere, positionals in order. For run, what
+ * follows APP.lua belongs to the script, and so does everything after --. */
+static int parse_args(cli_t *cli, const option_t *opts, const char *usage, int argc, char **argv) {
+  int run = strcmp(cli->command, "run") == 0;
+  for (int i = 0; i < argc; i++) {
+    const char *a = argv[i];
+    if (strcmp(a, "--") == 0) {
+      for (i++; i < argc && cli->nargs < MAX_ARGS; i++) cli->args[cli->nargs++] = argv[i];
+      break;
+    }
+    if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+      fputs(usage, stdout);
+      exit(EXIT_OK);
+    }
+    int m = match_option(cli, opts, argc, argv, &i);
+    if (m < 0) return EXIT_USAGE;
+    if (m > 0) continue;
+    if (a[0] == '-' && a[1] != '\0') return usage_error(cli->command, "unknown flag '%s'", a);
+    if (run && cli->npositional == 1) {
+      if (cli->nargs >= MAX_ARGS) return usage_error(cli->command, "%s", "too many arguments");
+      cli->args[cli->nargs++] = (char *)a;
+      continue;
+    }
+    if (cli->npositional >= MAX_ARGS) return usage_error(cli->command, "%s", "too many arguments");
+    cli->positional[cli->npositional++] = a;
+  }
   return EXIT_OK;
 }
 
@@ -150,8 +262,6 @@ static int parse_lua(cli_t *cli, int argc, char **argv) {
   int i = 0;
   for (; i < argc; i++) {
     const char *a = argv[i];
-    const char *v = NULL;
-    int m;
     if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
       fputs(usage_lua, stdout);
       exit(EXIT_OK);
@@ -160,62 +270,79 @@ static int parse_lua(cli_t *cli, int argc, char **argv) {
       cli->code = argv[++i];
       i++;
       break;
-    } else if ((m = flag_value(argc, argv, &i, "--log-level", &v)) != 0) {
-      if (m < 0) return usage_error("lua", "%s needs a value", "--log-level");
-      cli->log_level = v;
     } else if (strcmp(a, "--") == 0) {
       i++;
       break;
     } else if (a[0] == '-' && a[1] != '\0') {
-      return usage_error("lua", "unknown flag '%s'", a);
+      int m = match_option(cli, lua_options, argc, argv, &i);
+      if (m < 0) return EXIT_USAGE;
+      if (m == 0) return usage_error("lua", "unknown flag '%s'", a);
     } else {
       break;
     }
   }
-  if (cli->code == NULL) cli->script = i < argc ? argv[i++] : "-";
-  cli->argc = argc - i;
-  cli->argv = argv + i;
+  if (cli->code == NULL) cli->positional[cli->npositional++] = i < argc ? argv[i++] : "-";
+  for (; i < argc && cli->nargs < MAX_ARGS; i++) cli->args[cli->nargs++] = argv[i];
   return EXIT_OK;
 }
 
-/* Pushes the options table handed to atoll.boot. */
-static void push_options(lua_State *L, const cli_t *cli, const char *argv0) {
-  lua_createtable(L, 0, 8);
-  lua_pushstring(L, cli->command);
-  lua_setfield(L, -2, "command");
-  if (cli->script) {
-    lua_pushstring(L, cli->script);
-    lua_setfield(L, -2, "script");
+/* Checks the positionals each command needs and names them in the options. */
+static int check_positionals(cli_t *cli) {
+  const char *c = cli->command;
+  if (strcmp(c, "run") == 0) {
+    if (cli->npositional < 1) return usage_error(c, "%s", "missing APP.lua");
+    set_option(cli, "script", cli->positional[0]);
+  } else if (strcmp(c, "lua") == 0) {
+    if (cli->npositional > 0) set_option(cli, "script", cli->positional[0]);
+    if (cli->code) set_option(cli, "code", cli->code);
+  } else if (strcmp(c, "call") == 0) {
+    if (option(cli, "node") == NULL) return usage_error(c, "%s", "missing --node HOST:PORT");
+    if (cli->npositional < 2) return usage_error(c, "%s", "missing NAME and METHOD");
+    if (cli->npositional > 3) {
+      return usage_error(c, "unexpected argument '%s' (pass arguments as one JSON array)",
+                         cli->positional[3]);
+    }
+    set_option(cli, "target", cli->positional[0]);
+    set_option(cli, "method", cli->positional[1]);
+    if (cli->npositional == 3) set_option(cli, "json", cli->positional[2]);
+  } else if (strcmp(c, "reload") == 0) {
+    if (option(cli, "node") == NULL) return usage_error(c, "%s", "missing --node HOST:PORT");
+    if (cli->npositional != 1) return usage_error(c, "%s", "expected one MODULE");
+    set_option(cli, "module", cli->positional[0]);
   }
-  if (cli->code) {
-    lua_pushstring(L, cli->code);
-    lua_setfield(L, -2, "code");
-  }
-  if (cli->name) {
-    lua_pushstring(L, cli->name);
-    lua_setfield(L, -2, "name");
-  }
-  lua_pushboolean(L, cli->watch);
-  lua_setfield(L, -2, "watch");
-  lua_pushstring(L, argv0);
-  lua_setfield(L, -2, "argv0");
-  lua_createtable(L, cli->argc, 0);
-  for (int i = 0; i < cli->argc; i++) {
-    lua_pushstring(L, cli->argv[i]);
-    lua_rawseti(L, -2, i + 1);
-  }
-  lua_setfield(L, -2, "args");
+  return EXIT_OK;
 }
 
 static int set_log_level(const cli_t *cli) {
+  const char *name = option(cli, "log_level");
+  if (name == NULL) return 0;
   log_level_t level;
-  if (log_parse_level(cli->log_level, &level) != 0) {
-    usage_error(cli->command, "bad --log-level '%s' (debug, info, warn, error, off)",
-                cli->log_level);
+  if (log_parse_level(name, &level) != 0) {
+    usage_error(cli->command, "bad --log-level '%s' (debug, info, warn, error, off)", name);
     return -1;
   }
   log_set_level(level);
   return 0;
+}
+
+/* Pushes the options table handed to atoll.boot. */
+static void push_options(lua_State *L, const cli_t *cli, const char *argv0) {
+  lua_createtable(L, 0, cli->nopts + 4);
+  lua_pushstring(L, cli->command);
+  lua_setfield(L, -2, "command");
+  for (int i = 0; i < cli->nopts; i++) {
+    if (cli->values[i]) lua_pushstring(L, cli->values[i]);
+    else lua_pushboolean(L, 1);
+    lua_setfield(L, -2, cli->keys[i]);
+  }
+  lua_pushstring(L, argv0);
+  lua_setfield(L, -2, "argv0");
+  lua_createtable(L, cli->nargs, 0);
+  for (int i = 0; i < cli->nargs; i++) {
+    lua_pushstring(L, cli->args[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  lua_setfield(L, -2, "args");
 }
 
 /* Runs the command in a fresh host; returns the process exit code. */
@@ -262,59 +389,64 @@ static int run_host(const cli_t *cli, const char *argv0) {
   return code;
 }
 
+static int parse_command(cli_t *cli, int argc, char **argv) {
+  const char *cmd = cli->command;
+  int rc;
+  if (strcmp(cmd, "run") == 0) rc = parse_args(cli, run_options, usage_run, argc, argv);
+  else if (strcmp(cmd, "lua") == 0) rc = parse_lua(cli, argc, argv);
+  else if (strcmp(cmd, "call") == 0) rc = parse_args(cli, client_options, usage_call, argc, argv);
+  else if (strcmp(cmd, "reload") == 0) {
+    rc = parse_args(cli, client_options, usage_reload, argc, argv);
+  } else if (cmd[0] == '-') return usage_error(NULL, "unknown flag '%s'", cmd);
+  else return usage_error(NULL, "unknown command '%s'", cmd);
+  if (rc == EXIT_OK) rc = check_positionals(cli);
+  return rc;
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   /* print() output reaches pipes line by line, as it does on a terminal. */
   setvbuf(stdout, NULL, _IOLBF, 0);
+
+  static cli_t cli;
+  memset(&cli, 0, sizeof cli);
+
   /* Invoked as atoll-lua (a symlink the build makes), atoll is a plain Lua
    * interpreter: `busted --lua=build/atoll-lua` runs specs inside it. */
   const char *base = strrchr(argv[0], '/');
   base = base ? base + 1 : argv[0];
+  int first = 2;
   if (strcmp(base, "atoll-lua") == 0) {
-    cli_t cli;
-    memset(&cli, 0, sizeof cli);
     cli.command = "lua";
-    int rc = parse_lua(&cli, argc - 1, argv + 1);
-    if (rc != EXIT_OK) return rc;
-    if (cli.log_level && set_log_level(&cli) != 0) return EXIT_USAGE;
-    return run_host(&cli, argv[0]);
-  }
-  if (argc < 2) {
+    first = 1;
+  } else if (argc < 2) {
     fputs(usage_main, stderr);
     return EXIT_USAGE;
-  }
-  const char *cmd = argv[1];
-  if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0 || strcmp(cmd, "version") == 0) {
-    printf("atoll %s (%s, libuv %s)\n", ATOLL_VERSION, LUAJIT_VERSION, uv_version_string());
-    return EXIT_OK;
-  }
-  if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
-    const char *topic = argc > 2 ? argv[2] : NULL;
-    if (topic == NULL)
-      fputs(usage_main, stdout);
-    else if (strcmp(topic, "run") == 0)
-      fputs(usage_run, stdout);
-    else if (strcmp(topic, "lua") == 0)
-      fputs(usage_lua, stdout);
-    else
-      return usage_error(NULL, "no help for unknown command '%s'", topic);
-    return EXIT_OK;
+  } else {
+    const char *cmd = argv[1];
+    if (strcmp(cmd, "--version") == 0 || strcmp(cmd, "-v") == 0 || strcmp(cmd, "version") == 0) {
+      printf("atoll %s (%s, libuv %s)\n", ATOLL_VERSION, LUAJIT_VERSION, uv_version_string());
+      return EXIT_OK;
+    }
+    if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
+      const char *topic = argc > 2 ? argv[2] : NULL;
+      if (topic == NULL) fputs(usage_main, stdout);
+      else if (strcmp(topic, "run") == 0) fputs(usage_run, stdout);
+      else if (strcmp(topic, "lua") == 0) fputs(usage_lua, stdout);
+      else if (strcmp(topic, "call") == 0) fputs(usage_call, stdout);
+      else if (strcmp(topic, "reload") == 0) fputs(usage_reload, stdout);
+      else return usage_error(NULL, "no help for unknown command '%s'", topic);
+      return EXIT_OK;
+    }
+    cli.command = cmd;
   }
 
-  cli_t cli;
-  memset(&cli, 0, sizeof cli);
-  cli.command = cmd;
-  int rc;
-  if (strcmp(cmd, "run") == 0)
-    rc = parse_run(&cli, argc - 2, argv + 2);
-  else if (strcmp(cmd, "lua") == 0)
-    rc = parse_lua(&cli, argc - 2, argv + 2);
-  else if (cmd[0] == '-')
-    return usage_error(NULL, "unknown flag '%s'", cmd);
-  else
-    return usage_error(NULL, "unknown command '%s'", cmd);
+  int rc = parse_command(&cli, argc - first, argv + first);
   if (rc != EXIT_OK) return rc;
-
-  if (cli.log_level && set_log_level(&cli) != 0) return EXIT_USAGE;
+  if (option(&cli, "log_level") == NULL &&
+      (strcmp(cli.command, "call") == 0 || strcmp(cli.command, "reload") == 0)) {
+    log_set_level(LOG_WARN); /* a command's output is its answer */
+  }
+  if (set_log_level(&cli) != 0) return EXIT_USAGE;
   return run_host(&cli, argv[0]);
 }

@@ -65,6 +65,7 @@ lua_State *vm_open(host_t *h) {
   preload(L, h, "atoll.codec", luaopen_atoll_codec);
   preload(L, h, "atoll.fswatch", luaopen_atoll_fswatch);
   preload(L, h, "atoll.subprocess", luaopen_atoll_subprocess);
+  preload(L, h, "atoll.transport", luaopen_atoll_transport);
   h->L = L;
   return L;
 }

@@ -30,6 +30,7 @@ local function install()
   if ok and type(cjson) == "table" and cjson.array_mt then
     codec.configure { json_array_mt = cjson.array_mt }
   end
+  require("atoll.json").set_array_mt(ArrayMT)
   actor.install_loader()
 end
 install()

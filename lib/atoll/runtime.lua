@@ -44,6 +44,7 @@ M.STARTING, M.RUNNING, M.STOPPED = STARTING, RUNNING, STOPPED
 
 -- Slots of a ref (set by the codec, which interns refs by their payload).
 local REF_KEY, REF_ADDR, REF_INC, REF_ID, REF_REC = 1, 2, 3, 4, 5
+M.REF_ADDR, M.REF_INC, M.REF_ID = REF_ADDR, REF_INC, REF_ID
 
 -- Queue entry kinds other than a delivery (whose first slot is the actor record).
 local REPLY = { "reply" } -- rid, ok, payload-or-error
@@ -427,6 +428,17 @@ M.reply = reply
 
 local function fail_call(rid, err)
   reply(rid, false, err)
+end
+M.fail_call = fail_call
+
+-- Queues the arrival of a reply (from another node) for the call rid.
+function M.enqueue_reply(rid, ok, res)
+  enqueue(REPLY, rid, ok, res)
+end
+
+-- Fails a pending call with an error object (its link went down, ...).
+function M.fail_pending(rid, err)
+  enqueue(REPLY, rid, false, codec.encode(errors.to_wire(err)))
 end
 
 ---------------------------------------------------------------------------

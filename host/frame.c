@@ -1,0 +1,293 @@
+/* Node-to-node frames and envelopes, on libmpack; every received byte is validated here first. */
+#include "frame.h"
+
+#include <mpack.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "codec.h"
+#include "error.h"
+
+int frame_next(const char *buf, size_t len, size_t max, const char **body, size_t *body_len) {
+  if (len < FRAME_HEADER) return 0;
+  const unsigned char *u = (const unsigned char *)buf;
+  size_t n = ((size_t)u[0] << 24) | ((size_t)u[1] << 16) | ((size_t)u[2] << 8) | (size_t)u[3];
+  if (n > max) return ATOLL_ETOOBIG;
+  if (len - FRAME_HEADER < n) return 0;
+  *body = buf + FRAME_HEADER;
+  *body_len = n;
+  return 1;
+}
+
+/* ---- parsing ---------------------------------------------------------- */
+
+typedef struct reader_s {
+  const char *base;
+  const char *p;
+  size_t n;
+  mpack_tokbuf_t tb;
+  char *err;
+  size_t errlen;
+} reader_t;
+
+static int rfail(reader_t *r, int code, const char *what) {
+  snprintf(r->err, r->errlen, "malformed envelope at byte %zu: %s", (size_t)(r->p - r->base),
+           what);
+  return code;
+}
+
+static int rtok(reader_t *r, mpack_token_t *t) {
+  if (r->n == 0) return rfail(r, ATOLL_ETRUNCATED, "it ends early");
+  int st = mpack_read(&r->tb, &r->p, &r->n, t);
+  if (st == MPACK_EOF) return rfail(r, ATOLL_ETRUNCATED, "it ends early");
+  if (st != MPACK_OK) return rfail(r, ATOLL_EMALFORMED, "invalid type byte");
+  return 0;
+}
+
+/* An unsigned integer a Lua number holds exactly. */
+static int rnum(reader_t *r, double *out, const char *what) {
+  mpack_token_t t;
+  int rc = rtok(r, &t);
+  if (rc) return rc;
+  if (t.type != MPACK_TOKEN_UINT) return rfail(r, ATOLL_EMALFORMED, what);
+  mpack_uintmax_t v = mpack_unpack_uint(t);
+  if (v > (mpack_uintmax_t)CODEC_MAX_EXACT_INT) return rfail(r, ATOLL_ERANGE, what);
+  *out = (double)v;
+  return 0;
+}
+
+/* A short string (method or actor name): 1..FRAME_MAX_NAME bytes. */
+static int rname(reader_t *r, const char **s, size_t *len, const char *what) {
+  mpack_token_t t;
+  int rc = rtok(r, &t);
+  if (rc) return rc;
+  if (t.type != MPACK_TOKEN_STR || t.length == 0 || t.length > FRAME_MAX_NAME) {
+    return rfail(r, ATOLL_EMALFORMED, what);
+  }
+  if (t.length > r->n) return rfail(r, ATOLL_ETRUNCATED, what);
+  mpack_token_t ch;
+  rc = rtok(r, &ch);
+  if (rc) return rc;
+  if (ch.type != MPACK_TOKEN_CHUNK || ch.length != t.length) {
+    return rfail(r, ATOLL_EMALFORMED, what);
+  }
+  *s = ch.data.chunk_ptr;
+  *len = t.length;
+  return 0;
+}
+
+int envelope_parse(const char *body, size_t len, unsigned max_depth, envelope_t *env, char *err,
+                   size_t errlen) {
+  reader_t r;
+  r.base = r.p = body;
+  r.n = len;
+  r.err = err;
+  r.errlen = errlen;
+  mpack_tokbuf_init(&r.tb);
+  memset(env, 0, sizeof *env);
+  mpack_token_t t;
+  int rc = rtok(&r, &t);
+  if (rc) return rc;
+  if (t.type != MPACK_TOKEN_ARRAY) return rfail(&r, ATOLL_EMALFORMED, "not an array");
+  size_t fields = t.length;
+  double kind;
+  rc = rnum(&r, &kind, "bad kind");
+  if (rc) return rc;
+  env->kind = (int)kind;
+  switch (env->kind) {
+    case ENV_CALL:
+      if (fields != 6) return rfail(&r, ATOLL_EMALFORMED, "a call has 6 fields");
+      if ((rc = rnum(&r, &env->rid, "bad call id")) ||
+          (rc = rnum(&r, &env->incarnation, "bad incarnation")) ||
+          (rc = rnum(&r, &env->id, "bad actor id")) ||
+          (rc = rname(&r, &env->method, &env->method_len, "bad method name"))) {
+        return rc;
+      }
+      break;
+    case ENV_SEND:
+      if (fields != 5) return rfail(&r, ATOLL_EMALFORMED, "a send has 5 fields");
+      if ((rc = rnum(&r, &env->incarnation, "bad incarnation")) ||
+          (rc = rnum(&r, &env->id, "bad actor id")) ||
+          (rc = rname(&r, &env->method, &env->method_len, "bad method name"))) {
+        return rc;
+      }
+      break;
+    case ENV_REPLY: {
+      if (fields != 4) return rfail(&r, ATOLL_EMALFORMED, "a reply has 4 fields");
+      if ((rc = rnum(&r, &env->rid, "bad call id"))) return rc;
+      if ((rc = rtok(&r, &t))) return rc;
+      if (t.type != MPACK_TOKEN_BOOLEAN) return rfail(&r, ATOLL_EMALFORMED, "bad reply status");
+      env->ok = (int)mpack_unpack_boolean(t);
+      break;
+    }
+    case ENV_CALL_NAME:
+      if (fields != 5) return rfail(&r, ATOLL_EMALFORMED, "a named call has 5 fields");
+      if ((rc = rnum(&r, &env->rid, "bad call id")) ||
+          (rc = rname(&r, &env->name, &env->name_len, "bad actor name")) ||
+          (rc = rname(&r, &env->method, &env->method_len, "bad method name"))) {
+        return rc;
+      }
+      break;
+    case ENV_SEND_NAME:
+      if (fields != 4) return rfail(&r, ATOLL_EMALFORMED, "a named send has 4 fields");
+      if ((rc = rname(&r, &env->name, &env->name_len, "bad actor name")) ||
+          (rc = rname(&r, &env->method, &env->method_len, "bad method name"))) {
+        return rc;
+      }
+      break;
+    default: return rfail(&r, ATOLL_EMALFORMED, "unknown kind");
+  }
+  /* The rest is the payload: exactly one value the codec accepts. Calls and
+   * sends carry an argument list, which must be an array. */
+  env->payload = r.p;
+  env->payload_len = r.n;
+  if (env->kind != ENV_REPLY || env->ok) {
+    if (r.n == 0 || (((unsigned char)r.p[0] & 0xf0) != 0x90 && (unsigned char)r.p[0] != 0xdc &&
+                     (unsigned char)r.p[0] != 0xdd)) {
+      return rfail(&r, ATOLL_EMALFORMED, "the payload is not an array");
+    }
+  }
+  char verr[256];
+  rc = codec_validate(r.p, r.n, max_depth, verr, sizeof verr);
+  if (rc) {
+    snprintf(err, errlen, "malformed envelope payload: %s", verr);
+    return rc;
+  }
+  return 0;
+}
+
+/* ---- writing ---------------------------------------------------------- */
+
+typedef struct writer_s {
+  buf_t *out;
+  size_t start;
+  mpack_tokbuf_t tb;
+  int rc;
+} writer_t;
+
+static void wbegin(writer_t *w, buf_t *out) {
+  w->out = out;
+  w->start = out->len;
+  w->rc = 0;
+  mpack_tokbuf_init(&w->tb);
+  if (buf_reserve(out, FRAME_HEADER + 64)) {
+    w->rc = ATOLL_ENOMEM;
+    return;
+  }
+  out->len += FRAME_HEADER; /* the length, patched in wend */
+}
+
+static void wtok(writer_t *w, mpack_token_t t) {
+  if (w->rc) return;
+  if (buf_reserve(w->out, MPACK_MAX_TOKEN_LEN)) {
+    w->rc = ATOLL_ENOMEM;
+    return;
+  }
+  char *p = w->out->data + w->out->len;
+  size_t avail = w->out->cap - w->out->len;
+  if (mpack_write(&w->tb, &p, &avail, &t) != MPACK_OK) w->rc = ATOLL_EMALFORMED;
+  w->out->len = (size_t)(p - w->out->data);
+}
+
+static void wnum(writer_t *w, double v) {
+  wtok(w, mpack_pack_uint((mpack_uintmax_t)v));
+}
+
+static void wstr(writer_t *w, const char *s, size_t n) {
+  wtok(w, mpack_pack_str((mpack_uint32_t)n));
+  if (w->rc == 0 && buf_append(w->out, s, n)) w->rc = ATOLL_ENOMEM;
+}
+
+static void wraw(writer_t *w, const char *s, size_t n) {
+  if (w->rc == 0 && buf_append(w->out, s, n)) w->rc = ATOLL_ENOMEM;
+}
+
+static int wend(writer_t *w) {
+  if (w->rc) {
+    w->out->len = w->start;
+    return w->rc;
+  }
+  size_t n = w->out->len - w->start - FRAME_HEADER;
+  if (n > 0xffffffffu) {
+    w->out->len = w->start;
+    return ATOLL_ETOOBIG;
+  }
+  unsigned char *u = (unsigned char *)w->out->data + w->start;
+  u[0] = (unsigned char)(n >> 24);
+  u[1] = (unsigned char)(n >> 16);
+  u[2] = (unsigned char)(n >> 8);
+  u[3] = (unsigned char)n;
+  return 0;
+}
+
+int frame_write_call(buf_t *out, double rid, double incarnation, double id, const char *method,
+                     size_t method_len, const char *payload, size_t payload_len) {
+  writer_t w;
+  wbegin(&w, out);
+  wtok(&w, mpack_pack_array(6));
+  wnum(&w, ENV_CALL);
+  wnum(&w, rid);
+  wnum(&w, incarnation);
+  wnum(&w, id);
+  wstr(&w, method, method_len);
+  wraw(&w, payload, payload_len);
+  return wend(&w);
+}
+
+int frame_write_send(buf_t *out, double incarnation, double id, const char *method,
+                     size_t method_len, const char *payload, size_t payload_len) {
+  writer_t w;
+  wbegin(&w, out);
+  wtok(&w, mpack_pack_array(5));
+  wnum(&w, ENV_SEND);
+  wnum(&w, incarnation);
+  wnum(&w, id);
+  wstr(&w, method, method_len);
+  wraw(&w, payload, payload_len);
+  return wend(&w);
+}
+
+int frame_write_reply(buf_t *out, double rid, int ok, const char *payload, size_t payload_len) {
+  writer_t w;
+  wbegin(&w, out);
+  wtok(&w, mpack_pack_array(4));
+  wnum(&w, ENV_REPLY);
+  wnum(&w, rid);
+  wtok(&w, mpack_pack_boolean((unsigned)(ok != 0)));
+  wraw(&w, payload, payload_len);
+  return wend(&w);
+}
+
+int frame_write_call_name(buf_t *out, double rid, const char *name, size_t name_len,
+                          const char *method, size_t method_len, const char *payload,
+                          size_t payload_len) {
+  writer_t w;
+  wbegin(&w, out);
+  wtok(&w, mpack_pack_array(5));
+  wnum(&w, ENV_CALL_NAME);
+  wnum(&w, rid);
+  wstr(&w, name, name_len);
+  wstr(&w, method, method_len);
+  wraw(&w, payload, payload_len);
+  return wend(&w);
+}
+
+int frame_write_send_name(buf_t *out, const char *name, size_t name_len, const char *method,
+                          size_t method_len, const char *payload, size_t payload_len) {
+  writer_t w;
+  wbegin(&w, out);
+  wtok(&w, mpack_pack_array(4));
+  wnum(&w, ENV_SEND_NAME);
+  wstr(&w, name, name_len);
+  wstr(&w, method, method_len);
+  wraw(&w, payload, payload_len);
+  return wend(&w);
+}
+
+int frame_write_raw(buf_t *out, const char *body, size_t body_len) {
+  writer_t w;
+  wbegin(&w, out);
+  wraw(&w, body, body_len);
+  return wend(&w);
+}

@@ -1,0 +1,112 @@
+/* TCP links between nodes: handshake, framing, write coalescing, bounded queues. */
+#ifndef ATOLL_TRANSPORT_H
+#define ATOLL_TRANSPORT_H
+
+#include <lua.h>
+#include <uv.h>
+
+#include "buf.h"
+#include "handshake.h"
+#include "loop.h"
+
+#define TRANSPORT_DEFAULT_MAX_QUEUE ((size_t)64 << 20)
+#define TRANSPORT_HANDSHAKE_MS      5000
+#define TRANSPORT_READ_CHUNK        65536
+
+typedef enum {
+  LINK_CONNECTING, /* dialing */
+  LINK_HANDSHAKE,  /* connected, proving identities */
+  LINK_UP,         /* carrying envelopes */
+  LINK_CLOSED,     /* closing or closed; waiting for libuv to let go */
+} link_state_t;
+
+typedef struct transport_s transport_t;
+typedef struct link_s link_t;
+
+struct link_s {
+  host_handle_t base; /* first: shutdown closes the handles through it */
+  transport_t *t;
+  uv_tcp_t tcp;
+  uv_timer_t timer; /* the handshake deadline */
+  uv_connect_t connect;
+  uv_getaddrinfo_t resolve;
+  int open_handles;
+  int dialer; /* this node dialed */
+  link_state_t state;
+  int hs_step; /* the handshake message the link waits for */
+  int was_up;
+  hs_msg_t hello;     /* the dialer's hello */
+  hs_msg_t challenge; /* the acceptor's challenge */
+  char target[HS_MAX_TEXT]; /* what was dialed, or the peer's socket address */
+  buf_t in;
+  size_t in_off; /* bytes of `in` already parsed */
+  buf_t out;      /* frames queued, not yet handed to the socket */
+  buf_t inflight; /* frames a uv_write owns */
+  uv_write_t wreq;
+  int writing;
+  int dirty;
+  link_t *next_dirty;
+  int in_callback; /* frames are being handed to Lua */
+  int self_ref;    /* keeps the Lua userdata alive until the link is gone */
+  link_t **slot;   /* the userdata's pointer, cleared when the link is freed */
+  double frames_in, frames_out, bytes_in, bytes_out;
+  char reason[256]; /* why it closed */
+};
+
+struct transport_s {
+  host_handle_t base; /* first: the listener's and flusher's handle->data */
+  host_t *host;
+  lua_State *L;
+  char cluster[HS_MAX_TEXT];
+  char name[HS_MAX_TEXT];
+  char address[HS_MAX_TEXT];
+  double incarnation;
+  unsigned char key[HS_KEY];
+  int has_key;
+  size_t max_frame;
+  size_t max_queue;
+  unsigned max_depth;
+  uint64_t handshake_ms;
+  uv_tcp_t listener;
+  int listening;
+  uv_prepare_t flusher;
+  int flusher_on;
+  link_t *dirty;
+  int on_up_ref, on_frames_ref, on_down_ref, decide_ref, inbox_ref;
+  double refused, dropped_frames;
+};
+
+/* Sets defaults; the Lua binding fills in identity, secret and limits. */
+void transport_init(transport_t *t, host_t *h);
+
+/* Binds and listens; *port may be 0 (the chosen port is written back). */
+int transport_listen(transport_t *t, const char *host, int *port);
+
+/* Starts dialing "host:port"; the link queues frames until it is up. */
+int transport_dial(transport_t *t, const char *address, link_t **out);
+
+/* Queue a frame on a link (whatever its state, until it closes). Returns 0,
+ * ATOLL_ETOOBIG (over the frame limit), UV_ENOBUFS (the queue is full) or
+ * UV_ENOTCONN (the link is closed). */
+int link_call(link_t *l, double rid, double inc, double id, const char *method, size_t mlen,
+              const char *payload, size_t plen);
+int link_send(link_t *l, double inc, double id, const char *method, size_t mlen,
+              const char *payload, size_t plen);
+int link_reply(link_t *l, double rid, int ok, const char *payload, size_t plen);
+int link_call_name(link_t *l, double rid, const char *name, size_t nlen, const char *method,
+                   size_t mlen, const char *payload, size_t plen);
+int link_send_name(link_t *l, const char *name, size_t nlen, const char *method, size_t mlen,
+                   const char *payload, size_t plen);
+
+/* Moves the frames `from` has queued to the front of `to`'s queue. */
+int link_adopt(link_t *to, link_t *from);
+
+/* Closes the link; Lua hears about it once libuv has let go. */
+void link_close(link_t *l, const char *reason);
+
+/* Bytes queued on the link, written or not. */
+size_t link_queued(const link_t *l);
+
+const char *link_state_name(link_state_t s);
+
+#endif

@@ -1,0 +1,527 @@
+-- The transport's policy: one link per peer, dialing on demand, backoff, and routing remote calls.
+--
+-- The C transport (atoll.transport) owns sockets, the handshake and frames.
+-- This module decides which link carries traffic to which node, and turns
+-- frames into run-queue entries and back.
+--
+-- A peer (another node, by its address) has at most one link that carries
+-- traffic. Frames are written to a link only once it is up; until then, a
+-- peer's messages wait here in order, so that when two nodes dial each other
+-- at once the connection that wins (the one dialed by the node with the
+-- lower address) gets every message, in order, and the loser none.
+local host = require "atoll.host"
+local codec = require "atoll.codec"
+local transport = require "atoll.transport"
+local runtime = require "atoll.runtime"
+local errors = require "atoll.errors"
+
+local M = {}
+
+local new_error = errors.new
+local node = runtime.node
+local actors = runtime.actors
+local enqueue = runtime.enqueue
+local REF_ADDR, REF_INC, REF_ID = runtime.REF_ADDR, runtime.REF_INC, runtime.REF_ID
+
+local BACKOFF_MIN, BACKOFF_MAX = 0.1, 5 -- seconds between attempts to reach a peer that failed
+local WAIT_FOR_PEER = 5                  -- seconds to wait for the peer's own connection after a duplicate
+
+local peers = {}       -- address -> peer
+local link_info = setmetatable({}, { __mode = "k" }) -- link -> { peer, pending = { rid = true } }
+local started, listening = false, false
+local config = {}
+
+-- Envelope kinds (host/frame.h).
+local CALL, SEND, REPLY, CALL_NAME, SEND_NAME = 1, 2, 3, 4, 5
+
+local function log(level, msg)
+  host.log(level, "cluster", msg)
+end
+
+local function unreachable(fmt, ...)
+  return new_error("unreachable", fmt:format(...))
+end
+
+---------------------------------------------------------------------------
+-- Peers
+---------------------------------------------------------------------------
+
+local function peer_for(address)
+  local p = peers[address]
+  if p == nil then
+    p = { address = address, link = nil, queue = {}, nqueue = 0, queued_bytes = 0,
+          retry_at = 0, delay = BACKOFF_MIN }
+    peers[address] = p
+  end
+  return p
+end
+
+-- Fails every call a link carried (they may never be answered).
+local function fail_link_calls(li, err)
+  for rid in pairs(li.pending) do runtime.fail_pending(rid, err) end
+  li.pending = {}
+end
+
+-- Fails everything a peer holds back: queued messages and their calls.
+local function fail_queue(p, err)
+  local q = p.queue
+  for i = 1, p.nqueue do
+    local m = q[i]
+    if m.rid then runtime.fail_pending(m.rid, err) end
+  end
+  p.queue, p.nqueue, p.queued_bytes = {}, 0, 0
+end
+
+local function write(link, li, m)
+  local ok, kind, msg
+  local kd = m.kind
+  if kd == CALL then
+    ok, kind, msg = link:call(m.rid, m.inc, m.id, m.method, m.payload)
+  elseif kd == SEND then
+    ok, kind, msg = link:send(m.inc, m.id, m.method, m.payload)
+  elseif kd == CALL_NAME then
+    ok, kind, msg = link:call_name(m.rid, m.name, m.method, m.payload)
+  else
+    ok, kind, msg = link:send_name(m.name, m.method, m.payload)
+  end
+  if ok and m.rid then li.pending[m.rid] = true end
+  return ok, kind, msg
+end
+
+-- A link went up: it carries the peer's traffic from now on, starting with
+-- whatever waited.
+local function attach(p, link)
+  local old = p.link
+  p.link = link
+  p.delay = BACKOFF_MIN
+  p.retry_at = 0
+  if p.wait_timer then
+    p.wait_timer:cancel()
+    p.wait_timer = nil
+  end
+  local li = link_info[link]
+  local q, n = p.queue, p.nqueue
+  p.queue, p.nqueue, p.queued_bytes = {}, 0, 0
+  for i = 1, n do
+    local m = q[i]
+    local ok, kind, msg = write(link, li, m)
+    if not ok and m.rid then runtime.fail_pending(m.rid, new_error(kind, msg)) end
+  end
+  if old and old ~= link and old:state() ~= "closed" then old:close("replaced by a newer connection") end
+  if p.waiters then
+    local ws = p.waiters
+    p.waiters = nil
+    for _, f in ipairs(ws) do if not f:ready() then f:set(true) end end
+  end
+end
+
+local function dial(p)
+  local link, err = transport.dial(p.address)
+  if link == nil then return nil, err end
+  link_info[link] = { peer = p, pending = {}, dialed = true }
+  p.link = link
+  return link
+end
+
+-- Sends or queues one message to the node at `address`: true, or nil and an
+-- error object (unreachable, overloaded, bad_argument).
+local function route(address, m)
+  if address == "" then
+    return nil, unreachable("the actor's node does not listen, so it cannot be reached")
+  end
+  if address == node.address then
+    return nil, unreachable("this node's earlier incarnation is gone")
+  end
+  local p = peer_for(address)
+  local link = p.link
+  if link then
+    local st = link:state()
+    if st == "up" then
+      local ok, kind, msg = write(link, link_info[link], m)
+      if ok then return true end
+      return nil, new_error(kind, msg)
+    end
+    if st == "closed" then
+      p.link = nil
+      link = nil
+    end
+  end
+  if link == nil and not p.wait_timer then
+    if runtime.now_ms() < p.retry_at then
+      return nil, unreachable("%s cannot be reached (next attempt in %.1f s)", address,
+        (p.retry_at - runtime.now_ms()) / 1000)
+    end
+    local _, err = dial(p)
+    if err then return nil, unreachable("%s", err) end
+  end
+  -- Connecting: hold it here, in order, within the link's queue limit.
+  local size = (m.payload and #codec.bytes(m.payload) or 0) + 64
+  if p.queued_bytes + size > (config.max_queue or 64 * 1024 * 1024) then
+    return nil, new_error("overloaded", "too much is waiting for the link to " .. address)
+  end
+  p.nqueue = p.nqueue + 1
+  p.queue[p.nqueue] = m
+  p.queued_bytes = p.queued_bytes + size
+  return true
+end
+
+---------------------------------------------------------------------------
+-- Remote calls, sends and replies (runtime.remote)
+---------------------------------------------------------------------------
+
+-- Incoming calls remember their link and the caller's rid in a slot; the
+-- runtime sees the slot as a negative rid and hands it back to reply().
+local rr_link, rr_rid = {}, {}
+local rr_free, nrr_free, rr_next = {}, 0, 1
+
+local function reply_slot(link, rid)
+  local k
+  if nrr_free > 0 then
+    k = rr_free[nrr_free]
+    rr_free[nrr_free] = nil
+    nrr_free = nrr_free - 1
+  else
+    k = rr_next
+    rr_next = k + 1
+  end
+  rr_link[k], rr_rid[k] = link, rid
+  return -k
+end
+
+local function error_bytes(err)
+  return codec.encode(errors.to_wire(err))
+    or codec.encode(errors.to_wire(new_error(err.kind, tostring(err.message))))
+end
+
+local remote = {}
+
+function remote.call(ref, method, payload, rid)
+  return route(ref[REF_ADDR], { kind = CALL, rid = rid, inc = ref[REF_INC], id = ref[REF_ID],
+                                method = method, payload = payload })
+end
+
+function remote.send(ref, method, payload)
+  local ok, err = route(ref[REF_ADDR], { kind = SEND, inc = ref[REF_INC], id = ref[REF_ID],
+                                         method = method, payload = payload })
+  if not ok then error(err, 3) end
+  return true
+end
+
+function remote.reply(rid, ok, res)
+  local k = -rid
+  local link, crid = rr_link[k], rr_rid[k]
+  rr_link[k], rr_rid[k] = nil, nil
+  nrr_free = nrr_free + 1
+  rr_free[nrr_free] = k
+  if link == nil or link:state() ~= "up" then return end -- the caller's link is gone
+  local bytes = ok and res or error_bytes(res)
+  local sent, kind, msg = link:reply(crid, ok, bytes)
+  if not sent and ok and kind == "bad_argument" then
+    -- The result is too large for a frame: tell the caller instead.
+    link:reply(crid, false, error_bytes(new_error("bad_argument", "the result: " .. msg)))
+  end
+end
+
+---------------------------------------------------------------------------
+-- Frames from other nodes
+---------------------------------------------------------------------------
+
+local inbox = transport.inbox()
+
+local function local_target(inc, id)
+  if inc ~= node.incarnation then return nil end
+  return actors[id]
+end
+
+local function named_target(name)
+  local ref = runtime.whereis(name)
+  return ref and runtime.record_of(ref)
+end
+
+local function on_frames(link, n)
+  runtime.refresh_now()
+  local li = link_info[link]
+  for i = 0, n - 1 do
+    local b = i * 6
+    local kind, rid, a, id, method, payload =
+      inbox[b + 1], inbox[b + 2], inbox[b + 3], inbox[b + 4], inbox[b + 5], inbox[b + 6]
+    inbox[b + 6] = nil
+    if kind == REPLY then
+      if li then li.pending[rid] = nil end
+      runtime.enqueue_reply(rid, a, payload)
+    elseif kind == CALL or kind == CALL_NAME then
+      local rec
+      if kind == CALL then rec = local_target(a, id) else rec = named_target(a) end
+      if rec then
+        enqueue(rec, method, payload, reply_slot(link, rid))
+      else
+        local what = kind == CALL and ("actor #" .. tostring(id) .. (a ~= node.incarnation
+          and " of an earlier run of " or " on ") .. node.address)
+          or ("no actor named " .. tostring(a) .. " on " .. node.address)
+        link:reply(rid, false, error_bytes(new_error("no_such_actor",
+          kind == CALL and (what .. " does not exist") or what)))
+      end
+    else -- SEND, SEND_NAME
+      local rec
+      if kind == SEND then rec = local_target(a, id) else rec = named_target(a) end
+      if rec then enqueue(rec, method, payload, 0) end
+    end
+  end
+  runtime.drain()
+end
+
+---------------------------------------------------------------------------
+-- Link events
+---------------------------------------------------------------------------
+
+-- An authenticated connection from another node: take it, unless it
+-- duplicates one of ours. When both nodes dial each other at once, the
+-- connection dialed by the lower address wins, on both sides.
+local function decide(link, peer)
+  if peer.address == "" then return true end -- a client that does not listen
+  if peer.address == node.address then return false, "that address is this node's own" end
+  local p = peers[peer.address]
+  local cur = p and p.link
+  if cur == nil or cur == link or cur:state() == "closed" then return true end
+  local li = link_info[cur]
+  if cur:state() == "up" and li and li.incarnation ~= peer.incarnation then
+    return true -- the peer restarted
+  end
+  if li and li.dialed then
+    if peer.address < node.address then return true end
+    return false, "duplicate"
+  end
+  return true -- a newer connection from the same peer replaces the old one
+end
+
+local function on_up(link, peer)
+  runtime.refresh_now()
+  local li = link_info[link]
+  if li == nil then
+    li = { pending = {}, dialed = false }
+    link_info[link] = li
+  end
+  li.incarnation = peer.incarnation
+  li.name = peer.name
+  li.address = peer.address
+  if peer.address == "" then
+    log("debug", "client " .. peer.name .. " connected from " .. peer.target)
+    return
+  end
+  local p = peer_for(peer.address)
+  li.peer = p
+  p.name, p.incarnation = peer.name, peer.incarnation
+  log("info", "link to " .. peer.address .. " (" .. peer.name .. ") is up")
+  attach(p, link)
+  runtime.drain()
+end
+
+local function on_down(link, reason, was_up)
+  runtime.refresh_now()
+  local li = link_info[link]
+  link_info[link] = nil
+  if li == nil then return end
+  local p = li.peer
+  local where = li.address or (p and p.address) or "?"
+  local err = was_up and unreachable("the link to %s was lost: %s", where, reason)
+    or unreachable("cannot reach %s: %s", where, reason)
+  fail_link_calls(li, err)
+  if p == nil or p.link ~= link then
+    runtime.drain()
+    return
+  end
+  p.link = nil
+  if reason == "duplicate" then
+    -- The peer keeps its own connection to us; wait for it.
+    p.wait_timer = runtime.after_raw(WAIT_FOR_PEER, function()
+      p.wait_timer = nil
+      if p.link == nil then
+        fail_queue(p, unreachable("%s refused our connection and did not connect back", p.address))
+      end
+    end)
+  else
+    if was_up then log("info", "link to " .. p.address .. " is down: " .. reason) end
+    fail_queue(p, unreachable("%s cannot be reached: %s", p.address, reason))
+    p.retry_at = runtime.now_ms() + p.delay * 1000
+    p.delay = math.min(p.delay * 2, BACKOFF_MAX)
+    if p.waiters then
+      local ws = p.waiters
+      p.waiters = nil
+      for _, f in ipairs(ws) do if not f:ready() then f:fail(err) end end
+    end
+  end
+  runtime.drain()
+end
+
+---------------------------------------------------------------------------
+-- Starting
+---------------------------------------------------------------------------
+
+local function split_address(address, what)
+  local h, port = tostring(address):match("^%[?([^%]]*)%]?:(%d+)$")
+  if h == nil or tonumber(port) > 65535 then
+    return nil, what .. " must be HOST:PORT, got " .. tostring(address)
+  end
+  return h, tonumber(port)
+end
+M.split_address = split_address
+
+local function setup(opts)
+  if started then error("the cluster transport is already started", 3) end
+  if type(opts.secret) ~= "string" or opts.secret == "" then
+    error("a cluster secret is needed (--secret, ATOLL_SECRET or ~/.atoll/secret)", 3)
+  end
+  config = opts
+  transport.configure {
+    cluster = opts.cluster or "atoll",
+    secret = opts.secret,
+    name = opts.name or node.name,
+    address = node.address,
+    incarnation = node.incarnation,
+    max_frame = opts.max_frame,
+    max_queue = opts.max_queue,
+    handshake_timeout = opts.handshake_timeout,
+  }
+  transport.set_handlers { up = on_up, frames = on_frames, down = on_down, decide = decide }
+  runtime.remote = remote
+  started = true
+end
+
+-- start{ listen = "HOST:PORT", advertise = "HOST:PORT", secret, cluster, name,
+--        max_frame, max_queue } -> the address other nodes reach this one at.
+-- Must run before any actor is spawned that other nodes should reach: refs
+-- carry the address.
+function M.start(opts)
+  local lh, lport = split_address(opts.listen, "--listen")
+  if lh == nil then error(lport, 2) end
+  local adv_host, adv_port
+  if opts.advertise then
+    adv_host, adv_port = split_address(opts.advertise, "--advertise")
+    if adv_host == nil then error(adv_port, 2) end
+  end
+  if runtime.count() > 0 and not opts.allow_late then
+    log("warn", "actors spawned before the node listens have refs other nodes cannot reach")
+  end
+  setup(opts)
+  local port, err = transport.listen(lh, lport)
+  if port == nil then
+    started = false
+    runtime.remote = nil
+    return nil, err
+  end
+  listening = true
+  if adv_host == nil then
+    adv_host = lh
+    if lh == "0.0.0.0" or lh == "::" then
+      adv_host = "127.0.0.1"
+      log("warn", "listening on all interfaces without --advertise: other nodes will be told "
+        .. "to reach this one at " .. adv_host)
+    end
+    adv_port = port
+  end
+  node.address = (adv_host:find(":", 1, true) and ("[" .. adv_host .. "]") or adv_host) .. ":"
+    .. adv_port
+  transport.configure { address = node.address }
+  return node.address, port
+end
+
+-- client{ secret, cluster, name }: reach other nodes without listening (refs
+-- of this node's actors cannot be called from elsewhere).
+function M.client(opts)
+  setup(opts)
+end
+
+function M.started()
+  return started
+end
+
+function M.listening()
+  return listening
+end
+
+-- connect(address [, seconds]) -> true | nil, error: waits until a link to
+-- the node at address is up.
+function M.connect(address, seconds)
+  if not started then error("the cluster transport is not started", 2) end
+  local p = peer_for(address)
+  if p.link and p.link:state() == "up" then return true end
+  if p.link == nil and not p.wait_timer then
+    p.retry_at = 0
+    local _, err = dial(p)
+    if err then return nil, unreachable("%s", err) end
+  end
+  local f = runtime.future()
+  p.waiters = p.waiters or {}
+  p.waiters[#p.waiters + 1] = f
+  local ok, err = pcall(f.wait, f, seconds or 5)
+  if ok then return true end
+  if errors.is(err, "timeout") then
+    return nil, unreachable("no link to %s within %g s", address, seconds or 5)
+  end
+  return nil, err
+end
+
+-- peers() -> { [address] = { name, incarnation, state, queued } }
+function M.peers()
+  local out = {}
+  for address, p in pairs(peers) do
+    out[address] = { name = p.name, incarnation = p.incarnation,
+                     state = p.link and p.link:state() or "down",
+                     queued = p.link and p.link:queued() or 0 }
+  end
+  return out
+end
+
+---------------------------------------------------------------------------
+-- Named actors on other nodes: atoll.remote(address, name):method(...)
+---------------------------------------------------------------------------
+
+local Named = {}
+M.Named = Named
+local named_callers = setmetatable({}, { __index = function(t, method)
+  if type(method) ~= "string" then return nil end
+  local f = function(self, ...)
+    if getmetatable(self) ~= Named then
+      error("call a distributed function with a colon: remote:" .. method .. "(...)", 2)
+    end
+    return M.call_name(self.address, self.name, method, self.timeout, ...)
+  end
+  rawset(t, method, f)
+  return f
+end })
+Named.__index = named_callers
+Named.__tostring = function(r) return "actor named " .. r.name .. " on " .. r.address end
+
+-- named(address, name [, seconds]) -> a handle that calls the actor
+-- registered under `name` on that node.
+function M.named(address, name, seconds)
+  if type(address) ~= "string" or type(name) ~= "string" then
+    error("named(address, name): both must be strings", 2)
+  end
+  return setmetatable({ address = address, name = name, timeout = seconds }, Named)
+end
+
+function M.call_name(address, name, method, seconds, ...)
+  if not started then error("the cluster transport is not started", 2) end
+  local payload, err = codec.pack(...)
+  if payload == nil then error(new_error("bad_argument", err), 2) end
+  runtime.suspendable("a remote call", 2)
+  local rid = runtime.new_call(seconds or runtime.default_timeout())
+  local ok, rerr = route(address, { kind = CALL_NAME, rid = rid, name = name, method = method,
+                                    payload = payload })
+  if not ok then
+    runtime.cancel_call(rid)
+    error(rerr, 2)
+  end
+  return runtime.await_reply()
+end
+
+function M.send_name(address, name, method, ...)
+  local payload, err = codec.pack(...)
+  if payload == nil then error(new_error("bad_argument", err), 2) end
+  local ok, rerr = route(address, { kind = SEND_NAME, name = name, method = method, payload = payload })
+  if not ok then error(rerr, 2) end
+  return true
+end
+
+return M

@@ -1,0 +1,33 @@
+-- The node actor: every listening node registers one as "atoll.node", for tools and other nodes.
+local actor = require "atoll.actor"
+local runtime = require "atoll.runtime"
+local reload = require "atoll.reload"
+local host = require "atoll.host"
+
+local Node = actor.define "atoll.Node"
+
+Node.NAME = "atoll.node"
+
+-- info() -> { name, address, incarnation, actors, version, pid }
+function Node.distributed:info()
+  local n = runtime.node
+  return { name = n.name, address = n.address, incarnation = n.incarnation,
+           actors = runtime.count(), version = host.version, pid = host.pid() }
+end
+
+function Node.distributed:ping()
+  return "pong"
+end
+
+-- reload(module) -> true, event | false, message   (what `atoll reload` runs)
+function Node.distributed:reload(module)
+  if type(module) ~= "string" then return false, "reload needs a module name" end
+  return reload.reload(module)
+end
+
+-- whereis(name) -> ref | nil
+function Node.distributed:whereis(name)
+  return runtime.whereis(name)
+end
+
+return Node
