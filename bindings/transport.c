@@ -109,6 +109,16 @@ static int l_send_name(lua_State *L) {
   return queue_result(L, l, link_send_name(l, name, nlen, method, mlen, payload, plen));
 }
 
+/* link:write_raw(bytes) -- queues bytes as they are, frames or not: for
+ * tests that must send what a correct node never would */
+static int l_write_raw(lua_State *L) {
+  link_t *l = check_link(L, 1);
+  if (l == NULL) return closed_link(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  return queue_result(L, l, link_write_raw(l, s, n));
+}
+
 /* link:adopt(other) -- other's queued frames go first on this link */
 static int l_adopt(lua_State *L) {
   link_t *l = check_link(L, 1), *other = check_link(L, 2);
@@ -298,7 +308,7 @@ static int l_stop_listening(lua_State *L) {
 
 static const luaL_Reg link_methods[] = {
     {"call", l_call},   {"send", l_send},   {"reply", l_reply}, {"call_name", l_call_name},
-    {"send_name", l_send_name}, {"adopt", l_adopt}, {"close", l_close}, {"state", l_state},
+    {"send_name", l_send_name}, {"write_raw", l_write_raw}, {"adopt", l_adopt}, {"close", l_close}, {"state", l_state},
     {"queued", l_queued}, {"info", l_info}, {NULL, NULL},
 };
 

@@ -72,6 +72,8 @@ static const char usage_run[] =
     "  --secret-file FILE    read the secret from FILE\n"
     "                        (else ATOLL_SECRET, else ~/.atoll/secret, made on first use)\n"
     "  --max-frame BYTES     the largest frame a link accepts (default: 16777216)\n"
+    "  --max-queue BYTES     the most a link may hold unsent before new calls fail\n"
+    "                        with `overloaded` (default: 67108864)\n"
     "  -h, --help            show this help\n";
 
 static const char usage_call[] =
@@ -108,9 +110,9 @@ static const char usage_lua[] =
     "\n"
     "A Lua interpreter (LuaJIT) with atoll's modules: `require \"atoll\"` works.\n"
     "The script runs on the main thread like `lua SCRIPT`; `arg` and `...` hold\n"
-    "ARGS. Use atoll.run(fn) to run actor code to completion. After the script,\n"
-    "the loop runs until nothing is left to do. With no SCRIPT or with -, the\n"
-    "code is read from standard input.\n"
+    "ARGS. The process ends when the script does; atoll.run(fn) runs actor code\n"
+    "(calls, sleeps, timers) to completion inside it. With no SCRIPT or with -,\n"
+    "the code is read from standard input.\n"
     "\n"
     "Invoked through a link named atoll-lua, atoll behaves as `atoll lua`, so\n"
     "tools that want an interpreter path can use it: busted --lua=atoll-lua.\n"
@@ -138,6 +140,7 @@ static const option_t run_options[] = {
     {"--secret", "secret", 1},
     {"--secret-file", "secret_file", 1},
     {"--max-frame", "max_frame", 1},
+    {"--max-queue", "max_queue", 1},
     {NULL, NULL, 0},
 };
 

@@ -231,6 +231,13 @@ int link_send_name(link_t *l, const char *name, size_t nlen, const char *method,
   return queued(l, frame_write_send_name(&l->out, name, nlen, method, mlen, payload, plen));
 }
 
+int link_write_raw(link_t *l, const char *bytes, size_t len) {
+  if (l->state == LINK_CLOSED) return UV_ENOTCONN;
+  if (buf_append(&l->out, bytes, len)) return ATOLL_ENOMEM;
+  mark_dirty(l);
+  return 0;
+}
+
 int link_adopt(link_t *to, link_t *from) {
   if (from->out.len == 0) return 0;
   buf_t merged;

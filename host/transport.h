@@ -98,6 +98,9 @@ int link_call_name(link_t *l, double rid, const char *name, size_t nlen, const c
 int link_send_name(link_t *l, const char *name, size_t nlen, const char *method, size_t mlen,
                    const char *payload, size_t plen);
 
+/* Queues bytes as they are (tests use it to send malformed frames). */
+int link_write_raw(link_t *l, const char *bytes, size_t len);
+
 /* Moves the frames `from` has queued to the front of `to`'s queue. */
 int link_adopt(link_t *to, link_t *from);
 

@@ -66,6 +66,7 @@ lua_State *vm_open(host_t *h) {
   preload(L, h, "atoll.fswatch", luaopen_atoll_fswatch);
   preload(L, h, "atoll.subprocess", luaopen_atoll_subprocess);
   preload(L, h, "atoll.transport", luaopen_atoll_transport);
+  preload(L, h, "atoll.tcp_raw", luaopen_atoll_tcp);
   h->L = L;
   return L;
 }

@@ -78,6 +78,7 @@ local function cluster_options(opts, secret)
     listen = opts.listen, advertise = opts.advertise, secret = secret,
     cluster = opts.cluster or "atoll", name = opts.name or "atoll",
     max_frame = opts.max_frame and tonumber(opts.max_frame),
+    max_queue = opts.max_queue and tonumber(opts.max_queue),
   }
 end
 
@@ -89,6 +90,12 @@ local function start_listening(opts)
     return EXIT_USAGE
   end
   local cluster = require "atoll.cluster"
+  for _, k in ipairs { "max_frame", "max_queue" } do
+    if opts[k] and not (tonumber(opts[k]) and tonumber(opts[k]) >= 64) then
+      say(("--%s needs a number of bytes (at least 64), got %s"):format(k:gsub("_", "-"), opts[k]))
+      return EXIT_USAGE
+    end
+  end
   local ok, address, port = pcall(cluster.start, cluster_options(opts, secret))
   if not ok or address == nil then
     say(tostring(ok and port or address))
@@ -183,8 +190,9 @@ local function run_lua(opts)
     say(tostring(e))
     return EXIT_APP
   end
-  runtime.drain()
-  return nil
+  -- Like `lua`, the interpreter ends with its script; actor code that needs
+  -- the loop runs inside atoll.run.
+  return host.exit_code()
 end
 
 -- atoll call / atoll reload: one call to a named actor of a running node.

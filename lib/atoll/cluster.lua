@@ -461,6 +461,13 @@ function M.connect(address, seconds)
   return nil, err
 end
 
+-- link_to(address) -> the link that carries traffic to that node, if any
+-- (for tools and tests).
+function M.link_to(address)
+  local p = peers[address]
+  return p and p.link
+end
+
 -- peers() -> { [address] = { name, incarnation, state, queued } }
 function M.peers()
   local out = {}
@@ -484,13 +491,16 @@ local named_callers = setmetatable({}, { __index = function(t, method)
     if getmetatable(self) ~= Named then
       error("call a distributed function with a colon: remote:" .. method .. "(...)", 2)
     end
-    return M.call_name(self.address, self.name, method, self.timeout, ...)
+    return M.call_name(rawget(self, "address"), rawget(self, "name"), method,
+      rawget(self, "timeout"), ...)
   end
   rawset(t, method, f)
   return f
 end })
 Named.__index = named_callers
-Named.__tostring = function(r) return "actor named " .. r.name .. " on " .. r.address end
+Named.__tostring = function(r)
+  return "actor named " .. rawget(r, "name") .. " on " .. rawget(r, "address")
+end
 
 -- named(address, name [, seconds]) -> a handle that calls the actor
 -- registered under `name` on that node.

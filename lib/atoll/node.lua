@@ -8,11 +8,13 @@ local Node = actor.define "atoll.Node"
 
 Node.NAME = "atoll.node"
 
--- info() -> { name, address, incarnation, actors, version, pid }
+-- info() -> { name, address, incarnation, actors, version, pid, peers }
 function Node.distributed:info()
   local n = runtime.node
+  local cluster = require "atoll.cluster"
   return { name = n.name, address = n.address, incarnation = n.incarnation,
-           actors = runtime.count(), version = host.version, pid = host.pid() }
+           actors = runtime.count(), version = host.version, pid = host.pid(),
+           peers = cluster.peers() }
 end
 
 function Node.distributed:ping()
