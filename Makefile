@@ -27,7 +27,7 @@ LUA_OBJ := $(LUA_SRC:%.lua=$(BUILD)/obj/%.o)
 # lib/atoll/init.lua -> atoll, lib/atoll/runtime.lua -> atoll.runtime
 modname = $(patsubst %.init,%,$(subst /,.,$(patsubst lib/%.lua,%,$(1))))
 
-.PHONY: all deps test unit functional demo bench asan fuzz format clean
+.PHONY: all deps test unit functional demo bench asan fuzz fuzz-build format clean
 
 all: $(BUILD)/atoll $(BUILD)/atoll-lua
 
@@ -52,11 +52,12 @@ $(BUILD)/obj/lib/%.o: lib/%.lua | deps
 -include $(C_OBJ:.o=.d)
 
 # Every test: unit specs inside the host, functional specs against real
-# node processes, the leak check.
+# node processes, the leak check, and FUZZ_SECONDS of fuzzing.
+FUZZ_SECONDS ?= 30
 test:
 	@tools/deps test
-	@$(MAKE) --no-print-directory all
-	@tests/run $(BUILD)/atoll
+	@$(MAKE) --no-print-directory all fuzz-build
+	@FUZZ_SECONDS=$(FUZZ_SECONDS) tests/run $(BUILD)/atoll
 
 unit functional:
 	@tools/deps test
@@ -80,6 +81,21 @@ asan:
 		OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
 		build-asan/atoll build-asan/atoll-lua
 	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
+
+# The libFuzzer target for frames, envelopes, handshakes and the codec,
+# with ASan and UBSan. `make fuzz` runs it for FUZZ_SECONDS (10 minutes).
+FUZZ_SRC := tests/fuzz/fuzz_frames.c host/frame.c host/codec.c host/handshake.c host/buf.c \
+	host/utf8.c host/error.c
+fuzz-build: build/fuzz/fuzz_frames
+build/fuzz/fuzz_frames: $(FUZZ_SRC) $(wildcard host/*.h) | deps
+	@mkdir -p $(dir $@)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+		-std=c11 -D_GNU_SOURCE $(PKG_CFLAGS) -o $@ $(FUZZ_SRC) $(PKG_LIBS) -lm
+
+fuzz:
+	@tools/deps fuzz
+	@$(MAKE) --no-print-directory all fuzz-build
+	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/run $(BUILD)/atoll fuzz
 
 format:
 	clang-format -i host/*.c host/*.h bindings/*.c bindings/*.h

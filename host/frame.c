@@ -94,6 +94,7 @@ int envelope_parse(const char *body, size_t len, unsigned max_depth, envelope_t 
   double kind;
   rc = rnum(&r, &kind, "bad kind");
   if (rc) return rc;
+  if (kind < ENV_CALL || kind > ENV_SEND_NAME) return rfail(&r, ATOLL_EMALFORMED, "unknown kind");
   env->kind = (int)kind;
   switch (env->kind) {
     case ENV_CALL:

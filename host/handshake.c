@@ -176,8 +176,8 @@ int hs_parse(const char *body, size_t len, hs_msg_t *m, char *err, size_t errlen
   if (rc || t.type != MPACK_TOKEN_MAP || t.length > 32) goto fail;
   unsigned pairs = t.length;
   int has_type = 0, has_version = 0, has_ids = 0;
+  char key[16]; /* outlives the loop: `bad` may point at it */
   for (unsigned i = 0; i < pairs; i++) {
-    char key[16];
     bad = "a bad key";
     if ((rc = text(&r, key, sizeof key))) goto fail;
     bad = key;
