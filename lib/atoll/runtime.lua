@@ -118,6 +118,18 @@ function M.queued()
   return qn
 end
 
+-- Coroutines that yielded, resumed at the start of the next loop turn:
+-- after everything queued now, and after the loop has polled for I/O.
+local next_turn, n_next = {}, 0
+
+local function release_yielders()
+  local n = n_next
+  if n == 0 then return end
+  local list = next_turn
+  next_turn, n_next = {}, 0
+  for i = 1, n do enqueue(WAKE, list[i], true) end
+end
+
 ---------------------------------------------------------------------------
 -- Time and timers
 ---------------------------------------------------------------------------
@@ -677,7 +689,7 @@ local function drain()
     -- SUSPEND: the dispatcher now belongs to a waiting handler; take another.
   end
   draining = false
-  if qn == 0 and scheduled then
+  if qn == 0 and n_next == 0 and scheduled then
     scheduled = false
     host.idle(false)
   end
@@ -715,6 +727,7 @@ end
 
 local function on_idle()
   refresh_now()
+  release_yielders()
   drain()
 end
 
@@ -954,11 +967,20 @@ function M.task(fn, ...)
   return f
 end
 
--- Yields to other work once, then continues (a long loop's courtesy).
+-- Lets everything else run - queued messages, timers, I/O - then continues
+-- (a long loop's courtesy).
 function M.yield()
-  enqueue(WAKE, suspendable("yield", 2), true)
+  local co = suspendable("yield", 2)
+  n_next = n_next + 1
+  next_turn[n_next] = co
+  if not scheduled then
+    scheduled = true
+    host.idle(true)
+  end
   suspend()
 end
+
+
 
 ---------------------------------------------------------------------------
 -- Refs

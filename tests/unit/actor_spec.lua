@@ -407,12 +407,14 @@ describe("actors", function()
       local T = fresh "Busy"
       function T.distributed:x() return 1 end
       local b = atoll.spawn(T)
+      local calling = atoll.future()
       local call = atoll.task(function()
+        calling:set(true) -- queues this test's wake-up ahead of the call below
         local ok, err = pcall(b.x, b)
         return ok and "ok" or err.kind
       end)
-      atoll.yield() -- the task runs and queues its call
-      atoll.stop(b)
+      calling:wait(1)
+      atoll.stop(b) -- the call is queued, not yet handled
       assert.equal("no_such_actor", call:wait(1))
     end))
   end)
