@@ -234,6 +234,21 @@ function atoll.run_for(seconds, fn, ...)
 end
 
 ---------------------------------------------------------------------------
+-- Other nodes
+---------------------------------------------------------------------------
+
+-- remote(address, name [, seconds]) -> a handle whose calls go to the actor
+-- registered as `name` on the node at address: atoll.remote(a, "lobby"):join(p)
+function atoll.remote(address, name, seconds)
+  return require("atoll.cluster").named(address, name, seconds)
+end
+
+-- connect(address [, seconds]) -> true | nil, error: waits for a link to the node
+function atoll.connect(address, seconds)
+  return require("atoll.cluster").connect(address, seconds)
+end
+
+---------------------------------------------------------------------------
 -- Hot reload
 ---------------------------------------------------------------------------
 

@@ -372,8 +372,8 @@ local function timeout_queue(ms)
   return tq
 end
 
--- Registers the running coroutine as waiting for a reply; returns the rid.
-local function new_call(seconds)
+-- Registers coroutine co (the running one) as waiting for a reply; returns the rid.
+local function new_call(seconds, co)
   local slot
   if np_free > 0 then
     slot = p_free[np_free]
@@ -388,7 +388,7 @@ local function new_call(seconds)
   if rid >= P_SLOTS * P_GENS then rid = slot end
   local ms = seconds * 1000
   local tq = timeout_queue(ms)
-  p_rid[slot], p_co[slot], p_tq[slot] = rid, co_running(), tq
+  p_rid[slot], p_co[slot], p_tq[slot] = rid, co or co_running(), tq
   npending = npending + 1
   local t = tq.tail + 1
   tq.tail = t
@@ -1081,14 +1081,15 @@ M.await_reply = await_reply
 function call(ref, method, timeout, ...)
   local payload, err = pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
-  suspendable("ref:" .. tostring(method) .. "(...)", 3)
+  local co = co_running()
+  if co == nil or not managed[co] then suspendable("ref:" .. tostring(method) .. "(...)", 3) end
   local rec = rawget(ref, REF_REC)
   if rec ~= nil then
-    enqueue(rec, method, payload, new_call(timeout))
+    enqueue(rec, method, payload, new_call(timeout, co))
   elseif is_local(ref) then
     error(new_error("no_such_actor", tostring(ref) .. " does not exist"), 2)
   elseif M.remote then
-    local rid = new_call(timeout)
+    local rid = new_call(timeout, co)
     local ok, rerr = M.remote.call(ref, method, payload, rid)
     if not ok then
       cancel_call(rid)
