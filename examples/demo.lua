@@ -84,5 +84,29 @@ atoll.run(function()
   show("=", "exit code " .. tostring(code))
   shell("rm -rf " .. dir)
 
+  say("3. Two nodes (examples/cluster): calls across a link, and a node that dies")
+  local secret = "demo-" .. host.pid()
+  local env = { ATOLL_SECRET = secret }
+  local east = assert(process.spawn { bin, "run", "examples/cluster/app.lua", "--listen",
+    "127.0.0.1:0", "--name", "east", env = env })
+  local _, east_addr = east:expect("listening on (%S+)", 10, "stderr")
+  next_line(east)
+  local west = assert(process.spawn { bin, "run", "examples/cluster/app.lua", "--listen",
+    "127.0.0.1:0", "--name", "west", "--", "--rally", east_addr, env = env })
+  next_line(west)
+  next_line(west)
+
+  say("   From the shell: atoll call --node %s table stats", east_addr)
+  local call = assert(process.spawn { bin, "call", "--node", east_addr, "table", "stats", env = env })
+  call:wait(10)
+  show("$", call:stdout())
+
+  say("   West makes a 30 s call to east; east is killed (SIGKILL) meanwhile:")
+  next_line(west)
+  east:kill("SIGKILL")
+  next_line(west)
+  west:wait(10)
+  east:wait(10)
+
   say("Done. Try it yourself:  build/atoll run --watch examples/counter/app.lua")
 end)

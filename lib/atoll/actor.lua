@@ -109,6 +109,12 @@ function M.resolve(spec)
   if M.is_type(mod) then return mod end
   local info = modules[spec]
   if info and #info.types == 1 then return types[info.types[1]] end
+  local stdlib = { string = 1, table = 1, math = 1, io = 1, os = 1, coroutine = 1, debug = 1,
+                   package = 1, bit = 1, jit = 1, ffi = 1 }
+  if stdlib[spec] then
+    return nil, "module " .. spec .. " is Lua's standard library of that name; give the actor "
+      .. "module another name"
+  end
   return nil, "module " .. spec .. " does not return an actor type"
 end
 
