@@ -3,6 +3,8 @@
 local M = {}
 
 local cjson_ok, cjson = pcall(require, "cjson")
+-- lua-cjson's marker for arrays, in versions that have one.
+local cjson_array_mt = cjson_ok and cjson.array_mt or false
 
 M.null = cjson_ok and cjson.null or setmetatable({}, { __tostring = function() return "null" end })
 
@@ -39,8 +41,8 @@ local function is_array(t)
     if type(k) ~= "number" or k < 1 or k > n or k ~= math.floor(k) then return false end
     count = count + 1
   end
-  return count == n and (n > 0 or getmetatable(t) == ArrayMT or
-    (cjson_ok and getmetatable(t) == cjson.array_mt))
+  local mt = getmetatable(t)
+  return count == n and (n > 0 or (mt ~= nil and (mt == ArrayMT or mt == cjson_array_mt)))
 end
 
 local encode_value
@@ -84,7 +86,7 @@ function encode_value(v, depth, seen, out)
     out[#out + 1] = quote(v)
   elseif t == "table" then
     local mt = getmetatable(v)
-    if mt and mt.__tostring and mt ~= ArrayMT and not (cjson_ok and mt == cjson.array_mt) then
+    if mt and mt.__tostring and mt ~= ArrayMT and mt ~= cjson_array_mt then
       out[#out + 1] = quote(tostring(v)) -- refs and other objects: their text
     else
       encode_table(v, depth, seen, out)
