@@ -55,6 +55,8 @@ static int raise_decode(lua_State *L, codec_t *c) {
   lua_setfield(L, -2, "kind");
   lua_pushstring(L, c->err);
   lua_setfield(L, -2, "message");
+  lua_pushboolean(L, 1);
+  lua_setfield(L, -2, "decode"); /* the runtime tells a bad payload from a handler's error */
   if (c->error_mt_ref != LUA_NOREF) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, c->error_mt_ref);
     lua_setmetatable(L, -2);

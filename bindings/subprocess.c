@@ -108,9 +108,10 @@ static char **string_vector(lua_State *L, int t, const char *field, const char *
   if (first) v[0] = (char *)first;
   for (int i = 1; i <= n; i++) {
     lua_rawgeti(L, -2, i);
-    const char *s = lua_tostring(L, -1);
-    if (s == NULL) luaL_error(L, "spawn: %s[%d] must be a string", field, i);
-    v[off + i - 1] = (char *)s; /* kept alive by the list table below */
+    /* Only strings: a number converted here would be a new string that
+     * nothing keeps alive until uv_spawn has used it. */
+    if (lua_type(L, -1) != LUA_TSTRING) luaL_error(L, "spawn: %s[%d] must be a string", field, i);
+    v[off + i - 1] = (char *)lua_tostring(L, -1); /* kept alive by the list table below */
     lua_pop(L, 1);
   }
   v[n + off] = NULL;
@@ -161,6 +162,10 @@ static int l_spawn(lua_State *L) {
   opts.stdio = stdio;
 
   p->process.data = p;
+  /* Callbacks first: nothing that can raise may come after a successful spawn. */
+  p->on_stdout = opt_ref(L, 1, "on_stdout");
+  p->on_stderr = opt_ref(L, 1, "on_stderr");
+  p->on_exit = opt_ref(L, 1, "on_exit");
   int rc = uv_spawn(&h->loop, &p->process, &opts);
   p->open_handles++; /* uv_spawn initializes the process handle even on failure */
   if (rc) {
@@ -170,9 +175,6 @@ static int l_spawn(lua_State *L) {
     lua_pushfstring(L, "cannot start %s: %s", file, uv_strerror(rc));
     return 2;
   }
-  p->on_stdout = opt_ref(L, 1, "on_stdout");
-  p->on_stderr = opt_ref(L, 1, "on_stderr");
-  p->on_exit = opt_ref(L, 1, "on_exit");
   uv_read_start((uv_stream_t *)&p->io[1], alloc_cb, read_cb);
   uv_read_start((uv_stream_t *)&p->io[2], alloc_cb, read_cb);
 

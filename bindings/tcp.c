@@ -12,6 +12,7 @@ typedef struct sock_s {
   uv_tcp_t tcp;
   uv_connect_t connect;
   lua_State *L;
+  host_t *host;
   int cb_ref;   /* fn(event, data) */
   int self_ref; /* keeps the userdata alive while the socket is open */
   struct sock_s **slot;
@@ -34,7 +35,7 @@ static void emit(sock_t *s, const char *event, const char *data, size_t len) {
 
 static void on_closed(uv_handle_t *h) {
   sock_t *s = h->data;
-  emit(s, "closed", NULL, 0);
+  if (!s->host->closing) emit(s, "closed", NULL, 0);
   luaL_unref(s->L, LUA_REGISTRYINDEX, s->cb_ref);
   luaL_unref(s->L, LUA_REGISTRYINDEX, s->self_ref);
   if (s->slot) *s->slot = NULL;
@@ -42,9 +43,9 @@ static void on_closed(uv_handle_t *h) {
 }
 
 static void sock_close(sock_t *s) {
-  if (s->closing) return;
   s->closing = 1;
-  uv_close((uv_handle_t *)&s->tcp, on_closed);
+  /* The host's shutdown walk may have closed it already. */
+  if (!uv_is_closing((uv_handle_t *)&s->tcp)) uv_close((uv_handle_t *)&s->tcp, on_closed);
 }
 
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
@@ -67,7 +68,7 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
 
 static void connect_cb(uv_connect_t *req, int status) {
   sock_t *s = req->data;
-  if (s->closing) return;
+  if (s->closing || uv_is_closing((uv_handle_t *)&s->tcp)) return;
   if (status < 0) {
     const char *msg = uv_strerror(status);
     emit(s, "error", msg, strlen(msg));
@@ -98,6 +99,7 @@ static int l_connect(lua_State *L) {
   if (s == NULL) return luaL_error(L, "out of memory");
   s->base.on_close = on_closed;
   s->L = h->L; /* callbacks run on the main thread */
+  s->host = h;
   uv_tcp_init(&h->loop, &s->tcp);
   s->tcp.data = s;
   lua_pushvalue(L, 3);

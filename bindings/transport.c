@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "../host/error.h"
+#include "../host/frame.h"
 #include "../host/transport.h"
 #include "bindings.h"
 
@@ -36,6 +37,12 @@ static int queue_result(lua_State *L, link_t *l, int rc) {
   } else if (rc == ATOLL_ETOOBIG) {
     lua_pushliteral(L, "bad_argument");
     lua_pushfstring(L, "the message is over the frame limit of %d bytes", (int)l->t->max_frame);
+  } else if (rc == ATOLL_ETYPE) {
+    lua_pushliteral(L, "bad_argument");
+    lua_pushfstring(L, "method and actor names must be 1 to %d bytes", FRAME_MAX_NAME);
+  } else if (rc == ATOLL_ERANGE) {
+    lua_pushliteral(L, "bad_argument");
+    lua_pushliteral(L, "ids must be integers from 0 to 2^53");
   } else if (rc == UV_ENOTCONN || l == NULL) {
     lua_pushliteral(L, "unreachable");
     lua_pushfstring(L, "the link to %s is closed", l ? l->target : "?");
@@ -119,11 +126,14 @@ static int l_write_raw(lua_State *L) {
   return queue_result(L, l, link_write_raw(l, s, n));
 }
 
-/* link:adopt(other) -- other's queued frames go first on this link */
-static int l_adopt(lua_State *L) {
-  link_t *l = check_link(L, 1), *other = check_link(L, 2);
-  if (l && other && link_adopt(l, other) != 0) return luaL_error(L, "out of memory");
-  return 0;
+/* link:write_sealed(body) -- queues body as a sealed frame, whatever it holds
+ * (for tests: a malformed envelope that passes authentication) */
+static int l_write_sealed(lua_State *L) {
+  link_t *l = check_link(L, 1);
+  if (l == NULL) return closed_link(L);
+  size_t n;
+  const char *s = luaL_checklstring(L, 2, &n);
+  return queue_result(L, l, link_write_sealed(l, s, n));
 }
 
 /* link:close([reason]) */
@@ -224,7 +234,14 @@ static int l_configure(lua_State *L) {
   t->max_queue = (size_t)opt_number(L, "max_queue", (double)t->max_queue);
   t->max_depth = (unsigned)opt_number(L, "max_depth", t->max_depth);
   t->handshake_ms = (uint64_t)(opt_number(L, "handshake_timeout", t->handshake_ms / 1000.0) * 1000);
-  if (t->max_frame < 64) luaL_error(L, "configure: max_frame must be at least 64 bytes");
+  if (t->max_frame < 64 || t->max_frame > ((size_t)1 << 30)) {
+    luaL_error(L, "configure: max_frame must be 64 bytes to 1 GiB");
+  }
+  if (t->max_queue < 64 || t->max_queue > ((size_t)1 << 30)) {
+    luaL_error(L, "configure: max_queue must be 64 bytes to 1 GiB");
+  }
+  if (t->max_depth < 1 || t->max_depth > 256) luaL_error(L, "configure: max_depth must be 1..256");
+  if (t->handshake_ms < 100) luaL_error(L, "configure: handshake_timeout must be 0.1 s or more");
   return 0;
 }
 
@@ -308,7 +325,8 @@ static int l_stop_listening(lua_State *L) {
 
 static const luaL_Reg link_methods[] = {
     {"call", l_call},   {"send", l_send},   {"reply", l_reply}, {"call_name", l_call_name},
-    {"send_name", l_send_name}, {"write_raw", l_write_raw}, {"adopt", l_adopt}, {"close", l_close}, {"state", l_state},
+    {"send_name", l_send_name}, {"write_raw", l_write_raw},
+    {"write_sealed", l_write_sealed}, {"close", l_close}, {"state", l_state},
     {"queued", l_queued}, {"info", l_info}, {NULL, NULL},
 };
 
@@ -332,6 +350,10 @@ int luaopen_atoll_transport(lua_State *L) {
   lua_pop(L, 1);
   transport_t *t = lua_newuserdata(L, sizeof *t); /* [t] */
   transport_init(t, h);
+  /* Its listener and flusher handles live inside it: it must outlive every
+   * reference Lua code could drop, so the registry holds it until lua_close. */
+  lua_pushvalue(L, -1);
+  luaL_ref(L, LUA_REGISTRYINDEX);
   lua_createtable(L, 1024, 0);
   t->inbox_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L); /* [t, M] */

@@ -2,6 +2,7 @@
 #include "frame.h"
 
 #include <mpack.h>
+#include <sodium.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -18,6 +19,35 @@ int frame_next(const char *buf, size_t len, size_t max, const char **body, size_
   *body = buf + FRAME_HEADER;
   *body_len = n;
   return 1;
+}
+
+/* ---- sealing ---------------------------------------------------------- */
+
+static void put_be64(unsigned char *p, unsigned long long v) {
+  for (int i = 7; i >= 0; i--) {
+    p[i] = (unsigned char)(v & 0xff);
+    v >>= 8;
+  }
+}
+
+static unsigned long long get_be64(const unsigned char *p) {
+  unsigned long long v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | p[i];
+  return v;
+}
+
+int frame_open(const char *frame, size_t len, frame_seal_t *seal, const char **body,
+               size_t *body_len) {
+  if (len < FRAME_SEALING) return ATOLL_EAUTH;
+  const unsigned char *u = (const unsigned char *)frame;
+  if (get_be64(u) != seal->seq) return ATOLL_EAUTH;
+  unsigned char tag[FRAME_TAG];
+  crypto_shorthash_siphashx24(tag, u, len - FRAME_TAG, seal->key);
+  if (crypto_verify_16(tag, u + len - FRAME_TAG) != 0) return ATOLL_EAUTH;
+  seal->seq++;
+  *body = frame + FRAME_SEQ;
+  *body_len = len - FRAME_SEALING;
+  return 0;
 }
 
 /* ---- parsing ---------------------------------------------------------- */
@@ -144,9 +174,18 @@ int envelope_parse(const char *body, size_t len, unsigned max_depth, envelope_t 
   env->payload = r.p;
   env->payload_len = r.n;
   if (env->kind != ENV_REPLY || env->ok) {
-    if (r.n == 0 || (((unsigned char)r.p[0] & 0xf0) != 0x90 && (unsigned char)r.p[0] != 0xdc &&
-                     (unsigned char)r.p[0] != 0xdd)) {
+    /* An argument or result list: an array the codec will unpack, so of at
+     * most CODEC_MAX_VALUES values. */
+    mpack_tokbuf_t tb;
+    mpack_tokbuf_init(&tb);
+    const char *p = r.p;
+    size_t n = r.n;
+    mpack_token_t head;
+    if (n == 0 || mpack_read(&tb, &p, &n, &head) != MPACK_OK || head.type != MPACK_TOKEN_ARRAY) {
       return rfail(&r, ATOLL_EMALFORMED, "the payload is not an array");
+    }
+    if (head.length > CODEC_MAX_VALUES) {
+      return rfail(&r, ATOLL_ETOOBIG, "more values in a list than a call may carry");
     }
   }
   char verr[256];
@@ -162,21 +201,29 @@ int envelope_parse(const char *body, size_t len, unsigned max_depth, envelope_t 
 
 typedef struct writer_s {
   buf_t *out;
+  frame_seal_t *seal;
   size_t start;
   mpack_tokbuf_t tb;
   int rc;
 } writer_t;
 
-static void wbegin(writer_t *w, buf_t *out) {
+static void wbegin(writer_t *w, buf_t *out, frame_seal_t *seal) {
   w->out = out;
+  w->seal = seal;
   w->start = out->len;
   w->rc = 0;
   mpack_tokbuf_init(&w->tb);
-  if (buf_reserve(out, FRAME_HEADER + 64)) {
+  if (buf_reserve(out, FRAME_HEADER + FRAME_SEALING + 64)) {
     w->rc = ATOLL_ENOMEM;
     return;
   }
-  out->len += FRAME_HEADER; /* the length, patched in wend */
+  /* The length, and the sequence number, are written in wend. */
+  out->len += FRAME_HEADER + (seal ? FRAME_SEQ : 0);
+}
+
+/* A method or actor name the receiver will take. */
+static void wname_check(writer_t *w, size_t n) {
+  if (w->rc == 0 && (n == 0 || n > FRAME_MAX_NAME)) w->rc = ATOLL_ETYPE;
 }
 
 static void wtok(writer_t *w, mpack_token_t t) {
@@ -192,6 +239,10 @@ static void wtok(writer_t *w, mpack_token_t t) {
 }
 
 static void wnum(writer_t *w, double v) {
+  if (!(v >= 0 && v <= CODEC_MAX_EXACT_INT) || v != (double)(mpack_uintmax_t)v) {
+    if (w->rc == 0) w->rc = ATOLL_ERANGE;
+    return;
+  }
   wtok(w, mpack_pack_uint((mpack_uintmax_t)v));
 }
 
@@ -205,6 +256,18 @@ static void wraw(writer_t *w, const char *s, size_t n) {
 }
 
 static int wend(writer_t *w) {
+  if (w->rc == 0 && w->seal) {
+    if (buf_reserve(w->out, FRAME_TAG)) {
+      w->rc = ATOLL_ENOMEM;
+    } else {
+      unsigned char *seq = (unsigned char *)w->out->data + w->start + FRAME_HEADER;
+      put_be64(seq, w->seal->seq);
+      size_t covered = w->out->len - w->start - FRAME_HEADER;
+      crypto_shorthash_siphashx24((unsigned char *)w->out->data + w->out->len, seq, covered,
+                                  w->seal->key);
+      w->out->len += FRAME_TAG;
+    }
+  }
   if (w->rc) {
     w->out->len = w->start;
     return w->rc;
@@ -214,6 +277,7 @@ static int wend(writer_t *w) {
     w->out->len = w->start;
     return ATOLL_ETOOBIG;
   }
+  if (w->seal) w->seal->seq++;
   unsigned char *u = (unsigned char *)w->out->data + w->start;
   u[0] = (unsigned char)(n >> 24);
   u[1] = (unsigned char)(n >> 16);
@@ -222,10 +286,12 @@ static int wend(writer_t *w) {
   return 0;
 }
 
-int frame_write_call(buf_t *out, double rid, double incarnation, double id, const char *method,
-                     size_t method_len, const char *payload, size_t payload_len) {
+int frame_write_call(buf_t *out, frame_seal_t *seal, double rid, double incarnation, double id,
+                     const char *method, size_t method_len, const char *payload,
+                     size_t payload_len) {
   writer_t w;
-  wbegin(&w, out);
+  wbegin(&w, out, seal);
+  wname_check(&w, method_len);
   wtok(&w, mpack_pack_array(6));
   wnum(&w, ENV_CALL);
   wnum(&w, rid);
@@ -236,10 +302,12 @@ int frame_write_call(buf_t *out, double rid, double incarnation, double id, cons
   return wend(&w);
 }
 
-int frame_write_send(buf_t *out, double incarnation, double id, const char *method,
-                     size_t method_len, const char *payload, size_t payload_len) {
+int frame_write_send(buf_t *out, frame_seal_t *seal, double incarnation, double id,
+                     const char *method, size_t method_len, const char *payload,
+                     size_t payload_len) {
   writer_t w;
-  wbegin(&w, out);
+  wbegin(&w, out, seal);
+  wname_check(&w, method_len);
   wtok(&w, mpack_pack_array(5));
   wnum(&w, ENV_SEND);
   wnum(&w, incarnation);
@@ -249,9 +317,10 @@ int frame_write_send(buf_t *out, double incarnation, double id, const char *meth
   return wend(&w);
 }
 
-int frame_write_reply(buf_t *out, double rid, int ok, const char *payload, size_t payload_len) {
+int frame_write_reply(buf_t *out, frame_seal_t *seal, double rid, int ok, const char *payload,
+                      size_t payload_len) {
   writer_t w;
-  wbegin(&w, out);
+  wbegin(&w, out, seal);
   wtok(&w, mpack_pack_array(4));
   wnum(&w, ENV_REPLY);
   wnum(&w, rid);
@@ -260,11 +329,13 @@ int frame_write_reply(buf_t *out, double rid, int ok, const char *payload, size_
   return wend(&w);
 }
 
-int frame_write_call_name(buf_t *out, double rid, const char *name, size_t name_len,
-                          const char *method, size_t method_len, const char *payload,
-                          size_t payload_len) {
+int frame_write_call_name(buf_t *out, frame_seal_t *seal, double rid, const char *name,
+                          size_t name_len, const char *method, size_t method_len,
+                          const char *payload, size_t payload_len) {
   writer_t w;
-  wbegin(&w, out);
+  wbegin(&w, out, seal);
+  wname_check(&w, name_len);
+  wname_check(&w, method_len);
   wtok(&w, mpack_pack_array(5));
   wnum(&w, ENV_CALL_NAME);
   wnum(&w, rid);
@@ -274,10 +345,13 @@ int frame_write_call_name(buf_t *out, double rid, const char *name, size_t name_
   return wend(&w);
 }
 
-int frame_write_send_name(buf_t *out, const char *name, size_t name_len, const char *method,
-                          size_t method_len, const char *payload, size_t payload_len) {
+int frame_write_send_name(buf_t *out, frame_seal_t *seal, const char *name, size_t name_len,
+                          const char *method, size_t method_len, const char *payload,
+                          size_t payload_len) {
   writer_t w;
-  wbegin(&w, out);
+  wbegin(&w, out, seal);
+  wname_check(&w, name_len);
+  wname_check(&w, method_len);
   wtok(&w, mpack_pack_array(4));
   wnum(&w, ENV_SEND_NAME);
   wstr(&w, name, name_len);
@@ -286,9 +360,9 @@ int frame_write_send_name(buf_t *out, const char *name, size_t name_len, const c
   return wend(&w);
 }
 
-int frame_write_raw(buf_t *out, const char *body, size_t body_len) {
+int frame_write_raw(buf_t *out, frame_seal_t *seal, const char *body, size_t body_len) {
   writer_t w;
-  wbegin(&w, out);
+  wbegin(&w, out, seal);
   wraw(&w, body, body_len);
   return wend(&w);
 }

@@ -274,6 +274,22 @@ void hs_mac(const unsigned char key[HS_KEY], char role, const hs_msg_t *hello,
   crypto_generichash_final(&st, mac, HS_MAC);
 }
 
+static void session_key(const unsigned char key[HS_KEY], const char *label, const hs_msg_t *hello,
+                        const hs_msg_t *challenge, unsigned char out[16]) {
+  crypto_generichash_state st;
+  crypto_generichash_init(&st, key, HS_KEY, 16);
+  absorb_str(&st, label);
+  absorb_id(&st, hello);
+  absorb_id(&st, challenge);
+  crypto_generichash_final(&st, out, 16);
+}
+
+void hs_session_keys(const unsigned char key[HS_KEY], const hs_msg_t *hello,
+                     const hs_msg_t *challenge, unsigned char d2a[16], unsigned char a2d[16]) {
+  session_key(key, "atoll frames dialer to acceptor", hello, challenge, d2a);
+  session_key(key, "atoll frames acceptor to dialer", hello, challenge, a2d);
+}
+
 int hs_mac_equal(const unsigned char a[HS_MAC], const unsigned char b[HS_MAC]) {
   return crypto_verify_32(a, b) == 0;
 }

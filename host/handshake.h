@@ -56,6 +56,12 @@ void hs_key(const char *secret, size_t len, unsigned char key[HS_KEY]);
 void hs_mac(const unsigned char key[HS_KEY], char role, const hs_msg_t *hello,
             const hs_msg_t *challenge, unsigned char mac[HS_MAC]);
 
+/* The two directions' frame keys (dialer to acceptor, acceptor to dialer),
+ * derived from the secret and both hellos: a link's frames are sealed with
+ * keys no other link shares. */
+void hs_session_keys(const unsigned char key[HS_KEY], const hs_msg_t *hello,
+                     const hs_msg_t *challenge, unsigned char d2a[16], unsigned char a2d[16]);
+
 /* Constant-time comparison of two MACs: 1 if equal. */
 int hs_mac_equal(const unsigned char a[HS_MAC], const unsigned char b[HS_MAC]);
 

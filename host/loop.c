@@ -7,6 +7,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "log.h"
 #include "vm.h"
 
@@ -47,6 +49,8 @@ static void signal_cb(uv_signal_t *s, int signum) {
 
 int host_init(host_t *h) {
   memset(h, 0, sizeof *h);
+  /* libsodium picks its implementations and seeds its generator here. */
+  if (sodium_init() < 0) return UV_EIO;
   h->on_wake_ref = h->on_idle_ref = h->on_signal_ref = LUA_NOREF;
   h->wake_due = -1;
   int rc = uv_loop_init(&h->loop);
@@ -143,6 +147,7 @@ static void report_walk_cb(uv_handle_t *handle, void *arg) {
 }
 
 int host_close(host_t *h) {
+  h->closing = 1;
   uv_walk(&h->loop, close_walk_cb, NULL);
   /* Every handle is closing now; each turn runs close callbacks until none
    * is left (a few turns at most, bounded in case one never closes). */

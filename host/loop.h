@@ -29,6 +29,7 @@ typedef struct host_s {
 
   double wake_due;  /* loop time (ms) the wake timer is armed for, or -1 */
   int running;      /* inside uv_run: uv_stop only means something then */
+  int closing;      /* host_close is closing every handle: no more calls into Lua */
   int stopping;     /* shutdown was requested */
   int signal_count; /* how many shutdown signals arrived */
   int exit_code;

@@ -41,10 +41,23 @@ static void push_link(lua_State *L, const link_t *l) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, l->self_ref);
 }
 
+/* Takes a link off the list the flusher walks: it may be freed before the
+ * flusher runs next. */
+static void undirty(link_t *l) {
+  if (!l->dirty) return;
+  link_t **pp = &l->t->dirty;
+  while (*pp && *pp != l) pp = &(*pp)->next_dirty;
+  if (*pp) *pp = l->next_dirty;
+  l->dirty = 0;
+  l->next_dirty = NULL;
+}
+
 static void finalize(link_t *l) {
   transport_t *t = l->t;
   lua_State *L = t->L;
-  if (t->on_down_ref != LUA_NOREF) {
+  if (l->handshaking) t->handshaking--;
+  /* While the host shuts down, Lua hears nothing more: its loop is closing. */
+  if (t->on_down_ref != LUA_NOREF && !t->host->closing) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_down_ref);
     push_link(L, l);
     lua_pushstring(L, l->reason[0] ? l->reason : "closed");
@@ -61,6 +74,11 @@ static void finalize(link_t *l) {
 
 static void on_handle_closed(uv_handle_t *h) {
   link_t *l = h->data;
+  /* Closed by the host's shutdown walk, without link_close. */
+  if (l->state != LINK_CLOSED) {
+    l->state = LINK_CLOSED;
+    undirty(l);
+  }
   if (--l->open_handles == 0) finalize(l);
 }
 
@@ -68,6 +86,7 @@ void link_close(link_t *l, const char *reason) {
   if (l->state == LINK_CLOSED) return;
   if (reason && !l->reason[0]) snprintf(l->reason, sizeof l->reason, "%s", reason);
   l->state = LINK_CLOSED;
+  undirty(l);
   uv_handle_t *tcp = (uv_handle_t *)&l->tcp, *timer = (uv_handle_t *)&l->timer;
   if (!uv_is_closing(tcp)) uv_close(tcp, on_handle_closed);
   if (!uv_is_closing(timer)) uv_close(timer, on_handle_closed);
@@ -83,6 +102,8 @@ static void close_logged(link_t *l, log_level_t level, const char *fmt, const ch
 static link_t *link_new(transport_t *t, int dialer) {
   link_t *l = calloc(1, sizeof *l);
   if (l == NULL) return NULL;
+  l->handshaking = 1;
+  t->handshaking++;
   l->base.on_close = on_handle_closed;
   l->t = t;
   l->dialer = dialer;
@@ -126,6 +147,7 @@ static void write_cb(uv_write_t *req, int status) {
  * it all (the common case), else an asynchronous one for the rest. */
 static void flush_link(link_t *l) {
   if (l->state != LINK_UP || l->writing || l->out.len == 0) return;
+  l->unflushed = 0;
   buf_t tmp = l->inflight;
   l->inflight = l->out;
   l->out = tmp;
@@ -135,6 +157,7 @@ static void flush_link(link_t *l) {
   if (n == (int)l->inflight.len) {
     l->bytes_out += n;
     l->inflight.len = 0;
+    buf_shrink(&l->inflight, 1 << 20);
     return;
   }
   if (n < 0 && n != UV_EAGAIN) {
@@ -156,6 +179,7 @@ static void flush_link(link_t *l) {
 
 static void flush_cb(uv_prepare_t *p) {
   transport_t *t = p->data;
+  t->turn++;
   link_t *l = t->dirty;
   t->dirty = NULL;
   while (l) {
@@ -182,7 +206,7 @@ size_t link_queued(const link_t *l) {
 
 /* Checks room before writing a frame of about `size` bytes. */
 static int room(link_t *l, size_t size) {
-  if (l->state == LINK_CLOSED) return UV_ENOTCONN;
+  if (l->state != LINK_UP) return UV_ENOTCONN;
   if (size > l->t->max_frame) return ATOLL_ETOOBIG;
   if (link_queued(l) + size > l->t->max_queue) return UV_ENOBUFS;
   return 0;
@@ -191,6 +215,19 @@ static int room(link_t *l, size_t size) {
 static int queued(link_t *l, int rc) {
   if (rc == 0) {
     l->frames_out++;
+    /* Writes are coalesced per loop turn, but a long turn hands frames on
+     * as it goes, so the peer can work on them meanwhile: the first time
+     * after TRANSPORT_FLUSH_FRAMES frames, then after twice as many each
+     * time, so that a long stream still goes out in a few large writes. */
+    transport_t *t = l->t;
+    if (l->turn != t->turn) {
+      l->turn = t->turn;
+      l->flush_at = TRANSPORT_FLUSH_FRAMES;
+    }
+    if (++l->unflushed >= l->flush_at || l->out.len >= TRANSPORT_FLUSH_BYTES) {
+      if (l->flush_at < TRANSPORT_FLUSH_FRAMES_MAX) l->flush_at *= 2;
+      flush_link(l);
+    }
     mark_dirty(l);
   }
   return rc;
@@ -200,57 +237,51 @@ int link_call(link_t *l, double rid, double inc, double id, const char *method, 
               const char *payload, size_t plen) {
   int rc = room(l, plen + mlen + 40);
   if (rc) return rc;
-  return queued(l, frame_write_call(&l->out, rid, inc, id, method, mlen, payload, plen));
+  return queued(l, frame_write_call(&l->out, &l->send_seal, rid, inc, id, method, mlen, payload,
+                                    plen));
 }
 
 int link_send(link_t *l, double inc, double id, const char *method, size_t mlen,
               const char *payload, size_t plen) {
   int rc = room(l, plen + mlen + 32);
   if (rc) return rc;
-  return queued(l, frame_write_send(&l->out, inc, id, method, mlen, payload, plen));
+  return queued(l, frame_write_send(&l->out, &l->send_seal, inc, id, method, mlen, payload, plen));
 }
 
 int link_reply(link_t *l, double rid, int ok, const char *payload, size_t plen) {
   int rc = room(l, plen + 16);
   if (rc) return rc;
-  return queued(l, frame_write_reply(&l->out, rid, ok, payload, plen));
+  return queued(l, frame_write_reply(&l->out, &l->send_seal, rid, ok, payload, plen));
 }
 
 int link_call_name(link_t *l, double rid, const char *name, size_t nlen, const char *method,
                    size_t mlen, const char *payload, size_t plen) {
   int rc = room(l, plen + nlen + mlen + 24);
   if (rc) return rc;
-  return queued(l,
-                frame_write_call_name(&l->out, rid, name, nlen, method, mlen, payload, plen));
+  return queued(l, frame_write_call_name(&l->out, &l->send_seal, rid, name, nlen, method, mlen,
+                                         payload, plen));
 }
 
 int link_send_name(link_t *l, const char *name, size_t nlen, const char *method, size_t mlen,
                    const char *payload, size_t plen) {
   int rc = room(l, plen + nlen + mlen + 16);
   if (rc) return rc;
-  return queued(l, frame_write_send_name(&l->out, name, nlen, method, mlen, payload, plen));
+  return queued(l, frame_write_send_name(&l->out, &l->send_seal, name, nlen, method, mlen, payload,
+                                         plen));
 }
 
 int link_write_raw(link_t *l, const char *bytes, size_t len) {
-  if (l->state == LINK_CLOSED) return UV_ENOTCONN;
+  int rc = room(l, 0);
+  if (rc) return rc;
   if (buf_append(&l->out, bytes, len)) return ATOLL_ENOMEM;
   mark_dirty(l);
   return 0;
 }
 
-int link_adopt(link_t *to, link_t *from) {
-  if (from->out.len == 0) return 0;
-  buf_t merged;
-  buf_init(&merged);
-  if (buf_reserve(&merged, from->out.len + to->out.len)) return ATOLL_ENOMEM;
-  buf_append(&merged, from->out.data, from->out.len);
-  buf_append(&merged, to->out.data, to->out.len);
-  to->frames_out += from->frames_out;
-  buf_close(&to->out);
-  to->out = merged;
-  from->out.len = 0;
-  mark_dirty(to);
-  return 0;
+int link_write_sealed(link_t *l, const char *body, size_t len) {
+  int rc = room(l, len + FRAME_SEALING);
+  if (rc) return rc;
+  return queued(l, frame_write_raw(&l->out, &l->send_seal, body, len));
 }
 
 /* ---- the handshake ---------------------------------------------------- */
@@ -270,7 +301,7 @@ static void hs_send(link_t *l, const hs_msg_t *msg) {
   buf_t body, frame;
   buf_init(&body);
   buf_init(&frame);
-  if (hs_encode(&body, msg) == 0 && frame_write_raw(&frame, body.data, body.len) == 0) {
+  if (hs_encode(&body, msg) == 0 && frame_write_raw(&frame, NULL, body.data, body.len) == 0) {
     hs_write_t *w = malloc(sizeof *w + frame.len);
     if (w) {
       memcpy(w->data, frame.data, frame.len);
@@ -326,9 +357,21 @@ static void push_peer(lua_State *L, const link_t *l) {
 
 static void went_up(link_t *l) {
   transport_t *t = l->t;
+  if (l->state == LINK_CLOSED) return; /* a handler closed it meanwhile */
+  if (l->handshaking) {
+    l->handshaking = 0;
+    t->handshaking--;
+  }
   l->state = LINK_UP;
   l->was_up = 1;
   uv_timer_stop(&l->timer);
+  unsigned char d2a[FRAME_KEY], a2d[FRAME_KEY];
+  hs_session_keys(t->key, &l->hello, &l->challenge, d2a, a2d);
+  memcpy(l->send_seal.key, l->dialer ? d2a : a2d, FRAME_KEY);
+  memcpy(l->recv_seal.key, l->dialer ? a2d : d2a, FRAME_KEY);
+  l->send_seal.seq = l->recv_seal.seq = 0;
+  sodium_memzero(d2a, sizeof d2a);
+  sodium_memzero(a2d, sizeof a2d);
   log_debug("link", "%s is up (%s)", peer_label(l), l->dialer ? "dialed" : "accepted");
   if (t->on_up_ref != LUA_NOREF) {
     lua_State *L = t->L;
@@ -395,6 +438,11 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
         refuse(l, LOG_WARN, reason);
         return;
       }
+      if (m.incarnation == t->incarnation) {
+        /* This node's own hello, played back to it. */
+        refuse(l, LOG_WARN, "the peer claims this node's own incarnation");
+        return;
+      }
       fill_identity(t, &l->challenge, HS_CHALLENGE);
       hs_mac(t->key, 'A', &l->hello, &l->challenge, l->challenge.mac);
       l->challenge.has_mac = 1;
@@ -406,6 +454,11 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       l->challenge = m;
       if (m.version != HS_VERSION || strcmp(m.cluster, t->cluster) != 0) {
         refuse(l, LOG_WARN, "the peer answered with another protocol version or cluster");
+        return;
+      }
+      if (m.incarnation == t->incarnation || sodium_memcmp(m.nonce, l->hello.nonce, HS_NONCE) == 0) {
+        /* A challenge this node's own listener made, reflected back. */
+        refuse(l, LOG_WARN, "the peer answered with this node's own identity");
         return;
       }
       hs_mac(t->key, 'A', &l->hello, &l->challenge, mac);
@@ -435,6 +488,7 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
         refuse(l, strcmp(reason, "duplicate") == 0 ? LOG_DEBUG : LOG_WARN, reason);
         return;
       }
+      if (l->state == LINK_CLOSED) return; /* the decision handler closed it */
       {
         hs_msg_t welcome;
         memset(&welcome, 0, sizeof welcome);
@@ -555,6 +609,12 @@ static void process_input(link_t *l) {
     }
     l->in_off += FRAME_HEADER + blen;
     l->bytes_in += FRAME_HEADER + blen;
+    if (l->state == LINK_UP && frame_open(body, blen, &l->recv_seal, &body, &blen) != 0) {
+      t->dropped_frames++;
+      close_logged(l, LOG_WARN, "closing the link: %s",
+                   "a frame failed authentication (tampered, replayed, or not from the peer)");
+      break;
+    }
     if (l->state == LINK_HANDSHAKE) {
       /* Envelopes that follow in the same read belong to the batch only
        * once the link is up. */
@@ -585,7 +645,9 @@ static void process_input(link_t *l) {
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   (void)suggested;
   link_t *l = h->data;
-  if (buf_reserve(&l->in, TRANSPORT_READ_CHUNK) != 0) {
+  /* Before the peer has proved itself, a little memory: a handshake frame. */
+  size_t want = l->state == LINK_UP ? TRANSPORT_READ_CHUNK : FRAME_HEADER + FRAME_HANDSHAKE_MAX;
+  if (buf_reserve(&l->in, want) != 0) {
     b->base = NULL;
     b->len = 0;
     return;
@@ -631,6 +693,7 @@ static void start_link(link_t *l) {
 
 static void socket_name(uv_tcp_t *tcp, int peer, char *out, size_t cap) {
   struct sockaddr_storage ss;
+  memset(&ss, 0, sizeof ss);
   int len = sizeof ss;
   int rc = peer ? uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)
                 : uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len);
@@ -658,6 +721,12 @@ static void on_connection(uv_stream_t *server, int status) {
     link_close(l, "accept failed");
     return;
   }
+  if (t->handshaking >= TRANSPORT_MAX_HANDSHAKES) {
+    /* Too many connections that have not proved themselves yet. */
+    t->refused++;
+    link_close(l, "too many handshakes under way");
+    return;
+  }
   socket_name(&l->tcp, 1, l->target, sizeof l->target);
   start_link(l);
 }
@@ -672,7 +741,11 @@ int transport_listen(transport_t *t, const char *host, int *port) {
   t->listening = 1;
   rc = uv_tcp_bind(&t->listener, (struct sockaddr *)&ss, 0);
   if (rc == 0) rc = uv_listen((uv_stream_t *)&t->listener, 511, on_connection);
-  if (rc) return rc;
+  if (rc) {
+    uv_close((uv_handle_t *)&t->listener, NULL);
+    t->listening = 0;
+    return rc;
+  }
   struct sockaddr_storage bound;
   int len = sizeof bound;
   uv_tcp_getsockname(&t->listener, (struct sockaddr *)&bound, &len);
@@ -695,7 +768,7 @@ static void connect_cb(uv_connect_t *req, int status) {
 static void resolved_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   link_t *l = req->data;
   l->open_handles--;
-  if (l->state == LINK_CLOSED) {
+  if (l->state == LINK_CLOSED || uv_is_closing((uv_handle_t *)&l->tcp)) {
     if (res) uv_freeaddrinfo(res);
     if (l->open_handles == 0) finalize(l);
     return;

@@ -6,12 +6,17 @@
 #include <uv.h>
 
 #include "buf.h"
+#include "frame.h"
 #include "handshake.h"
 #include "loop.h"
 
 #define TRANSPORT_DEFAULT_MAX_QUEUE ((size_t)64 << 20)
 #define TRANSPORT_HANDSHAKE_MS      5000
 #define TRANSPORT_READ_CHUNK        65536
+#define TRANSPORT_MAX_HANDSHAKES    256 /* connections not yet authenticated, at once */
+#define TRANSPORT_FLUSH_FRAMES      32   /* within a turn, write after this many frames, */
+#define TRANSPORT_FLUSH_FRAMES_MAX  4096 /* doubling up to this many, */
+#define TRANSPORT_FLUSH_BYTES       (256 * 1024) /* or this many bytes */
 
 typedef enum {
   LINK_CONNECTING, /* dialing */
@@ -33,7 +38,9 @@ struct link_s {
   int open_handles;
   int dialer; /* this node dialed */
   link_state_t state;
-  int hs_step; /* the handshake message the link waits for */
+  int hs_step;     /* the handshake message the link waits for */
+  frame_seal_t send_seal, recv_seal; /* set when the link goes up */
+  int handshaking; /* counted in t->handshaking */
   int was_up;
   hs_msg_t hello;     /* the dialer's hello */
   hs_msg_t challenge; /* the acceptor's challenge */
@@ -44,6 +51,9 @@ struct link_s {
   buf_t inflight; /* frames a uv_write owns */
   uv_write_t wreq;
   int writing;
+  int unflushed; /* frames queued since the last write */
+  int flush_at;  /* write early once this many are queued */
+  unsigned turn; /* the loop turn flush_at belongs to */
   int dirty;
   link_t *next_dirty;
   int in_callback; /* frames are being handed to Lua */
@@ -73,6 +83,8 @@ struct transport_s {
   int flusher_on;
   link_t *dirty;
   int on_up_ref, on_frames_ref, on_down_ref, decide_ref, inbox_ref;
+  int handshaking; /* links that have not finished their handshake */
+  unsigned turn;   /* counts loop turns (flushes), for write batching */
   double refused, dropped_frames;
 };
 
@@ -85,9 +97,10 @@ int transport_listen(transport_t *t, const char *host, int *port);
 /* Starts dialing "host:port"; the link queues frames until it is up. */
 int transport_dial(transport_t *t, const char *address, link_t **out);
 
-/* Queue a frame on a link (whatever its state, until it closes). Returns 0,
- * ATOLL_ETOOBIG (over the frame limit), UV_ENOBUFS (the queue is full) or
- * UV_ENOTCONN (the link is closed). */
+/* Queue a frame on a link that is up. Returns 0, ATOLL_ETOOBIG (over the
+ * frame limit), ATOLL_ETYPE (a method or name the peer would refuse),
+ * ATOLL_ERANGE (an id that is not an integer up to 2^53), UV_ENOBUFS (the
+ * queue is full) or UV_ENOTCONN (the link is not up). */
 int link_call(link_t *l, double rid, double inc, double id, const char *method, size_t mlen,
               const char *payload, size_t plen);
 int link_send(link_t *l, double inc, double id, const char *method, size_t mlen,
@@ -98,11 +111,10 @@ int link_call_name(link_t *l, double rid, const char *name, size_t nlen, const c
 int link_send_name(link_t *l, const char *name, size_t nlen, const char *method, size_t mlen,
                    const char *payload, size_t plen);
 
-/* Queues bytes as they are (tests use it to send malformed frames). */
+/* Queues bytes as they are, or a body sealed as a frame: tests use them to
+ * send what a correct node never would. */
 int link_write_raw(link_t *l, const char *bytes, size_t len);
-
-/* Moves the frames `from` has queued to the front of `to`'s queue. */
-int link_adopt(link_t *to, link_t *from);
+int link_write_sealed(link_t *l, const char *body, size_t len);
 
 /* Closes the link; Lua hears about it once libuv has let go. */
 void link_close(link_t *l, const char *reason);

@@ -380,6 +380,8 @@ local function setup(opts)
     incarnation = node.incarnation,
     max_frame = opts.max_frame,
     max_queue = opts.max_queue,
+    -- What this node's decoder takes is what its links let through.
+    max_depth = codec.limits().max_depth,
     handshake_timeout = opts.handshake_timeout,
   }
   transport.set_handlers { up = on_up, frames = on_frames, down = on_down, decide = decide }

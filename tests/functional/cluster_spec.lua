@@ -238,16 +238,17 @@ atoll.exit(0)
       still_serving(addr)
     end))
 
-    it("a malformed or oversized frame after the handshake, while other links go on", async(function()
+    it("an unauthenticated, malformed or oversized frame after the handshake, while other links go on", async(function()
       local a, addr = nodes.start("strict-a")
       local _, b = nodes.start("strict-b")
       local a_echo = nodes.named(addr, "atoll.node"):whereis("echo")
       assert.equal(1, nodes.named(b, "relay"):call(a_echo, "echo", 1)) -- B's link to A is up
-      for _, bad in ipairs {
-        frame("\147\1\2"),                          -- an envelope that ends early
-        frame("\150\1\1\1\1\161x\212\5\0"),         -- a payload with an unknown ext type
-        frame("\145\99"),                           -- an unknown envelope kind
-        "\1\0\0\1",                                 -- a frame over the 16 MiB limit
+      for _, case in ipairs {
+        { "raw", frame("\150\1\1\1\1\161x\144"), "failed authentication" }, -- a valid call, unsealed
+        { "sealed", "\147\1\2", "malformed envelope" },                  -- an envelope that ends early
+        { "sealed", "\150\1\1\1\1\161x\145\212\5\0", "unsupported ext type" }, -- a bad argument
+        { "sealed", "\145\99", "unknown kind" },                          -- an unknown envelope kind
+        { "raw", "\1\0\0\1", "over the limit of 16777216" },            -- over the frame limit
       } do
         assert(cluster.connect(addr, 5))
         local link = cluster.link_to(addr)
@@ -257,15 +258,49 @@ atoll.exit(0)
         end)
         atoll.yield()
         capture(function()
-          link:write_raw(bad)
+          if case[1] == "raw" then link:write_raw(case[2]) else link:write_sealed(case[2]) end
           assert.equal("unreachable", pending:wait(5))
         end)
+        a:expect(case[3], 5, "stderr")
         assert.equal(2, nodes.named(b, "relay"):call(a_echo, "echo", 2)) -- B's link is untouched
       end
-      a:expect("malformed envelope", 5, "stderr")
-      a:expect("over the limit of 16777216", 5, "stderr")
       assert(cluster.connect(addr, 5))
       still_serving(addr)
+    end))
+
+    it("a link closed with frames still queued goes quietly, and a new one replaces it", async(function()
+      local _, addr = nodes.start("closer")
+      local echo = nodes.named(addr, "atoll.node"):whereis("echo")
+      for round = 1, 3 do
+        assert(cluster.connect(addr, 5))
+        local link = cluster.link_to(addr)
+        for i = 1, 10 do atoll.send(echo, "echo", i) end -- queued, not yet written
+        capture(function()
+          link:close("closed by the spec")
+          atoll.yield() -- the flusher runs after the link is gone
+        end)
+        assert(cluster.connect(addr, 5))
+        assert.equal(round, echo:echo(round))
+      end
+    end))
+
+    it("a node that dials itself is refused", async(function()
+      local transport = require "atoll.transport"
+      local link = assert(transport.dial(atoll.node().address))
+      local log = capture(function()
+        while link:state() ~= "closed" do atoll.sleep(0.005) end
+      end)
+      assert.equal("closed", link:state())
+    end))
+
+    it("a method name the peer would refuse fails the call, not the link", async(function()
+      local _, addr = nodes.start("names-a")
+      local echo = nodes.named(addr, "atoll.node"):whereis("echo")
+      local err = catch(atoll.call, echo, string.rep("m", 300))
+      assert.equal("bad_argument", err.kind)
+      assert.matches("1 to 255 bytes", err.message)
+      assert.equal("bad_argument", catch(atoll.call, echo, "").kind)
+      assert.equal(3, echo:echo(3))
     end))
   end)
 
