@@ -21,4 +21,16 @@ int luaopen_atoll_tcp(lua_State *L);        /* a plain TCP client socket */
  * *ref (LUA_NOREF: none); a nil value clears it. */
 void binding_setref(lua_State *L, int idx, int *ref);
 
+/* Creates the metatable `name` of a userdata class once: __index holds
+ * `methods`, and __gc and __tostring are set when given. */
+void binding_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
+                   lua_CFunction tostring);
+
+/* Writes a copy of data to a stream (the copy is freed once written) and
+ * pushes true, or nil and the error: what a binding's write method returns. */
+int binding_write(lua_State *L, uv_stream_t *stream, const char *data, size_t len);
+
+/* Pushes a module table of `fns`, each closing over the host (upvalue 1). */
+void binding_module(lua_State *L, const luaL_Reg *fns);
+
 #endif

@@ -97,17 +97,7 @@ static const luaL_Reg methods[] = {{"close", l_close}, {NULL, NULL}};
 static const luaL_Reg fns[] = {{"watch", l_watch}, {NULL, NULL}};
 
 int luaopen_atoll_fswatch(lua_State *L) {
-  host_t *h = BINDING_HOST(L);
-  if (luaL_newmetatable(L, FSWATCH_MT)) {
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushlightuserdata(L, h);
-  luaL_setfuncs(L, fns, 1);
+  binding_class(L, FSWATCH_MT, methods, l_gc, NULL);
+  binding_module(L, fns);
   return 1;
 }

@@ -21,11 +21,6 @@ typedef struct proc_s {
   struct proc_s **slot;
 } proc_t;
 
-typedef struct write_req_s {
-  uv_write_t req;
-  char data[];
-} write_req_t;
-
 static void on_closed(uv_handle_t *handle) {
   proc_t *p = handle->data;
   if (--p->open_handles > 0) return;
@@ -234,11 +229,6 @@ static int l_pid(lua_State *L) {
   return 1;
 }
 
-static void write_cb(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
 /* handle:write(data) -> true | nil, message */
 static int l_write(lua_State *L) {
   proc_t **ud = check_proc(L);
@@ -249,19 +239,7 @@ static int l_write(lua_State *L) {
     lua_pushliteral(L, "stdin is closed");
     return 2;
   }
-  write_req_t *w = malloc(sizeof *w + n);
-  if (w == NULL) return luaL_error(L, "out of memory");
-  memcpy(w->data, data, n);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-  int rc = uv_write(&w->req, (uv_stream_t *)&(*ud)->io[0], &b, 1, write_cb);
-  if (rc) {
-    free(w);
-    lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(rc));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return binding_write(L, (uv_stream_t *)&(*ud)->io[0], data, n);
 }
 
 /* handle:close_stdin() -- the child reads end of file */
@@ -297,17 +275,7 @@ static const luaL_Reg methods[] = {
 static const luaL_Reg fns[] = {{"spawn", l_spawn}, {NULL, NULL}};
 
 int luaopen_atoll_subprocess(lua_State *L) {
-  host_t *h = BINDING_HOST(L);
-  if (luaL_newmetatable(L, PROC_MT)) {
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushlightuserdata(L, h);
-  luaL_setfuncs(L, fns, 1);
+  binding_class(L, PROC_MT, methods, l_gc, NULL);
+  binding_module(L, fns);
   return 1;
 }

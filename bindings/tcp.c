@@ -19,11 +19,6 @@ typedef struct sock_s {
   int closing;
 } sock_t;
 
-typedef struct wreq_s {
-  uv_write_t req;
-  char data[];
-} wreq_t;
-
 static void emit(sock_t *s, const char *event, const char *data, size_t len) {
   lua_State *L = s->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_ref);
@@ -122,11 +117,6 @@ static int l_connect(lua_State *L) {
   return 1;
 }
 
-static void write_cb(uv_write_t *req, int status) {
-  (void)status;
-  free(req);
-}
-
 /* sock:write(bytes) -> true | nil, message */
 static int l_write(lua_State *L) {
   sock_t **ud = luaL_checkudata(L, 1, TCP_MT);
@@ -137,19 +127,7 @@ static int l_write(lua_State *L) {
     lua_pushliteral(L, "the socket is closed");
     return 2;
   }
-  wreq_t *w = malloc(sizeof *w + n);
-  if (w == NULL) return luaL_error(L, "out of memory");
-  memcpy(w->data, data, n);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)n);
-  int rc = uv_write(&w->req, (uv_stream_t *)&(*ud)->tcp, &b, 1, write_cb);
-  if (rc) {
-    free(w);
-    lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(rc));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return binding_write(L, (uv_stream_t *)&(*ud)->tcp, data, n);
 }
 
 /* sock:close() */
@@ -172,17 +150,7 @@ static const luaL_Reg methods[] = {{"write", l_write}, {"close", l_close}, {NULL
 static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
 
 int luaopen_atoll_tcp(lua_State *L) {
-  host_t *h = BINDING_HOST(L);
-  if (luaL_newmetatable(L, TCP_MT)) {
-    lua_pushcfunction(L, l_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_newtable(L);
-    luaL_setfuncs(L, methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushlightuserdata(L, h);
-  luaL_setfuncs(L, fns, 1);
+  binding_class(L, TCP_MT, methods, l_gc, NULL);
+  binding_module(L, fns);
   return 1;
 }

@@ -338,16 +338,7 @@ static const luaL_Reg fns[] = {
 
 int luaopen_atoll_transport(lua_State *L) {
   host_t *h = BINDING_HOST(L);
-  if (luaL_newmetatable(L, LINK_MT)) {
-    lua_pushcfunction(L, l_link_gc);
-    lua_setfield(L, -2, "__gc");
-    lua_pushcfunction(L, l_tostring);
-    lua_setfield(L, -2, "__tostring");
-    lua_newtable(L);
-    luaL_setfuncs(L, link_methods, 0);
-    lua_setfield(L, -2, "__index");
-  }
-  lua_pop(L, 1);
+  binding_class(L, LINK_MT, link_methods, l_link_gc, l_tostring);
   transport_t *t = lua_newuserdata(L, sizeof *t); /* [t] */
   transport_init(t, h);
   /* Its listener and flusher handles live inside it: it must outlive every

@@ -172,18 +172,10 @@ end
 -- Incoming calls remember their link and the caller's rid in a slot; the
 -- runtime sees the slot as a negative rid and hands it back to reply().
 local rr_link, rr_rid = {}, {}
-local rr_free, nrr_free, rr_next = {}, 0, 1
+local rr_slots = require("atoll.slots").new()
 
 local function reply_slot(link, rid)
-  local k
-  if nrr_free > 0 then
-    k = rr_free[nrr_free]
-    rr_free[nrr_free] = nil
-    nrr_free = nrr_free - 1
-  else
-    k = rr_next
-    rr_next = k + 1
-  end
+  local k = rr_slots:take()
   rr_link[k], rr_rid[k] = link, rid
   return -k
 end
@@ -211,8 +203,7 @@ function remote.reply(rid, ok, res)
   local k = -rid
   local link, crid = rr_link[k], rr_rid[k]
   rr_link[k], rr_rid[k] = nil, nil
-  nrr_free = nrr_free + 1
-  rr_free[nrr_free] = k
+  rr_slots:give(k)
   if link == nil or link:state() ~= "up" then return end -- the caller's link is gone
   local bytes = ok and res or error_bytes(res)
   local sent, kind, msg = link:reply(crid, ok, bytes)

@@ -266,7 +266,7 @@ M.remote = nil        -- set by the transport: remote call/send/reply functions
 local P_SLOTS = 16777216 -- 2^24 calls pending at once, at most
 local P_GENS = 268435456 -- 2^28 generations per slot, wrapping (rid < 2^53)
 local p_co, p_rid, p_tq = {}, {}, {} -- slot -> waiting coroutine, its rid, its timeout queue
-local p_free, np_free, p_next = {}, 0, 1
+local p_slots = require("atoll.slots").new()
 local npending = 0
 
 -- Calls time out in FIFO queues, one per distinct timeout: within a queue,
@@ -292,8 +292,7 @@ local function take(rid)
   if co == nil then return nil end
   local tq = p_tq[slot]
   p_co[slot], p_tq[slot] = nil, nil
-  np_free = np_free + 1
-  p_free[np_free] = slot
+  p_slots:give(slot)
   npending = npending - 1
   tq.live = tq.live - 1
   return co
@@ -374,15 +373,7 @@ end
 
 -- Registers coroutine co (the running one) as waiting for a reply; returns the rid.
 local function new_call(seconds, co)
-  local slot
-  if np_free > 0 then
-    slot = p_free[np_free]
-    p_free[np_free] = nil
-    np_free = np_free - 1
-  else
-    slot = p_next
-    p_next = slot + 1
-  end
+  local slot = p_slots:take()
   local old = p_rid[slot]
   local rid = old and (old + P_SLOTS) or slot
   if rid >= P_SLOTS * P_GENS then rid = slot end
