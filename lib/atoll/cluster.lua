@@ -478,19 +478,15 @@ end
 
 local Named = {}
 M.Named = Named
-local named_callers = setmetatable({}, { __index = function(t, method)
-  if type(method) ~= "string" then return nil end
-  local f = function(self, ...)
+Named.__index = runtime.method_table(function(method)
+  return function(self, ...)
     if getmetatable(self) ~= Named then
       error("call a distributed function with a colon: remote:" .. method .. "(...)", 2)
     end
     return M.call_name(rawget(self, "address"), rawget(self, "name"), method,
       rawget(self, "timeout"), ...)
   end
-  rawset(t, method, f)
-  return f
-end })
-Named.__index = named_callers
+end)
 Named.__tostring = function(r)
   return "actor named " .. rawget(r, "name") .. " on " .. rawget(r, "address")
 end

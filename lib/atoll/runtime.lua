@@ -980,7 +980,6 @@ end
 local Ref = {}
 M.Ref = Ref
 local DEFAULT_TIMEOUT = 5.0
-local callers = {}
 local call -- defined below
 
 -- default_timeout([seconds]) -> the default in force before this call
@@ -1003,15 +1002,20 @@ local function make_caller(name)
   end
 end
 
--- ref.method is a plain table lookup (callers is filled on first use), so
--- `ref:method(...)` stays inside compiled traces.
-setmetatable(callers, { __index = function(t, name)
-  if type(name) ~= "string" then return nil end
-  local f = make_caller(name)
-  rawset(t, name, f)
-  return f
-end })
-Ref.__index = callers
+-- method_table(make) -> a table whose t[name] is make(name), made on first
+-- use: as an __index, it makes obj:method(...) a plain table lookup, which
+-- stays inside compiled traces.
+local function method_table(make)
+  return setmetatable({}, { __index = function(t, name)
+    if type(name) ~= "string" then return nil end
+    local f = make(name)
+    rawset(t, name, f)
+    return f
+  end })
+end
+M.method_table = method_table
+
+Ref.__index = method_table(make_caller)
 
 function Ref.__tostring(ref)
   local rec = rawget(ref, REF_REC)
@@ -1027,19 +1031,11 @@ end
 
 -- A view of a ref whose calls use another timeout: atoll.timeout(ref, 0.5):add(1)
 local TimeoutView = {}
-local view_callers = {}
-local function make_view_caller(name)
+TimeoutView.__index = method_table(function(name)
   return function(self, ...)
     return call(rawget(self, 1), name, rawget(self, 2), ...)
   end
-end
-setmetatable(view_callers, { __index = function(t, name)
-  if type(name) ~= "string" then return nil end
-  local f = make_view_caller(name)
-  rawset(t, name, f)
-  return f
-end })
-TimeoutView.__index = view_callers
+end)
 TimeoutView.__tostring = function(v) return tostring(rawget(v, 1)) .. " (timeout " .. rawget(v, 2) .. " s)" end
 
 ---------------------------------------------------------------------------
