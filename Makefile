@@ -29,7 +29,7 @@ modname = $(patsubst %.init,%,$(subst /,.,$(patsubst lib/%.lua,%,$(1))))
 
 .PHONY: all deps test unit functional demo bench asan fuzz fuzz-build format clean
 
-all: $(BUILD)/atoll $(BUILD)/atoll-lua
+all: $(BUILD)/atoll $(BUILD)/atoll-lua $(BUILD)/swimsim
 
 deps:
 	@tools/deps build
@@ -50,6 +50,13 @@ $(BUILD)/obj/lib/%.o: lib/%.lua | deps
 	luajit -bg -n $(call modname,$<) $< $@
 
 -include $(C_OBJ:.o=.d)
+
+# The SWIM simulator (tests/sim): the membership core alone, on a virtual
+# clock and network.
+SIM_SRC := tests/sim/swimsim.c host/swim.c host/mpk.c host/buf.c
+$(BUILD)/swimsim: $(SIM_SRC) host/swim.h host/mpk.h host/buf.h host/error.h | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $(SIM_SRC) $(shell pkg-config --libs mpack) -lm
 
 # Every test: unit specs inside the host, functional specs against real
 # node processes, the leak check, and FUZZ_SECONDS of fuzzing.
@@ -79,7 +86,7 @@ asan:
 	@tools/deps asan
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang \
 		OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		build-asan/atoll build-asan/atoll-lua
+		build-asan/atoll build-asan/atoll-lua build-asan/swimsim
 	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
 
 # The libFuzzer target for frames, envelopes, handshakes and the codec,

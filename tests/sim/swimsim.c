@@ -1,0 +1,791 @@
+/* swimsim: the SWIM core (host/swim.c) for N nodes in one process, on a
+ * seeded virtual clock and network.
+ *
+ *   swimsim [options] SCENARIO      (swimsim --help lists them)
+ *
+ * The network loses, delays and reorders packets, and can be cut
+ * (symmetrically or one way); nodes can be paused (their packets wait, their
+ * timers stop) and crashed. Everything random comes from the seed, so a run
+ * is replayed exactly by giving the same options: a failure prints the
+ * command line that replays it.
+ *
+ * Output: `key value` lines (times in seconds, sizes in bytes). Exit status
+ * 1 when an invariant breaks (a member's version went down, a crashed node
+ * was not declared dead in time, a live one was declared dead where the
+ * scenario allows none, views did not converge), 2 on bad usage. */
+#include <inttypes.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../../host/swim.h"
+
+/* ---- randomness ----------------------------------------------------------- */
+
+static uint64_t splitmix(uint64_t *x) {
+  uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+static double unit_rand(uint64_t *x) {
+  return (double)(splitmix(x) >> 11) / 9007199254740992.0;
+}
+
+/* ---- options ---------------------------------------------------------------- */
+
+typedef struct opts_s {
+  const char *scenario;
+  int nodes;
+  uint64_t seed;
+  double loss;         /* probability that a packet is lost */
+  uint32_t delay_ms;   /* one-way delay: delay_ms + [0, jitter_ms] */
+  uint32_t jitter_ms;
+  int kills;           /* crash: how many crashes, one after another */
+  int periods;         /* quiet, loss: how long to run */
+  uint32_t pause_ms;   /* pause: how long the node stays paused */
+  uint32_t split_ms;   /* partition: how long the network stays cut */
+  int asymmetric;      /* partition: cut one way only */
+  int trials;          /* disseminate: how many changes to follow */
+  int cold;            /* join through gossip only (no warm start) */
+  int trace;           /* print every change seen about this node (-1: none) */
+  swim_config_t cfg;
+} opts_t;
+
+static opts_t opt;
+static int g_argc;
+static char **g_argv;
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: swimsim [options] SCENARIO\n"
+          "\n"
+          "Runs the SWIM core for N nodes on a seeded virtual clock and network.\n"
+          "\n"
+          "scenarios:\n"
+          "  quiet        no faults for --periods; no member may be declared dead\n"
+          "  loss         --loss packet loss for --periods; counts false deaths\n"
+          "  crash        --kills crashes, one after another (each node restarts as a\n"
+          "               new run once every member declared it dead); detection times\n"
+          "  pause        one node paused for --pause-ms; it must not be declared dead\n"
+          "  partition    the cluster cut in two for --split-ms (--asymmetric: one way),\n"
+          "               then healed; every view must converge again (deaths.after:\n"
+          "               live members declared dead after the heal, deaths.same.side:\n"
+          "               by a member that could reach them all along)\n"
+          "  disseminate  --trials members (at most N) announce they are up; periods\n"
+          "               until every member heard\n"
+          "\n"
+          "options:\n"
+          "  -n, --nodes N        cluster size (10)\n"
+          "  -s, --seed S         seed (1)\n"
+          "  --loss P             packet loss, 0..1 (0; loss scenario: 0.05)\n"
+          "  --delay-ms D         one-way delay (1)\n"
+          "  --jitter-ms J        extra random delay, 0..J (2)\n"
+          "  --kills K            crash (10)\n"
+          "  --periods P          quiet, loss (1000)\n"
+          "  --pause-ms D         pause (2000)\n"
+          "  --split-ms D         partition (10000)\n"
+          "  --asymmetric         partition: only one direction is cut\n"
+          "  --trials T           disseminate (20)\n"
+          "  --trace ID           print every change any node sees about node ID\n"
+          "                       (-2: print each false death)\n"
+          "  --cold               nodes join through one seed and gossip (default: warm\n"
+          "                       start, every node merges the seed's full state)\n"
+          "SWIM settings (defaults: host/swim.c):\n"
+          "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
+          "  --lambda L --max-lhm N --push-pull MS\n");
+}
+
+static const char *need(int *i, int argc, char **argv) {
+  if (*i + 1 >= argc) {
+    fprintf(stderr, "swimsim: %s needs a value\n", argv[*i]);
+    exit(2);
+  }
+  return argv[++*i];
+}
+
+static double num(const char *name, const char *v, double lo, double hi) {
+  char *end;
+  double d = strtod(v, &end);
+  if (*v == '\0' || *end != '\0' || !(d >= lo && d <= hi)) {
+    fprintf(stderr, "swimsim: %s wants a number in [%g, %g], got '%s'\n", name, lo, hi, v);
+    exit(2);
+  }
+  return d;
+}
+
+static void parse(int argc, char **argv) {
+  memset(&opt, 0, sizeof opt);
+  opt.nodes = 10;
+  opt.seed = 1;
+  opt.loss = -1;
+  opt.delay_ms = 1;
+  opt.jitter_ms = 2;
+  opt.kills = 10;
+  opt.periods = 1000;
+  opt.pause_ms = 2000;
+  opt.split_ms = 10000;
+  opt.trials = 20;
+  opt.trace = -1;
+  swim_default_config(&opt.cfg);
+  for (int i = 1; i < argc; i++) {
+    const char *a = argv[i];
+#define OPT(s) (strcmp(a, s) == 0)
+#define VAL(lo, hi) num(a, need(&i, argc, argv), lo, hi)
+    if (OPT("-h") || OPT("--help")) {
+      usage(stdout);
+      exit(0);
+    } else if (OPT("-n") || OPT("--nodes")) opt.nodes = (int)VAL(1, 100000);
+    else if (OPT("-s") || OPT("--seed")) opt.seed = (uint64_t)VAL(0, 1e15);
+    else if (OPT("--loss")) opt.loss = VAL(0, 1);
+    else if (OPT("--delay-ms")) opt.delay_ms = (uint32_t)VAL(0, 60000);
+    else if (OPT("--jitter-ms")) opt.jitter_ms = (uint32_t)VAL(0, 60000);
+    else if (OPT("--kills")) opt.kills = (int)VAL(1, 1e6);
+    else if (OPT("--periods")) opt.periods = (int)VAL(1, 1e7);
+    else if (OPT("--pause-ms")) opt.pause_ms = (uint32_t)VAL(0, 1e7);
+    else if (OPT("--split-ms")) opt.split_ms = (uint32_t)VAL(0, 1e8);
+    else if (OPT("--asymmetric")) opt.asymmetric = 1;
+    else if (OPT("--trials")) opt.trials = (int)VAL(1, 1e6);
+    else if (OPT("--cold")) opt.cold = 1;
+    else if (OPT("--trace")) opt.trace = (int)VAL(-2, 100000);
+    else if (OPT("--interval")) opt.cfg.probe_interval_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--timeout")) opt.cfg.probe_timeout_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--k")) opt.cfg.indirect_k = (uint32_t)VAL(0, SWIM_MAX_K);
+    else if (OPT("--alpha")) opt.cfg.suspicion_alpha = VAL(0.1, 1000);
+    else if (OPT("--beta")) opt.cfg.suspicion_beta = VAL(1, 1000);
+    else if (OPT("--confirm")) opt.cfg.confirmations_k = (uint32_t)VAL(0, SWIM_MAX_K);
+    else if (OPT("--lambda")) opt.cfg.retransmit_lambda = VAL(0.1, 100);
+    else if (OPT("--max-lhm")) opt.cfg.max_lhm = (uint32_t)VAL(0, 100);
+    else if (OPT("--push-pull")) opt.cfg.push_pull_interval_ms = (uint32_t)VAL(1, 1e8);
+    else if (a[0] == '-') {
+      fprintf(stderr, "swimsim: unknown option %s (see --help)\n", a);
+      exit(2);
+    } else if (opt.scenario == NULL) opt.scenario = a;
+    else {
+      fprintf(stderr, "swimsim: one scenario at a time ('%s' and '%s')\n", opt.scenario, a);
+      exit(2);
+    }
+#undef OPT
+#undef VAL
+  }
+  if (opt.scenario == NULL) {
+    usage(stderr);
+    exit(2);
+  }
+  if (opt.loss < 0) opt.loss = strcmp(opt.scenario, "loss") == 0 ? 0.05 : 0;
+}
+
+/* A broken invariant: say what, and how to replay it. */
+static void fail(const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stdout, "FAIL seed=%" PRIu64 ": ", opt.seed);
+  vfprintf(stdout, fmt, ap);
+  va_end(ap);
+  fprintf(stdout, "\nreplay:");
+  for (int i = 0; i < g_argc; i++) fprintf(stdout, " %s", g_argv[i]);
+  int has_seed = 0;
+  for (int i = 1; i < g_argc; i++) has_seed |= !strcmp(g_argv[i], "-s") || !strcmp(g_argv[i], "--seed");
+  if (!has_seed) fprintf(stdout, " --seed %" PRIu64, opt.seed);
+  fprintf(stdout, "\n");
+  exit(1);
+}
+
+/* ---- the world ------------------------------------------------------------- */
+
+enum { EV_PACKET = 0, EV_PUSH_PULL = 1, EV_TICK = 2 }; /* at equal times, packets first */
+
+typedef struct event_s {
+  uint64_t at, seq;
+  int type, from, to;
+  char *data;
+  size_t len;
+} event_t;
+
+typedef struct node_s {
+  int id;
+  char addr[SWIM_ADDR_MAX];
+  swim_t *swim;
+  uint64_t uid;
+  uint64_t rng;
+  int crashed;
+  uint64_t paused_until; /* 0: running */
+  uint64_t tick_at;      /* the tick scheduled; others in the queue are stale */
+  int group;             /* partition side */
+  uint64_t bytes_sent, packets_sent;
+  /* what this node last saw of each node: its uid and version */
+  uint64_t *seen_uid;
+  uint32_t *seen_version;
+} node_t;
+
+static node_t *nodes;
+static int n_nodes;
+static uint64_t now_ms;
+static uint64_t net_rng;
+static uint64_t ev_seq;
+static event_t *heap;
+static size_t heap_n, heap_cap;
+static int cut;             /* the network is cut between groups */
+static int cut_one_way;     /* only group 0 -> group 1 is cut */
+static uint64_t packets_lost;
+static double net_loss; /* opt.loss, once the cluster has started */
+
+/* What the scenario watches for, fed by the nodes' `changed` callbacks. */
+static int watch_id = -1;     /* the node whose verdicts are counted */
+static uint64_t watch_uid;
+static int watch_dead_count;  /* members that declared it dead */
+static uint64_t watch_first_dead, watch_last_dead;
+static int watch_up_count;    /* members that saw it up */
+static uint64_t watch_last_up;
+static uint64_t false_deaths; /* live members declared dead */
+static uint64_t same_side_deaths; /* ... by a member on the same side of a partition */
+static int deaths_allowed;
+
+static int ev_before(const event_t *a, const event_t *b) {
+  if (a->at != b->at) return a->at < b->at;
+  if (a->type != b->type) return a->type < b->type;
+  return a->seq < b->seq;
+}
+
+static void push(event_t ev) {
+  if (heap_n == heap_cap) {
+    heap_cap = heap_cap ? heap_cap * 2 : 1024;
+    heap = realloc(heap, heap_cap * sizeof *heap);
+    if (heap == NULL) abort();
+  }
+  ev.seq = ev.seq ? ev.seq : ++ev_seq;
+  size_t i = heap_n++;
+  while (i > 0) {
+    size_t parent = (i - 1) / 2;
+    if (!ev_before(&ev, &heap[parent])) break;
+    heap[i] = heap[parent];
+    i = parent;
+  }
+  heap[i] = ev;
+}
+
+static event_t pop(void) {
+  event_t top = heap[0];
+  event_t last = heap[--heap_n];
+  size_t i = 0;
+  for (;;) {
+    size_t c = 2 * i + 1;
+    if (c >= heap_n) break;
+    if (c + 1 < heap_n && ev_before(&heap[c + 1], &heap[c])) c++;
+    if (!ev_before(&heap[c], &last)) break;
+    heap[i] = heap[c];
+    i = c;
+  }
+  if (heap_n > 0) heap[i] = last;
+  return top;
+}
+
+static int node_of(const char *addr) {
+  const char *colon = strrchr(addr, ':');
+  if (colon == NULL) return -1;
+  int id = atoi(colon + 1) - 10000;
+  return id >= 0 && id < n_nodes ? id : -1;
+}
+
+static int blocked(int from, int to) {
+  if (!cut || nodes[from].group == nodes[to].group) return 0;
+  return cut_one_way ? nodes[from].group == 0 : 1;
+}
+
+static uint64_t delay(void) {
+  return opt.delay_ms + (opt.jitter_ms ? splitmix(&net_rng) % (opt.jitter_ms + 1) : 0);
+}
+
+static void env_send(void *ctx, const char *addr, const char *data, size_t len) {
+  node_t *from = ctx;
+  from->bytes_sent += len;
+  from->packets_sent++;
+  int to = node_of(addr);
+  if (len > SWIM_PACKET_MAX) fail("node %d sent a packet of %zu bytes", from->id, len);
+  if (opt.trace >= 0 && (to == opt.trace || from->id == opt.trace) && len > 1) {
+    static const char *const types[] = {"?", "ping", "ack", "ping-req", "nack"};
+    printf("trace %.3f %d -> %d %s (%zu bytes)\n", (double)now_ms / 1000, from->id, to,
+           types[(unsigned char)data[1] <= 4 ? (unsigned char)data[1] : 0], len);
+  }
+  if (to < 0 || blocked(from->id, to) || unit_rand(&net_rng) < net_loss) {
+    packets_lost++;
+    return;
+  }
+  event_t ev = {.at = now_ms + delay(), .type = EV_PACKET, .from = from->id, .to = to, .len = len};
+  ev.data = malloc(len);
+  if (ev.data == NULL) abort();
+  memcpy(ev.data, data, len);
+  push(ev);
+}
+
+static void env_push_pull(void *ctx, const char *addr) {
+  node_t *from = ctx;
+  int to = node_of(addr);
+  if (to < 0) return;
+  /* A TCP exchange: connect, send, reply: two round trips. */
+  event_t ev = {.at = now_ms + 4 * delay(), .type = EV_PUSH_PULL, .from = from->id, .to = to};
+  push(ev);
+}
+
+static uint32_t env_random(void *ctx) {
+  node_t *nd = ctx;
+  return (uint32_t)splitmix(&nd->rng);
+}
+
+static void check_version(node_t *obs, const swim_member_t *m) {
+  int id = node_of(m->addr);
+  if (id < 0) fail("node %d knows an address no node has: %s", obs->id, m->addr);
+  if (obs->seen_uid[id] == m->uid && m->version < obs->seen_version[id]) {
+    fail("node %d saw member %d's version go down from %u to %u", obs->id, id,
+         obs->seen_version[id], m->version);
+  }
+  obs->seen_uid[id] = m->uid;
+  obs->seen_version[id] = m->version;
+}
+
+static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event, swim_state_t old_state,
+                        swim_phase_t old_phase) {
+  node_t *obs = ctx;
+  int id = node_of(m->addr);
+  if (id == opt.trace) {
+    static const char *const evn[] = {"added", "changed", "removed"};
+    printf("trace %.3f node %d: %d %s %s/%s v%u (was %s/%s) lhm %u\n", (double)now_ms / 1000, obs->id,
+           id, evn[event], swim_state_name(m->state), swim_phase_name(m->phase), m->version,
+           swim_state_name(old_state), swim_phase_name(old_phase), swim_lhm(obs->swim));
+  }
+  if (id == obs->id || event == SWIM_REMOVED) return;
+  check_version(obs, m);
+  node_t *subject = &nodes[id];
+  if (m->state == SWIM_DEAD && old_state != SWIM_DEAD && event == SWIM_CHANGED) {
+    int real = subject->crashed || subject->uid != m->uid;
+    if (!real) {
+      false_deaths++;
+      if (obs->group == subject->group) same_side_deaths++;
+      if (opt.trace == -2) {
+        printf("false death %.3f: node %d declared node %d dead\n", (double)now_ms / 1000, obs->id, id);
+      }
+      if (!deaths_allowed) {
+        fail("node %d declared node %d dead at %.3f s, but it is alive", obs->id, id,
+             (double)now_ms / 1000);
+      }
+    }
+    if (id == watch_id && m->uid == watch_uid) {
+      if (watch_dead_count++ == 0) watch_first_dead = now_ms;
+      watch_last_dead = now_ms;
+    }
+  }
+  if (id == watch_id && m->uid == watch_uid && m->phase == SWIM_UP && m->state == SWIM_ALIVE &&
+      (event == SWIM_ADDED || old_phase != SWIM_UP || old_state != SWIM_ALIVE)) {
+    watch_up_count++;
+    watch_last_up = now_ms;
+  }
+}
+
+static void node_start(node_t *nd) {
+  swim_env_t env = {
+      .ctx = nd,
+      .send = env_send,
+      .push_pull = env_push_pull,
+      .changed = env_changed,
+      .random = env_random,
+  };
+  nd->uid = (splitmix(&net_rng) & (SWIM_UID_MAX - 1)) | 1;
+  nd->crashed = 0;
+  nd->paused_until = 0;
+  /* A new run remembers nothing. */
+  memset(nd->seen_uid, 0, (size_t)opt.nodes * sizeof *nd->seen_uid);
+  memset(nd->seen_version, 0, (size_t)opt.nodes * sizeof *nd->seen_version);
+  nd->swim = swim_create(&opt.cfg, &env, nd->addr, "", nd->uid, now_ms);
+  if (nd->swim == NULL) fail("swim_create failed for node %d", nd->id);
+  nd->tick_at = now_ms + 1;
+  push((event_t){.at = nd->tick_at, .type = EV_TICK, .to = nd->id});
+}
+
+static void node_crash(node_t *nd) {
+  nd->crashed = 1;
+  swim_destroy(nd->swim);
+  nd->swim = NULL;
+}
+
+/* Runs a node's timers and schedules its next tick. */
+static void node_tick(node_t *nd) {
+  uint64_t next = swim_tick(nd->swim, now_ms);
+  if (next <= now_ms) next = now_ms + 1;
+  if (next != nd->tick_at || nd->tick_at <= now_ms) {
+    nd->tick_at = next;
+    push((event_t){.at = next, .type = EV_TICK, .to = nd->id});
+  }
+}
+
+/* A push-pull: a sends its state, b merges it and replies with its own
+ * (which may now hold a refutation), a merges that. */
+static void exchange(node_t *a, node_t *b) {
+  buf_t sa, sb;
+  buf_init(&sa);
+  buf_init(&sb);
+  if (swim_state(a->swim, &sa)) fail("swim_state failed");
+  if (swim_merge(b->swim, now_ms, sa.data, sa.len)) fail("node %d could not merge a state", b->id);
+  if (swim_state(b->swim, &sb)) fail("swim_state failed");
+  if (swim_merge(a->swim, now_ms, sb.data, sb.len)) fail("node %d could not merge a state", a->id);
+  buf_close(&sa);
+  buf_close(&sb);
+  node_tick(a);
+  node_tick(b);
+}
+
+/* Runs the world until `until` (virtual ms). */
+static void run_until(uint64_t until) {
+  while (heap_n > 0 && heap[0].at <= until) {
+    event_t ev = pop();
+    now_ms = ev.at;
+    node_t *to = &nodes[ev.to];
+    if (to->crashed || (ev.type == EV_PACKET && to->crashed)) {
+      free(ev.data);
+      continue;
+    }
+    if (to->paused_until > now_ms) {
+      /* Everything waits for the node to run again, in the same order. */
+      if (ev.type == EV_TICK) {
+        if (ev.at != to->tick_at) continue;
+        to->tick_at = to->paused_until;
+      }
+      ev.at = to->paused_until;
+      push(ev);
+      continue;
+    }
+    switch (ev.type) {
+      case EV_PACKET:
+        swim_receive(to->swim, now_ms, ev.data, ev.len);
+        free(ev.data);
+        node_tick(to);
+        break;
+      case EV_PUSH_PULL: {
+        node_t *from = &nodes[ev.from];
+        if (from->crashed || blocked(ev.from, ev.to) || blocked(ev.to, ev.from)) break;
+        if (from->paused_until > now_ms) {
+          ev.at = from->paused_until;
+          push(ev);
+          break;
+        }
+        exchange(from, to);
+        break;
+      }
+      case EV_TICK:
+        if (ev.at != to->tick_at) break; /* stale */
+        node_tick(to);
+        break;
+    }
+  }
+  now_ms = until;
+}
+
+static uint64_t period_ms(void) {
+  return opt.cfg.probe_interval_ms;
+}
+
+/* ---- views ---------------------------------------------------------------------- */
+
+static int live_count(void) {
+  int c = 0;
+  for (int i = 0; i < n_nodes; i++) c += !nodes[i].crashed;
+  return c;
+}
+
+/* Checks every live node's view of every node it knows: versions never
+ * went down. */
+static void check_views(void) {
+  for (int i = 0; i < n_nodes; i++) {
+    if (nodes[i].crashed) continue;
+    if (swim_stats(nodes[i].swim)->dropped) fail("node %d dropped a packet it could not read", i);
+    size_t count;
+    const swim_member_t *m = swim_members(nodes[i].swim, &count);
+    for (size_t k = 1; k < count; k++) {
+      if (m[k].addr[0]) check_version(&nodes[i], &m[k]);
+    }
+  }
+}
+
+/* 1 when every live node sees every live node alive and up, at the version
+ * that node has of itself, and sees no crashed node alive. */
+static int converged(void) {
+  for (int i = 0; i < n_nodes; i++) {
+    if (nodes[i].crashed) continue;
+    for (int j = 0; j < n_nodes; j++) {
+      if (i == j) continue;
+      const swim_member_t *m = swim_find(nodes[i].swim, nodes[j].addr);
+      if (nodes[j].crashed) {
+        if (m && m->uid == nodes[j].uid && m->state != SWIM_DEAD) return 0;
+        continue;
+      }
+      const swim_member_t *self = swim_self(nodes[j].swim);
+      if (m == NULL || m->uid != self->uid || m->state != SWIM_ALIVE || m->version != self->version ||
+          m->phase != self->phase) {
+        return 0;
+      }
+    }
+  }
+  return 1;
+}
+
+/* Runs period by period until the views converge; the periods it took, or
+ * fails after `limit`. */
+static int run_until_converged(int limit, const char *what) {
+  for (int p = 0; p <= limit; p++) {
+    if (converged()) return p;
+    run_until(now_ms + period_ms());
+    if (n_nodes <= 200) check_views();
+  }
+  fail("views did not converge %s within %d periods", what, limit);
+  return -1;
+}
+
+/* Starts the cluster: every node joins through node 0 and announces it is
+ * up; with a warm start every node then merges node 0's full state, so that
+ * large clusters are ready at once. */
+static void start_cluster(int announce_up) {
+  n_nodes = opt.nodes;
+  nodes = calloc((size_t)n_nodes, sizeof *nodes);
+  net_rng = opt.seed * 0x2545f4914f6cdd1dull + 1;
+  for (int i = 0; i < n_nodes; i++) {
+    node_t *nd = &nodes[i];
+    nd->id = i;
+    nd->rng = splitmix(&net_rng);
+    snprintf(nd->addr, sizeof nd->addr, "10.0.%d.%d:%d", i / 250, i % 250 + 1, 10000 + i);
+    nd->seen_uid = calloc((size_t)n_nodes, sizeof *nd->seen_uid);
+    nd->seen_version = calloc((size_t)n_nodes, sizeof *nd->seen_version);
+    node_start(nd);
+  }
+  for (int i = 1; i < n_nodes; i++) swim_join(nodes[i].swim, now_ms, nodes[0].addr);
+  if (announce_up) {
+    for (int i = 0; i < n_nodes; i++) swim_set_phase(nodes[i].swim, now_ms, SWIM_UP);
+  }
+  run_until(now_ms + 2 * period_ms());
+  if (!opt.cold) {
+    for (int i = 1; i < n_nodes; i++) exchange(&nodes[0], &nodes[i]);
+  }
+  int limit = opt.cold ? 400 : 40;
+  int p = run_until_converged(limit, "after the cluster started");
+  printf("join.periods %d\n", p + 2);
+  /* Let the news of the joins die down before measuring anything. */
+  int settle = 0;
+  for (;; settle++) {
+    size_t pending = 0;
+    for (int i = 0; i < n_nodes; i++) pending += swim_pending(nodes[i].swim);
+    if (pending == 0) break;
+    if (settle == 400) fail("gossip still pending after 400 periods (%zu updates)", pending);
+    run_until(now_ms + period_ms());
+  }
+  printf("settle.periods %d\n", settle);
+  net_loss = opt.loss; /* faults start once the cluster stands */
+}
+
+/* ---- scenarios ----------------------------------------------------------------- */
+
+static uint64_t total_bytes(void) {
+  uint64_t b = 0;
+  for (int i = 0; i < n_nodes; i++) b += nodes[i].bytes_sent;
+  return b;
+}
+
+static int cmp_u64(const void *a, const void *b) {
+  uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+  return x < y ? -1 : x > y;
+}
+
+/* The q-quantile of sorted values (nearest rank). */
+static uint64_t quantile(const uint64_t *v, size_t n, double q) {
+  size_t rank = (size_t)ceil(q * (double)n);
+  if (rank < 1) rank = 1;
+  return v[rank - 1];
+}
+
+/* Runs `periods` periods and reports bytes per member per period. */
+static void steady(int periods) {
+  uint64_t b0 = total_bytes(), t0 = now_ms;
+  for (int p = 0; p < periods; p++) {
+    run_until(now_ms + period_ms());
+    if (n_nodes <= 100) check_views();
+  }
+  double per = (double)(total_bytes() - b0) / live_count() / ((double)(now_ms - t0) / period_ms());
+  printf("bytes.per.member.period %.1f\n", per);
+}
+
+static void scenario_quiet(void) {
+  start_cluster(1);
+  steady(opt.periods);
+  printf("deaths.false %" PRIu64 "\n", false_deaths);
+}
+
+static void scenario_loss(void) {
+  start_cluster(1);
+  deaths_allowed = 1; /* count them */
+  uint64_t refutations0 = 0;
+  for (int i = 0; i < n_nodes; i++) refutations0 += swim_stats(nodes[i].swim)->refutations;
+  steady(opt.periods);
+  uint64_t suspicions = 0, refutations = 0;
+  for (int i = 0; i < n_nodes; i++) {
+    suspicions += swim_stats(nodes[i].swim)->suspicions;
+    refutations += swim_stats(nodes[i].swim)->refutations;
+  }
+  printf("suspicions %" PRIu64 "\n", suspicions);
+  printf("refutations %" PRIu64 "\n", refutations - refutations0);
+  printf("deaths.false %" PRIu64 "\n", false_deaths);
+}
+
+/* The longest a crash may take to be declared dead by all, from the
+ * parameters: every member probes every other at least once in two rounds
+ * of its shuffled order (2(n - 1) periods), suspects it at the end of that
+ * period, and declares it dead at the latest when the longest suspicion
+ * runs out; allow one more period for timers and delays. */
+static double detection_bound_s(void) {
+  double n = n_nodes, lg = n > 1 ? log10(n) : 1;
+  if (lg < 1) lg = 1;
+  double interval = opt.cfg.probe_interval_ms / 1000.0;
+  double max_suspicion = opt.cfg.suspicion_beta * opt.cfg.suspicion_alpha * lg * interval;
+  return (2 * (n - 1) + 2) * interval + max_suspicion;
+}
+
+static void scenario_crash(void) {
+  if (opt.nodes < 3) fail("crash needs at least 3 nodes");
+  start_cluster(1);
+  uint64_t *all = calloc((size_t)opt.kills, sizeof *all);
+  uint64_t *first = calloc((size_t)opt.kills, sizeof *first);
+  double bound = detection_bound_s();
+  uint64_t b0 = total_bytes(), t0 = now_ms;
+  for (int k = 0; k < opt.kills; k++) {
+    /* Crash at a random moment within a period. */
+    run_until(now_ms + splitmix(&net_rng) % period_ms());
+    node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+    watch_id = victim->id;
+    watch_uid = victim->uid;
+    watch_dead_count = 0;
+    uint64_t crashed_at = now_ms;
+    node_crash(victim);
+    int others = n_nodes - 1;
+    while (watch_dead_count < others) {
+      if ((double)(now_ms - crashed_at) / 1000 > bound) {
+        fail("crash %d: node %d declared dead by %d of %d members after %.1f s (bound %.1f s)", k,
+             victim->id, watch_dead_count, others, (double)(now_ms - crashed_at) / 1000, bound);
+      }
+      run_until(now_ms + 10);
+    }
+    all[k] = watch_last_dead - crashed_at;
+    first[k] = watch_first_dead - crashed_at;
+    /* Restart it as a new run, joining through a random live member. */
+    run_until(now_ms + splitmix(&net_rng) % (2 * period_ms()));
+    node_start(victim);
+    swim_set_phase(victim->swim, now_ms, SWIM_UP);
+    int seed;
+    do seed = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
+    while (seed == victim->id);
+    swim_join(victim->swim, now_ms, nodes[seed].addr);
+    watch_id = -1;
+    run_until_converged(200, "after a restart");
+  }
+  double per = (double)(total_bytes() - b0) / n_nodes / ((double)(now_ms - t0) / period_ms());
+  qsort(all, (size_t)opt.kills, sizeof *all, cmp_u64);
+  qsort(first, (size_t)opt.kills, sizeof *first, cmp_u64);
+  printf("kills %d\n", opt.kills);
+  printf("detect.first.p50.s %.3f\n", (double)quantile(first, (size_t)opt.kills, 0.5) / 1000);
+  printf("detect.p50.s %.3f\n", (double)quantile(all, (size_t)opt.kills, 0.5) / 1000);
+  printf("detect.p99.s %.3f\n", (double)quantile(all, (size_t)opt.kills, 0.99) / 1000);
+  printf("detect.max.s %.3f\n", (double)all[opt.kills - 1] / 1000);
+  printf("detect.bound.s %.3f\n", bound);
+  printf("bytes.per.member.period %.1f\n", per);
+  printf("deaths.false %" PRIu64 "\n", false_deaths);
+  free(all);
+  free(first);
+}
+
+static void scenario_pause(void) {
+  start_cluster(1);
+  run_until(now_ms + splitmix(&net_rng) % period_ms());
+  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+  victim->paused_until = now_ms + opt.pause_ms;
+  uint64_t s0 = 0;
+  for (int i = 0; i < n_nodes; i++) s0 += swim_stats(nodes[i].swim)->suspicions;
+  run_until(victim->paused_until);
+  int p = run_until_converged(40, "after the pause");
+  uint64_t s1 = 0;
+  for (int i = 0; i < n_nodes; i++) s1 += swim_stats(nodes[i].swim)->suspicions;
+  printf("suspicions %" PRIu64 "\n", s1 - s0);
+  printf("recovered.periods %d\n", p);
+  printf("deaths.false %" PRIu64 "\n", false_deaths);
+}
+
+static void scenario_partition(void) {
+  start_cluster(1);
+  for (int i = 0; i < n_nodes; i++) nodes[i].group = i % 2;
+  cut = 1;
+  cut_one_way = opt.asymmetric;
+  deaths_allowed = 1; /* a partition long enough is meant to end in deaths */
+  uint64_t split_at = now_ms;
+  while (now_ms - split_at < opt.split_ms) {
+    run_until(now_ms + period_ms());
+    if (n_nodes <= 100) check_views();
+  }
+  cut = 0;
+  printf("deaths.during %" PRIu64 "\n", false_deaths);
+  uint64_t before = false_deaths;
+  /* Push-pull with dead members reconnects the sides; allow four of its
+   * intervals (it starts at a random point in the first). */
+  int limit = (int)(4 * opt.cfg.push_pull_interval_ms / period_ms()) + 40;
+  int p = run_until_converged(limit, "after the partition healed");
+  printf("converge.periods %d\n", p);
+  printf("deaths.after %" PRIu64 "\n", false_deaths - before);
+  printf("deaths.same.side %" PRIu64 "\n", same_side_deaths);
+}
+
+static void scenario_disseminate(void) {
+  start_cluster(0);
+  if (opt.trials > n_nodes) opt.trials = n_nodes; /* each node announces itself once */
+  uint64_t *periods = calloc((size_t)opt.trials, sizeof *periods);
+  for (int t = 0; t < opt.trials; t++) {
+    node_t *nd = &nodes[t % n_nodes];
+    run_until(now_ms + splitmix(&net_rng) % period_ms());
+    watch_id = nd->id;
+    watch_uid = nd->uid;
+    watch_up_count = 0;
+    uint64_t t0 = now_ms;
+    swim_set_phase(nd->swim, now_ms, SWIM_UP);
+    while (watch_up_count < n_nodes - 1) {
+      if (now_ms - t0 > 200 * period_ms()) {
+        fail("disseminate: node %d's news reached %d of %d members in 200 periods", nd->id,
+             watch_up_count, n_nodes - 1);
+      }
+      run_until(now_ms + 10);
+    }
+    periods[t] = (watch_last_up - t0 + period_ms() - 1) / period_ms();
+    watch_id = -1;
+    run_until(now_ms + 2 * period_ms());
+  }
+  qsort(periods, (size_t)opt.trials, sizeof *periods, cmp_u64);
+  printf("trials %d\n", opt.trials);
+  printf("dissemination.periods.p50 %" PRIu64 "\n", quantile(periods, (size_t)opt.trials, 0.5));
+  printf("dissemination.periods.max %" PRIu64 "\n", periods[opt.trials - 1]);
+  printf("dissemination.bound %d\n", (int)ceil(3 * log2((double)n_nodes)));
+  free(periods);
+}
+
+int main(int argc, char **argv) {
+  g_argc = argc;
+  g_argv = argv;
+  parse(argc, argv);
+  printf("scenario %s\nnodes %d\nseed %" PRIu64 "\n", opt.scenario, opt.nodes, opt.seed);
+  if (!strcmp(opt.scenario, "quiet")) scenario_quiet();
+  else if (!strcmp(opt.scenario, "loss")) scenario_loss();
+  else if (!strcmp(opt.scenario, "crash")) scenario_crash();
+  else if (!strcmp(opt.scenario, "pause")) scenario_pause();
+  else if (!strcmp(opt.scenario, "partition")) scenario_partition();
+  else if (!strcmp(opt.scenario, "disseminate")) scenario_disseminate();
+  else {
+    fprintf(stderr, "swimsim: unknown scenario '%s' (see --help)\n", opt.scenario);
+    return 2;
+  }
+  printf("packets.lost %" PRIu64 "\n", packets_lost);
+  printf("ok\n");
+  return 0;
+}
