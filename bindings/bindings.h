@@ -13,6 +13,7 @@ int luaopen_atoll_fswatch(lua_State *L);    /* directory change notifications */
 int luaopen_atoll_subprocess(lua_State *L); /* child processes with piped stdio */
 int luaopen_atoll_transport(lua_State *L);  /* links to other nodes */
 int luaopen_atoll_tcp(lua_State *L);        /* a plain TCP client socket */
+int luaopen_atoll_swim(lua_State *L);       /* SWIM membership over UDP */
 
 /* The host passed to luaopen_* as upvalue 1. */
 #define BINDING_HOST(L) ((host_t *)lua_touserdata((L), lua_upvalueindex(1)))

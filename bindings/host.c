@@ -1,9 +1,11 @@
 /* atoll.host: the loop, clocks, logging and the scheduler's hooks, for lib/atoll. */
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "../host/log.h"
+#include "../host/vm.h"
 #include "bindings.h"
 
 #ifndef ATOLL_VERSION
@@ -200,7 +202,82 @@ static int l_random_bytes(lua_State *L) {
   return 1;
 }
 
+/* A name lookup under way: the Lua callback waits in the registry. */
+typedef struct lookup_s {
+  uv_getaddrinfo_t req;
+  lua_State *L;
+  int fn_ref;
+} lookup_t;
+
+static void lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
+  lookup_t *lk = req->data;
+  lua_State *L = lk->L;
+  host_t *h = req->loop->data;
+  if (!h->closing) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lk->fn_ref);
+    if (status == 0) {
+      /* Each address once, in the resolver's order. */
+      lua_newtable(L);
+      lua_newtable(L); /* [fn, list, seen] */
+      int n = 0;
+      for (struct addrinfo *ai = res; ai; ai = ai->ai_next) {
+        char ip[64];
+        if (ai->ai_family == AF_INET) {
+          uv_ip4_name((struct sockaddr_in *)ai->ai_addr, ip, sizeof ip);
+        } else if (ai->ai_family == AF_INET6) {
+          uv_ip6_name((struct sockaddr_in6 *)ai->ai_addr, ip, sizeof ip);
+        } else {
+          continue;
+        }
+        lua_getfield(L, -1, ip);
+        int seen = lua_toboolean(L, -1);
+        lua_pop(L, 1);
+        if (seen) continue;
+        lua_pushboolean(L, 1);
+        lua_setfield(L, -2, ip);
+        lua_pushstring(L, ip);
+        lua_rawseti(L, -3, ++n);
+      }
+      lua_pop(L, 1);
+      vm_pcall(L, 1, 0, "name lookup callback");
+    } else {
+      lua_pushnil(L);
+      lua_pushstring(L, uv_strerror(status));
+      vm_pcall(L, 2, 0, "name lookup callback");
+    }
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, lk->fn_ref);
+  if (res) uv_freeaddrinfo(res);
+  free(lk);
+}
+
+/* resolve(name, fn) -- looks up name's addresses on the loop's thread pool;
+ * fn({ "ip", ... }) or fn(nil, message) when done */
+static int l_resolve(lua_State *L) {
+  host_t *h = BINDING_HOST(L);
+  const char *name = luaL_checkstring(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  lookup_t *lk = malloc(sizeof *lk);
+  if (lk == NULL) return luaL_error(L, "out of memory");
+  lk->L = L;
+  lua_pushvalue(L, 2);
+  lk->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lk->req.data = lk;
+  struct addrinfo hints;
+  memset(&hints, 0, sizeof hints);
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  int rc = uv_getaddrinfo(&h->loop, &lk->req, lookup_cb, name, NULL, &hints);
+  if (rc) {
+    luaL_unref(L, LUA_REGISTRYINDEX, lk->fn_ref);
+    free(lk);
+    return luaL_error(L, "resolve %s: %s", name, uv_strerror(rc));
+  }
+  return 0;
+}
+
 static const luaL_Reg host_fns[] = {
+    {"resolve", l_resolve},
     {"now", l_now},
     {"update_time", l_update_time},
     {"hrtime", l_hrtime},

@@ -30,6 +30,8 @@ static const char usage_main[] =
     "  atoll call --node HOST:PORT NAME METHOD [JSON-ARGS]\n"
     "                                             call an actor of a running node\n"
     "  atoll reload MODULE --node HOST:PORT       reload an actor module on a running node\n"
+    "  atoll members --node HOST:PORT             show a node's view of the cluster\n"
+    "  atoll clusterd [--listen HOST:PORT]        run the discovery daemon nodes register with\n"
     "  atoll lua [options] [SCRIPT [ARGS...]]     run a Lua script with atoll's modules\n"
     "  atoll lua [options] -e CODE [ARGS...]\n"
     "  atoll help [COMMAND]                       show help for a command\n"
@@ -43,7 +45,8 @@ static const char usage_main[] =
     "     for call and reload: the call failed on the node\n"
     "  2  usage error: unknown command or flag, missing or bad argument\n"
     "  3  the script could not be loaded: missing file or syntax error\n"
-    "  4  call and reload: the node could not be reached, refused us, or did not answer\n"
+    "  4  call, reload and members: the node could not be reached, refused us, or did\n"
+    "     not answer\n"
     "  130, 143  a second SIGINT or SIGTERM stopped the node without waiting\n";
 
 static const char usage_run[] =
@@ -74,6 +77,20 @@ static const char usage_run[] =
     "  --max-frame BYTES     the largest frame a link accepts (default: 16777216)\n"
     "  --max-queue BYTES     the most a link may hold unsent before new calls fail\n"
     "                        with `overloaded` (default: 67108864)\n"
+    "\n"
+    "Membership (a listening node is a member of its cluster; see the README):\n"
+    "  --join HOST:PORT      join the cluster through this member; repeat it, or give\n"
+    "                        several separated by commas. Without --join or\n"
+    "                        --discovery, the node starts a cluster of its own.\n"
+    "  --discovery SPEC      find members to join through: clusterd[:HOST:PORT] (the\n"
+    "                        daemon, default 127.0.0.1:3137) or dns:NAME[:PORT] (every\n"
+    "                        address NAME resolves to, at this node's port by default)\n"
+    "  --membership KEY=VALUE[,KEY=VALUE...]\n"
+    "                        membership settings, times in seconds: probe_interval (0.5),\n"
+    "                        probe_timeout (0.2), indirect_probes (3), suspicion_alpha (4),\n"
+    "                        suspicion_beta (4), confirmations (2), retransmit_lambda (4),\n"
+    "                        max_lhm (8), push_pull_interval (30), leave_grace (1.5),\n"
+    "                        tombstone (300)\n"
     "  -h, --help            show this help\n";
 
 static const char usage_call[] =
@@ -105,6 +122,34 @@ static const char usage_reload[] =
     "Options: --node, --timeout, --cluster, --secret, --secret-file, --log-level,\n"
     "as for atoll call.\n";
 
+static const char usage_members[] =
+    "Usage: atoll members --node HOST:PORT [options]\n"
+    "\n"
+    "Prints the cluster as the node at HOST:PORT sees it: each member's name,\n"
+    "address, status (joining, up, leaving, down), incarnation and how long it has\n"
+    "had that status; then the node's membership counters (probes, suspicions,\n"
+    "refutations, deaths, dropped packets...). A member that failed a probe and\n"
+    "has not refuted yet is marked suspect.\n"
+    "\n"
+    "Options:\n"
+    "  --node HOST:PORT      the node to ask (required)\n"
+    "  --json                print the member list and counters as JSON\n"
+    "  --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call\n";
+
+static const char usage_clusterd[] =
+    "Usage: atoll clusterd [options]\n"
+    "\n"
+    "Runs the discovery daemon. Nodes started with --discovery clusterd[:HOST:PORT]\n"
+    "register with it every few seconds and hear which other nodes did, so that\n"
+    "they find each other without a list of seeds. It is not a member itself: it\n"
+    "counts in no majority, and a cluster keeps running without it (new nodes then\n"
+    "cannot find it). Nodes that stop registering are forgotten after 20 s.\n"
+    "\n"
+    "Options:\n"
+    "  --listen HOST:PORT    where nodes reach it (default: 127.0.0.1:3137)\n"
+    "  --advertise, --port-file, --cluster, --secret, --secret-file, --name,\n"
+    "  --log-level: as for atoll run\n";
+
 static const char usage_lua[] =
     "Usage: atoll lua [options] [SCRIPT | -e CODE | -] [ARGS...]\n"
     "\n"
@@ -123,6 +168,8 @@ static const char usage_lua[] =
     "  -h, --help           show this help\n";
 
 /* A flag and the field of the options table it sets (a string, or true). */
+enum { FLAG = 0, VALUE = 1, REPEATABLE = 2 /* values joined with commas */ };
+
 typedef struct option_s {
   const char *flag;
   const char *field;
@@ -141,6 +188,33 @@ static const option_t run_options[] = {
     {"--secret-file", "secret_file", 1},
     {"--max-frame", "max_frame", 1},
     {"--max-queue", "max_queue", 1},
+    {"--join", "join", REPEATABLE},
+    {"--discovery", "discovery", REPEATABLE},
+    {"--membership", "membership", REPEATABLE},
+    {NULL, NULL, 0},
+};
+
+static const option_t clusterd_options[] = {
+    {"--listen", "listen", 1},
+    {"--advertise", "advertise", 1},
+    {"--port-file", "port_file", 1},
+    {"--cluster", "cluster", 1},
+    {"--secret", "secret", 1},
+    {"--secret-file", "secret_file", 1},
+    {"--name", "name", 1},
+    {"--log-level", "log_level", 1},
+    {NULL, NULL, 0},
+};
+
+static const option_t members_options[] = {
+    {"--node", "node", 1},
+    {"--json", "json_output", 0},
+    {"--timeout", "timeout", 1},
+    {"--cluster", "cluster", 1},
+    {"--secret", "secret", 1},
+    {"--secret-file", "secret_file", 1},
+    {"--log-level", "log_level", 1},
+    {"--name", "name", 1},
     {NULL, NULL, 0},
 };
 
@@ -163,8 +237,10 @@ static const option_t lua_options[] = {
 #define MAX_OPTIONS 32
 #define MAX_ARGS    256
 
+#define JOINED_MAX 8192 /* bytes for the values of repeated flags */
+
 typedef struct cli_s {
-  const char *command; /* "run", "lua", "call" or "reload" */
+  const char *command; /* "run", "lua", "call", "reload", "members" or "clusterd" */
   const char *keys[MAX_OPTIONS];
   const char *values[MAX_OPTIONS]; /* NULL for a flag without a value */
   int nopts;
@@ -173,6 +249,8 @@ typedef struct cli_s {
   char *args[MAX_ARGS]; /* what the script gets (run, lua) */
   int nargs;
   const char *code; /* lua -e CODE */
+  char joined[JOINED_MAX]; /* storage for repeated flags' joined values */
+  size_t joined_len;
 } cli_t;
 
 static int usage_error(const char *command, const char *fmt, const char *arg) {
@@ -188,6 +266,19 @@ static const char *option(const cli_t *cli, const char *field) {
     if (strcmp(cli->keys[i], field) == 0) return cli->values[i] ? cli->values[i] : "";
   }
   return NULL;
+}
+
+/* A repeated flag's values, joined with commas: 0, or -1 if they do not fit. */
+static int append_option(cli_t *cli, int i, const char *value) {
+  size_t old = strlen(cli->values[i]), add = strlen(value);
+  if (cli->joined_len + old + add + 2 > JOINED_MAX) return -1;
+  char *dst = cli->joined + cli->joined_len;
+  memcpy(dst, cli->values[i], old);
+  dst[old] = ',';
+  memcpy(dst + old + 1, value, add + 1);
+  cli->joined_len += old + add + 2;
+  cli->values[i] = dst;
+  return 0;
 }
 
 static void set_option(cli_t *cli, const char *field, const char *value) {
@@ -225,6 +316,14 @@ static int match_option(cli_t *cli, const option_t *opts, int argc, char **argv,
     if (v == NULL || v[0] == '\0') {
       usage_error(cli->command, "%s needs a value", o->flag);
       return -1;
+    }
+    if (o->takes_value == REPEATABLE) {
+      for (int k = 0; k < cli->nopts; k++) {
+        if (strcmp(cli->keys[k], o->field) != 0) continue;
+        if (append_option(cli, k, v) == 0) return 1;
+        usage_error(cli->command, "too many values for %s", o->flag);
+        return -1;
+      }
     }
     set_option(cli, o->field, v);
     return 1;
@@ -312,6 +411,11 @@ static int check_positionals(cli_t *cli) {
     if (option(cli, "node") == NULL) return usage_error(c, "%s", "missing --node HOST:PORT");
     if (cli->npositional != 1) return usage_error(c, "%s", "expected one MODULE");
     set_option(cli, "module", cli->positional[0]);
+  } else if (strcmp(c, "members") == 0) {
+    if (option(cli, "node") == NULL) return usage_error(c, "%s", "missing --node HOST:PORT");
+    if (cli->npositional > 0) return usage_error(c, "unexpected argument '%s'", cli->positional[0]);
+  } else if (strcmp(c, "clusterd") == 0) {
+    if (cli->npositional > 0) return usage_error(c, "unexpected argument '%s'", cli->positional[0]);
   }
   return EXIT_OK;
 }
@@ -400,6 +504,10 @@ static int parse_command(cli_t *cli, int argc, char **argv) {
   else if (strcmp(cmd, "call") == 0) rc = parse_args(cli, client_options, usage_call, argc, argv);
   else if (strcmp(cmd, "reload") == 0) {
     rc = parse_args(cli, client_options, usage_reload, argc, argv);
+  } else if (strcmp(cmd, "members") == 0) {
+    rc = parse_args(cli, members_options, usage_members, argc, argv);
+  } else if (strcmp(cmd, "clusterd") == 0) {
+    rc = parse_args(cli, clusterd_options, usage_clusterd, argc, argv);
   } else if (cmd[0] == '-') return usage_error(NULL, "unknown flag '%s'", cmd);
   else return usage_error(NULL, "unknown command '%s'", cmd);
   if (rc == EXIT_OK) rc = check_positionals(cli);
@@ -438,6 +546,8 @@ int main(int argc, char **argv) {
       else if (strcmp(topic, "lua") == 0) fputs(usage_lua, stdout);
       else if (strcmp(topic, "call") == 0) fputs(usage_call, stdout);
       else if (strcmp(topic, "reload") == 0) fputs(usage_reload, stdout);
+      else if (strcmp(topic, "members") == 0) fputs(usage_members, stdout);
+      else if (strcmp(topic, "clusterd") == 0) fputs(usage_clusterd, stdout);
       else return usage_error(NULL, "no help for unknown command '%s'", topic);
       return EXIT_OK;
     }
@@ -447,7 +557,8 @@ int main(int argc, char **argv) {
   int rc = parse_command(&cli, argc - first, argv + first);
   if (rc != EXIT_OK) return rc;
   if (option(&cli, "log_level") == NULL &&
-      (strcmp(cli.command, "call") == 0 || strcmp(cli.command, "reload") == 0)) {
+      (strcmp(cli.command, "call") == 0 || strcmp(cli.command, "reload") == 0 ||
+       strcmp(cli.command, "members") == 0)) {
     log_set_level(LOG_WARN); /* a command's output is its answer */
   }
   if (set_log_level(&cli) != 0) return EXIT_USAGE;

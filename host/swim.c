@@ -969,7 +969,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
       if (pick_members(s, &slot, 1, -1, MASK(SWIM_DEAD))) s->env.push_pull(s->env.ctx, s->m[slot].addr);
     }
   }
-  if (s->m[0].phase == SWIM_LEAVING && !s->left && s->leave_at && now >= s->leave_at) {
+  if (s->m[0].phase == SWIM_LEAVING && !s->left && now >= s->leave_at) {
     /* Goodbye: the last news of this node, to a few members directly. */
     s->left = 1;
     s->m[0].version++;
@@ -994,7 +994,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     next = earliest(next, m->last_calls < LAST_CALLS ? last_call_at(s, m) : verdict_at(s, m));
   }
   for (int i = 0; i < s->nhelping; i++) next = earliest(next, s->helping[i].nack_at);
-  if (s->m[0].phase == SWIM_LEAVING && !s->left && s->leave_at) next = earliest(next, s->leave_at);
+  if (s->m[0].phase == SWIM_LEAVING && !s->left) next = earliest(next, s->leave_at);
   return next;
 }
 
@@ -1147,7 +1147,8 @@ void swim_join(swim_t *s, uint64_t now, const char *addr) {
 void swim_set_phase(swim_t *s, uint64_t now, swim_phase_t phase) {
   if (s->left || s->m[0].phase == phase) return;
   announce_self(s, now, phase);
-  if (phase == SWIM_LEAVING) s->leave_at = now + s->cfg.leave_grace_ms;
+  /* A goodbye needs a grace period only when there is someone to hear it. */
+  if (phase == SWIM_LEAVING) s->leave_at = now + (count_alive(s) > 1 ? s->cfg.leave_grace_ms : 0);
 }
 
 void swim_leave(swim_t *s, uint64_t now) {

@@ -67,6 +67,7 @@ lua_State *vm_open(host_t *h) {
   preload(L, h, "atoll.subprocess", luaopen_atoll_subprocess);
   preload(L, h, "atoll.transport", luaopen_atoll_transport);
   preload(L, h, "atoll.tcp_raw", luaopen_atoll_tcp);
+  preload(L, h, "atoll.swim", luaopen_atoll_swim);
   h->L = L;
   return L;
 }

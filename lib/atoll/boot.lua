@@ -82,6 +82,96 @@ local function cluster_options(opts, secret)
   }
 end
 
+local function split_list(s)
+  local out = {}
+  for item in (s or ""):gmatch("[^,%s]+") do out[#out + 1] = item end
+  return out
+end
+
+-- --membership KEY=VALUE,... -> settings | nil, message
+local function membership_settings(spec)
+  local swim = require "atoll.swim"
+  local known = swim.config()
+  local cfg = {}
+  for item in spec:gmatch("[^,]+") do
+    local k, v = item:match("^%s*([%w_]+)%s*=%s*(%S+)%s*$")
+    if k == nil or tonumber(v) == nil then
+      return nil, "--membership wants KEY=NUMBER pairs, got '" .. item .. "'"
+    end
+    if known[k] == nil then
+      local keys = {}
+      for name in pairs(known) do keys[#keys + 1] = name end
+      table.sort(keys)
+      return nil, "unknown membership setting '" .. k .. "' (known: " .. table.concat(keys, ", ") .. ")"
+    end
+    cfg[k] = tonumber(v)
+  end
+  local ok, err = pcall(swim.config, cfg)
+  if not ok then return nil, "--membership: " .. tostring(err):gsub("^.-: ", "") end
+  return cfg
+end
+
+-- Checks the membership flags before anything starts: nil, or an exit code.
+local function check_membership_flags(opts)
+  local cluster = require "atoll.cluster"
+  local discovery = require "atoll.discovery"
+  if not opts.listen and (opts.join or opts.discovery or opts.membership) then
+    say("--join, --discovery and --membership need --listen (a member must be reachable)")
+    return EXIT_USAGE
+  end
+  if opts.membership then
+    local cfg, err = membership_settings(opts.membership)
+    if cfg == nil then
+      say(err)
+      return EXIT_USAGE
+    end
+    opts.membership_config = cfg
+  end
+  opts.seeds = split_list(opts.join)
+  for _, a in ipairs(opts.seeds) do
+    local h, err = cluster.split_address(a, "--join")
+    if h == nil then
+      say(err)
+      return EXIT_USAGE
+    end
+  end
+  opts.discover = {}
+  for _, spec in ipairs(split_list(opts.discovery)) do
+    local d, err = discovery.parse(spec, 0)
+    if d == nil then
+      say(err)
+      return EXIT_USAGE
+    end
+    opts.discover[#opts.discover + 1] = d
+  end
+  return nil
+end
+
+-- Makes the listening node a member: nil, or an exit code.
+local function start_membership(opts, secret, port)
+  local cluster = require "atoll.cluster"
+  local membership = require "atoll.membership"
+  local discovery = require "atoll.discovery"
+  local n = runtime.node
+  for _, d in ipairs(opts.discover) do
+    if d.kind == "dns" and d.port == 0 then d.port = port end
+  end
+  local ok, err = membership.start {
+    bind_host = (cluster.split_address(opts.listen, "--listen")), port = port,
+    address = n.address, name = n.name, incarnation = n.incarnation,
+    cluster = opts.cluster or "atoll", secret = secret, config = opts.membership_config,
+    seeds = opts.seeds, wait_for_seeds = #opts.discover > 0,
+  }
+  if not ok then
+    say(err)
+    return EXIT_APP
+  end
+  if #opts.discover > 0 then
+    discovery.start(opts.discover, { address = n.address, name = n.name, incarnation = n.incarnation })
+  end
+  return nil
+end
+
 -- Starts listening (atoll run --listen): returns nil or an exit code.
 local function start_listening(opts)
   local secret, serr = cluster_secret(opts)
@@ -114,27 +204,45 @@ local function start_listening(opts)
   atoll.register(Node.NAME, atoll.spawn(Node))
   host.log("info", "node", ("listening on %s (port %d, incarnation %x)"):format(address, port,
     runtime.node.incarnation))
+  if opts.command == "run" then return start_membership(opts, secret, port) end
   return nil
 end
 
+-- A graceful shutdown: the node says goodbye to the cluster (leaving, then
+-- removed, while its goodbye spreads) and runs the shutdown hooks, both at
+-- once; it stops when both are done, or after SHUTDOWN_GRACE seconds.
 local function run_hooks_then_stop()
+  local membership = require "atoll.membership"
   local hooks = atoll._shutdown_hooks()
-  if #hooks == 0 then
-    host.stop(0)
-    return
+  local hooks_done = #hooks == 0
+  local function maybe_stop()
+    if hooks_done and membership.left() then host.stop(0) end
   end
-  local deadline = runtime.after_raw(SHUTDOWN_GRACE, function()
-    host.log("warn", "node", "shutdown hooks did not finish within " .. SHUTDOWN_GRACE .. " s")
+  if membership.leave() then
+    host.log("info", "node", "leaving the cluster")
+    require("atoll.discovery").stop(runtime.node)
+    membership.listen(function(m)
+      if m.self and m.status == "removed" then maybe_stop() end
+    end)
+  end
+  runtime.after_raw(SHUTDOWN_GRACE, function()
+    if not hooks_done then
+      host.log("warn", "node", "shutdown hooks did not finish within " .. SHUTDOWN_GRACE .. " s")
+    end
     host.stop(0)
   end)
+  if hooks_done then
+    maybe_stop()
+    return
+  end
   runtime.start_root(function()
     for _, hook in ipairs(hooks) do
       local ok, err = xpcall(hook, debug.traceback)
       if not ok then host.log("error", "node", "shutdown hook failed: " .. tostring(err)) end
     end
   end, function()
-    deadline:cancel()
-    host.stop(0)
+    hooks_done = true
+    maybe_stop()
   end, "shutdown")
 end
 
@@ -150,8 +258,10 @@ local function run_node(opts)
   package.path = dir .. "/?.lua;" .. dir .. "/?/init.lua;" .. package.path
   set_arg(opts.script, opts.args, opts.argv0)
 
+  local code = check_membership_flags(opts)
+  if code then return code end
   if opts.listen then
-    local code = start_listening(opts)
+    code = start_listening(opts)
     if code then return code end
   elseif opts.advertise or opts.port_file then
     say("--advertise and --port-file need --listen")
@@ -195,29 +305,14 @@ local function run_lua(opts)
   return host.exit_code()
 end
 
--- atoll call / atoll reload: one call to a named actor of a running node.
-local function run_client(opts)
-  local json = require "atoll.json"
+-- Runs body(cluster, timeout) -> exit code against the node at opts.node, as
+-- a client: checks --node and the secret, connects, maps errors to exit
+-- codes. Returns nil (the loop runs) or an exit code.
+local function with_node(opts, body)
   local cluster = require "atoll.cluster"
   if not opts.node or not cluster.split_address(opts.node, "--node") then
     say((select(2, cluster.split_address(opts.node or "", "--node"))))
     return EXIT_USAGE
-  end
-  local args = {}
-  local name, method
-  if opts.command == "reload" then
-    name, method, args = "atoll.node", "reload", { opts.module }
-  else
-    name, method = opts.target, opts.method
-    if opts.json then
-      -- A JSON array is the argument list; any other JSON value is the one argument.
-      local v, err = json.decode(opts.json)
-      if err then
-        say("the arguments are not valid JSON: " .. err)
-        return EXIT_USAGE
-      end
-      if opts.json:match("^%s*%[") then args = v else args = { v } end
-    end
   end
   local secret, serr = cluster_secret(opts)
   if secret == nil then
@@ -235,24 +330,56 @@ local function run_client(opts)
       code = EXIT_UNREACHABLE
       return
     end
+    code = body(cluster, timeout)
+  end, function(ok, err, tb)
+    if not ok then
+      say(tostring(tb or err))
+      code = EXIT_APP
+    end
+    host.stop(code)
+  end, opts.command)
+  runtime.drain()
+  return nil
+end
+
+-- The exit code for a failed call: 4 when the node did not answer.
+local function call_failed(opts, e)
+  local kind = atoll.errors.kind(e)
+  io.stderr:write("atoll ", opts.command, ": ", tostring(e), "\n")
+  if kind == "unreachable" or kind == "timeout" then return EXIT_UNREACHABLE end
+  return EXIT_APP
+end
+
+-- atoll call / atoll reload: one call to a named actor of a running node.
+local function run_client(opts)
+  local json = require "atoll.json"
+  local args = {}
+  local name, method
+  if opts.command == "reload" then
+    name, method, args = "atoll.node", "reload", { opts.module }
+  else
+    name, method = opts.target, opts.method
+    if opts.json then
+      -- A JSON array is the argument list; any other JSON value is the one argument.
+      local v, err = json.decode(opts.json)
+      if err then
+        say("the arguments are not valid JSON: " .. err)
+        return EXIT_USAGE
+      end
+      if opts.json:match("^%s*%[") then args = v else args = { v } end
+    end
+  end
+  return with_node(opts, function(cluster, timeout)
     local results = { pcall(cluster.call_name, opts.node, name, method, timeout,
       unpack(args, 1, table.maxn(args))) }
-    if not results[1] then
-      local e = results[2]
-      local kind = atoll.errors.kind(e)
-      if kind == "unreachable" or kind == "timeout" then code = EXIT_UNREACHABLE else code = EXIT_APP end
-      io.stderr:write("atoll ", opts.command, ": ", tostring(e), "\n")
-      return
-    end
+    if not results[1] then return call_failed(opts, results[2]) end
     if opts.command == "reload" then
       if results[2] then
         print(("reloaded %s on %s"):format(opts.module, opts.node))
-        code = 0
-      else
-        io.stderr:write("atoll reload: ", tostring(results[3]), "\n")
-        code = EXIT_APP
+        return 0
       end
-      return
+      io.stderr:write("atoll reload: ", tostring(results[3]), "\n")
+      return EXIT_APP
     end
     local n = table.maxn(results) - 1
     if n <= 1 then
@@ -262,14 +389,81 @@ local function run_client(opts)
       for i = 1, n do list[i] = results[i + 1] == nil and json.null or results[i + 1] end
       print(json.encode(atoll.array(list)))
     end
-    code = 0
-  end, function(ok, err, tb)
-    if not ok then
-      say(tostring(tb or err))
-      code = EXIT_APP
+    return 0
+  end)
+end
+
+local function ago(seconds)
+  seconds = math.max(0, math.floor(seconds + 0.5))
+  if seconds < 120 then return seconds .. "s" end
+  if seconds < 7200 then return math.floor(seconds / 60) .. "m" end
+  if seconds < 172800 then return math.floor(seconds / 3600) .. "h" end
+  return math.floor(seconds / 86400) .. "d"
+end
+
+-- The member table `atoll members` prints.
+local function print_members(view)
+  local rows = { { "NAME", "ADDRESS", "STATUS", "INCARNATION", "SINCE" } }
+  local t = os.time()
+  for _, m in ipairs(view.members or {}) do
+    local status = m.status .. (m.suspect and " (suspect)" or "")
+    rows[#rows + 1] = { (m.name ~= "" and m.name or "-") .. (m.self and " *" or ""), m.address, status,
+                        ("%x"):format(m.incarnation), ago(t - m.since) .. " ago" }
+  end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
+  end
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = i < #r and (c .. (" "):rep(widths[i] - #c)) or c end
+    print(table.concat(cells, "  "))
+  end
+  local s = view.stats or {}
+  print()
+  print(("majority: %s   (* is the node asked: %s)"):format(view.majority and "yes" or "NO", view.address))
+  local order = { "probes", "indirect_probes", "acks", "nacks", "suspicions", "refutations", "deaths",
+                  "leaves", "packets_sent", "packets_received", "bytes_sent", "dropped_malformed",
+                  "dropped_auth", "send_failed", "unresolved", "gossip_pending", "health" }
+  local line = {}
+  for _, k in ipairs(order) do
+    if s[k] then line[#line + 1] = ("%s %d"):format(k:gsub("_", " "), s[k]) end
+  end
+  for i = 1, #line, 4 do print(table.concat(line, ", ", i, math.min(i + 3, #line))) end
+end
+
+-- atoll members: a node's view of the cluster.
+local function run_members(opts)
+  local json = require "atoll.json"
+  return with_node(opts, function(cluster, timeout)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "members", timeout)
+    if not ok then return call_failed(opts, view) end
+    if not view.started then
+      io.stderr:write("atoll members: ", opts.node, " is not a member of a cluster (it listens only)\n")
+      return EXIT_APP
     end
-    host.stop(code)
-  end, "client")
+    if opts.json_output then
+      view.members = atoll.array(view.members)
+      print(json.encode(view))
+    else
+      print_members(view)
+    end
+    return 0
+  end)
+end
+
+-- atoll clusterd: the discovery daemon.
+local function run_clusterd(opts)
+  opts.listen = opts.listen or ("127.0.0.1:" .. require("atoll.discovery").CLUSTERD_PORT)
+  host.name(opts.name or "clusterd")
+  runtime.node.name = host.name()
+  local code = start_listening(opts)
+  if code then return code end
+  local Registry = require "atoll.clusterd"
+  atoll.register(Registry.NAME, atoll.spawn(Registry))
+  host.log("info", "clusterd", "nodes can register at " .. runtime.node.address)
+  host.watch_signals()
+  runtime.on_signal = function() host.stop(0) end
   runtime.drain()
   return nil
 end
@@ -278,6 +472,8 @@ function M.main(opts)
   if opts.command == "run" then return run_node(opts) end
   if opts.command == "lua" then return run_lua(opts) end
   if opts.command == "call" or opts.command == "reload" then return run_client(opts) end
+  if opts.command == "members" then return run_members(opts) end
+  if opts.command == "clusterd" then return run_clusterd(opts) end
   say("unknown command " .. tostring(opts.command))
   return 2
 end

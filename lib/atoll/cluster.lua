@@ -38,6 +38,9 @@ local function log(level, msg)
   host.log(level, "cluster", msg)
 end
 
+local membership = require "atoll.membership"
+local member_status = membership.status
+
 local function unreachable(fmt, ...)
   return new_error("unreachable", fmt:format(...))
 end
@@ -131,6 +134,9 @@ local function route(address, m)
   end
   if address == node.address then
     return nil, unreachable("this node's earlier incarnation is gone")
+  end
+  if member_status(address) == "down" then
+    return nil, unreachable("%s is down", address)
   end
   local p = peer_for(address)
   local link = p.link
@@ -322,6 +328,10 @@ local function on_down(link, reason, was_up)
     return
   end
   p.link = nil
+  if reason ~= "duplicate" and member_status(p.address) == nil then
+    -- Not a member: nothing else will say when its actors are gone.
+    require("atoll.watch").node_gone(p.address, li.incarnation, "unreachable")
+  end
   if reason == "duplicate" then
     -- The peer keeps its own connection to us; wait for it.
     p.wait_timer = runtime.after_raw(WAIT_FOR_PEER, function()
@@ -343,6 +353,24 @@ local function on_down(link, reason, was_up)
   end
   runtime.drain()
 end
+
+-- A member that is down or gone: calls it carries fail now, with
+-- unreachable, and so do the messages waiting for a link to it.
+membership.listen(function(m, previous)
+  if m.self or (m.status ~= "down" and m.status ~= "removed") then return end
+  local p = peers[m.address]
+  if p == nil then return end
+  local why = m.status == "down" and (m.address .. " is down") or (m.address .. " left the cluster")
+  local link = p.link
+  if link and link:state() ~= "closed" then
+    local li = link_info[link]
+    -- A link to a newer run of the node stays.
+    if li == nil or li.incarnation == nil or li.incarnation == m.incarnation then
+      link:close(why)
+    end
+  end
+  fail_queue(p, unreachable("%s", why))
+end)
 
 ---------------------------------------------------------------------------
 -- Starting

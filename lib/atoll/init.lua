@@ -32,6 +32,7 @@ local function install()
   end
   require("atoll.json").set_array_mt(ArrayMT)
   actor.install_loader()
+  require("atoll.watch").install()
 end
 install()
 
@@ -246,6 +247,29 @@ end
 -- connect(address [, seconds]) -> true | nil, error: waits for a link to the node
 function atoll.connect(address, seconds)
   return require("atoll.cluster").connect(address, seconds)
+end
+
+---------------------------------------------------------------------------
+-- Membership and lifecycle watch
+---------------------------------------------------------------------------
+
+-- membership: members(), member(address), subscribe(fn), join(addresses),
+-- leave(), down(address), has_majority(), stats(), config()
+-- (see lib/atoll/membership.lua)
+atoll.membership = require "atoll.membership"
+
+local watch = require "atoll.watch"
+
+-- watch(ref) -> true: from inside an actor whose type has a
+-- terminated(ref, reason) hook; the hook runs once, when the watched actor
+-- stops or its node leaves, goes down, or cannot be reached.
+function atoll.watch(ref)
+  return watch.watch(ref)
+end
+
+-- unwatch(ref) -> true if the running actor was watching ref
+function atoll.unwatch(ref)
+  return watch.unwatch(ref)
 end
 
 ---------------------------------------------------------------------------

@@ -3,6 +3,8 @@ local actor = require "atoll.actor"
 local runtime = require "atoll.runtime"
 local reload = require "atoll.reload"
 local host = require "atoll.host"
+local membership = require "atoll.membership"
+local watch = require "atoll.watch"
 
 local Node = actor.define "atoll.Node"
 
@@ -30,6 +32,33 @@ end
 -- whereis(name) -> ref | nil
 function Node.distributed:whereis(name)
   return runtime.whereis(name)
+end
+
+-- members() -> { members = { member... }, stats = { counters }, majority, config }
+-- (what `atoll members` prints)
+function Node.distributed:members()
+  return { members = membership.members(), stats = membership.stats(),
+           majority = membership.has_majority(), started = membership.started(),
+           config = membership.started() and membership.config() or nil,
+           address = runtime.node.address }
+end
+
+-- exchange(state) -> state: SWIM's push-pull, over this authenticated link.
+function Node.distributed:exchange(state)
+  return membership.exchange(state)
+end
+
+-- One-way messages of lifecycle watch (atoll.watch).
+function Node.distributed:watch(ref, watcher_address)
+  watch.remote_watch(ref, watcher_address)
+end
+
+function Node.distributed:unwatch(ref, watcher_address)
+  watch.remote_unwatch(ref, watcher_address)
+end
+
+function Node.distributed:watch_ended(ref, reason)
+  watch.remote_terminated(ref, reason)
 end
 
 return Node

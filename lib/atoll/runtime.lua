@@ -722,6 +722,15 @@ local function on_idle()
   drain()
 end
 
+local NEVER_CANCELLED = {}
+
+-- run_in(rec, fn [, token]): runs fn as a message of the actor of `rec` (in
+-- its context: it may call and sleep), unless token.cancelled is set or the
+-- actor has stopped by then. Entries run in the order they were queued.
+function M.run_in(rec, fn, token)
+  enqueue(RUN, rec, fn, token or NEVER_CANCELLED)
+end
+
 -- Wraps a callback from the loop (file watch, process output, ...) so the
 -- work it queues runs before the loop sleeps again.
 function M.callback(fn)

@@ -1,0 +1,374 @@
+-- Membership: who is in the cluster, as SWIM (host/swim.c) sees it, in the statuses apps use.
+--
+-- A member's status is one of
+--   joining   it has started and is joining the cluster
+--   up        it has joined
+--   leaving   it said it is leaving (a graceful shutdown)
+--   down      the failure detector declared it dead (or it was marked down by hand)
+--   removed   it left, or was forgotten (down long enough), or restarted as a
+--             new incarnation (its earlier run is removed)
+-- and, while alive, it may be `suspect`: some member failed to reach it and
+-- it has not refuted yet (reachability, not a status).
+--
+-- A member that is down but turns out to be alive (a healed partition) comes
+-- back up at a higher version: down is the detector's verdict, not an exile.
+-- Refs to its actors work again; watches fired at the verdict stay fired.
+local swim = require "atoll.swim"
+local host = require "atoll.host"
+local runtime = require "atoll.runtime"
+
+local M = {}
+
+local NODE_ACTOR = "atoll.node"
+local PUSH_PULL_TIMEOUT = 5        -- seconds a state exchange may take
+local JOIN_RETRY_MIN, JOIN_RETRY_MAX = 1, 10 -- seconds between attempts to reach the seeds
+
+local started = false
+local members = {}     -- address -> member (see copy())
+local order = {}       -- addresses, for a stable listing
+local subscribers = {} -- subscription -> true
+local listeners = {}   -- internal: fn(member, previous), in the order added
+local pulling = {}     -- address -> true while an exchange with it runs
+local seeds = {}       -- addresses to join through, until joined
+local joined = false
+local join_timer, join_delay = nil, JOIN_RETRY_MIN
+local self_address = nil
+
+local function log(level, msg)
+  host.log(level, "membership", msg)
+end
+
+local function status_of(state, phase)
+  if state == "dead" then return "down" end
+  if state == "left" then return "removed" end
+  return phase -- joining, up, leaving
+end
+
+-- Host milliseconds (the core's clock) to wall-clock seconds.
+local function wall(ms)
+  return os.time() + (ms - swim.now()) / 1000
+end
+
+-- A member as apps see it: a fresh table they may keep.
+local function copy(m)
+  return { address = m.address, name = m.name, incarnation = m.incarnation, status = m.status,
+           suspect = m.suspect, since = wall(m.since_ms), self = m.self or nil }
+end
+
+---------------------------------------------------------------------------
+-- Events
+---------------------------------------------------------------------------
+
+local function notify(m, previous)
+  if not m.self and previous ~= m.status then
+    local who = m.address .. (m.name ~= "" and (" (" .. m.name .. ")") or "")
+    log(m.status == "down" and "warn" or "info", who .. " is " .. m.status
+      .. (previous and (", was " .. previous) or ""))
+  end
+  for _, fn in ipairs(listeners) do
+    local ok, err = xpcall(fn, debug.traceback, m, previous)
+    if not ok then log("error", "membership listener failed: " .. tostring(err)) end
+  end
+  if next(subscribers) == nil then return end
+  local ev = { type = "member", member = copy(m), previous = previous }
+  for sub in pairs(subscribers) do
+    local rec = sub.rec
+    if rec and rec[runtime.R_STATUS] == runtime.STOPPED then
+      subscribers[sub] = nil -- its actor is gone
+    else
+      local fn = sub.fn
+      runtime.run_in(rec, function() fn(ev) end, sub)
+    end
+  end
+end
+
+local function forget(address)
+  members[address] = nil
+  for i, a in ipairs(order) do
+    if a == address then
+      table.remove(order, i)
+      break
+    end
+  end
+end
+
+local function apply(e)
+  local old = members[e.address]
+  if e.event == "removed" then
+    -- Forgotten by the core (its tombstone expired), or an earlier run
+    -- replaced by a new one: only the run we hold is affected.
+    if old and old.incarnation == e.incarnation then
+      local previous = old.status
+      forget(e.address)
+      if previous ~= "removed" then
+        old.status = "removed"
+        old.since_ms = swim.now()
+        notify(old, previous)
+      end
+    end
+    return
+  end
+  local status = status_of(e.state, e.phase)
+  local suspect = e.state == "suspect"
+  if old and old.incarnation ~= e.incarnation then old = nil end
+  if old == nil then
+    if status == "removed" then return end -- news of a member already gone
+    local m = { address = e.address, name = e.name, incarnation = e.incarnation, status = status,
+                suspect = suspect, since_ms = e.since, self = e.self }
+    members[e.address] = m
+    order[#order + 1] = e.address
+    notify(m, nil)
+    return
+  end
+  if e.name ~= "" then old.name = e.name end
+  if old.status == status and old.suspect == suspect then return end
+  local previous = old.status
+  old.status, old.suspect, old.since_ms = status, suspect, e.since
+  if status == "removed" then forget(e.address) end
+  notify(old, previous)
+end
+
+---------------------------------------------------------------------------
+-- State exchange (push-pull) over the node actors' authenticated links
+---------------------------------------------------------------------------
+
+local function became_joined()
+  if joined then return end
+  joined = true
+  seeds = {}
+  if join_timer then
+    join_timer:cancel()
+    join_timer = nil
+  end
+  local me = members[self_address]
+  if me == nil or me.status == "joining" then swim.set_phase("up") end
+end
+
+local function push_pull(address)
+  if pulling[address] then return end
+  pulling[address] = true
+  runtime.start_root(function()
+    local cluster = require "atoll.cluster"
+    local ok, theirs = pcall(cluster.call_name, address, NODE_ACTOR, "exchange", PUSH_PULL_TIMEOUT,
+      swim.state())
+    if not ok then
+      log("debug", "state exchange with " .. address .. " failed: " .. tostring(theirs))
+      return
+    end
+    local merged, err = swim.merge(theirs)
+    if not merged then
+      log("warn", "state from " .. address .. ": " .. tostring(err))
+      return
+    end
+    became_joined()
+  end, function() pulling[address] = nil end, "membership")
+end
+
+local function on_news(events, pulls)
+  runtime.refresh_now()
+  for i = 1, #events do apply(events[i]) end
+  for i = 1, #pulls do push_pull(pulls[i]) end
+  runtime.drain()
+end
+
+-- The other half of push_pull, run by the node actor: merges the peer's
+-- state and answers with this node's (which may now hold a refutation).
+function M.exchange(state)
+  if not started then error("membership is not started on this node", 2) end
+  if type(state) ~= "string" then error("exchange needs a membership state", 2) end
+  local ok, err = swim.merge(state)
+  if not ok then error(err, 2) end
+  return swim.state()
+end
+
+---------------------------------------------------------------------------
+-- Joining
+---------------------------------------------------------------------------
+
+local function try_join()
+  join_timer = nil
+  if joined or not started then return end
+  local any = false
+  for _, a in ipairs(seeds) do
+    if a ~= self_address then
+      swim.join(a)
+      any = true
+    end
+  end
+  if not any then
+    became_joined() -- only itself to join: the first node of a cluster
+    return
+  end
+  join_timer = runtime.after_raw(join_delay, try_join)
+  if join_delay >= JOIN_RETRY_MAX / 2 then
+    log("warn", "still joining: no answer from " .. table.concat(seeds, ", "))
+  end
+  join_delay = math.min(join_delay * 2, JOIN_RETRY_MAX)
+end
+
+-- join(addresses): joins the cluster through these members (seeds). Until one
+-- answers this node stays `joining`, trying again with backoff. On a node
+-- that is up, merges another cluster's view in (the addresses' nodes learn
+-- of this cluster too).
+function M.join(addresses)
+  if not started then error("membership is not started on this node", 2) end
+  if type(addresses) == "string" then addresses = { addresses } end
+  if joined then
+    for _, a in ipairs(addresses) do
+      if a ~= self_address then swim.join(a) end
+    end
+    return
+  end
+  for _, a in ipairs(addresses) do seeds[#seeds + 1] = a end
+  join_delay = JOIN_RETRY_MIN
+  if join_timer then join_timer:cancel() end
+  try_join()
+end
+
+---------------------------------------------------------------------------
+-- Starting and leaving
+---------------------------------------------------------------------------
+
+-- start{ bind_host, port, address, name, incarnation, cluster, secret, config,
+--        seeds = { addresses }, wait_for_seeds = bool }
+-- With no seeds (and not told to wait for discovery), the node is a cluster
+-- of one and up at once.
+function M.start(opts)
+  if started then error("membership is already started", 2) end
+  local ok, err = swim.start {
+    bind_host = opts.bind_host, port = opts.port, address = opts.address, name = opts.name,
+    incarnation = opts.incarnation, cluster = opts.cluster, secret = opts.secret,
+    config = opts.config,
+  }
+  if not ok then return nil, err end
+  started = true
+  self_address = opts.address
+  swim.set_handler(on_news)
+  -- The core announces this node to itself first.
+  local me = { address = opts.address, name = opts.name or "", incarnation = opts.incarnation,
+               status = "joining", suspect = false, since_ms = swim.now(), self = true }
+  members[me.address] = me
+  order[#order + 1] = me.address
+  if opts.seeds and #opts.seeds > 0 then
+    M.join(opts.seeds)
+  elseif not opts.wait_for_seeds then
+    became_joined()
+  end
+  return true
+end
+
+function M.started()
+  return started
+end
+
+-- leave(): says goodbye: this node goes `leaving`, then (after the leave
+-- grace, while its goodbye spreads) `removed`. Returns at once.
+function M.leave()
+  if not started then return false end
+  local me = members[self_address]
+  if me == nil or me.status == "leaving" or me.status == "removed" then return false end
+  if join_timer then
+    join_timer:cancel()
+    join_timer = nil
+  end
+  swim.set_phase("leaving")
+  return true
+end
+
+-- left() -> true once this node's goodbye is said (or it never joined).
+function M.left()
+  local me = members[self_address]
+  return not started or me == nil or me.status == "removed"
+end
+
+-- down(address) -> true if the member was marked down. A member that is in
+-- fact alive refutes and comes back up.
+function M.down(address)
+  if not started then error("membership is not started on this node", 2) end
+  if address == self_address then error("down: a node cannot mark itself down (use leave)", 2) end
+  return swim.down(address)
+end
+
+function M.stop()
+  if started then swim.stop() end
+end
+
+---------------------------------------------------------------------------
+-- Looking
+---------------------------------------------------------------------------
+
+-- members() -> { member... } in the order they were first seen, this node
+-- first: { address, name, incarnation, status, suspect, since, self }
+function M.members()
+  local out = {}
+  for _, a in ipairs(order) do out[#out + 1] = copy(members[a]) end
+  return out
+end
+
+-- member(address) -> member | nil
+function M.member(address)
+  local m = members[address]
+  return m and copy(m)
+end
+
+-- status(address) -> status, incarnation | nil (not a member)
+function M.status(address)
+  local m = members[address]
+  if m == nil then return nil end
+  return m.status, m.incarnation
+end
+
+-- has_majority() -> whether the members this node sees alive are more than
+-- half of the last known members (those down included, those that left not).
+function M.has_majority()
+  if not started then return true end
+  return swim.has_majority()
+end
+
+-- stats() -> the counters: probes, indirect_probes, acks, nacks, suspicions,
+-- refutations, deaths, leaves, packets_sent, packets_received, bytes_sent,
+-- dropped_malformed, dropped_auth, send_failed, unresolved, gossip_pending,
+-- health (Lifeguard's local health multiplier: 0 is healthy)
+function M.stats()
+  if not started then return {} end
+  return swim.stats()
+end
+
+-- config() -> the membership settings in force (seconds for times)
+function M.config()
+  return swim.config()
+end
+
+---------------------------------------------------------------------------
+-- Subscriptions
+---------------------------------------------------------------------------
+
+local Subscription = {}
+Subscription.__index = Subscription
+
+function Subscription:cancel()
+  self.cancelled = true
+  subscribers[self] = nil
+end
+
+-- subscribe(fn) -> subscription (:cancel()). fn(event) runs first with
+-- { type = "snapshot", members = { member... } }, then for every change with
+-- { type = "member", member = member, previous = status | nil }. Called from
+-- an actor, fn runs as that actor's message, in order; it stops when the
+-- actor does.
+function M.subscribe(fn)
+  if type(fn) ~= "function" then error("subscribe needs a function", 2) end
+  local sub = setmetatable({ fn = fn, rec = runtime.current() }, Subscription)
+  subscribers[sub] = true
+  local snapshot = { type = "snapshot", members = M.members() }
+  runtime.run_in(sub.rec, function() fn(snapshot) end, sub)
+  return sub
+end
+
+-- listen(fn(member, previous)): for the runtime's own modules (cluster,
+-- watch): called synchronously on every change, before subscribers.
+function M.listen(fn)
+  listeners[#listeners + 1] = fn
+end
+
+return M
