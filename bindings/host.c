@@ -259,7 +259,7 @@ static int l_resolve(lua_State *L) {
   luaL_checktype(L, 2, LUA_TFUNCTION);
   lookup_t *lk = malloc(sizeof *lk);
   if (lk == NULL) return luaL_error(L, "out of memory");
-  lk->L = L;
+  lk->L = h->L; /* the main state: L may be a coroutine that is suspended by then */
   lua_pushvalue(L, 2);
   lk->fn_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lk->req.data = lk;

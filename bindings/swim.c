@@ -103,6 +103,8 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
   c->confirmations_k = (uint32_t)opt_field(L, t, "confirmations", c->confirmations_k, 0, SWIM_MAX_K);
   c->retransmit_lambda = opt_field(L, t, "retransmit_lambda", c->retransmit_lambda, 1, 100);
   c->max_lhm = (uint32_t)opt_field(L, t, "max_lhm", c->max_lhm, 0, 64);
+  c->gossip_interval_ms = (uint32_t)(opt_field(L, t, "gossip_interval", c->gossip_interval_ms / 1e3, 0.01, 60) * 1e3);
+  c->gossip_fanout = (uint32_t)opt_field(L, t, "gossip_fanout", c->gossip_fanout, 0, SWIM_MAX_K);
   c->push_pull_interval_ms = (uint32_t)(opt_field(L, t, "push_pull_interval", c->push_pull_interval_ms / 1e3, 0.1, 86400) * 1e3);
   c->leave_grace_ms = (uint32_t)(opt_field(L, t, "leave_grace", c->leave_grace_ms / 1e3, 0, 60) * 1e3);
   c->tombstone_ms = (uint32_t)(opt_field(L, t, "tombstone", c->tombstone_ms / 1e3, 1, 86400) * 1e3);
@@ -112,7 +114,7 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
 }
 
 static void push_config(lua_State *L, const swim_config_t *c) {
-  lua_createtable(L, 0, 11);
+  lua_createtable(L, 0, 13);
 #define F(name, value)          \
   lua_pushnumber(L, (value)); \
   lua_setfield(L, -2, name)
@@ -124,6 +126,8 @@ static void push_config(lua_State *L, const swim_config_t *c) {
   F("confirmations", c->confirmations_k);
   F("retransmit_lambda", c->retransmit_lambda);
   F("max_lhm", c->max_lhm);
+  F("gossip_interval", c->gossip_interval_ms / 1e3);
+  F("gossip_fanout", c->gossip_fanout);
   F("push_pull_interval", c->push_pull_interval_ms / 1e3);
   F("leave_grace", c->leave_grace_ms / 1e3);
   F("tombstone", c->tombstone_ms / 1e3);
@@ -347,7 +351,7 @@ int luaopen_atoll_swim(lua_State *L) {
   membership_init(m, h);
   binding_t *b = calloc(1, sizeof *b);
   if (b == NULL) return luaL_error(L, "out of memory");
-  b->L = L;
+  b->L = h->L; /* the main state, whichever coroutine required this module */
   b->handler_ref = LUA_NOREF;
   m->data = b;
   m->on_news = on_news;

@@ -7,7 +7,10 @@
  * did not answer by the end of the interval becomes suspect; unless it
  * refutes (raising its version) before its suspicion times out, it is
  * declared dead. News of these changes rides on every packet (gossip), each
- * update on about lambda * log10(n + 1) packets, fewest-sent first.
+ * update on about lambda * log10(n + 1) packets, fewest-sent first; while
+ * there is news, a gossip round also sends it to a few members at once
+ * (memberlist's gossip rounds: without them, news rides only as fast as the
+ * probes, and can die out before it reaches a member few probes visit).
  *
  * Lifeguard (Dadgar et al., 2018) adds: a local health multiplier (LHM) that
  * stretches this node's probe timeout and interval while it shows signs of
@@ -48,7 +51,7 @@
 #include "error.h"
 #include "mpk.h"
 
-enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4 };
+enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5 };
 
 #define MAX_HELPING 256      /* ping-reqs served at once */
 #define GOSSIP_ENTRY_MAX 160 /* bytes an update may take on the wire */
@@ -75,9 +78,14 @@ enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4 };
  * - 2 confirmations bring the timeout to its minimum (fewer in clusters
  *   too small to have that many other members): at n = 10 a dead member is
  *   probed by about one member per interval.
- * - lambda = 4: memberlist's retransmit multiplier; dissemination in SWIM is
- *   O(log n) periods, and 4 * ceil(log10(n + 1)) transmissions reach every
- *   member in at most 9 periods up to n = 1000.
+ * - lambda = 4: memberlist's retransmit multiplier: 4 * ceil(log10(n + 1))
+ *   transmissions per update and member, at least 2 * fanout + 2 (two
+ *   gossip rounds and two probes), so that in a small cluster the
+ *   round-robin gossip order alone reaches everyone: without that floor, 1
+ *   in 70 updates missed a member of five until the next push-pull.
+ * - gossip rounds every 200 ms to 3 members (memberlist's LAN values), the
+ *   first one as soon as there is news: an update reaches all of 1,000
+ *   members within one probe interval.
  * - LHM up to 8: Lifeguard's and memberlist's.
  * - push-pull every 30 s: memberlist's; it repairs whatever gossip missed.
  * - a leaving node answers for 1.5 s (3 intervals) so its goodbye spreads.
@@ -93,6 +101,8 @@ void swim_default_config(swim_config_t *c) {
   c->confirmations_k = 2;
   c->retransmit_lambda = 4.0;
   c->max_lhm = 8;
+  c->gossip_interval_ms = 200;
+  c->gossip_fanout = 3;
   c->push_pull_interval_ms = 30000;
   c->leave_grace_ms = 1500;
   c->tombstone_ms = 300000;
@@ -116,6 +126,11 @@ typedef struct gossip_s {
   char from_addr[SWIM_ADDR_MAX];
 } gossip_t;
 
+typedef struct rr_s {
+  uint32_t *slots;
+  size_t n, pos, cap;
+} rr_t;
+
 typedef struct helping_s {
   uint32_t my_seq;    /* the ping we sent the target */
   uint32_t their_seq; /* the requester's probe */
@@ -133,8 +148,7 @@ struct swim_s {
   int32_t *index; /* open addressing: address -> slot, -1 empty */
   size_t index_cap;
 
-  uint32_t *order; /* probe order: slots */
-  size_t order_n, order_pos, order_cap;
+  rr_t probe_order, gossip_order;
 
   /* the probe under way */
   int32_t target;
@@ -157,7 +171,7 @@ struct swim_s {
   int indirect_tried;
   uint32_t lhm;
   uint32_t seq;
-  uint64_t next_probe, next_push_pull, leave_at, next_sweep;
+  uint64_t next_probe, next_push_pull, leave_at, next_sweep, next_gossip;
   int left;
   int hush;       /* merging a full state: learn, but do not pass it on */
   int stale_news; /* a packet suspected this node at a version it refuted */
@@ -311,34 +325,64 @@ static uint32_t pick_members(swim_t *s, int32_t *out, uint32_t k, int32_t exclud
   return got;
 }
 
-/* Puts a member into the probe order at a random position, as SWIM's
- * round-robin does for members that join during a round. */
-static void order_insert(swim_t *s, int32_t slot) {
-  if (s->order_n == s->order_cap) {
-    size_t cap = s->order_cap ? s->order_cap * 2 : 16;
-    uint32_t *p = realloc(s->order, cap * sizeof *p);
-    if (p == NULL) return;
-    s->order = p;
-    s->order_cap = cap;
-  }
-  size_t at = s->order_n ? rnd(s) % (s->order_n + 1) : 0;
-  s->order[s->order_n++] = s->order[at];
-  s->order[at] = (uint32_t)slot;
+/* A round-robin order over the live members: a random permutation walked
+ * to its end, then drawn anew; a member that arrives meanwhile is put in at
+ * a random place, as SWIM's probe order does. The probe order and the
+ * gossip order are two of them. */
+static int rr_reserve(rr_t *rr, size_t n) {
+  if (n <= rr->cap) return 0;
+  size_t cap = rr->cap ? rr->cap : 16;
+  while (cap < n) cap *= 2;
+  uint32_t *p = realloc(rr->slots, cap * sizeof *p);
+  if (p == NULL) return ATOLL_ENOMEM;
+  rr->slots = p;
+  rr->cap = cap;
+  return 0;
 }
 
-static void order_shuffle(swim_t *s) {
+static void rr_insert(swim_t *s, rr_t *rr, int32_t slot) {
+  if (rr_reserve(rr, rr->n + 1)) return;
+  /* Somewhere in what is still to come, so it is visited in this round. */
+  size_t ahead = rr->n - rr->pos;
+  size_t at = rr->pos + (ahead ? rnd(s) % (ahead + 1) : 0);
+  rr->slots[rr->n++] = rr->slots[at];
+  rr->slots[at] = (uint32_t)slot;
+}
+
+static void rr_shuffle(swim_t *s, rr_t *rr) {
+  rr->n = rr->pos = 0;
+  if (rr_reserve(rr, s->n)) return;
   size_t k = 0;
   for (size_t i = 1; i < s->n; i++) {
-    if (s->m[i].addr[0] && alive_ish(&s->m[i])) s->order[k++] = (uint32_t)i;
+    if (s->m[i].addr[0] && alive_ish(&s->m[i])) rr->slots[k++] = (uint32_t)i;
   }
-  s->order_n = k;
+  rr->n = k;
   for (size_t i = k; i > 1; i--) {
     size_t j = rnd(s) % i;
-    uint32_t t = s->order[i - 1];
-    s->order[i - 1] = s->order[j];
-    s->order[j] = t;
+    uint32_t t = rr->slots[i - 1];
+    rr->slots[i - 1] = rr->slots[j];
+    rr->slots[j] = t;
   }
-  s->order_pos = 0;
+}
+
+/* The next live member in the order (not `exclude`), or -1 if none. */
+static int32_t rr_next(swim_t *s, rr_t *rr, int32_t exclude) {
+  for (int round = 0; round < 2; round++) {
+    while (rr->pos < rr->n) {
+      int32_t slot = (int32_t)rr->slots[rr->pos++];
+      if (slot > 0 && slot != exclude && (size_t)slot < s->n && s->m[slot].addr[0] &&
+          alive_ish(&s->m[slot])) {
+        return slot;
+      }
+    }
+    rr_shuffle(s, rr);
+  }
+  return -1;
+}
+
+static void order_insert(swim_t *s, int32_t slot) {
+  rr_insert(s, &s->probe_order, slot);
+  rr_insert(s, &s->gossip_order, slot);
 }
 
 static int32_t new_slot(swim_t *s, const char *addr) {
@@ -360,10 +404,6 @@ static int32_t new_slot(swim_t *s, const char *addr) {
       uint64_t *r = realloc(s->retired, cap * sizeof *r);
       if (r == NULL) return -1;
       s->retired = r;
-      uint32_t *o = realloc(s->order, cap * sizeof *o);
-      if (o == NULL) return -1;
-      s->order = o;
-      s->order_cap = cap;
       s->cap = cap;
     }
     slot = (int32_t)s->n++;
@@ -381,10 +421,14 @@ static int32_t new_slot(swim_t *s, const char *addr) {
 
 /* ---- gossip -------------------------------------------------------------- */
 
+/* How many packets an update rides on: lambda * ceil(log10(n + 1)), and in a
+ * small cluster at least two gossip rounds' worth (and two probes'), so
+ * that the round-robin gossip order alone reaches every member. */
 static uint32_t retransmit_limit(swim_t *s) {
   double n = (double)count_alive(s);
   uint32_t lim = (uint32_t)ceil(s->cfg.retransmit_lambda * ceil(log10(n + 1)));
-  return lim < 1 ? 1 : lim;
+  uint32_t floor_ = 2 * s->cfg.gossip_fanout + 2;
+  return lim < floor_ ? floor_ : lim;
 }
 
 /* Queues news about a member (replacing older news about it). */
@@ -726,7 +770,7 @@ static void tell_some(swim_t *s, uint64_t now, uint32_t count) {
     for (uint32_t j = 0; j < got; j++) dup |= chosen[j] == more[i];
     if (!dup) chosen[got++] = more[i];
   }
-  for (uint32_t j = 0; j < got; j++) send_packet(s, s->m[chosen[j]].addr, MSG_ACK, 0, NULL, -1);
+  for (uint32_t j = 0; j < got; j++) send_packet(s, s->m[chosen[j]].addr, MSG_GOSSIP, 0, NULL, -1);
 }
 
 /* Learns of the sender of a packet: a member we did not know, or a new run. */
@@ -759,16 +803,7 @@ static int read_update(mpk_reader_t *r, update_t *u) {
 /* ---- probing -------------------------------------------------------------- */
 
 static int32_t next_target(swim_t *s) {
-  for (int round = 0; round < 2; round++) {
-    while (s->order_pos < s->order_n) {
-      int32_t slot = (int32_t)s->order[s->order_pos++];
-      if (slot > 0 && (size_t)slot < s->n && s->m[slot].addr[0] && alive_ish(&s->m[slot])) {
-        return slot;
-      }
-    }
-    order_shuffle(s);
-  }
-  return -1;
+  return rr_next(s, &s->probe_order, -1);
 }
 
 /* Judges the probe of the last interval. */
@@ -866,7 +901,8 @@ void swim_destroy(swim_t *s) {
   free(s->m);
   free(s->retired);
   free(s->index);
-  free(s->order);
+  free(s->probe_order.slots);
+  free(s->gossip_order.slots);
   free(s->gossip);
   free(s->suspects);
   buf_close(&s->pkt);
@@ -958,6 +994,26 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     }
     i++;
   }
+  if (!s->left && s->ngossip > 0 && now >= s->next_gossip) {
+    /* News waiting: besides riding on probes, it goes to a few random
+     * members now (memberlist's gossip rounds), so that it spreads in a
+     * few rounds of this interval rather than of the probe interval, and
+     * does not die out before reaching a member that few probes visit. */
+    s->next_gossip = now + s->cfg.gossip_interval_ms;
+    /* Targets come round-robin, so that consecutive rounds reach
+     * different members and a small cluster is covered in a round or two. */
+    int32_t sent[SWIM_MAX_K];
+    uint32_t nsent = 0, fanout = s->cfg.gossip_fanout < SWIM_MAX_K ? s->cfg.gossip_fanout : SWIM_MAX_K;
+    for (uint32_t tries = 0; nsent < fanout && tries < 2 * fanout && s->ngossip > 0; tries++) {
+      int32_t slot = rr_next(s, &s->gossip_order, -1);
+      if (slot < 0) break;
+      int dup = 0;
+      for (uint32_t j = 0; j < nsent; j++) dup |= sent[j] == slot;
+      if (dup) continue; /* the order started over within this round */
+      sent[nsent++] = slot;
+      send_packet(s, s->m[slot].addr, MSG_GOSSIP, 0, NULL, -1);
+    }
+  }
   if (!s->left && now >= s->next_push_pull) {
     s->next_push_pull = now + s->cfg.push_pull_interval_ms;
     if (s->env.push_pull && s->n > 1) {
@@ -988,6 +1044,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     next = earliest(next, s->next_probe);
     if (s->target >= 0 && !s->acked && !s->indirect_tried) next = earliest(next, s->probe_deadline);
     next = earliest(next, s->next_push_pull);
+    if (s->ngossip > 0) next = earliest(next, s->next_gossip);
   }
   for (size_t i = 0; i < s->nsuspects; i++) {
     const swim_member_t *m = &s->m[s->suspects[i]];
@@ -1002,7 +1059,7 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
   mpk_reader_t r;
   mpk_reader_init(&r, data, len);
   uint32_t fields = mpk_read_array(&r);
-  int type = (int)mpk_read_uint(&r, MSG_NACK);
+  int type = (int)mpk_read_uint(&r, MSG_GOSSIP);
   uint32_t seq = (uint32_t)mpk_read_uint(&r, 0xffffffffu);
   char from[SWIM_ADDR_MAX], target[SWIM_ADDR_MAX];
   mpk_read_cstr(&r, from, sizeof from);
@@ -1046,7 +1103,7 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
   if (s->stale_news && type != MSG_PING) {
     /* The sender still suspects this node; a ping gets its answer in the
      * ack, anything else gets one now, with this node's news first. */
-    send_packet(s, from, MSG_ACK, 0, NULL, 0);
+    send_packet(s, from, MSG_GOSSIP, 0, NULL, 0);
   }
 
   switch (type) {

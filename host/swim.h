@@ -64,6 +64,8 @@ typedef struct swim_config_s {
   uint32_t confirmations_k;     /* independent suspicions that bring the timeout to min */
   double retransmit_lambda;     /* an update rides on about lambda * log10(n + 1) packets */
   uint32_t max_lhm;             /* Lifeguard's local health multiplier stops here */
+  uint32_t gossip_interval_ms;  /* while news waits, a gossip round this often */
+  uint32_t gossip_fanout;       /* members a gossip round sends to */
   uint32_t push_pull_interval_ms;
   uint32_t leave_grace_ms;      /* how long a leaving node keeps answering */
   uint32_t tombstone_ms;        /* dead and left members are forgotten after this */

@@ -137,7 +137,7 @@ local function check_membership_flags(opts)
   end
   opts.discover = {}
   for _, spec in ipairs(split_list(opts.discovery)) do
-    local d, err = discovery.parse(spec, 0)
+    local d, err = discovery.parse(spec, nil)
     if d == nil then
       say(err)
       return EXIT_USAGE
@@ -154,7 +154,7 @@ local function start_membership(opts, secret, port)
   local discovery = require "atoll.discovery"
   local n = runtime.node
   for _, d in ipairs(opts.discover) do
-    if d.kind == "dns" and d.port == 0 then d.port = port end
+    if d.kind == "dns" and d.port == nil then d.port = port end
   end
   local ok, err = membership.start {
     bind_host = (cluster.split_address(opts.listen, "--listen")), port = port,

@@ -43,11 +43,13 @@ function M.parse(spec, own_port)
   rest = spec:match("^dns:(.+)$")
   if rest then
     local name, p = rest:match("^([^:]+):(%d+)$")
-    if name == nil then name, p = rest, own_port end
-    p = tonumber(p)
-    if name:find(":", 1, true) or p == nil or p < 1 or p > 65535 then
-      return nil, "--discovery dns:NAME[:PORT], got " .. spec
+    if name == nil then
+      name, p = rest, own_port -- may be nil until the node listens
+    else
+      p = tonumber(p)
+      if p < 1 or p > 65535 then return nil, "--discovery dns:NAME[:PORT], got " .. spec end
     end
+    if name:find(":", 1, true) then return nil, "--discovery dns:NAME[:PORT], got " .. spec end
     return { kind = "dns", name = name, port = p }
   end
   return nil, "--discovery wants clusterd[:HOST:PORT] or dns:NAME[:PORT], got " .. spec
@@ -66,14 +68,16 @@ end
 
 -- Joins through the candidates that are not alive members already.
 local function offer(candidates, self_address)
-  local fresh = {}
+  local fresh, others = {}, 0
   for _, a in ipairs(candidates) do
     if a ~= self_address then
+      others = others + 1
       local status = membership.status(a)
       if status == nil or status == "down" then fresh[#fresh + 1] = a end
     end
   end
-  if #fresh > 0 then membership.join(fresh) end
+  -- Nobody else found: this node starts the cluster (join with no seeds).
+  if #fresh > 0 or others == 0 then membership.join(fresh) end
 end
 
 local function look_up(d, self)

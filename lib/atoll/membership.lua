@@ -178,6 +178,8 @@ function M.exchange(state)
   if type(state) ~= "string" then error("exchange needs a membership state", 2) end
   local ok, err = swim.merge(state)
   if not ok then error(err, 2) end
+  -- Another member reached this one: it is part of a cluster now.
+  became_joined()
   return swim.state()
 end
 
@@ -219,7 +221,11 @@ function M.join(addresses)
     end
     return
   end
-  for _, a in ipairs(addresses) do seeds[#seeds + 1] = a end
+  for _, a in ipairs(addresses) do
+    local known = false
+    for _, s in ipairs(seeds) do known = known or s == a end
+    if not known then seeds[#seeds + 1] = a end
+  end
   join_delay = JOIN_RETRY_MIN
   if join_timer then join_timer:cancel() end
   try_join()

@@ -29,6 +29,17 @@ function M.start(args, opts)
   return p
 end
 
+-- start_command(cmd [, opts]) -> process running cmd (an array, file first),
+-- with the same environment handling as start.
+function M.start_command(cmd, opts)
+  opts = opts or {}
+  local c = {}
+  for i, a in ipairs(cmd) do c[i] = a end
+  c.env = env(opts.env)
+  c.cwd = opts.cwd
+  return assert(process.spawn(c))
+end
+
 -- exec(args [, opts]) -> exit code, stdout, stderr, signal. Raises if the
 -- process does not exit within opts.timeout seconds (default 10).
 function M.exec(args, opts)

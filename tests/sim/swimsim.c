@@ -96,7 +96,7 @@ static void usage(FILE *f) {
           "                       start, every node merges the seed's full state)\n"
           "SWIM settings (defaults: host/swim.c):\n"
           "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
-          "  --lambda L --max-lhm N --push-pull MS\n");
+          "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n");
 }
 
 static const char *need(int *i, int argc, char **argv) {
@@ -160,6 +160,8 @@ static void parse(int argc, char **argv) {
     else if (OPT("--lambda")) opt.cfg.retransmit_lambda = VAL(0.1, 100);
     else if (OPT("--max-lhm")) opt.cfg.max_lhm = (uint32_t)VAL(0, 100);
     else if (OPT("--push-pull")) opt.cfg.push_pull_interval_ms = (uint32_t)VAL(1, 1e8);
+    else if (OPT("--gossip-interval")) opt.cfg.gossip_interval_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--fanout")) opt.cfg.gossip_fanout = (uint32_t)VAL(0, SWIM_MAX_K);
     else if (a[0] == '-') {
       fprintf(stderr, "swimsim: unknown option %s (see --help)\n", a);
       exit(2);
@@ -751,6 +753,7 @@ static void scenario_disseminate(void) {
     watch_up_count = 0;
     uint64_t t0 = now_ms;
     swim_set_phase(nd->swim, now_ms, SWIM_UP);
+    node_tick(nd); /* as the node does after any call into the core */
     while (watch_up_count < n_nodes - 1) {
       if (now_ms - t0 > 200 * period_ms()) {
         fail("disseminate: node %d's news reached %d of %d members in 200 periods", nd->id,

@@ -1,0 +1,255 @@
+-- Membership between real node processes: joining, failure detection, pauses, leaving,
+-- discovery, restarts, lifecycle watch, the UDP door, and `atoll members`.
+local atoll = require "atoll"
+local async = require "helpers.async"
+local node = require "helpers.node"
+local nodes = require "helpers.cluster"
+local members = require "helpers.members"
+local tmp = require "helpers.tmp"
+
+local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
+
+-- Five members: the first starts the cluster, the others join through it.
+local function five(prefix)
+  local first = members.start(prefix .. "1")
+  local views = { first }
+  for i = 2, 5 do views[i] = members.start(prefix .. i, { "--join", first.address }) end
+  await_all(views, seeing(addresses(views), "up"), 15, "all five members up")
+  return views
+end
+
+local function others(views, except)
+  local out = {}
+  for _, v in ipairs(views) do
+    if v ~= except then out[#out + 1] = v end
+  end
+  return out
+end
+
+local function keeper(v, seconds)
+  return nodes.named(v.address, "keeper", seconds)
+end
+
+describe("membership", function()
+  before_each(function() nodes.self() end)
+  after_each(node.cleanup)
+
+  it("has five nodes that join through one see each other up, and `atoll members` shows it", async(function()
+    local views = five("join")
+    -- Each saw the others join, and itself go from joining to up.
+    for _, v in ipairs(views) do
+      assert.equal("up", v:status(v.address))
+      for _, w in ipairs(views) do assert.truthy(v:first(w.address, "up"), v.name .. " saw " .. w.name) end
+    end
+    assert.is_true(keeper(views[3]):majority())
+    local code, out, err = node.exec({ "members", "--node", views[2].address },
+      { env = { ATOLL_SECRET = nodes.secret } })
+    assert.equal(0, code, err)
+    for _, v in ipairs(views) do
+      assert.matches(v.name .. "[ *]*%s+" .. v.address:gsub("%p", "%%%0") .. "%s+up%s", out)
+    end
+    assert.matches("majority: yes", out)
+    assert.matches("probes %d+", out)
+    assert.matches("dropped auth 0", out)
+    code, out = node.exec({ "members", "--node", views[2].address, "--json" },
+      { env = { ATOLL_SECRET = nodes.secret } })
+    assert.equal(0, code)
+    local view = require("atoll.json").decode(out)
+    assert.equal(5, #view.members)
+    assert.is_true(view.majority)
+    assert.is_number(view.stats.probes)
+    assert.equal(0.5, view.config.probe_interval)
+  end, 40))
+
+  it("reports a SIGKILLed node down at every other member within 10 s", async(function()
+    local views = five("kill")
+    local victim = views[4]
+    local t0 = atoll.now()
+    victim.p:kill("SIGKILL")
+    local rest = others(views, victim)
+    await_all(rest, function(v) return v:status(victim.address) == "down" end, 10,
+      victim.name .. " down")
+    for _, v in ipairs(rest) do
+      local took = v:first(victim.address, "down").at - t0
+      assert.is_true(took < 10, v.name .. " took " .. took .. " s")
+      -- and nobody else was ever declared down
+      for _, e in ipairs(v.events) do
+        assert.is_true(e.status ~= "down" or e.address == victim.address, v.name .. ": " .. e.address)
+      end
+    end
+    -- Four of five alive: still a majority.
+    assert.is_true(keeper(views[1]):majority())
+  end, 40))
+
+  it("never declares down a node stopped for 2 s and continued", async(function()
+    local views = five("pause")
+    local napper = views[2]
+    local rest = others(views, napper)
+    napper.p:kill("SIGSTOP")
+    atoll.sleep(2) -- the pause itself
+    napper.p:kill("SIGCONT")
+    -- Every member sees it up and not suspect (any suspicion refuted), so no
+    -- verdict is still pending anywhere.
+    await_all(rest, function(v)
+      local _, e = v:status(napper.address)
+      return e and e.status == "up" and not e.suspect and v.p:stdout() ~= nil
+    end, 10, napper.name .. " up and trusted")
+    for _, v in ipairs(rest) do
+      assert.is_nil(v:first(napper.address, "down"), v.name .. " declared it down:\n" .. v:describe())
+    end
+    -- It still answers calls.
+    assert.is_true(keeper(napper):majority())
+  end, 40))
+
+  it("fails calls pending on a member that goes down with unreachable, and tells its watchers",
+    async(function()
+      local views = five("hang")
+      local caller, sleeper = views[1], views[3]
+      local pet = keeper(sleeper):pet()
+      assert.is_true(nodes.named(caller.address, "watcher"):watch(pet))
+      -- A call from the caller's node to the sleeper's pet, pending when the
+      -- sleeper stops: its link stays open, so only membership can fail it.
+      local pending = atoll.task(function()
+        return { keeper(caller, 60):try(pet, "nap", 50) }
+      end)
+      atoll.sleep(0.2)
+      local t0 = atoll.now()
+      sleeper.p:kill("SIGSTOP")
+      local ok, kind, message = unpack(pending:wait(20))
+      local took = atoll.now() - t0
+      assert.is_false(ok)
+      assert.equal("unreachable", kind)
+      assert.matches("is down", message)
+      assert.is_true(took < 10, "failed after " .. took .. " s")
+      caller:await(function(v) return #v.terminated > 0 end, 5, "the watch end")
+      assert.equal("node down", caller.terminated[1].reason)
+      -- New calls fail at once too.
+      local t1 = atoll.now()
+      local ok2, kind2 = keeper(caller):try(pet, "ping")
+      assert.is_false(ok2)
+      assert.equal("unreachable", kind2)
+      assert.is_true(atoll.now() - t1 < 1)
+      -- Continued, it refutes the verdict and comes back up.
+      sleeper.p:kill("SIGCONT")
+      caller:await(function(v) return v:status(sleeper.address) == "up" end, 10, "it back up")
+      assert.equal("pong", pet:ping())
+    end, 60))
+
+  it("sees a graceful leave as leaving, then removed", async(function()
+    local views = five("leave")
+    local leaver = views[5]
+    local rest = others(views, leaver)
+    leaver.p:kill("SIGTERM")
+    local code = leaver.p:wait(10)
+    assert.equal(0, code)
+    await_all(rest, function(v) return v:first(leaver.address, "removed") ~= nil end, 10,
+      leaver.name .. " removed")
+    for _, v in ipairs(rest) do
+      local leaving, removed = v:first(leaver.address, "leaving"), v:first(leaver.address, "removed")
+      assert.truthy(leaving, v.name .. " did not see it leaving:\n" .. v:describe())
+      assert.is_true(leaving.at <= removed.at)
+      assert.is_nil(v:first(leaver.address, "down"), v.name .. " saw it down")
+      assert.is_nil(v:status(leaver.address))
+    end
+    -- Those left do not count it against the majority.
+    assert.is_true(keeper(views[1]):majority())
+  end, 40))
+
+  it("rejoins a restarted node as a new incarnation, and its old actors' watchers are told",
+    async(function()
+      local first = members.start("re1")
+      local second = members.start("re2", { "--join", first.address })
+      await_all({ first, second }, seeing({ first.address, second.address }, "up"), 10, "both up")
+      local old_inc = first.members[second.address].incarnation
+      local pet = keeper(second):pet()
+      assert.is_true(nodes.named(first.address, "watcher"):watch(pet))
+      second.p:kill("SIGKILL")
+      second.p:wait(5)
+      -- The same address, at once: no time for the failure detector.
+      local again = members.start("re2", { "--listen", second.address, "--join", first.address })
+      first:await(function(v)
+        local e = v.members[second.address]
+        return e and e.status == "up" and e.incarnation ~= old_inc
+      end, 10, "the new incarnation up")
+      first:await(function(v) return #v.terminated > 0 end, 5, "the watch end")
+      assert.equal("node down", first.terminated[1].reason)
+      -- The old incarnation's actors are gone; the node itself answers.
+      local ok, kind = keeper(first):try(pet, "ping")
+      assert.is_false(ok)
+      assert.is_truthy(kind == "no_such_actor" or kind == "unreachable", kind)
+      assert.is_true(keeper(again):majority())
+    end, 40))
+
+  it("forms a cluster through clusterd", async(function()
+    local dir = tmp.dir("clusterd")
+    local pf = dir .. "/port"
+    local d = node.start({ "clusterd", "--listen", "127.0.0.1:0", "--port-file", pf },
+      { env = { ATOLL_SECRET = nodes.secret } })
+    d:expect("nodes can register at (%S+)", 10, "stderr")
+    local addr = "127.0.0.1:" .. assert(tmp.read(pf)):match("%d+")
+    local views = {}
+    for i = 1, 3 do views[i] = members.start("cd" .. i, { "--discovery", "clusterd:" .. addr }) end
+    await_all(views, seeing(addresses(views), "up"), 20, "all three up")
+    local list = nodes.named(addr, "atoll.clusterd"):list()
+    assert.equal(3, #list)
+    tmp.remove(dir)
+  end, 40))
+
+  it("forms a cluster through a DNS name", async(function()
+    -- Three nodes on 127.0.0.2, .3 and .4 at one port, each in a mount
+    -- namespace whose /etc/hosts gives one name all three addresses.
+    local dir = tmp.dir("dns")
+    tmp.write(dir .. "/hosts", "127.0.0.1 localhost\n127.0.0.2 atoll-members.test\n"
+      .. "127.0.0.3 atoll-members.test\n127.0.0.4 atoll-members.test\n")
+    -- As root a mount namespace will do; otherwise a user namespace too.
+    local unshare
+    for _, flags in ipairs { "-m", "-rm" } do
+      local ok = os.execute("unshare " .. flags .. " --propagation private true 2>/dev/null")
+      if ok == 0 or ok == true then
+        unshare = flags
+        break
+      end
+    end
+    assert(unshare, "this test needs a mount namespace (unshare -m or -rm), which this machine refuses")
+    -- This process holds its port on 127.0.0.1 only: the same number is
+    -- free on the other loopback addresses.
+    local port = nodes.self():match(":(%d+)$")
+    local views = {}
+    for i = 2, 4 do
+      local ip = "127.0.0." .. i
+      local inner = ("mount --bind \"$(realpath %s/hosts)\" /etc/hosts && exec %s run %s "
+        .. "--listen %s:%s --name dns%d --discovery dns:atoll-members.test"):format(dir, node.bin,
+        members.app, ip, port, i)
+      -- unshare and sh both exec: the process is the node, and a kill reaches it.
+      local p = node.start_command({ "unshare", unshare, "--propagation", "private", "sh", "-c", inner },
+        { env = { ATOLL_SECRET = nodes.secret } })
+      views[#views + 1] = members.wrap(p, ip .. ":" .. port, "dns" .. i)
+    end
+    await_all(views, seeing(addresses(views), "up"), 20, "all three up")
+    tmp.remove(dir)
+  end, 40))
+
+  it("drops packets that fail authentication or do not decode, and counts them", async(function()
+    local a = members.start("udp1")
+    local b = members.start("udp2", { "--join", a.address })
+    await_all({ a, b }, seeing({ a.address, b.address }, "up"), 10, "both up")
+    local ka = keeper(a)
+    local before = keeper(b):stats()
+    assert.is_true(ka:send_raw(b.address, string.rep("x", 40), false))    -- a forged tag
+    assert.is_true(ka:send_raw(b.address, "\x93\x01\x02", true))          -- sealed nonsense
+    assert.is_true(ka:send_raw(b.address, string.rep("\xff", 300), true)) -- sealed garbage
+    assert.is_true(ka:send_raw(b.address, "tiny", false))                  -- shorter than a tag
+    local after
+    for _ = 1, 100 do
+      after = keeper(b):stats()
+      if after.dropped_auth - before.dropped_auth >= 1
+        and after.dropped_malformed - before.dropped_malformed >= 3 then break end
+      atoll.sleep(0.02)
+    end
+    assert.equal(1, after.dropped_auth - before.dropped_auth)
+    assert.equal(3, after.dropped_malformed - before.dropped_malformed)
+    -- Nobody was hurt: both still see each other up.
+    assert.equal("up", b:status(a.address))
+    assert.is_true(keeper(b):majority())
+  end, 30))
+end)
