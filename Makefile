@@ -59,8 +59,8 @@ $(BUILD)/swimsim: $(SIM_SRC) host/swim.h host/mpk.h host/buf.h host/error.h | de
 	$(CC) $(ALL_CFLAGS) -o $@ $(SIM_SRC) $(shell pkg-config --libs mpack) -lm
 
 # Every test: unit specs inside the host, functional specs against real
-# node processes, the leak check, and FUZZ_SECONDS of fuzzing.
-FUZZ_SECONDS ?= 30
+# node processes, the leak check, and FUZZ_SECONDS of fuzzing per target.
+FUZZ_SECONDS ?= 20
 test:
 	@tools/deps test
 	@$(MAKE) --no-print-directory all fuzz-build
@@ -89,15 +89,21 @@ asan:
 		build-asan/atoll build-asan/atoll-lua build-asan/swimsim
 	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
 
-# The libFuzzer target for frames, envelopes, handshakes and the codec,
-# with ASan and UBSan. `make fuzz` runs it for FUZZ_SECONDS (10 minutes).
+# The libFuzzer targets, with ASan and UBSan: frames, envelopes, handshakes
+# and the codec; SWIM packets and states. `make fuzz` runs each for
+# FUZZ_SECONDS (10 minutes).
 FUZZ_SRC := tests/fuzz/fuzz_frames.c host/frame.c host/codec.c host/handshake.c host/buf.c \
 	host/utf8.c host/error.c
-fuzz-build: build/fuzz/fuzz_frames
+FUZZ_SWIM_SRC := tests/fuzz/fuzz_swim.c host/swim.c host/mpk.c host/buf.c host/error.c
+FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
+	-std=c11 -D_GNU_SOURCE $(PKG_CFLAGS)
+fuzz-build: build/fuzz/fuzz_frames build/fuzz/fuzz_swim
 build/fuzz/fuzz_frames: $(FUZZ_SRC) $(wildcard host/*.h) | deps
 	@mkdir -p $(dir $@)
-	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-		-std=c11 -D_GNU_SOURCE $(PKG_CFLAGS) -o $@ $(FUZZ_SRC) $(PKG_LIBS) -lm
+	clang $(FUZZ_FLAGS) -o $@ $(FUZZ_SRC) $(PKG_LIBS) -lm
+build/fuzz/fuzz_swim: $(FUZZ_SWIM_SRC) $(wildcard host/*.h) | deps
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $(FUZZ_SWIM_SRC) $(PKG_LIBS) -lm
 
 fuzz:
 	@tools/deps fuzz

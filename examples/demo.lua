@@ -108,5 +108,41 @@ atoll.run(function()
   west:wait(10)
   east:wait(10)
 
+  say("4. A cluster of three (examples/members): membership, failure detection, watch")
+  local function member(name, ...)
+    local args = { bin, "run", "examples/members/app.lua", "--listen", "127.0.0.1:0", "--name", name, ... }
+    args.env = env
+    local m = assert(process.spawn(args))
+    local _, address = m:expect("listening on (%S+)", 10, "stderr")
+    next_line(m)
+    return m, address
+  end
+  local a, a_addr = member("a")
+  local b = member("b", "--join", a_addr)
+  local c = member("c", "--join", a_addr)
+  local ups = 0
+  repeat
+    line = next_line(a)
+    if line:find("is up", 1, true) then ups = ups + 1 end
+  until ups == 2
+
+  say("   From the shell: atoll members --node %s", a_addr)
+  local list = assert(process.spawn { bin, "members", "--node", a_addr, env = env })
+  list:wait(10)
+  show("$", list:stdout())
+
+  say("   c is killed (SIGKILL). Nobody is told; the failure detector finds out:")
+  local t0 = atoll.now()
+  c:kill("SIGKILL")
+  repeat line = next_line(a, 15) until line:find("c %(.*%) is down")
+  show("=", ("declared down %.1f s after the kill"):format(atoll.now() - t0))
+
+  say("   b leaves gracefully (SIGTERM): it says goodbye before it goes.")
+  b:kill("SIGTERM")
+  repeat line = next_line(a, 10) until line:find("is removed", 1, true)
+  b:wait(10)
+  a:kill("SIGTERM")
+  a:wait(10)
+
   say("Done. Try it yourself:  build/atoll run --watch examples/counter/app.lua")
 end)

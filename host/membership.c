@@ -128,7 +128,7 @@ static int member_sockaddr(membership_t *m, const char *addr, struct sockaddr_st
   if (!r->pending && now >= r->expires && !m->stopped) {
     struct addrinfo hints;
     memset(&hints, 0, sizeof hints);
-    hints.ai_family = AF_UNSPEC;
+    hints.ai_family = m->family;
     hints.ai_socktype = SOCK_DGRAM;
     r->req.data = r;
     if (uv_getaddrinfo(&m->host->loop, &r->req, resolved_cb, r->host, NULL, &hints) == 0) {
@@ -302,6 +302,7 @@ int membership_start(membership_t *m, host_t *h, const swim_config_t *cfg, const
   int rc = uv_ip4_addr(bind_host, port, (struct sockaddr_in *)&sa);
   if (rc) rc = uv_ip6_addr(bind_host, port, (struct sockaddr_in6 *)&sa);
   if (rc) return rc;
+  m->family = sa.ss_family;
   m->fd = socket(sa.ss_family, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (m->fd < 0) return -errno;
   if (bind(m->fd, (struct sockaddr *)&sa, sa_len(&sa)) != 0) {

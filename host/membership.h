@@ -34,6 +34,7 @@ struct membership_s {
   swim_t *swim;
   swim_config_t cfg;
   int fd;
+  int family; /* the socket's: host names resolve to addresses it can reach */
   uv_poll_t poll;
   uv_timer_t timer;
   int handles; /* poll and timer initialized */

@@ -15,12 +15,13 @@ end
 
 local failed = false
 
-local function check(name, args, signal_after)
+local function check(name, args, signal_after, env)
   local log = os.tmpname()
   local cmd = { "valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=all",
     "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99",
     "--log-file=" .. log, bin }
   for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+  cmd.env = env
   local p = assert(process.spawn(cmd))
   if signal_after then
     p:expect(signal_after, 60)
@@ -47,6 +48,17 @@ atoll.run(function()
     "^count is 3$")
   check("a node with --watch", { "run", "--watch", "examples/counter/app.lua", "0.01", "--",
     "--exit-after", "3" })
+  -- A cluster member: its UDP socket, timers and the SWIM core; it joins a
+  -- node run outside valgrind, then leaves on SIGTERM.
+  local other = assert(process.spawn { bin, "run", "tests/functional/apps/member.lua",
+    "--listen", "127.0.0.1:0", "--name", "peer", env = { ATOLL_SECRET = "leak-check" } })
+  local _, peer = other:expect("listening on (%S+)", 10, "stderr")
+  other:expect("^ready$", 10)
+  local member = { "run", "tests/functional/apps/member.lua", "--listen", "127.0.0.1:0",
+    "--name", "checked", "--join", peer }
+  check("a cluster member that joins, then leaves on SIGTERM", member,
+    "^member " .. peer:gsub("%p", "%%%0") .. " up", { ATOLL_SECRET = "leak-check" })
+  other:kill("SIGKILL")
   check("interpreter mode", { "lua", "-e",
     "local atoll = require 'atoll' print(atoll.run(function() atoll.sleep(0.01) return 1 end))" })
 end)

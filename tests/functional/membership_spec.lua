@@ -36,8 +36,11 @@ describe("membership", function()
 
   it("has five nodes that join through one see each other up, and `atoll members` shows it", async(function()
     local views = five("join")
-    -- Each saw the others join, and itself go from joining to up.
+    -- Each got a snapshot first (itself, joining), then saw the others
+    -- join, and itself go from joining to up.
     for _, v in ipairs(views) do
+      assert.equal("snapshot", v.events[1].previous)
+      assert.equal(v.address, v.events[1].address)
       assert.equal("up", v:status(v.address))
       for _, w in ipairs(views) do assert.truthy(v:first(w.address, "up"), v.name .. " saw " .. w.name) end
     end
@@ -135,6 +138,29 @@ describe("membership", function()
       assert.equal("pong", pet:ping())
     end, 60))
 
+  it("marks a member down by hand; a member that is alive refutes and comes back up", async(function()
+    local a = members.start("hand1")
+    local b = members.start("hand2", { "--join", a.address })
+    local c = members.start("hand3", { "--join", a.address })
+    local all = { a, b, c }
+    await_all(all, seeing(addresses(all), "up"), 10, "all three up")
+    assert.is_true(keeper(a):down(c.address))
+    a:await(function(v) return v:first(c.address, "down") ~= nil end, 5, "c down")
+    -- c hears of it, raises its version, and is up again at a; b, which
+    -- could reach c all along, took a's verdict as a suspicion that c
+    -- refuted, and never saw c down.
+    a:await(function(v) return v:status(c.address) == "up" end, 10, "c back up")
+    b:await(function(v)
+      local _, e = v:status(c.address)
+      return e and e.status == "up" and not e.suspect and a:status(c.address) == "up"
+    end, 10, "c trusted")
+    assert.is_nil(b:first(c.address, "down"))
+    local ok, err = pcall(keeper(a).down, keeper(a), a.address)
+    assert.is_false(ok)
+    assert.matches("cannot mark itself down", tostring(err))
+    assert.is_false(keeper(a):down("127.0.0.1:1")) -- not a member
+  end, 30))
+
   it("sees a graceful leave as leaving, then removed", async(function()
     local views = five("leave")
     local leaver = views[5]
@@ -180,6 +206,39 @@ describe("membership", function()
       assert.is_true(keeper(again):majority())
     end, 40))
 
+  it("refuses bad membership flags with usage errors", async(function()
+    local function usage(args, pattern)
+      local code, _, err = node.exec(args, { env = { ATOLL_SECRET = nodes.secret } })
+      assert.equal(2, code, err)
+      assert.matches(pattern, err)
+    end
+    usage({ "run", members.app, "--join", "127.0.0.1:1" }, "need %-%-listen")
+    usage({ "run", members.app, "--listen", "127.0.0.1:0", "--join", "nowhere" }, "%-%-join must be HOST:PORT")
+    usage({ "run", members.app, "--listen", "127.0.0.1:0", "--membership", "bogus=1" },
+      "unknown membership setting 'bogus' %(known: .*probe_interval")
+    usage({ "run", members.app, "--listen", "127.0.0.1:0", "--membership", "probe_interval=fast" },
+      "KEY=NUMBER")
+    usage({ "run", members.app, "--listen", "127.0.0.1:0", "--membership", "probe_timeout=1" },
+      "probe_timeout must be shorter than probe_interval")
+    usage({ "run", members.app, "--listen", "127.0.0.1:0", "--discovery", "carrier-pigeon" },
+      "clusterd%[:HOST:PORT%] or dns:NAME%[:PORT%]")
+    usage({ "members" }, "missing %-%-node")
+    -- Settings that are fine are taken, and shown.
+    local v = members.start("tuned", { "--membership", "probe_interval=0.25,suspicion_alpha=5",
+      "--membership", "probe_timeout=0.1" })
+    local code, out = node.exec({ "members", "--node", v.address, "--json" },
+      { env = { ATOLL_SECRET = nodes.secret } })
+    assert.equal(0, code)
+    local view = require("atoll.json").decode(out)
+    assert.equal(0.25, view.config.probe_interval)
+    assert.equal(0.1, view.config.probe_timeout)
+    assert.equal(5, view.config.suspicion_alpha)
+    -- A node that cannot be reached: exit code 4.
+    code = node.exec({ "members", "--node", "127.0.0.1:1", "--timeout", "1" },
+      { env = { ATOLL_SECRET = nodes.secret } })
+    assert.equal(4, code)
+  end, 30))
+
   it("forms a cluster through clusterd", async(function()
     local dir = tmp.dir("clusterd")
     local pf = dir .. "/port"
@@ -192,42 +251,76 @@ describe("membership", function()
     await_all(views, seeing(addresses(views), "up"), 20, "all three up")
     local list = nodes.named(addr, "atoll.clusterd"):list()
     assert.equal(3, #list)
+    -- clusterd is not a member itself.
+    local code, _, err = node.exec({ "members", "--node", addr }, { env = { ATOLL_SECRET = nodes.secret } })
+    assert.equal(1, code)
+    assert.matches("is not a member of a cluster", err)
+    -- A node that leaves deregisters.
+    views[3].p:kill("SIGTERM")
+    assert.equal(0, views[3].p:wait(10))
+    assert.equal(2, #nodes.named(addr, "atoll.clusterd"):list())
     tmp.remove(dir)
   end, 40))
 
-  it("forms a cluster through a DNS name", async(function()
-    -- Three nodes on 127.0.0.2, .3 and .4 at one port, each in a mount
-    -- namespace whose /etc/hosts gives one name all three addresses.
-    local dir = tmp.dir("dns")
-    tmp.write(dir .. "/hosts", "127.0.0.1 localhost\n127.0.0.2 atoll-members.test\n"
-      .. "127.0.0.3 atoll-members.test\n127.0.0.4 atoll-members.test\n")
+  -- Member nodes in mount namespaces of their own, where /etc/hosts is
+  -- `hosts`: names the rest of the machine does not know.
+  local function namespaced(hosts)
+    local dir = tmp.dir("names")
+    tmp.write(dir .. "/hosts", "127.0.0.1 localhost\n" .. hosts)
     -- As root a mount namespace will do; otherwise a user namespace too.
-    local unshare
-    for _, flags in ipairs { "-m", "-rm" } do
-      local ok = os.execute("unshare " .. flags .. " --propagation private true 2>/dev/null")
+    local flags
+    for _, f in ipairs { "-m", "-rm" } do
+      local ok = os.execute("unshare " .. f .. " --propagation private true 2>/dev/null")
       if ok == 0 or ok == true then
-        unshare = flags
+        flags = f
         break
       end
     end
-    assert(unshare, "this test needs a mount namespace (unshare -m or -rm), which this machine refuses")
-    -- This process holds its port on 127.0.0.1 only: the same number is
-    -- free on the other loopback addresses.
+    assert(flags, "this test needs a mount namespace (unshare -m or -rm), which this machine refuses")
+    local ns = { dir = dir }
+    -- start(name, address, args...) -> view; unshare and sh both exec, so
+    -- the process is the node, and a kill reaches it.
+    function ns.start(name, address, ...)
+      local args = table.concat({ ... }, " ")
+      local inner = ("mount --bind \"$(realpath %s/hosts)\" /etc/hosts && exec %s run %s --name %s %s")
+        :format(dir, node.bin, members.app, name, args)
+      local p = node.start_command({ "unshare", flags, "--propagation", "private", "sh", "-c", inner },
+        { env = { ATOLL_SECRET = nodes.secret } })
+      return members.wrap(p, address, name)
+    end
+    return ns
+  end
+
+  it("forms a cluster through a DNS name", async(function()
+    -- Three nodes on 127.0.0.2, .3 and .4 at one port; the name resolves
+    -- to all three. This process holds its port on 127.0.0.1 only: the same
+    -- number is free on the other loopback addresses.
     local port = nodes.self():match(":(%d+)$")
+    local ns = namespaced("127.0.0.2 atoll-members.test\n127.0.0.3 atoll-members.test\n"
+      .. "127.0.0.4 atoll-members.test\n")
     local views = {}
     for i = 2, 4 do
-      local ip = "127.0.0." .. i
-      local inner = ("mount --bind \"$(realpath %s/hosts)\" /etc/hosts && exec %s run %s "
-        .. "--listen %s:%s --name dns%d --discovery dns:atoll-members.test"):format(dir, node.bin,
-        members.app, ip, port, i)
-      -- unshare and sh both exec: the process is the node, and a kill reaches it.
-      local p = node.start_command({ "unshare", unshare, "--propagation", "private", "sh", "-c", inner },
-        { env = { ATOLL_SECRET = nodes.secret } })
-      views[#views + 1] = members.wrap(p, ip .. ":" .. port, "dns" .. i)
+      local address = "127.0.0." .. i .. ":" .. port
+      views[#views + 1] = ns.start("dns" .. i, address, "--listen", address,
+        "--discovery", "dns:atoll-members.test")
     end
     await_all(views, seeing(addresses(views), "up"), 20, "all three up")
-    tmp.remove(dir)
+    tmp.remove(ns.dir)
   end, 40))
+
+  it("works with members known by host name", async(function()
+    local port = nodes.self():match(":(%d+)$")
+    local ns = namespaced("127.0.0.6 alpha.atoll.test\n127.0.0.7 beta.atoll.test\n")
+    local alpha = ns.start("alpha", "alpha.atoll.test:" .. port, "--listen", "127.0.0.6:" .. port,
+      "--advertise", "alpha.atoll.test:" .. port)
+    local beta = ns.start("beta", "beta.atoll.test:" .. port, "--listen", "127.0.0.7:" .. port,
+      "--advertise", "beta.atoll.test:" .. port, "--join", "alpha.atoll.test:" .. port)
+    await_all({ alpha, beta }, seeing({ alpha.address, beta.address }, "up"), 10, "both up")
+    -- Probes to a host name: a crash is still found.
+    beta.p:kill("SIGKILL")
+    alpha:await(function(v) return v:status(beta.address) == "down" end, 10, "beta down")
+    tmp.remove(ns.dir)
+  end, 30))
 
   it("drops packets that fail authentication or do not decode, and counts them", async(function()
     local a = members.start("udp1")

@@ -1,7 +1,8 @@
--- Writes seed inputs for the frame fuzzer into a directory: atoll lua tests/fuzz/seeds.lua DIR
+-- Writes seed inputs for the fuzzers: atoll lua tests/fuzz/seeds.lua FRAMES-DIR SWIM-DIR
 local codec = require "atoll.codec"
 local atoll = require "atoll"
-local dir = assert(arg[1], "usage: seeds.lua DIR")
+local dir = assert(arg[1], "usage: seeds.lua FRAMES-DIR SWIM-DIR")
+local swim_dir = assert(arg[2], "usage: seeds.lua FRAMES-DIR SWIM-DIR")
 
 local function frame(body)
   local n = #body
@@ -46,8 +47,47 @@ local function unbase64(s)
 end
 seeds.regression_hs_key = unbase64("AAAAX4ejaW5jBaVvbm5jZcQg//////////////////////////////////////////+kbmFtZaFup2NsdXN0ZXKlYWluYwWlb25uY2XEIP////////////////90b2xsoXSlaGVsbG+kYWRkcqsxMjcuMC4wLjE6MaF2AQ==")
 seeds.regression_kind_cast = unbase64("AAAAF5TOzs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7OzgWnubm5ubmvubm5ublOTk5OTi5BTjBOAQAA")
-for name, bytes in pairs(seeds) do
-  local f = assert(io.open(dir .. "/" .. name, "wb"))
-  f:write(bytes)
-  f:close()
+local function write_all(d, set)
+  for name, bytes in pairs(set) do
+    local f = assert(io.open(d .. "/" .. name, "wb"))
+    f:write(bytes)
+    f:close()
+  end
 end
+write_all(dir, seeds)
+
+-- SWIM packets and states (host/swim.c's wire format); the first byte
+-- tells fuzz_swim what follows: 0 a packet, 1 a state, 2 length-prefixed
+-- packets.
+local function update(addr, uid, version, state, phase, name, from)
+  return { addr, uid, version, state, phase, name, from or "" }
+end
+local gossip = {
+  update("10.0.0.2:7000", 222, 1, 0, 1, "b"),
+  update("10.0.0.3:7000", 333, 2, 1, 1, "c", "10.0.0.2:7000"),
+  update("10.0.0.4:7000", 444, 0, 2, 0, "d"),
+  update("10.0.0.1:7000", 12345, 0, 1, 1, "fuzz", "10.0.0.2:7000"), -- suspects the fuzzed node
+  update("10.0.0.5:7000", 555, 3, 3, 2, "e"),
+}
+local function packet(kind, seq, with_target)
+  local p = { kind, seq, "10.0.0.2:7000", 222 }
+  if with_target then
+    p[#p + 1] = "10.0.0.3:7000"
+    p[#p + 1] = 333
+  end
+  p[#p + 1] = atoll.array(gossip)
+  return codec.encode(atoll.array(p))
+end
+local function u16(n) return string.char(math.floor(n / 256), n % 256) end
+local ping, ack = packet(1, 7, true), packet(2, 7, false)
+local ping_req, nack, gossip_only = packet(3, 9, true), packet(4, 9, false), packet(5, 0, false)
+write_all(swim_dir, {
+  ping = "\0" .. ping,
+  ack = "\0" .. ack,
+  ping_req = "\0" .. ping_req,
+  nack = "\0" .. nack,
+  gossip = "\0" .. gossip_only,
+  state = "\1" .. codec.encode(atoll.array(gossip)),
+  run = "\2" .. u16(#ping) .. ping .. u16(#ping_req) .. ping_req .. u16(#ack) .. ack
+    .. u16(#gossip_only) .. gossip_only,
+})
