@@ -74,6 +74,35 @@ local function send_to_node(address, method, ...)
   return ok, err
 end
 
+-- Takes rec off a target's watchers; the last one out forgets the target,
+-- and tells the target's node. False if rec did not watch it.
+local function drop_watcher(key, rec)
+  local t = targets[key]
+  if t == nil or not t.watchers[rec] then return false end
+  t.watchers[rec] = nil
+  if next(t.watchers) == nil then
+    targets[key] = nil
+    if t.remote then
+      local address = t.ref[REF_ADDR]
+      local s = by_node[address]
+      if s then s[key] = nil end
+      send_to_node(address, "unwatch", t.ref, node.address)
+    end
+  end
+  return true
+end
+
+-- Forgets that the node at address watches this node's actor `id`.
+local function drop_remote_watcher(id, address)
+  local nodes = remote_watchers[id]
+  if nodes then
+    nodes[address] = nil
+    if next(nodes) == nil then remote_watchers[id] = nil end
+  end
+  local s = watchers_from[address]
+  if s then s[id] = nil end
+end
+
 -- watch(ref): see atoll.watch.
 function M.watch(ref)
   local rec = runtime.current()
@@ -123,19 +152,9 @@ function M.unwatch(ref)
   if rec == nil then error("unwatch must be called from inside an actor", 3) end
   if not runtime.is_ref(ref) then error("unwatch: expected an actor ref", 3) end
   local key = ref[REF_KEY]
-  local t = targets[key]
-  if t == nil or not t.watchers[rec] then return false end
-  t.watchers[rec] = nil
+  if not drop_watcher(key, rec) then return false end
   local w = by_watcher[rec]
   if w then w[key] = nil end
-  if next(t.watchers) == nil then
-    targets[key] = nil
-    if t.remote then
-      local s = by_node[ref[REF_ADDR]]
-      if s then s[key] = nil end
-      send_to_node(ref[REF_ADDR], "unwatch", ref, node.address)
-    end
-  end
   return true
 end
 
@@ -148,10 +167,8 @@ local function on_stopped(rec)
     local id = rec[R_ID]
     local nodes = remote_watchers[id]
     if nodes then
-      remote_watchers[id] = nil
       for address in pairs(nodes) do
-        local s = watchers_from[address]
-        if s then s[id] = nil end
+        drop_remote_watcher(id, address)
         send_to_node(address, "watch_ended", ref, "stopped")
       end
     end
@@ -159,20 +176,7 @@ local function on_stopped(rec)
   local w = by_watcher[rec]
   if w then
     by_watcher[rec] = nil
-    for key in pairs(w) do
-      local t = targets[key]
-      if t then
-        t.watchers[rec] = nil
-        if next(t.watchers) == nil then
-          targets[key] = nil
-          if t.remote then
-            local s = by_node[t.ref[REF_ADDR]]
-            if s then s[key] = nil end
-            send_to_node(t.ref[REF_ADDR], "unwatch", t.ref, node.address)
-          end
-        end
-      end
-    end
+    for key in pairs(w) do drop_watcher(key, rec) end
   end
 end
 
@@ -191,14 +195,7 @@ function M.node_gone(address, incarnation, reason)
   end
   local ids = watchers_from[address]
   if ids then
-    watchers_from[address] = nil
-    for id in pairs(ids) do
-      local nodes = remote_watchers[id]
-      if nodes then
-        nodes[address] = nil
-        if next(nodes) == nil then remote_watchers[id] = nil end
-      end
-    end
+    for id in pairs(ids) do drop_remote_watcher(id, address) end
   end
 end
 
@@ -221,14 +218,7 @@ end
 
 function M.remote_unwatch(ref, watcher_address)
   if not runtime.is_ref(ref) or type(watcher_address) ~= "string" then return end
-  local id = ref[REF_ID]
-  local nodes = remote_watchers[id]
-  if nodes then
-    nodes[watcher_address] = nil
-    if next(nodes) == nil then remote_watchers[id] = nil end
-  end
-  local s = watchers_from[watcher_address]
-  if s then s[id] = nil end
+  drop_remote_watcher(ref[REF_ID], watcher_address)
 end
 
 -- A node tells us that `ref`, which we watch, ended.

@@ -161,6 +161,30 @@ describe("membership", function()
     assert.is_false(keeper(a):down("127.0.0.1:1")) -- not a member
   end, 30))
 
+  it("tells a watcher on one node when an actor on another stops", async(function()
+    local a = members.start("w1")
+    local b = members.start("w2", { "--join", a.address })
+    await_all({ a, b }, seeing({ a.address, b.address }, "up"), 10, "both up")
+    local watcher = nodes.named(a.address, "watcher")
+    local pet, gone = keeper(b):pet(), keeper(b):pet()
+    assert.is_true(watcher:watch(pet))
+    assert.is_true(watcher:watch(gone))
+    assert.is_true(watcher:unwatch(gone))
+    pet:quit()
+    gone:quit()
+    a:await(function(v) return #v.terminated >= 1 end, 5, "the watch end")
+    assert.equal("stopped", a.terminated[1].reason)
+    assert.matches("@" .. b.address:gsub("%p", "%%%0"), a.terminated[1].ref)
+    -- A watch placed on an actor that is gone already ends at once.
+    assert.is_true(watcher:watch(gone))
+    a:await(function(v) return #v.terminated >= 2 end, 5, "the second watch end")
+    assert.equal("stopped", a.terminated[2].reason)
+    -- Only those two: the unwatched stop said nothing.
+    atoll.sleep(0.2)
+    a:pump(0.05)
+    assert.equal(2, #a.terminated)
+  end, 30))
+
   it("sees a graceful leave as leaving, then removed", async(function()
     local views = five("leave")
     local leaver = views[5]
