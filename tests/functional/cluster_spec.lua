@@ -5,15 +5,11 @@ local codec = require "atoll.codec"
 local cluster = require "atoll.cluster"
 local tcp = require "atoll.tcp"
 local async = require "helpers.async"
+local spec = require "helpers.spec"
+local catch = spec.catch
 local node = require "helpers.node"
 local nodes = require "helpers.cluster"
 local capture = require "helpers.logs"
-
-local function catch(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
 
 -- A frame: u32 big-endian length, then the body.
 local function frame(body)

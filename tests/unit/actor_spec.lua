@@ -1,20 +1,9 @@
 -- Actors: spawn, calls, sends, errors with kinds, reentrancy, ordering, timeouts, stop, names.
 local atoll = require "atoll"
 local async = require "helpers.async"
+local spec = require "helpers.spec"
+local catch, fresh = spec.catch, spec.fresh
 local capture = require "helpers.logs"
-
-local define = atoll.actor.define
-local n = 0
-local function fresh(name)
-  n = n + 1
-  return define(name .. n)
-end
-
-local function catch(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
 
 describe("actors", function()
   describe("calls", function()
@@ -369,7 +358,7 @@ describe("actors", function()
       local T = fresh "Strict"
       assert.matches("init is a hook", catch(function() function T.distributed:init() end end))
       assert.matches("must be a function", catch(function() T.distributed.x = 1 end))
-      assert.matches("already defined", catch(define, "Strict" .. n))
+      assert.matches("already defined", catch(atoll.actor.define, T.__name))
     end)
   end)
 
@@ -424,17 +413,18 @@ describe("actors", function()
       local T = fresh "Named"
       function T.distributed:who() return "me" end
       local r = atoll.spawn(T)
-      assert.is_true(atoll.register("the-one" .. n, r))
-      assert.equal(r, atoll.whereis("the-one" .. n))
+      local name = "the-one-" .. T.__name
+      assert.is_true(atoll.register(name, r))
+      assert.equal(r, atoll.whereis(name))
       local other = atoll.spawn(T)
-      local ok, err = atoll.register("the-one" .. n, other)
+      local ok, err = atoll.register(name, other)
       assert.is_nil(ok)
       assert.matches("taken", err)
       atoll.stop(r)
-      assert.is_nil(atoll.whereis("the-one" .. n))
-      assert.is_true(atoll.register("the-one" .. n, other))
-      assert.is_true(atoll.unregister("the-one" .. n))
-      assert.is_nil(atoll.whereis("the-one" .. n))
+      assert.is_nil(atoll.whereis(name))
+      assert.is_true(atoll.register(name, other))
+      assert.is_true(atoll.unregister(name))
+      assert.is_nil(atoll.whereis(name))
     end))
   end)
 end)

@@ -2,21 +2,10 @@
 -- (Watches across nodes, and nodes that go down, are in tests/functional/membership_spec.lua.)
 local atoll = require "atoll"
 local async = require "helpers.async"
+local spec = require "helpers.spec"
+local catch, fresh = spec.catch, spec.fresh
 local watch = require "atoll.watch"
 local codec = require "atoll.codec"
-
-local define = atoll.actor.define
-local n = 0
-local function fresh(name)
-  n = n + 1
-  return define(name .. n)
-end
-
-local function catch(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
 
 -- A watcher that records what it was told, and wakes a future on each.
 local function watcher_type()
