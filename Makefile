@@ -92,8 +92,8 @@ asan:
 # The libFuzzer targets, with ASan and UBSan: frames, envelopes, handshakes
 # and the codec; SWIM packets and states. `make fuzz` runs each for
 # FUZZ_SECONDS (10 minutes).
-FUZZ_SRC := tests/fuzz/fuzz_frames.c host/frame.c host/codec.c host/handshake.c host/buf.c \
-	host/utf8.c host/error.c
+FUZZ_SRC := tests/fuzz/fuzz_frames.c host/frame.c host/codec.c host/handshake.c host/mpk.c \
+	host/buf.c host/utf8.c host/error.c
 FUZZ_SWIM_SRC := tests/fuzz/fuzz_swim.c host/swim.c host/mpk.c host/buf.c host/error.c
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-std=c11 -D_GNU_SOURCE $(PKG_CFLAGS)

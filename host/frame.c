@@ -9,6 +9,7 @@
 
 #include "codec.h"
 #include "error.h"
+#include "mpk.h"
 
 int frame_next(const char *buf, size_t len, size_t max, const char **body, size_t *body_len) {
   if (len < FRAME_HEADER) return 0;
@@ -200,21 +201,17 @@ int envelope_parse(const char *body, size_t len, unsigned max_depth, envelope_t 
 /* ---- writing ---------------------------------------------------------- */
 
 typedef struct writer_s {
-  buf_t *out;
+  mpk_writer_t mw;
   frame_seal_t *seal;
   size_t start;
-  mpack_tokbuf_t tb;
-  int rc;
 } writer_t;
 
 static void wbegin(writer_t *w, buf_t *out, frame_seal_t *seal) {
-  w->out = out;
+  mpk_writer_init(&w->mw, out);
   w->seal = seal;
   w->start = out->len;
-  w->rc = 0;
-  mpack_tokbuf_init(&w->tb);
   if (buf_reserve(out, FRAME_HEADER + FRAME_SEALING + 64)) {
-    w->rc = ATOLL_ENOMEM;
+    w->mw.rc = ATOLL_ENOMEM;
     return;
   }
   /* The length, and the sequence number, are written in wend. */
@@ -223,62 +220,43 @@ static void wbegin(writer_t *w, buf_t *out, frame_seal_t *seal) {
 
 /* A method or actor name the receiver will take. */
 static void wname_check(writer_t *w, size_t n) {
-  if (w->rc == 0 && (n == 0 || n > FRAME_MAX_NAME)) w->rc = ATOLL_ETYPE;
+  if (w->mw.rc == 0 && (n == 0 || n > FRAME_MAX_NAME)) w->mw.rc = ATOLL_ETYPE;
 }
 
-static void wtok(writer_t *w, mpack_token_t t) {
-  if (w->rc) return;
-  if (buf_reserve(w->out, MPACK_MAX_TOKEN_LEN)) {
-    w->rc = ATOLL_ENOMEM;
-    return;
-  }
-  char *p = w->out->data + w->out->len;
-  size_t avail = w->out->cap - w->out->len;
-  if (mpack_write(&w->tb, &p, &avail, &t) != MPACK_OK) w->rc = ATOLL_EMALFORMED;
-  w->out->len = (size_t)(p - w->out->data);
-}
-
+/* An id: an integer a Lua number holds exactly. */
 static void wnum(writer_t *w, double v) {
   if (!(v >= 0 && v <= CODEC_MAX_EXACT_INT) || v != (double)(mpack_uintmax_t)v) {
-    if (w->rc == 0) w->rc = ATOLL_ERANGE;
+    if (w->mw.rc == 0) w->mw.rc = ATOLL_ERANGE;
     return;
   }
-  wtok(w, mpack_pack_uint((mpack_uintmax_t)v));
-}
-
-static void wstr(writer_t *w, const char *s, size_t n) {
-  wtok(w, mpack_pack_str((mpack_uint32_t)n));
-  if (w->rc == 0 && buf_append(w->out, s, n)) w->rc = ATOLL_ENOMEM;
-}
-
-static void wraw(writer_t *w, const char *s, size_t n) {
-  if (w->rc == 0 && buf_append(w->out, s, n)) w->rc = ATOLL_ENOMEM;
+  mpk_uint(&w->mw, (uint64_t)v);
 }
 
 static int wend(writer_t *w) {
-  if (w->rc == 0 && w->seal) {
-    if (buf_reserve(w->out, FRAME_TAG)) {
-      w->rc = ATOLL_ENOMEM;
+  buf_t *out = w->mw.out;
+  int rc = w->mw.rc;
+  if (rc == 0 && w->seal) {
+    if (buf_reserve(out, FRAME_TAG)) {
+      rc = ATOLL_ENOMEM;
     } else {
-      unsigned char *seq = (unsigned char *)w->out->data + w->start + FRAME_HEADER;
+      unsigned char *seq = (unsigned char *)out->data + w->start + FRAME_HEADER;
       put_be64(seq, w->seal->seq);
-      size_t covered = w->out->len - w->start - FRAME_HEADER;
-      crypto_shorthash_siphashx24((unsigned char *)w->out->data + w->out->len, seq, covered,
-                                  w->seal->key);
-      w->out->len += FRAME_TAG;
+      size_t covered = out->len - w->start - FRAME_HEADER;
+      crypto_shorthash_siphashx24((unsigned char *)out->data + out->len, seq, covered, w->seal->key);
+      out->len += FRAME_TAG;
     }
   }
-  if (w->rc) {
-    w->out->len = w->start;
-    return w->rc;
+  if (rc) {
+    out->len = w->start;
+    return rc;
   }
-  size_t n = w->out->len - w->start - FRAME_HEADER;
+  size_t n = out->len - w->start - FRAME_HEADER;
   if (n > 0xffffffffu) {
-    w->out->len = w->start;
+    out->len = w->start;
     return ATOLL_ETOOBIG;
   }
   if (w->seal) w->seal->seq++;
-  unsigned char *u = (unsigned char *)w->out->data + w->start;
+  unsigned char *u = (unsigned char *)out->data + w->start;
   u[0] = (unsigned char)(n >> 24);
   u[1] = (unsigned char)(n >> 16);
   u[2] = (unsigned char)(n >> 8);
@@ -292,13 +270,13 @@ int frame_write_call(buf_t *out, frame_seal_t *seal, double rid, double incarnat
   writer_t w;
   wbegin(&w, out, seal);
   wname_check(&w, method_len);
-  wtok(&w, mpack_pack_array(6));
+  mpk_array(&w.mw, 6);
   wnum(&w, ENV_CALL);
   wnum(&w, rid);
   wnum(&w, incarnation);
   wnum(&w, id);
-  wstr(&w, method, method_len);
-  wraw(&w, payload, payload_len);
+  mpk_str(&w.mw, method, method_len);
+  mpk_raw(&w.mw, payload, payload_len);
   return wend(&w);
 }
 
@@ -308,12 +286,12 @@ int frame_write_send(buf_t *out, frame_seal_t *seal, double incarnation, double 
   writer_t w;
   wbegin(&w, out, seal);
   wname_check(&w, method_len);
-  wtok(&w, mpack_pack_array(5));
+  mpk_array(&w.mw, 5);
   wnum(&w, ENV_SEND);
   wnum(&w, incarnation);
   wnum(&w, id);
-  wstr(&w, method, method_len);
-  wraw(&w, payload, payload_len);
+  mpk_str(&w.mw, method, method_len);
+  mpk_raw(&w.mw, payload, payload_len);
   return wend(&w);
 }
 
@@ -321,11 +299,11 @@ int frame_write_reply(buf_t *out, frame_seal_t *seal, double rid, int ok, const 
                       size_t payload_len) {
   writer_t w;
   wbegin(&w, out, seal);
-  wtok(&w, mpack_pack_array(4));
+  mpk_array(&w.mw, 4);
   wnum(&w, ENV_REPLY);
   wnum(&w, rid);
-  wtok(&w, mpack_pack_boolean((unsigned)(ok != 0)));
-  wraw(&w, payload, payload_len);
+  mpk_bool(&w.mw, ok);
+  mpk_raw(&w.mw, payload, payload_len);
   return wend(&w);
 }
 
@@ -336,12 +314,12 @@ int frame_write_call_name(buf_t *out, frame_seal_t *seal, double rid, const char
   wbegin(&w, out, seal);
   wname_check(&w, name_len);
   wname_check(&w, method_len);
-  wtok(&w, mpack_pack_array(5));
+  mpk_array(&w.mw, 5);
   wnum(&w, ENV_CALL_NAME);
   wnum(&w, rid);
-  wstr(&w, name, name_len);
-  wstr(&w, method, method_len);
-  wraw(&w, payload, payload_len);
+  mpk_str(&w.mw, name, name_len);
+  mpk_str(&w.mw, method, method_len);
+  mpk_raw(&w.mw, payload, payload_len);
   return wend(&w);
 }
 
@@ -352,17 +330,17 @@ int frame_write_send_name(buf_t *out, frame_seal_t *seal, const char *name, size
   wbegin(&w, out, seal);
   wname_check(&w, name_len);
   wname_check(&w, method_len);
-  wtok(&w, mpack_pack_array(4));
+  mpk_array(&w.mw, 4);
   wnum(&w, ENV_SEND_NAME);
-  wstr(&w, name, name_len);
-  wstr(&w, method, method_len);
-  wraw(&w, payload, payload_len);
+  mpk_str(&w.mw, name, name_len);
+  mpk_str(&w.mw, method, method_len);
+  mpk_raw(&w.mw, payload, payload_len);
   return wend(&w);
 }
 
 int frame_write_raw(buf_t *out, frame_seal_t *seal, const char *body, size_t body_len) {
   writer_t w;
   wbegin(&w, out, seal);
-  wraw(&w, body, body_len);
+  mpk_raw(&w.mw, body, body_len);
   return wend(&w);
 }

@@ -8,221 +8,115 @@
 
 #include "codec.h"
 #include "error.h"
+#include "mpk.h"
 
 static const char *const type_names[] = {"", "hello", "challenge", "proof", "welcome", "refuse"};
 
 /* ---- encoding --------------------------------------------------------- */
 
-typedef struct enc_s {
-  buf_t *out;
-  mpack_tokbuf_t tb;
-  int rc;
-} enc_t;
-
-static void put(enc_t *e, mpack_token_t t) {
-  if (e->rc) return;
-  if (buf_reserve(e->out, MPACK_MAX_TOKEN_LEN)) {
-    e->rc = ATOLL_ENOMEM;
-    return;
-  }
-  char *p = e->out->data + e->out->len;
-  size_t avail = e->out->cap - e->out->len;
-  if (mpack_write(&e->tb, &p, &avail, &t) != MPACK_OK) e->rc = ATOLL_EMALFORMED;
-  e->out->len = (size_t)(p - e->out->data);
-}
-
-static void put_bytes(enc_t *e, mpack_token_t head, const void *s, size_t n) {
-  put(e, head);
-  if (e->rc == 0 && buf_append(e->out, s, n)) e->rc = ATOLL_ENOMEM;
-}
-
-static void put_str(enc_t *e, const char *s) {
-  size_t n = strlen(s);
-  put_bytes(e, mpack_pack_str((mpack_uint32_t)n), s, n);
-}
-
-static void put_key(enc_t *e, const char *k) {
-  put_str(e, k);
-}
-
 int hs_encode(buf_t *out, const hs_msg_t *m) {
-  enc_t e = {out, MPACK_TOKBUF_INITIAL_VALUE, 0};
+  mpk_writer_t w;
+  mpk_writer_init(&w, out);
   size_t start = out->len;
-  mpack_tokbuf_init(&e.tb);
   unsigned fields = 2; /* t, v */
   int ids = m->type == HS_HELLO || m->type == HS_CHALLENGE;
   if (ids) fields += 5; /* cluster, name, addr, inc, nonce */
   if (m->has_mac) fields++;
   if (m->type == HS_REFUSE) fields++;
-  put(&e, mpack_pack_map(fields));
-  put_key(&e, "t");
-  put_str(&e, type_names[m->type]);
-  put_key(&e, "v");
-  put(&e, mpack_pack_uint(m->version));
+  mpk_map(&w, fields);
+  mpk_cstr(&w, "t");
+  mpk_cstr(&w, type_names[m->type]);
+  mpk_cstr(&w, "v");
+  mpk_uint(&w, m->version);
   if (ids) {
-    put_key(&e, "cluster");
-    put_str(&e, m->cluster);
-    put_key(&e, "name");
-    put_str(&e, m->name);
-    put_key(&e, "addr");
-    put_str(&e, m->address);
-    put_key(&e, "inc");
-    put(&e, mpack_pack_uint((mpack_uintmax_t)m->incarnation));
-    put_key(&e, "nonce");
-    put_bytes(&e, mpack_pack_bin(HS_NONCE), m->nonce, HS_NONCE);
+    mpk_cstr(&w, "cluster");
+    mpk_cstr(&w, m->cluster);
+    mpk_cstr(&w, "name");
+    mpk_cstr(&w, m->name);
+    mpk_cstr(&w, "addr");
+    mpk_cstr(&w, m->address);
+    mpk_cstr(&w, "inc");
+    mpk_uint(&w, (uint64_t)m->incarnation);
+    mpk_cstr(&w, "nonce");
+    mpk_bin(&w, m->nonce, HS_NONCE);
   }
   if (m->has_mac) {
-    put_key(&e, "mac");
-    put_bytes(&e, mpack_pack_bin(HS_MAC), m->mac, HS_MAC);
+    mpk_cstr(&w, "mac");
+    mpk_bin(&w, m->mac, HS_MAC);
   }
   if (m->type == HS_REFUSE) {
-    put_key(&e, "reason");
-    put_str(&e, m->reason);
+    mpk_cstr(&w, "reason");
+    mpk_cstr(&w, m->reason);
   }
-  if (e.rc) out->len = start;
-  return e.rc;
+  if (w.rc) out->len = start;
+  return w.rc;
 }
 
 /* ---- parsing ---------------------------------------------------------- */
 
-typedef struct rd_s {
-  const char *p;
+/* A bin of exactly len bytes. */
+static void blob(mpk_reader_t *r, unsigned char *dst, size_t len) {
   size_t n;
-  mpack_tokbuf_t tb;
-} rd_t;
-
-static int get(rd_t *r, mpack_token_t *t) {
-  if (r->n == 0) return ATOLL_ETRUNCATED;
-  int st = mpack_read(&r->tb, &r->p, &r->n, t);
-  if (st == MPACK_EOF) return ATOLL_ETRUNCATED;
-  return st == MPACK_OK ? 0 : ATOLL_EMALFORMED;
-}
-
-/* Reads the bytes of a str or bin token of known length. */
-static int get_chunk(rd_t *r, size_t len, const char **s) {
-  *s = r->p;
-  if (len == 0) return 0;
-  if (len > r->n) return ATOLL_ETRUNCATED;
-  mpack_token_t ch;
-  int rc = get(r, &ch);
-  if (rc) return rc;
-  if (ch.type != MPACK_TOKEN_CHUNK || ch.length != len) return ATOLL_EMALFORMED;
-  *s = ch.data.chunk_ptr;
-  return 0;
-}
-
-static int text(rd_t *r, char *dst, size_t cap) {
-  mpack_token_t t;
-  int rc = get(r, &t);
-  if (rc) return rc;
-  if (t.type != MPACK_TOKEN_STR || t.length >= cap) return ATOLL_EMALFORMED;
-  const char *s;
-  if ((rc = get_chunk(r, t.length, &s))) return rc;
-  if (memchr(s, 0, t.length)) return ATOLL_EMALFORMED;
-  memcpy(dst, s, t.length);
-  dst[t.length] = '\0';
-  return 0;
-}
-
-static int blob(rd_t *r, unsigned char *dst, size_t len) {
-  mpack_token_t t;
-  int rc = get(r, &t);
-  if (rc) return rc;
-  if (t.type != MPACK_TOKEN_BIN || t.length != len) return ATOLL_EMALFORMED;
-  const char *s;
-  if ((rc = get_chunk(r, t.length, &s))) return rc;
-  memcpy(dst, s, len);
-  return 0;
-}
-
-static int number(rd_t *r, double *out) {
-  mpack_token_t t;
-  int rc = get(r, &t);
-  if (rc) return rc;
-  if (t.type != MPACK_TOKEN_UINT) return ATOLL_EMALFORMED;
-  mpack_uintmax_t v = mpack_unpack_uint(t);
-  if (v > (mpack_uintmax_t)CODEC_MAX_EXACT_INT) return ATOLL_ERANGE;
-  *out = (double)v;
-  return 0;
-}
-
-/* Skips one value of any shape (an unknown key's value, from a newer peer). */
-static int skip(rd_t *r, int depth) {
-  mpack_token_t t;
-  int rc = get(r, &t);
-  if (rc) return rc;
-  if (depth > 8) return ATOLL_EDEPTH;
-  if (t.type == MPACK_TOKEN_STR || t.type == MPACK_TOKEN_BIN || t.type == MPACK_TOKEN_EXT) {
-    const char *s;
-    return get_chunk(r, t.length, &s);
-  }
-  if (t.type == MPACK_TOKEN_ARRAY || t.type == MPACK_TOKEN_MAP) {
-    size_t items = (size_t)t.length * (t.type == MPACK_TOKEN_MAP ? 2 : 1);
-    if (items > r->n) return ATOLL_ETRUNCATED;
-    for (size_t i = 0; i < items; i++) {
-      if ((rc = skip(r, depth + 1))) return rc;
-    }
-  }
-  return 0;
+  const char *s = mpk_read_bin(r, len, &n);
+  if (s && n != len && r->rc == 0) r->rc = ATOLL_EMALFORMED;
+  if (r->rc == 0) memcpy(dst, s, len);
 }
 
 int hs_parse(const char *body, size_t len, hs_msg_t *m, char *err, size_t errlen) {
   memset(m, 0, sizeof *m);
-  rd_t r = {body, len, MPACK_TOKBUF_INITIAL_VALUE};
-  mpack_tokbuf_init(&r.tb);
-  mpack_token_t t;
-  int rc = get(&r, &t);
+  mpk_reader_t r;
+  mpk_reader_init(&r, body, len);
   const char *bad = "not a map";
-  if (rc || t.type != MPACK_TOKEN_MAP || t.length > 32) goto fail;
-  unsigned pairs = t.length;
+  unsigned pairs = mpk_read_map(&r);
+  if (r.rc || pairs > 32) goto fail;
   int has_type = 0, has_version = 0, has_ids = 0;
   char key[16]; /* outlives the loop: `bad` may point at it */
   for (unsigned i = 0; i < pairs; i++) {
     bad = "a bad key";
-    if ((rc = text(&r, key, sizeof key))) goto fail;
+    mpk_read_cstr(&r, key, sizeof key);
+    if (r.rc) goto fail;
     bad = key;
     if (strcmp(key, "t") == 0) {
       char name[16];
-      if ((rc = text(&r, name, sizeof name))) goto fail;
+      mpk_read_cstr(&r, name, sizeof name);
       for (int k = HS_HELLO; k <= HS_REFUSE; k++) {
-        if (strcmp(name, type_names[k]) == 0) m->type = (hs_type_t)k;
+        if (r.rc == 0 && strcmp(name, type_names[k]) == 0) m->type = (hs_type_t)k;
       }
       has_type = m->type != 0;
     } else if (strcmp(key, "v") == 0) {
-      double v;
-      if ((rc = number(&r, &v)) || v > 65535) goto fail;
-      m->version = (unsigned)v;
+      m->version = (unsigned)mpk_read_uint(&r, 65535);
       has_version = 1;
     } else if (strcmp(key, "cluster") == 0) {
-      if ((rc = text(&r, m->cluster, sizeof m->cluster))) goto fail;
+      mpk_read_cstr(&r, m->cluster, sizeof m->cluster);
       has_ids |= 1;
     } else if (strcmp(key, "name") == 0) {
-      if ((rc = text(&r, m->name, sizeof m->name))) goto fail;
+      mpk_read_cstr(&r, m->name, sizeof m->name);
       has_ids |= 2;
     } else if (strcmp(key, "addr") == 0) {
-      if ((rc = text(&r, m->address, sizeof m->address))) goto fail;
+      mpk_read_cstr(&r, m->address, sizeof m->address);
       has_ids |= 4;
     } else if (strcmp(key, "inc") == 0) {
-      if ((rc = number(&r, &m->incarnation))) goto fail;
+      m->incarnation = (double)mpk_read_uint(&r, (uint64_t)CODEC_MAX_EXACT_INT);
       has_ids |= 8;
     } else if (strcmp(key, "nonce") == 0) {
-      if ((rc = blob(&r, m->nonce, HS_NONCE))) goto fail;
+      blob(&r, m->nonce, HS_NONCE);
       m->has_nonce = 1;
     } else if (strcmp(key, "mac") == 0) {
-      if ((rc = blob(&r, m->mac, HS_MAC))) goto fail;
+      blob(&r, m->mac, HS_MAC);
       m->has_mac = 1;
     } else if (strcmp(key, "reason") == 0) {
-      if ((rc = text(&r, m->reason, sizeof m->reason))) goto fail;
+      mpk_read_cstr(&r, m->reason, sizeof m->reason);
     } else {
-      if ((rc = skip(&r, 0))) goto fail;
+      mpk_skip(&r, 8); /* an unknown key's value, from a newer peer */
     }
+    if (r.rc) goto fail;
   }
   bad = "trailing bytes";
-  if (r.n != 0) {
-    rc = ATOLL_ETRAILING;
+  if (!mpk_done(&r)) {
+    r.rc = ATOLL_ETRAILING;
     goto fail;
   }
-  rc = ATOLL_EMALFORMED;
+  r.rc = ATOLL_EMALFORMED;
   bad = "no message type";
   if (!has_type || !has_version) goto fail;
   bad = "missing node identity";
@@ -234,7 +128,7 @@ int hs_parse(const char *body, size_t len, hs_msg_t *m, char *err, size_t errlen
   return 0;
 fail:
   snprintf(err, errlen, "malformed handshake message (%s)", bad);
-  return rc ? rc : ATOLL_EMALFORMED;
+  return r.rc ? r.rc : ATOLL_EMALFORMED;
 }
 
 /* ---- MACs ------------------------------------------------------------- */
