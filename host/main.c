@@ -176,63 +176,60 @@ typedef struct option_s {
   int takes_value;
 } option_t;
 
-static const option_t run_options[] = {
-    {"--watch", "watch", 0},
-    {"--name", "name", 1},
-    {"--log-level", "log_level", 1},
-    {"--listen", "listen", 1},
-    {"--advertise", "advertise", 1},
-    {"--port-file", "port_file", 1},
-    {"--cluster", "cluster", 1},
-    {"--secret", "secret", 1},
-    {"--secret-file", "secret_file", 1},
-    {"--max-frame", "max_frame", 1},
-    {"--max-queue", "max_queue", 1},
+/* Flags come in groups; a command takes a list of groups. */
+static const option_t common_flags[] = {
+    {"--name", "name", VALUE},
+    {"--log-level", "log_level", VALUE},
+    {NULL, NULL, 0},
+};
+
+static const option_t secret_flags[] = {
+    {"--cluster", "cluster", VALUE},
+    {"--secret", "secret", VALUE},
+    {"--secret-file", "secret_file", VALUE},
+    {NULL, NULL, 0},
+};
+
+static const option_t listen_flags[] = {
+    {"--listen", "listen", VALUE},
+    {"--advertise", "advertise", VALUE},
+    {"--port-file", "port_file", VALUE},
+    {NULL, NULL, 0},
+};
+
+static const option_t node_flags[] = {
+    {"--watch", "watch", FLAG},
+    {"--max-frame", "max_frame", VALUE},
+    {"--max-queue", "max_queue", VALUE},
     {"--join", "join", REPEATABLE},
     {"--discovery", "discovery", REPEATABLE},
     {"--membership", "membership", REPEATABLE},
     {NULL, NULL, 0},
 };
 
-static const option_t clusterd_options[] = {
-    {"--listen", "listen", 1},
-    {"--advertise", "advertise", 1},
-    {"--port-file", "port_file", 1},
-    {"--cluster", "cluster", 1},
-    {"--secret", "secret", 1},
-    {"--secret-file", "secret_file", 1},
-    {"--name", "name", 1},
-    {"--log-level", "log_level", 1},
+static const option_t client_flags[] = {
+    {"--node", "node", VALUE},
+    {"--timeout", "timeout", VALUE},
     {NULL, NULL, 0},
 };
 
-static const option_t members_options[] = {
-    {"--node", "node", 1},
-    {"--json", "json_output", 0},
-    {"--timeout", "timeout", 1},
-    {"--cluster", "cluster", 1},
-    {"--secret", "secret", 1},
-    {"--secret-file", "secret_file", 1},
-    {"--log-level", "log_level", 1},
-    {"--name", "name", 1},
+static const option_t members_flags[] = {
+    {"--json", "json_output", FLAG},
     {NULL, NULL, 0},
 };
 
-static const option_t client_options[] = {
-    {"--node", "node", 1},
-    {"--timeout", "timeout", 1},
-    {"--cluster", "cluster", 1},
-    {"--secret", "secret", 1},
-    {"--secret-file", "secret_file", 1},
-    {"--log-level", "log_level", 1},
-    {"--name", "name", 1},
+static const option_t lua_flags[] = {
+    {"--log-level", "log_level", VALUE},
     {NULL, NULL, 0},
 };
 
-static const option_t lua_options[] = {
-    {"--log-level", "log_level", 1},
-    {NULL, NULL, 0},
-};
+static const option_t *const run_options[] = {common_flags, secret_flags, listen_flags, node_flags,
+                                              NULL};
+static const option_t *const clusterd_options[] = {common_flags, secret_flags, listen_flags, NULL};
+static const option_t *const client_options[] = {common_flags, secret_flags, client_flags, NULL};
+static const option_t *const members_options[] = {common_flags, secret_flags, client_flags,
+                                                  members_flags, NULL};
+static const option_t *const lua_options[] = {lua_flags, NULL};
 
 #define MAX_OPTIONS 32
 #define MAX_ARGS    256
@@ -295,45 +292,56 @@ static void set_option(cli_t *cli, const char *field, const char *value) {
   }
 }
 
-/* Tries argv[*i] as one of `opts` (--flag, --flag VALUE, --flag=VALUE).
- * Returns 1 if it was one, 0 if not, -1 after reporting a usage error. */
-static int match_option(cli_t *cli, const option_t *opts, int argc, char **argv, int *i) {
-  const char *a = argv[*i];
-  for (const option_t *o = opts; o->flag; o++) {
-    size_t n = strlen(o->flag);
-    if (strncmp(a, o->flag, n) != 0 || (a[n] != '\0' && a[n] != '=')) continue;
-    if (!o->takes_value) {
-      if (a[n] == '=') {
-        usage_error(cli->command, "%s takes no value", o->flag);
-        return -1;
-      }
-      set_option(cli, o->field, NULL);
-      return 1;
+/* The option argv names among these groups (--flag or --flag=VALUE), or NULL. */
+static const option_t *find_option(const option_t *const *groups, const char *a) {
+  for (; *groups; groups++) {
+    for (const option_t *o = *groups; o->flag; o++) {
+      size_t n = strlen(o->flag);
+      if (strncmp(a, o->flag, n) == 0 && (a[n] == '\0' || a[n] == '=')) return o;
     }
-    const char *v = NULL;
-    if (a[n] == '=') v = a + n + 1;
-    else if (*i + 1 < argc) v = argv[++*i];
-    if (v == NULL || v[0] == '\0') {
-      usage_error(cli->command, "%s needs a value", o->flag);
+  }
+  return NULL;
+}
+
+/* Tries argv[*i] as one of the options in `groups` (--flag, --flag VALUE,
+ * --flag=VALUE). Returns 1 if it was one, 0 if not, -1 after reporting a
+ * usage error. */
+static int match_option(cli_t *cli, const option_t *const *groups, int argc, char **argv, int *i) {
+  const char *a = argv[*i];
+  const option_t *o = find_option(groups, a);
+  if (o == NULL) return 0;
+  size_t n = strlen(o->flag);
+  if (o->takes_value == FLAG) {
+    if (a[n] == '=') {
+      usage_error(cli->command, "%s takes no value", o->flag);
       return -1;
     }
-    if (o->takes_value == REPEATABLE) {
-      for (int k = 0; k < cli->nopts; k++) {
-        if (strcmp(cli->keys[k], o->field) != 0) continue;
-        if (append_option(cli, k, v) == 0) return 1;
-        usage_error(cli->command, "too many values for %s", o->flag);
-        return -1;
-      }
-    }
-    set_option(cli, o->field, v);
+    set_option(cli, o->field, NULL);
     return 1;
   }
-  return 0;
+  const char *v = NULL;
+  if (a[n] == '=') v = a + n + 1;
+  else if (*i + 1 < argc) v = argv[++*i];
+  if (v == NULL || v[0] == '\0') {
+    usage_error(cli->command, "%s needs a value", o->flag);
+    return -1;
+  }
+  if (o->takes_value == REPEATABLE) {
+    for (int k = 0; k < cli->nopts; k++) {
+      if (strcmp(cli->keys[k], o->field) != 0) continue;
+      if (append_option(cli, k, v) == 0) return 1;
+      usage_error(cli->command, "too many values for %s", o->flag);
+      return -1;
+    }
+  }
+  set_option(cli, o->field, v);
+  return 1;
 }
 
 /* run, call, reload: flags anywhere, positionals in order. For run, what
  * follows APP.lua belongs to the script, and so does everything after --. */
-static int parse_args(cli_t *cli, const option_t *opts, const char *usage, int argc, char **argv) {
+static int parse_args(cli_t *cli, const option_t *const *opts, const char *usage, int argc,
+                      char **argv) {
   int run = strcmp(cli->command, "run") == 0;
   for (int i = 0; i < argc; i++) {
     const char *a = argv[i];
