@@ -27,6 +27,10 @@ void binding_setref(lua_State *L, int idx, int *ref);
 void binding_class(lua_State *L, const char *name, const luaL_Reg *methods, lua_CFunction gc,
                    lua_CFunction tostring);
 
+/* Pushes true when rc is 0, else nil and libuv's message for it: what a
+ * binding's fallible method returns. */
+int binding_result(lua_State *L, int rc);
+
 /* Writes a copy of data to a stream (the copy is freed once written) and
  * pushes true, or nil and the error: what a binding's write method returns. */
 int binding_write(lua_State *L, uv_stream_t *stream, const char *data, size_t len);

@@ -14,20 +14,24 @@ static void write_done(uv_write_t *req, int status) {
   free(req);
 }
 
-int binding_write(lua_State *L, uv_stream_t *stream, const char *data, size_t len) {
-  write_req_t *w = malloc(sizeof *w + len);
-  if (w == NULL) return luaL_error(L, "out of memory");
-  memcpy(w->data, data, len);
-  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
-  int rc = uv_write(&w->req, stream, &b, 1, write_done);
+int binding_result(lua_State *L, int rc) {
   if (rc) {
-    free(w);
     lua_pushnil(L);
     lua_pushstring(L, uv_strerror(rc));
     return 2;
   }
   lua_pushboolean(L, 1);
   return 1;
+}
+
+int binding_write(lua_State *L, uv_stream_t *stream, const char *data, size_t len) {
+  write_req_t *w = malloc(sizeof *w + len);
+  if (w == NULL) return luaL_error(L, "out of memory");
+  memcpy(w->data, data, len);
+  uv_buf_t b = uv_buf_init(w->data, (unsigned)len);
+  int rc = uv_write(&w->req, stream, &b, 1, write_done);
+  if (rc) free(w);
+  return binding_result(L, rc);
 }
 
 void binding_setref(lua_State *L, int idx, int *ref) {

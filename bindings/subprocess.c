@@ -211,14 +211,7 @@ static int l_kill(lua_State *L) {
     lua_pushliteral(L, "the process has exited");
     return 2;
   }
-  int rc = uv_process_kill(&(*ud)->process, sig);
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(rc));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return binding_result(L, uv_process_kill(&(*ud)->process, sig));
 }
 
 /* handle:pid() -> the child's process id */

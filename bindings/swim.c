@@ -113,11 +113,16 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
   }
 }
 
+/* t[name] = value, t at the top of the stack */
+#define SET_NUMBER(name, value)         \
+  do {                                  \
+    lua_pushnumber(L, (double)(value)); \
+    lua_setfield(L, -2, name);          \
+  } while (0)
+
 static void push_config(lua_State *L, const swim_config_t *c) {
   lua_createtable(L, 0, 13);
-#define F(name, value)          \
-  lua_pushnumber(L, (value)); \
-  lua_setfield(L, -2, name)
+#define F SET_NUMBER
   F("probe_interval", c->probe_interval_ms / 1e3);
   F("probe_timeout", c->probe_timeout_ms / 1e3);
   F("indirect_probes", c->indirect_k);
@@ -225,9 +230,7 @@ static int l_stats(lua_State *L) {
   membership_t *m = started(L);
   const swim_stats_t *s = swim_stats(m->swim);
   lua_createtable(L, 0, 20);
-#define F(name, value)                  \
-  lua_pushnumber(L, (double)(value)); \
-  lua_setfield(L, -2, name)
+#define F SET_NUMBER
   F("probes", s->probes);
   F("indirect_probes", s->indirect_probes);
   F("acks", s->acks);
@@ -315,14 +318,7 @@ static int l_send_raw(lua_State *L) {
   size_t len;
   const char *addr = luaL_checkstring(L, 1);
   const char *data = luaL_checklstring(L, 2, &len);
-  int rc = membership_send_raw(m, addr, data, len, lua_toboolean(L, 3));
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(rc));
-    return 2;
-  }
-  lua_pushboolean(L, 1);
-  return 1;
+  return binding_result(L, membership_send_raw(m, addr, data, len, lua_toboolean(L, 3)));
 }
 
 static int l_gc(lua_State *L) {
