@@ -1250,8 +1250,11 @@ int swim_has_majority(const swim_t *s) {
   for (size_t i = 0; i < s->n; i++) {
     const swim_member_t *m = &s->m[i];
     if (!m->addr[0] || m->state == SWIM_LEFT) continue;
+    /* A member that said it is leaving is as good as gone: its departure
+     * must not cost the others their majority. */
+    if (i > 0 && alive_ish(m) && m->phase == SWIM_LEAVING) continue;
     known++;
-    if (alive_ish(m) && (i == 0 || m->phase != SWIM_LEAVING)) alive++;
+    if (alive_ish(m)) alive++;
   }
   return alive * 2 > known;
 }

@@ -136,7 +136,8 @@ const swim_stats_t *swim_stats(const swim_t *s);
 size_t swim_pending(const swim_t *s);
 
 /* 1 if the members this node thinks alive are more than half of those it
- * knows (alive, suspect and dead, not yet forgotten). */
+ * knows: alive, suspect and dead ones not yet forgotten; members that left
+ * or are leaving do not count. */
 int swim_has_majority(const swim_t *s);
 
 const char *swim_state_name(swim_state_t st);
