@@ -66,14 +66,24 @@ function M.resolve(name)
   return r[1], r[2]
 end
 
--- Joins through the candidates that are not alive members already.
+local REOFFER = 60   -- seconds before an address that was joined through is tried again
+local offered = {}  -- address -> when it was last joined through
+
+-- Joins through the candidates that are not alive members already. A
+-- candidate that is not a member under that address (members may advertise
+-- host names while discovery finds IP addresses) is tried again only now
+-- and then.
 local function offer(candidates, self_address)
   local fresh, others = {}, 0
+  local now = runtime.now_ms() / 1000
   for _, a in ipairs(candidates) do
     if a ~= self_address then
       others = others + 1
       local status = membership.status(a)
-      if status == nil or status == "down" then fresh[#fresh + 1] = a end
+      if (status == nil or status == "down") and now - (offered[a] or -math.huge) >= REOFFER then
+        fresh[#fresh + 1] = a
+        offered[a] = now
+      end
     end
   end
   -- Nobody else found: this node starts the cluster (join with no seeds).
