@@ -5,7 +5,7 @@ VERSION := 0.1.0
 BUILD ?= build
 CC ?= cc
 OPT ?= -O2 -g
-PKGS := luajit libuv mpack libsodium
+PKGS := luajit libuv mpack libsodium sqlite3 libpq
 
 # Evaluated when first used, after tools/deps has had its chance to install
 # the packages pkg-config asks about.

@@ -68,6 +68,7 @@ lua_State *vm_open(host_t *h) {
   preload(L, h, "atoll.transport", luaopen_atoll_transport);
   preload(L, h, "atoll.tcp_raw", luaopen_atoll_tcp);
   preload(L, h, "atoll.swim", luaopen_atoll_swim);
+  preload(L, h, "atoll.journal", luaopen_atoll_journal);
   h->L = L;
   return L;
 }

@@ -11,6 +11,7 @@ M.KINDS = {
   remote = "the called function raised an error",
   conflict = "another writer holds the persistence id",
   overloaded = "a queue limit was reached",
+  journal = "the journal failed: the event was not applied",
 }
 
 local Error = {}

@@ -33,6 +33,10 @@ local function install()
   require("atoll.json").set_array_mt(ArrayMT)
   actor.install_loader()
   require("atoll.watch").install()
+  local persistence = require "atoll.persistence"
+  persistence.install(actor.Base)
+  runtime.activate_persistent = persistence.activate
+  runtime.on_stop(persistence.on_stopped)
 end
 install()
 
@@ -271,6 +275,15 @@ end
 function atoll.unwatch(ref)
   return watch.unwatch(ref)
 end
+
+---------------------------------------------------------------------------
+-- Persistence
+---------------------------------------------------------------------------
+
+-- persistence: configure{ journal, data_dir }, info(), list(), events(pid),
+-- snapshot(pid) (see lib/atoll/persistence.lua); persistent actors emit
+-- with self:emit(event) and self:emit_all{...}.
+atoll.persistence = require "atoll.persistence"
 
 ---------------------------------------------------------------------------
 -- Hot reload

@@ -41,6 +41,7 @@ local R_STATE, R_TYPE, R_REF, R_STATUS, R_MAILBOX, R_TIMERS, R_ID, R_NAME = 1, 2
 local STARTING, RUNNING, STOPPED = 1, 2, 3
 M.R_STATE, M.R_TYPE, M.R_REF, M.R_STATUS, M.R_ID = R_STATE, R_TYPE, R_REF, R_STATUS, R_ID
 M.STARTING, M.RUNNING, M.STOPPED = STARTING, RUNNING, STOPPED
+local stop_hooks = {} -- functions run when an actor stops (M.on_stop)
 
 -- Slots of a ref (set by the codec, which interns refs by their payload).
 local REF_KEY, REF_ADDR, REF_INC, REF_ID, REF_REC = 1, 2, 3, 4, 5
@@ -545,11 +546,18 @@ end
 -- Messages wait in an actor's own mailbox while it is starting (or, later,
 -- recovering); once it runs, its mailbox drains one message per DRAIN entry,
 -- and new messages queue behind the mailbox until it is empty, so order holds.
+M.STARTING_MAX = 10000 -- messages that may wait for an actor that is starting (recovering)
+
 function mailbox_push(rec, method, payload, rid)
   local mb = rec[R_MAILBOX]
   if mb == nil then
     mb = { head = 1, tail = 0 }
     rec[R_MAILBOX] = mb
+  elseif rec[R_STATUS] == STARTING and (mb.tail - mb.head + 1) / 3 >= M.STARTING_MAX then
+    local err = new_error("overloaded", ("%s is starting and %d messages wait for it already")
+      :format(actor_label(rec), M.STARTING_MAX))
+    if rid ~= 0 then fail_call(rid, err) end
+    return
   end
   local t = mb.tail + 3
   mb[t - 2], mb[t - 1], mb[t] = method, payload, rid
@@ -1177,13 +1185,24 @@ function M.spawn(T, ...)
       error(e, 0)
     end
   end
+  if T.__options.persistent then
+    -- It runs once recovered (lib/atoll/persistence.lua); messages wait.
+    local ok, e = xpcall(M.activate_persistent, keep, rec)
+    if not ok then
+      M.stop_record(rec, true)
+      error(e, 0)
+    end
+    return ref
+  end
   M.set_running(rec)
   return ref
 end
 
 -- Stops the actor of `rec`: later messages fail with no_such_actor; handlers
--- already running finish; its timers are cancelled; T:stopped() runs.
-function M.stop_record(rec, quiet)
+-- already running finish; its timers are cancelled; T:stopped() runs (not
+-- when quiet). Calls waiting in its mailbox fail with err (no_such_actor by
+-- default).
+function M.stop_record(rec, quiet, err)
   if rec[R_STATUS] == STOPPED then return false end
   rec[R_STATUS] = STOPPED
   actors[rec[R_ID]] = nil
@@ -1200,7 +1219,7 @@ function M.stop_record(rec, quiet)
     end
     arm()
   end
-  flush_mailbox(rec, stopped_error(rec))
+  flush_mailbox(rec, err or stopped_error(rec))
   local stopped = rec[R_TYPE].stopped
   if stopped and not quiet then
     local saved = current
@@ -1211,8 +1230,14 @@ function M.stop_record(rec, quiet)
       host.log("error", actor_label(rec), "error in stopped(): " .. tostring(caught[1]))
     end
   end
-  if M.on_stopped then M.on_stopped(rec) end
+  for i = 1, #stop_hooks do stop_hooks[i](rec) end
   return true
+end
+
+-- on_stop(fn(rec)): fn runs whenever an actor of this node stops (watch,
+-- persistence).
+function M.on_stop(fn)
+  stop_hooks[#stop_hooks + 1] = fn
 end
 
 function M.record_of(ref)

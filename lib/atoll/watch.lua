@@ -235,7 +235,7 @@ function M.count()
 end
 
 function M.install()
-  runtime.on_stopped = on_stopped
+  runtime.on_stop(on_stopped)
   local membership = require "atoll.membership"
   membership.listen(function(m, previous)
     if m.self then return end
