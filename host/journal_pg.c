@@ -488,8 +488,13 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   /* A socket error: libpq says what it was (a refused connection, a reset),
    * so it is asked rather than taking libuv's word. */
   if (status < 0 && c->state != C_CONNECTING) {
-    if (!PQconsumeInput(c->c) || PQstatus(c->c) == CONNECTION_BAD) conn_down(c, PQerrorMessage(c->c));
-    else conn_down(c, uv_strerror(status));
+    /* The socket failed (libuv says EBADF for any POLLERR, and stops
+     * watching): take what the server said last, then give up on it. */
+    read_results(c);
+    if (c->state != C_DOWN) {
+      conn_down(c, PQstatus(c->c) == CONNECTION_BAD ? PQerrorMessage(c->c)
+                                                    : "the connection to the server broke");
+    }
     return;
   }
   if (c->state == C_CONNECTING) {

@@ -32,6 +32,7 @@ static const char usage_main[] =
     "  atoll reload MODULE --node HOST:PORT       reload an actor module on a running node\n"
     "  atoll members --node HOST:PORT             show a node's view of the cluster\n"
     "  atoll clusterd [--listen HOST:PORT]        run the discovery daemon nodes register with\n"
+    "  atoll journal ls | show ID [options]       look inside an event journal\n"
     "  atoll lua [options] [SCRIPT [ARGS...]]     run a Lua script with atoll's modules\n"
     "  atoll lua [options] -e CODE [ARGS...]\n"
     "  atoll help [COMMAND]                       show help for a command\n"
@@ -77,6 +78,13 @@ static const char usage_run[] =
     "  --max-frame BYTES     the largest frame a link accepts (default: 16777216)\n"
     "  --max-queue BYTES     the most a link may hold unsent before new calls fail\n"
     "                        with `overloaded` (default: 67108864)\n"
+    "\n"
+    "Persistence (see the README):\n"
+    "  --journal SPEC        where persistent actors' events go: sqlite (the default:\n"
+    "                        DATA-DIR/journal.db), sqlite:PATH, memory (lost on exit),\n"
+    "                        or postgres://USER:PASSWORD@HOST:PORT/DB. Given, it is\n"
+    "                        opened at start, and a journal that cannot be is an error.\n"
+    "  --data-dir DIR        the node's data (default: ./atoll-data)\n"
     "\n"
     "Membership (a listening node is a member of its cluster; see the README):\n"
     "  --join HOST:PORT      join the cluster through this member; repeat it, or give\n"
@@ -150,6 +158,23 @@ static const char usage_clusterd[] =
     "  --advertise, --port-file, --cluster, --secret, --secret-file, --name,\n"
     "  --log-level: as for atoll run\n";
 
+static const char usage_journal[] =
+    "Usage: atoll journal ls [options]\n"
+    "       atoll journal show ID [options]\n"
+    "\n"
+    "Looks inside an event journal. `ls` lists the persistence ids with their\n"
+    "number of events and last sequence number; `show ID` prints one id's events\n"
+    "as JSON lines ({\"seq\":N,\"event\":...}), oldest first. The journal may be\n"
+    "in use by running nodes.\n"
+    "\n"
+    "Options:\n"
+    "  --journal SPEC        sqlite (default), sqlite:PATH, or postgres://... (as for run)\n"
+    "  --data-dir DIR        where the default SQLite journal is (default: ./atoll-data)\n"
+    "  --from SEQ            show: events after SEQ only\n"
+    "  --limit N             show: at most N events\n"
+    "  --json                ls: JSON lines instead of a table\n"
+    "  --log-level LEVEL     debug, info, warn, error or off (default: warn)\n";
+
 static const char usage_lua[] =
     "Usage: atoll lua [options] [SCRIPT | -e CODE | -] [ARGS...]\n"
     "\n"
@@ -207,6 +232,19 @@ static const option_t node_flags[] = {
     {NULL, NULL, 0},
 };
 
+static const option_t journal_flags[] = {
+    {"--journal", "journal", VALUE},
+    {"--data-dir", "data_dir", VALUE},
+    {NULL, NULL, 0},
+};
+
+static const option_t show_flags[] = {
+    {"--from", "from", VALUE},
+    {"--limit", "limit", VALUE},
+    {"--json", "json_output", FLAG},
+    {NULL, NULL, 0},
+};
+
 static const option_t client_flags[] = {
     {"--node", "node", VALUE},
     {"--timeout", "timeout", VALUE},
@@ -224,7 +262,8 @@ static const option_t lua_flags[] = {
 };
 
 static const option_t *const run_options[] = {common_flags, secret_flags, listen_flags, node_flags,
-                                              NULL};
+                                              journal_flags, NULL};
+static const option_t *const journal_options[] = {common_flags, journal_flags, show_flags, NULL};
 static const option_t *const clusterd_options[] = {common_flags, secret_flags, listen_flags, NULL};
 static const option_t *const client_options[] = {common_flags, secret_flags, client_flags, NULL};
 static const option_t *const members_options[] = {common_flags, secret_flags, client_flags,
@@ -424,6 +463,18 @@ static int check_positionals(cli_t *cli) {
     if (cli->npositional > 0) return usage_error(c, "unexpected argument '%s'", cli->positional[0]);
   } else if (strcmp(c, "clusterd") == 0) {
     if (cli->npositional > 0) return usage_error(c, "unexpected argument '%s'", cli->positional[0]);
+  } else if (strcmp(c, "journal") == 0) {
+    const char *sub = cli->npositional > 0 ? cli->positional[0] : NULL;
+    if (sub == NULL) return usage_error(c, "%s", "missing ls or show ID");
+    if (strcmp(sub, "ls") == 0) {
+      if (cli->npositional > 1) return usage_error(c, "unexpected argument '%s'", cli->positional[1]);
+    } else if (strcmp(sub, "show") == 0) {
+      if (cli->npositional != 2) return usage_error(c, "%s", "show takes one persistence ID");
+      set_option(cli, "id", cli->positional[1]);
+    } else {
+      return usage_error(c, "unknown journal command '%s' (ls, show)", sub);
+    }
+    set_option(cli, "subcommand", sub);
   }
   return EXIT_OK;
 }
@@ -516,6 +567,8 @@ static int parse_command(cli_t *cli, int argc, char **argv) {
     rc = parse_args(cli, members_options, usage_members, argc, argv);
   } else if (strcmp(cmd, "clusterd") == 0) {
     rc = parse_args(cli, clusterd_options, usage_clusterd, argc, argv);
+  } else if (strcmp(cmd, "journal") == 0) {
+    rc = parse_args(cli, journal_options, usage_journal, argc, argv);
   } else if (cmd[0] == '-') return usage_error(NULL, "unknown flag '%s'", cmd);
   else return usage_error(NULL, "unknown command '%s'", cmd);
   if (rc == EXIT_OK) rc = check_positionals(cli);
@@ -556,6 +609,7 @@ int main(int argc, char **argv) {
       else if (strcmp(topic, "reload") == 0) fputs(usage_reload, stdout);
       else if (strcmp(topic, "members") == 0) fputs(usage_members, stdout);
       else if (strcmp(topic, "clusterd") == 0) fputs(usage_clusterd, stdout);
+      else if (strcmp(topic, "journal") == 0) fputs(usage_journal, stdout);
       else return usage_error(NULL, "no help for unknown command '%s'", topic);
       return EXIT_OK;
     }
@@ -566,7 +620,7 @@ int main(int argc, char **argv) {
   if (rc != EXIT_OK) return rc;
   if (option(&cli, "log_level") == NULL &&
       (strcmp(cli.command, "call") == 0 || strcmp(cli.command, "reload") == 0 ||
-       strcmp(cli.command, "members") == 0)) {
+       strcmp(cli.command, "members") == 0 || strcmp(cli.command, "journal") == 0)) {
     log_set_level(LOG_WARN); /* a command's output is its answer */
   }
   if (set_log_level(&cli) != 0) return EXIT_USAGE;

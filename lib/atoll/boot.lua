@@ -272,8 +272,21 @@ local function run_node(opts)
   runtime.on_signal = run_hooks_then_stop
   if opts.watch then reload.watch() end
 
+  local persistence = require "atoll.persistence"
+  persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
   runtime.refresh_now()
-  runtime.start_root(chunk, function(ok, err, tb)
+  runtime.start_root(function(...)
+    -- A journal named on the command line must work before anything runs.
+    if opts.journal then
+      local ok, err = persistence.probe()
+      if not ok then
+        say(err)
+        host.stop(EXIT_APP)
+        return
+      end
+    end
+    return chunk(...)
+  end, function(ok, err, tb)
     if not ok then
       host.log("error", "node", (opts.script .. " failed: ") .. tostring(tb or err))
       host.stop(EXIT_APP)
@@ -452,6 +465,64 @@ local function run_members(opts)
   end)
 end
 
+-- atoll journal ls | show ID: look inside a journal.
+local function run_journal(opts)
+  local json = require "atoll.json"
+  local persistence = require "atoll.persistence"
+  local from, limit = tonumber(opts.from or 0), tonumber(opts.limit or math.huge)
+  if from == nil or from < 0 or limit == nil or limit < 0 then
+    say("--from and --limit take whole numbers")
+    return EXIT_USAGE
+  end
+  persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
+  if (opts.journal == nil or opts.journal == "sqlite") then
+    local path = (opts.data_dir or "atoll-data") .. "/journal.db"
+    local f = io.open(path, "rb")
+    if f == nil then
+      say("no journal at " .. path .. " (use --data-dir or --journal)")
+      return EXIT_APP
+    end
+    f:close()
+  end
+  local code = EXIT_APP
+  runtime.start_root(function()
+    local ok, err = persistence.probe()
+    if not ok then
+      say(err)
+      return
+    end
+    if opts.subcommand == "ls" then
+      local list = persistence.list()
+      if opts.json_output then
+        for _, e in ipairs(list) do print(json.encode(e)) end
+      else
+        local w = 2
+        for _, e in ipairs(list) do w = math.max(w, #e.id) end
+        print(("%-" .. w .. "s  %10s  %10s"):format("ID", "EVENTS", "LAST SEQ"))
+        for _, e in ipairs(list) do print(("%-" .. w .. "s  %10d  %10d"):format(e.id, e.events, e.last_seq)) end
+      end
+      code = 0
+      return
+    end
+    local after, left = from, limit
+    while left > 0 do
+      local page = persistence.events(opts.id, after, math.min(left, persistence.READ_PAGE))
+      for _, e in ipairs(page) do
+        print(json.encode { seq = e.seq, event = e.event == nil and json.null or e.event })
+        after = e.seq
+      end
+      left = left - #page
+      if #page < persistence.READ_PAGE then break end
+    end
+    code = 0
+  end, function(ok, err, tb)
+    if not ok then say(tostring(tb or err)) end
+    host.stop(code)
+  end, "journal")
+  runtime.drain()
+  return nil
+end
+
 -- atoll clusterd: the discovery daemon.
 local function run_clusterd(opts)
   opts.listen = opts.listen or ("127.0.0.1:" .. require("atoll.discovery").CLUSTERD_PORT)
@@ -474,6 +545,7 @@ function M.main(opts)
   if opts.command == "call" or opts.command == "reload" then return run_client(opts) end
   if opts.command == "members" then return run_members(opts) end
   if opts.command == "clusterd" then return run_clusterd(opts) end
+  if opts.command == "journal" then return run_journal(opts) end
   say("unknown command " .. tostring(opts.command))
   return 2
 end

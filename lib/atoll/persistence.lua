@@ -97,6 +97,8 @@ function M.open()
   end
   j:set_handler(on_results)
   jr = j
+  local info = j:info()
+  log("info", ("events go to %s %s"):format(info.kind, info.where))
   return jr
 end
 
@@ -129,6 +131,17 @@ local function request(method, ...)
   return r[1], r[2], r[3]
 end
 M.request = request
+
+-- probe() -> true | nil, message: opens the journal and asks it something
+-- small, so that a journal that cannot work says so now (PostgreSQL
+-- connects only then).
+function M.probe()
+  local j, err = M.open()
+  if j == nil then return nil, err end
+  local status, perr = request("load_snapshot", "atoll/probe")
+  if status ~= "ok" then return nil, "the journal does not work: " .. tostring(perr) end
+  return true
+end
 
 -- Sends without waiting: fn(status, err, data) runs when it is done.
 local function request_then(fn, method, ...)
