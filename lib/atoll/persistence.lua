@@ -182,7 +182,11 @@ local function recover(rec, p)
     end
     local ok, e = xpcall(function() T.restore(state, decode(snap[2], "the snapshot of " .. p.pid)) end,
       debug.traceback)
-    if not ok then return false, journal_error("restoring the snapshot of %s failed: %s", p.pid, e) end
+    if not ok then
+      log("error", ("restoring the snapshot of %s failed: %s"):format(p.pid, e))
+      return false, journal_error("restoring the snapshot of %s failed: %s", p.pid,
+        (tostring(e):match("^[^\n]*")))
+    end
     after = snap[1]
     p.snap_seq = after
   end
@@ -200,7 +204,11 @@ local function recover(rec, p)
         after = seq
       end
     end, debug.traceback)
-    if not ok then return false, journal_error("recovery of %s failed at event %d: %s", p.pid, after + 1, e) end
+    if not ok then
+      log("error", ("recovery of %s failed at event %d: %s"):format(p.pid, after + 1, e))
+      return false, journal_error("recovery of %s failed at event %d: %s", p.pid, after + 1,
+        (tostring(e):match("^[^\n]*")))
+    end
     if #rows < 2 * READ_PAGE then break end
   end
   p.seq = after
@@ -257,10 +265,22 @@ end
 -- Emitting
 ---------------------------------------------------------------------------
 
+-- Ends an emit: the next one waiting, if any, takes over (a FIFO lock).
 local function release(p)
-  p.busy = false
   local w = table.remove(p.queue, 1)
-  if w then w:wake(true) end
+  if w then
+    w:wake(true) -- it owns p.busy now
+  else
+    p.busy = false
+  end
+end
+
+-- Wakes every emit waiting (the actor stopped: each of them fails).
+local function release_all(p)
+  local q = p.queue
+  p.queue = {}
+  p.busy = false
+  for _, w in ipairs(q) do w:wake(false) end
 end
 
 local function maybe_snapshot(rec, p)
@@ -289,11 +309,13 @@ local function emit(state, events, what)
     error("self:" .. what .. "() must run inside the actor's own code", 3)
   end
   local p = persist[rec]
-  if p == nil then
+  if p == nil and not rec[R_TYPE].__options.persistent then
     error(("%s: %s is not persistent (define it with { persistent = true })"):format(what,
       rec[R_TYPE].__name), 3)
   end
-  if p.recovering then error(what .. " during init or recovery: events are emitted once the actor runs", 3) end
+  if p == nil or p.recovering then
+    error(what .. " during init or recovery: events are emitted once the actor runs", 3)
+  end
   local payloads = {}
   for i, ev in ipairs(events) do
     local bytes, err = codec.encode(ev)
@@ -306,17 +328,16 @@ local function emit(state, events, what)
   if p.busy then
     local w = runtime.waiter()
     p.queue[#p.queue + 1] = w
-    w:wait()
-  end
-  if rec[R_STATUS] == STOPPED then
-    release(p)
-    error(new_error("conflict", label(rec) .. " stopped: its persistence id has another writer"), 3)
+    local _, owner = w:wait()
+    if not owner then
+      error(new_error("conflict", label(rec) .. " stopped: its persistence id has another writer"), 3)
+    end
   end
   p.busy = true
   local first = p.seq + 1
   local status, err = request("append", p.pid, first, #payloads == 1 and payloads[1] or payloads)
   if status == "conflict" then
-    release(p)
+    release_all(p)
     log("warn", label(rec) .. ": " .. err .. "; stopping, its state is stale")
     runtime.stop_record(rec, false, new_error("conflict", err))
     error(new_error("conflict", ("%s: %s (this instance stopped)"):format(p.pid, err)), 3)
@@ -331,7 +352,7 @@ local function emit(state, events, what)
     p.seq = first + i - 1
     local ok, e = xpcall(apply, debug.traceback, state, codec.decode(bytes))
     if not ok then
-      release(p)
+      release_all(p)
       log("error", ("%s: apply() failed on event %d, which is written: %s; stopping (a recovery "
         .. "will meet it again)"):format(label(rec), p.seq, tostring(e)))
       runtime.stop_record(rec, false)

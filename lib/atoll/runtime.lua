@@ -469,10 +469,18 @@ local function run_send(fn, state, payload)
   fn(state, unpack_(payload))
 end
 
+-- Errors of these kinds, raised in a handler and not caught, reach its
+-- caller with their kind: the call's own effect failed.
+local PASSED_ON = { conflict = true, journal = true }
+
 local function handler_error(rec, method, caught)
   local e, tb = caught[1], caught[2]
   if errors.is(e, "bad_argument") and e.decode then
     return new_error("bad_argument", e.message)
+  end
+  if errors.is(e) and PASSED_ON[e.kind] then
+    return new_error(e.kind, e.message, { actor = actor_label(rec), method = method,
+                                          traceback = (tb or ""):gsub("^\n", "") })
   end
   local label = actor_label(rec)
   local message = tostring(e)
