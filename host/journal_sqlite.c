@@ -6,7 +6,11 @@
  * transaction and one sync. Each request is atomic on its own within it (a savepoint): a request
  * that meets a (pid, seq) already written fails alone with JOURNAL_CONFLICT. Any other failure (a
  * full disk, an I/O error) rolls the whole transaction back and fails every request in it. */
+#include <errno.h>
+#include <limits.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -93,6 +97,32 @@ static int write_snapshot(sq_t *q, jreq_t *r, int64_t at) {
   return rc == SQLITE_DONE ? SQLITE_OK : rc;
 }
 
+/* SQLite's message, with what failed and the operating system's reason when SQLite kept
+ * it: "disk I/O error" alone does not tell a failed write from a failed sync. */
+static const char *why(sqlite3 *db, char *buf, size_t len) {
+  static const struct { int code; const char *what; } io[] = {
+    {SQLITE_IOERR_READ, "a read failed"},        {SQLITE_IOERR_SHORT_READ, "a read came short"},
+    {SQLITE_IOERR_WRITE, "a write failed"},      {SQLITE_IOERR_FSYNC, "a sync failed"},
+    {SQLITE_IOERR_DIR_FSYNC, "a sync failed"},   {SQLITE_IOERR_TRUNCATE, "a truncate failed"},
+    {SQLITE_IOERR_FSTAT, "fstat failed"},        {SQLITE_IOERR_LOCK, "a lock failed"},
+    {SQLITE_IOERR_SHMOPEN, "the WAL index could not be opened"},
+    {SQLITE_IOERR_SHMSIZE, "the WAL index could not grow"},
+    {SQLITE_IOERR_SHMMAP, "the WAL index could not be mapped"},
+  };
+  int code = sqlite3_extended_errcode(db), e = sqlite3_system_errno(db);
+  const char *what = NULL;
+  for (size_t i = 0; i < sizeof io / sizeof io[0]; i++) {
+    if (io[i].code == code) what = io[i].what;
+  }
+  int n = snprintf(buf, len, "%s", sqlite3_errmsg(db));
+  if (what && n > 0 && (size_t)n < len) n += snprintf(buf + n, len - (size_t)n, ": %s", what);
+  int base = code & 0xff;
+  if ((base == SQLITE_IOERR || base == SQLITE_READONLY) && e != 0 && n > 0 && (size_t)n < len) {
+    snprintf(buf + n, len - (size_t)n, " (%s)", strerror(e));
+  }
+  return buf;
+}
+
 static void fail_all(sq_t *q, jreq_t *batch, const char *why) {
   while (batch) {
     jreq_t *next = batch->next;
@@ -109,7 +139,8 @@ static void write_batch(sq_t *q, jreq_t *batch) {
   int64_t at = now_ms();
   int rc = sqlite3_exec(q->wdb, "BEGIN IMMEDIATE", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
-    fail_all(q, batch, sqlite3_errmsg(q->wdb));
+    char buf[512];
+    fail_all(q, batch, why(q->wdb, buf, sizeof buf));
     return;
   }
   for (jreq_t *r = batch; r; r = r->next) {
@@ -121,18 +152,18 @@ static void write_batch(sq_t *q, jreq_t *batch) {
                (unsigned long long)r->seq, r->pid);
       continue;
     }
-    char why[512];
-    snprintf(why, sizeof why, "%s", sqlite3_errmsg(q->wdb));
+    char buf[512];
+    why(q->wdb, buf, sizeof buf);
     if (!sqlite3_get_autocommit(q->wdb)) sqlite3_exec(q->wdb, "ROLLBACK", NULL, NULL, NULL);
-    fail_all(q, batch, why);
+    fail_all(q, batch, buf);
     return;
   }
   rc = sqlite3_exec(q->wdb, "COMMIT", NULL, NULL, NULL);
   if (rc != SQLITE_OK) {
-    char why[512];
-    snprintf(why, sizeof why, "%s", sqlite3_errmsg(q->wdb));
+    char buf[512];
+    why(q->wdb, buf, sizeof buf);
     if (!sqlite3_get_autocommit(q->wdb)) sqlite3_exec(q->wdb, "ROLLBACK", NULL, NULL, NULL);
-    fail_all(q, batch, why);
+    fail_all(q, batch, buf);
     return;
   }
   while (batch) {
@@ -184,7 +215,8 @@ static void read_events(sq_t *q, jreq_t *r) {
   }
   sqlite3_reset(q->sel);
   if (rc != SQLITE_DONE) {
-    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, sqlite3_errmsg(q->rdb));
+    char buf[512];
+    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
   } else {
     journal_complete(q->j, r);
   }
@@ -202,7 +234,8 @@ static void read_snapshot(sq_t *q, jreq_t *r) {
   }
   sqlite3_reset(q->snap_get);
   if (rc != SQLITE_DONE) {
-    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, sqlite3_errmsg(q->rdb));
+    char buf[512];
+    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
   } else {
     journal_complete(q->j, r);
   }
@@ -222,7 +255,8 @@ static void read_list(sq_t *q, jreq_t *r) {
   }
   sqlite3_reset(q->list);
   if (rc != SQLITE_DONE) {
-    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, sqlite3_errmsg(q->rdb));
+    char buf[512];
+    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
   } else {
     journal_complete(q->j, r);
   }
@@ -311,8 +345,9 @@ static int connect_db(sq_t *q, sqlite3 **db, char *err, size_t errlen) {
     rc = sqlite3_exec(*db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, NULL);
   }
   if (rc != SQLITE_OK) {
+    char buf[512];
     snprintf(err, errlen, "cannot open the journal %s: %s", q->path,
-             *db ? sqlite3_errmsg(*db) : sqlite3_errstr(rc));
+             *db ? why(*db, buf, sizeof buf) : sqlite3_errstr(rc));
     return ATOLL_EUSAGE;
   }
   return 0;
@@ -326,7 +361,47 @@ static int prepare(sq_t *q, sqlite3 *db, sqlite3_stmt **st, const char *sql, cha
   return 0;
 }
 
+/* Creates the directories above the journal's file, as `mkdir -p` would, and checks that the last
+ * one is writable: the write-ahead log and its index are files beside the journal's. */
+static int make_parents(const char *path, char *err, size_t errlen) {
+  char dir[PATH_MAX];
+  if (snprintf(dir, sizeof dir, "%s", path) >= (int)sizeof dir) {
+    snprintf(err, errlen, "the journal's path is too long");
+    return ATOLL_EUSAGE;
+  }
+  char *slash = strrchr(dir, '/');
+  if (slash == NULL) {
+    snprintf(dir, sizeof dir, ".");
+  } else if (slash == dir) {
+    dir[1] = '\0';
+  } else {
+    *slash = '\0';
+  }
+  for (char *p = dir + 1; slash && slash != dir; p++) {
+    if (*p != '/' && *p != '\0') continue;
+    char c = *p;
+    *p = '\0';
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST) {
+      snprintf(err, errlen, "cannot create the journal's directory %s: %s", dir, strerror(errno));
+      return ATOLL_EUSAGE;
+    }
+    *p = c;
+    if (c == '\0') break;
+  }
+  struct stat st;
+  if (stat(dir, &st) == 0 && !S_ISDIR(st.st_mode)) {
+    snprintf(err, errlen, "cannot create the journal's directory %s: %s", dir, strerror(ENOTDIR));
+    return ATOLL_EUSAGE;
+  }
+  if (access(dir, W_OK) != 0) {
+    snprintf(err, errlen, "cannot write in the journal's directory %s: %s", dir, strerror(errno));
+    return ATOLL_EUSAGE;
+  }
+  return 0;
+}
+
 int journal_sqlite_open(journal_t *j, const char *path, char *err, size_t errlen) {
+  if (make_parents(path, err, errlen) != 0) return ATOLL_EUSAGE;
   sq_t *q = calloc(1, sizeof *q);
   if (q == NULL) {
     snprintf(err, errlen, "out of memory");
@@ -339,7 +414,8 @@ int journal_sqlite_open(journal_t *j, const char *path, char *err, size_t errlen
   uv_cond_init(&q->rcond);
   int rc = connect_db(q, &q->wdb, err, errlen);
   if (rc == 0 && sqlite3_exec(q->wdb, schema, NULL, NULL, NULL) != SQLITE_OK) {
-    snprintf(err, errlen, "cannot set up the journal %s: %s", path, sqlite3_errmsg(q->wdb));
+    char buf[512];
+    snprintf(err, errlen, "cannot set up the journal %s: %s", path, why(q->wdb, buf, sizeof buf));
     rc = ATOLL_EUSAGE;
   }
   if (rc == 0) {

@@ -276,8 +276,9 @@ local function run_node(opts)
   persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
   runtime.refresh_now()
   runtime.start_root(function(...)
-    -- A journal named on the command line must work before anything runs.
-    if opts.journal then
+    -- A journal or data directory named on the command line must work
+    -- before anything runs.
+    if opts.journal or opts.data_dir then
       local ok, err = persistence.probe()
       if not ok then
         say(err)

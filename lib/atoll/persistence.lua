@@ -33,7 +33,6 @@ local READ_PAGE = journal_c.READ_PAGE
 
 local config = { journal = nil, data_dir = "atoll-data" }
 local jr = nil       -- the node's journal, opened on first use
-local open_error = nil
 local waiting = {}   -- token -> waiter, or a function(status, err, data)
 local next_token = 0
 local persist = setmetatable({}, { __mode = "k" }) -- rec -> { pid, seq, snap_seq, busy, queue }
@@ -56,9 +55,9 @@ end
 local function spec_of(opts)
   local j = opts.journal
   if j == nil or j == "sqlite" then
-    return "sqlite:" .. (opts.data_dir or "atoll-data") .. "/journal.db", opts.data_dir or "atoll-data"
+    return "sqlite:" .. (opts.data_dir or "atoll-data") .. "/journal.db"
   end
-  return j, nil
+  return j
 end
 
 -- configure{ journal = SPEC, data_dir = DIR }: SPEC is memory, sqlite,
@@ -87,14 +86,8 @@ end
 -- open() -> the journal, or nil and a message. Opens it on first use.
 function M.open()
   if jr then return jr end
-  if open_error then return nil, open_error end
-  local spec, dir = spec_of(config)
-  if dir then os.execute("mkdir -p '" .. dir:gsub("'", "'\\''") .. "' 2>/dev/null") end
-  local j, err = journal_c.open(spec)
-  if j == nil then
-    open_error = err
-    return nil, err
-  end
+  local j, err = journal_c.open((spec_of(config)))
+  if j == nil then return nil, err end
   j:set_handler(on_results)
   jr = j
   local info = j:info()
