@@ -78,8 +78,13 @@ demo:
 
 bench:
 	@tools/deps bench
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/sqlite_raw
 	@bench/run all
+
+# The journal benchmark's peer: SQLite inserts alone, as the backend's ceiling.
+$(BUILD)/sqlite_raw: bench/peers/sqlite_raw.c | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(shell pkg-config --libs sqlite3)
 
 # The whole suite on an AddressSanitizer + UndefinedBehaviorSanitizer build.
 asan:

@@ -5,6 +5,7 @@ local async = require "helpers.async"
 local node = require "helpers.node"
 local nodes = require "helpers.cluster"
 local members = require "helpers.members"
+local namespace = require "helpers.namespace"
 local tmp = require "helpers.tmp"
 
 local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
@@ -291,16 +292,6 @@ describe("membership", function()
   local function namespaced(hosts)
     local dir = tmp.dir("names")
     tmp.write(dir .. "/hosts", "127.0.0.1 localhost\n" .. hosts)
-    -- As root a mount namespace will do; otherwise a user namespace too.
-    local flags
-    for _, f in ipairs { "-m", "-rm" } do
-      local ok = os.execute("unshare " .. f .. " --propagation private true 2>/dev/null")
-      if ok == 0 or ok == true then
-        flags = f
-        break
-      end
-    end
-    assert(flags, "this test needs a mount namespace (unshare -m or -rm), which this machine refuses")
     local ns = { dir = dir }
     -- start(name, address, args...) -> view; unshare and sh both exec, so
     -- the process is the node, and a kill reaches it.
@@ -308,8 +299,7 @@ describe("membership", function()
       local args = table.concat({ ... }, " ")
       local inner = ("mount --bind \"$(realpath %s/hosts)\" /etc/hosts && exec %s run %s --name %s %s")
         :format(dir, node.bin, members.app, name, args)
-      local p = node.start_command({ "unshare", flags, "--propagation", "private", "sh", "-c", inner },
-        { env = { ATOLL_SECRET = nodes.secret } })
+      local p = node.start_command(namespace.command(inner), { env = { ATOLL_SECRET = nodes.secret } })
       return members.wrap(p, address, name)
     end
     return ns

@@ -1,10 +1,13 @@
--- A persistent ledger for persistence specs. On start it prints what it recovered:
---   recovered COUNT FIRST,SECOND,...
+-- A persistent ledger for persistence specs. On start it prints what it recovered, each entry
+-- as N@WRITER (LEDGER_WRITER names this process, "w" by default):
+--   recovered COUNT 1@w,2@w,...
 -- then, with `-- --stream`, emits entries COUNT+1, COUNT+2, ... for ever, printing each one
--- whose emit returned (`acked N`) or failed (`failed N KIND MESSAGE`).
+-- whose emit returned (`acked N`) or failed (`failed N KIND MESSAGE`, then a retry). A conflict
+-- ends the stream: the actor has stopped. LEDGER_SNAPSHOT_EVERY and LEDGER_ID set the rest.
 local atoll = require "atoll"
 
 local every = tonumber(os.getenv("LEDGER_SNAPSHOT_EVERY") or "")
+local writer = os.getenv("LEDGER_WRITER") or "w"
 local Ledger = atoll.actor.define("Ledger", { persistent = true, snapshot_every = every })
 
 function Ledger:init(id)
@@ -17,7 +20,7 @@ function Ledger:persistence_id()
 end
 
 function Ledger:apply(e)
-  self.entries[#self.entries + 1] = e.n
+  self.entries[#self.entries + 1] = e.n .. "@" .. e.by
 end
 
 function Ledger:snapshot()
@@ -33,18 +36,20 @@ function Ledger.distributed:entries()
 end
 
 function Ledger.distributed:add(n)
-  return self:emit { n = n }
+  return self:emit { n = n, by = writer }
 end
 
 function Ledger.distributed:stream(from)
   local n = from
   while true do
-    local ok, err = pcall(self.emit, self, { n = n, pad = ("x"):rep(100) })
+    local ok, err = pcall(self.emit, self, { n = n, by = writer, pad = ("x"):rep(100) })
     if ok then
       print("acked " .. n)
       n = n + 1
     else
-      print(("failed %d %s %s"):format(n, atoll.errors.kind(err) or "?", tostring(err.message or err)))
+      local kind = atoll.errors.kind(err) or "?"
+      print(("failed %d %s %s"):format(n, kind, tostring(err.message or err)))
+      if kind == "conflict" then return end
       atoll.sleep(0.05)
     end
   end
