@@ -106,6 +106,11 @@ static int starts_with(const char *s, const char *prefix) {
   return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
+/* The host is shutting down: the backend's threads stop before the loop they post to closes. */
+static void journal_shutdown(host_handle_t *owner) {
+  journal_close((journal_t *)owner);
+}
+
 int journal_open(journal_t *j, host_t *h, const char *spec, char *err, size_t errlen) {
   if (errlen) err[0] = '\0';
   memset(j, 0, sizeof *j);
@@ -122,6 +127,7 @@ int journal_open(journal_t *j, host_t *h, const char *spec, char *err, size_t er
   }
   j->async.data = j;
   j->async_open = 1;
+  j->base.on_shutdown = journal_shutdown;
   if (strcmp(spec, "memory") == 0) {
     rc = journal_memory_open(j, err, errlen);
   } else if (starts_with(spec, "sqlite:")) {

@@ -140,6 +140,17 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
   uv_close(handle, own || owner == NULL ? NULL : owner->on_close);
 }
 
+static void shutdown_walk_cb(uv_handle_t *handle, void *arg) {
+  (void)arg;
+  host_t *h = handle->loop->data;
+  if (uv_is_closing(handle) || handle == (uv_handle_t *)&h->wake || handle == (uv_handle_t *)&h->idle ||
+      handle == (uv_handle_t *)&h->sigint || handle == (uv_handle_t *)&h->sigterm) {
+    return;
+  }
+  host_handle_t *owner = handle->data;
+  if (owner && owner->on_shutdown) owner->on_shutdown(owner);
+}
+
 static void report_walk_cb(uv_handle_t *handle, void *arg) {
   (void)arg;
   log_error("node", "handle still open at exit: %s%s", uv_handle_type_name(handle->type),
@@ -148,6 +159,7 @@ static void report_walk_cb(uv_handle_t *handle, void *arg) {
 
 int host_close(host_t *h) {
   h->closing = 1;
+  uv_walk(&h->loop, shutdown_walk_cb, NULL);
   uv_walk(&h->loop, close_walk_cb, NULL);
   /* Every handle is closing now; each turn runs close callbacks until none
    * is left (a few turns at most, bounded in case one never closes). */

@@ -10,6 +10,10 @@
  * handle->data points to, so shutdown can close any handle it finds. */
 typedef struct host_handle_s {
   uv_close_cb on_close;
+  /* Optional. Called at shutdown before the host closes any handle, for an owner that must stop
+   * something first (threads that post to its async handle must end before the loop does); it
+   * closes its own handles. Owners are zeroed on allocation, so NULL unless set. */
+  void (*on_shutdown)(struct host_handle_s *owner);
 } host_handle_t;
 
 typedef struct host_s {

@@ -19,6 +19,7 @@ local function check(name, args, signal_after, env)
   local log = os.tmpname()
   local cmd = { "valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=all",
     "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99",
+    "--suppressions=tests/valgrind.supp",
     "--log-file=" .. log, bin }
   for _, a in ipairs(args) do cmd[#cmd + 1] = a end
   cmd.env = env
@@ -59,6 +60,21 @@ atoll.run(function()
   check("a cluster member that joins, then leaves on SIGTERM", member,
     "^member " .. peer:gsub("%p", "%%%0") .. " up", { ATOLL_SECRET = "leak-check" })
   other:kill("SIGKILL")
+  -- Persistent actors: the journal's threads, statements and connections.
+  local data = os.tmpname()
+  os.remove(data)
+  check("a persistent actor on SQLite, recovering then emitting", { "run",
+    "tests/functional/apps/ledger.lua", "--data-dir", data, "--", "--stream" }, "^acked 100$",
+    { LEDGER_SNAPSHOT_EVERY = "30" })
+  check("the same, recovering from a snapshot", { "run", "tests/functional/apps/ledger.lua",
+    "--data-dir", data, "--", "--stream" }, "^acked 200$", { LEDGER_SNAPSHOT_EVERY = "30" })
+  check("atoll journal show", { "journal", "show", "ledger/main", "--data-dir", data })
+  os.execute("rm -rf '" .. data .. "'")
+  package.path = "tests/?.lua;" .. package.path
+  local server = require("helpers.postgres").start()
+  check("a persistent actor on PostgreSQL", { "run", "tests/functional/apps/ledger.lua",
+    "--journal", server.url, "--", "--stream" }, "^acked 100$")
+  server.stop()
   check("interpreter mode", { "lua", "-e",
     "local atoll = require 'atoll' print(atoll.run(function() atoll.sleep(0.01) return 1 end))" })
 end)
