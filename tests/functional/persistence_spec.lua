@@ -224,6 +224,11 @@ describe("persistent actors", function()
       assert.equal(1, code)
       assert.equal("", out)
       assert.matches('password authentication failed for user "atoll"', err)
+      -- libpq's own ways to give the password work too.
+      local p = ledger({ "--journal", ("postgres://atoll@127.0.0.1:%d/postgres"):format(server.port) },
+        { PGPASSWORD = postgres.PASSWORD, LEDGER_ID = "pgpassword" })
+      assert.equal(0, #recovered(p))
+      node.stop(p)
       code, out, err = node.exec { "run", LEDGER, "--journal", "postgres://atoll@127.0.0.1:1/postgres" }
       assert.equal(1, code)
       assert.equal("", out)
