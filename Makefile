@@ -5,12 +5,14 @@ VERSION := 0.1.0
 BUILD ?= build
 CC ?= cc
 OPT ?= -O2 -g
-PKGS := luajit libuv mpack libsodium sqlite3 libpq
+PKGS := luajit libuv mpack libsodium sqlite3 libpq nettle
+# Debian ships these two without pkg-config files.
+EXTRA_LIBS := -lhttp_parser -lwslay
 
 # Evaluated when first used, after tools/deps has had its chance to install
 # the packages pkg-config asks about.
 PKG_CFLAGS = $(eval PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS)))$(PKG_CFLAGS)
-PKG_LIBS = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS)))$(PKG_LIBS)
+PKG_LIBS = $(eval PKG_LIBS := $(shell pkg-config --libs $(PKGS)) $(EXTRA_LIBS))$(PKG_LIBS)
 
 WARN := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 ALL_CFLAGS = $(OPT) -std=c11 -D_GNU_SOURCE $(WARN) -DATOLL_VERSION='"$(VERSION)"' \

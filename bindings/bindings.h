@@ -15,6 +15,7 @@ int luaopen_atoll_transport(lua_State *L);  /* links to other nodes */
 int luaopen_atoll_tcp(lua_State *L);        /* a plain TCP client socket */
 int luaopen_atoll_swim(lua_State *L);       /* SWIM membership over UDP */
 int luaopen_atoll_journal(lua_State *L);    /* event journals */
+int luaopen_atoll_http_raw(lua_State *L);   /* the HTTP server */
 
 /* The host passed to luaopen_* as upvalue 1. */
 #define BINDING_HOST(L) ((host_t *)lua_touserdata((L), lua_upvalueindex(1)))

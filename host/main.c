@@ -88,6 +88,12 @@ static const char usage_run[] =
     "                        cannot be is an error (exit 1); otherwise on first use.\n"
     "  --data-dir DIR        the node's data, created if missing (default: ./atoll-data)\n"
     "\n"
+    "HTTP (see the README):\n"
+    "  --http HOST:PORT      serve the app's HTTP routes, /health and /metrics here\n"
+    "                        (port 0 picks a free port; the log says which)\n"
+    "  --http-static [PREFIX=]DIR\n"
+    "                        serve the files under DIR at PREFIX (default /); repeatable\n"
+    "\n"
     "Membership (a listening node is a member of its cluster; see the README):\n"
     "  --join HOST:PORT      join the cluster through this member; repeat it, or give\n"
     "                        several separated by commas. Without --join or\n"
@@ -240,6 +246,12 @@ static const option_t journal_flags[] = {
     {NULL, NULL, 0},
 };
 
+static const option_t http_flags[] = {
+    {"--http", "http", VALUE},
+    {"--http-static", "http_static", REPEATABLE},
+    {NULL, NULL, 0},
+};
+
 static const option_t show_flags[] = {
     {"--from", "from", VALUE},
     {"--limit", "limit", VALUE},
@@ -264,7 +276,7 @@ static const option_t lua_flags[] = {
 };
 
 static const option_t *const run_options[] = {common_flags, secret_flags, listen_flags, node_flags,
-                                              journal_flags, NULL};
+                                              journal_flags, http_flags, NULL};
 static const option_t *const journal_options[] = {common_flags, journal_flags, show_flags, NULL};
 static const option_t *const clusterd_options[] = {common_flags, secret_flags, listen_flags, NULL};
 static const option_t *const client_options[] = {common_flags, secret_flags, client_flags, NULL};

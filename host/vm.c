@@ -69,6 +69,7 @@ lua_State *vm_open(host_t *h) {
   preload(L, h, "atoll.tcp_raw", luaopen_atoll_tcp);
   preload(L, h, "atoll.swim", luaopen_atoll_swim);
   preload(L, h, "atoll.journal", luaopen_atoll_journal);
+  preload(L, h, "atoll.http_raw", luaopen_atoll_http_raw);
   h->L = L;
   return L;
 }

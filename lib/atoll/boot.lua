@@ -213,6 +213,10 @@ end
 -- once; it stops when both are done, or after SHUTDOWN_GRACE seconds.
 local function run_hooks_then_stop()
   local membership = require "atoll.membership"
+  -- HTTP: no new connections; open streams end, answers under way finish.
+  if package.loaded["atoll.http"] then
+    for _, server in ipairs(require("atoll.http").servers()) do server.shutdown() end
+  end
   local hooks = atoll._shutdown_hooks()
   local hooks_done = #hooks == 0
   local function maybe_stop()
@@ -274,6 +278,23 @@ local function run_node(opts)
 
   local persistence = require "atoll.persistence"
   persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
+  if opts.http_static and not opts.http then
+    say("--http-static needs --http")
+    return EXIT_USAGE
+  end
+  if opts.http then
+    local http = require "atoll.http"
+    for _, spec in ipairs(split_list(opts.http_static)) do
+      local prefix, dir = spec:match("^(/[^=]*)=(.+)$")
+      http.static(prefix or "/", dir or spec)
+    end
+    local server, err = http.listen(opts.http)
+    if not server then
+      say(err)
+      return err:find("bad HTTP address", 1, true) and EXIT_USAGE or EXIT_APP
+    end
+    host.log("info", "http", "serving on http://" .. server.address)
+  end
   runtime.refresh_now()
   runtime.start_root(function(...)
     -- A journal or data directory named on the command line must work

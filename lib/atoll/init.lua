@@ -285,6 +285,9 @@ end
 -- with self:emit(event) and self:emit_all{...}.
 atoll.persistence = require "atoll.persistence"
 
+-- http: routes (get, post, route, stream, static) and listen; see lib/atoll/http.lua
+atoll.http = require "atoll.http"
+
 ---------------------------------------------------------------------------
 -- Hot reload
 ---------------------------------------------------------------------------
