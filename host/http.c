@@ -130,6 +130,7 @@ const char *http_status_text(int status) {
     case 502: return "Bad Gateway";
     case 503: return "Service Unavailable";
     case 504: return "Gateway Timeout";
+    case 505: return "HTTP Version Not Supported";
     default: return "Unknown";
   }
 }
@@ -443,8 +444,8 @@ static int write_head(http_conn_t *c, int status, const char *headers, size_t hl
   char head[512];
   int close = !c->keep_alive || c->s->shutting || (!c->body_done && c->expect_body);
   if (close) c->keep_alive = 0;
-  int n = snprintf(head, sizeof head, "HTTP/1.%d %d %s\r\nDate: %s\r\n%s%s", c->p.http_minor ? 1 : 0,
-                   status, http_status_text(status), date_header(c->s), framing,
+  /* A server answers with its own version (RFC 9110, 6.2), whatever the client's. */
+  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status, http_status_text(status), date_header(c->s), framing,
                    close ? "Connection: close\r\n" : (c->p.http_minor == 0 ? "Connection: keep-alive\r\n" : ""));
   if (n < 0 || (size_t)n >= sizeof head) return UV_EINVAL;
   uv_buf_t bufs[4] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)(headers ? headers : ""), (unsigned)hlen),
@@ -931,6 +932,10 @@ static int on_headers_complete(http_parser *p) {
     c->nheaders++;
   }
   arm(c, TIMER_OFF, 0);
+  if (p->http_major != 1) {
+    c->error_status = 505;
+    return -1;
+  }
   c->keep_alive = http_should_keep_alive(p);
   c->is_head = p->method == HTTP_HEAD;
   c->expect_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
@@ -1078,6 +1083,11 @@ static int on_message_complete(http_parser *p) {
     if (!c->closing && s->ev.on_end) s->ev.on_end(s->ud, c);
   }
   if (c->closing || p->upgrade) return 0;
+  if (!c->in_message) {
+    /* Answered during the callbacks above: the exchange is over already. */
+    if (c->close_after_write) http_parser_pause(p, 1);
+    return 0;
+  }
   if (c->resp == RESP_DONE) {
     exchange_done(c);
     if (c->closing || c->close_after_write) http_parser_pause(p, 1);

@@ -15,7 +15,7 @@ end
 
 local failed = false
 
-local function check(name, args, signal_after, env)
+local function check(name, args, signal_after, env, drive)
   local log = os.tmpname()
   local cmd = { "valgrind", "--quiet", "--leak-check=full", "--show-leak-kinds=all",
     "--errors-for-leak-kinds=definite,indirect,possible", "--error-exitcode=99",
@@ -25,7 +25,8 @@ local function check(name, args, signal_after, env)
   cmd.env = env
   local p = assert(process.spawn(cmd))
   if signal_after then
-    p:expect(signal_after, 60)
+    local caps = { select(2, p:expect(signal_after, 60)) }
+    if drive then drive(unpack(caps)) end
     p:kill("SIGTERM")
   end
   local code = p:wait(120)
@@ -75,6 +76,28 @@ atoll.run(function()
   check("a persistent actor on PostgreSQL", { "run", "tests/functional/apps/ledger.lua",
     "--journal", server.url, "--", "--stream" }, "^acked 100$")
   server.stop()
+  -- An HTTP node: plain requests, a JSON-lines stream, a WebSocket, a malformed request and a
+  -- stream left open at SIGTERM.
+  local function run(cmd)
+    local q = assert(process.spawn(cmd))
+    q:wait(30)
+    return q
+  end
+  check("an HTTP node serving requests, streams and a WebSocket", { "run", "tests/functional/apps/web.lua" },
+    "^http port (%d+)$", nil, function(port)
+      local base = "http://127.0.0.1:" .. port
+      run { "curl", "-s", base .. "/hello", base .. "/hello?name=again", base .. "/metrics" }
+      run { "curl", "-s", "-d", "{}", base .. "/echo" }
+      run { "sh", "-c", "printf '{\"n\":1}\\nbad\\n' | curl -s -T . -X POST -H 'Content-Type: application/jsonl' "
+        .. base .. "/chat" }
+      run { "sh", "-c", "printf 'GARBAGE\\r\\n\\r\\n' | curl -s telnet://127.0.0.1:" .. port .. " --max-time 2" }
+      local ws = assert(process.spawn { "node", "tests/js/ws-client.mjs", "ws://127.0.0.1:" .. port .. "/chat" })
+      ws:expect("^message", 20)
+      ws:write('{"n":1}\n')
+      ws:expect("^message {\"echo\"", 20)
+      local open = assert(process.spawn { "curl", "-s", "-N", "-H", "Accept: text/event-stream", base .. "/chat" })
+      open:expect("^data:", 20)
+    end)
   check("interpreter mode", { "lua", "-e",
     "local atoll = require 'atoll' print(atoll.run(function() atoll.sleep(0.01) return 1 end))" })
 end)
