@@ -1029,7 +1029,7 @@ static void deliver_lines(http_conn_t *c, const char *at, size_t len) {
       /* Copy out: the body buffer is reused for the next line. */
       char *copy = malloc(l + 1);
       if (copy == NULL) break;
-      memcpy(copy, c->body.data, l);
+      if (l) memcpy(copy, c->body.data, l);
       copy[l] = '\0';
       lines[n] = copy;
       lens[n] = l;

@@ -1,4 +1,4 @@
--- Writes seed inputs for the fuzzers: atoll lua tests/fuzz/seeds.lua FRAMES-DIR SWIM-DIR
+-- Writes seed inputs for the fuzzers: atoll lua tests/fuzz/seeds.lua FRAMES-DIR SWIM-DIR [HTTP-DIR]
 local codec = require "atoll.codec"
 local atoll = require "atoll"
 local dir = assert(arg[1], "usage: seeds.lua FRAMES-DIR SWIM-DIR")
@@ -91,3 +91,29 @@ write_all(swim_dir, {
   run = "\2" .. u16(#ping) .. ping .. u16(#ping_req) .. ping_req .. u16(#ack) .. ack
     .. u16(#gossip_only) .. gossip_only,
 })
+
+-- HTTP: the first byte picks how the input is cut into reads.
+local http_dir = arg[3]
+if http_dir then
+  local key = "dGhlIHNhbXBsZSBub25jZQ=="
+  -- A masked client frame: FIN + opcode, MASK + length, a zero mask, the payload.
+  local function ws_frame(opcode, payload)
+    return string.char(0x80 + opcode, 0x80 + #payload) .. "\0\0\0\0" .. payload
+  end
+  local ws_head = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    .. "Sec-WebSocket-Key: " .. key .. "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+  write_all(http_dir, {
+    get = "\3GET /hello?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
+    pipelined = "\0GET /later HTTP/1.1\r\nHost: x\r\n\r\nGET /now HTTP/1.1\r\nHost: x\r\n\r\n"
+      .. "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    post = "\7POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
+    chunked = "\1POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
+    lines = "\2POST /lines HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/jsonl\r\n\r\n"
+      .. "c\r\n{\"a\":1}\n{\"b\r\n6\r\n\":2}\r\n\r\n0\r\n\r\n",
+    refuse = "\5POST /refuse HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
+    http10 = "\9GET / HTTP/1.0\r\n\r\n",
+    websocket = "\31" .. ws_head .. ws_frame(1, "hello") .. ws_frame(9, "") .. ws_frame(1, "p")
+      .. string.char(0x01, 0x82) .. "\0\0\0\0ab" .. string.char(0x80, 0x81) .. "\0\0\0\0c"
+      .. ws_frame(1, "close") .. ws_frame(8, "\3\232"),
+  })
+end
