@@ -312,6 +312,8 @@ function Stream:receive(seconds)
       self:send({ error = msg.error })
     else
       if self.closed or self.ended then return nil, self.why or "closed" end
+      -- A handler that waits for the client has accepted the stream: the head goes now.
+      ensure_started(self)
       self.recv_waiter = runtime.waiter()
       local ok = self.recv_waiter:wait(seconds)
       self.recv_waiter = nil

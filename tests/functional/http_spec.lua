@@ -196,6 +196,13 @@ describe("the HTTP gateway", function()
       assert_serving(port)
     end))
 
+    it("takes application/x-ndjson as JSON lines too", async(function()
+      local code, out = curl("-X", "POST", "-H", "Content-Type: application/x-ndjson", "--data-binary",
+        '{"n":7}\n', "http://127.0.0.1:" .. port .. "/chat")
+      assert.equal(0, code)
+      assert.matches('\n{"echo":{"n":7}}\n$', out)
+    end))
+
     it("refuses a stream before it starts with a status", async(function()
       local code, out = curl("-i", "-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}",
         "http://127.0.0.1:" .. port .. "/picky")
