@@ -3,7 +3,8 @@
 //   open | message TEXT | close CODE REASON | error MESSAGE
 //   node tests/js/ws-client.mjs URL [HEADER=VALUE...]
 // A stdin line "!close CODE" closes; "!ping" pings; "!binary TEXT" sends a binary message;
-// "!raw-bytes HEX" sends HEX bytes as a text frame unchecked (invalid UTF-8 included).
+// "!raw-bytes HEX" sends HEX bytes as a text frame unchecked (invalid UTF-8 included);
+// "!fragments A|B|C" sends one text message in three frames.
 import WebSocket from "ws";
 import readline from "node:readline";
 
@@ -35,7 +36,10 @@ function act(line) {
   if (line.startsWith("!close")) ws.close(Number(line.split(" ")[1] || 1000));
   else if (line === "!ping") ws.ping();
   else if (line.startsWith("!binary ")) ws.send(Buffer.from(line.slice(8)), { binary: true });
-  else if (line.startsWith("!raw-bytes ")) ws.send(Buffer.from(line.slice(11), "hex"), { binary: false });
+  else if (line.startsWith("!fragments ")) {
+    const parts = line.slice(11).split("|");
+    parts.forEach((part, i) => ws.send(part, { binary: false, fin: i === parts.length - 1 }));
+  } else if (line.startsWith("!raw-bytes ")) ws.send(Buffer.from(line.slice(11), "hex"), { binary: false });
   else ws.send(line);
 }
 
