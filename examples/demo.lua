@@ -169,5 +169,54 @@ atoll.run(function()
   show("$", q:stdout())
   shell("rm -rf '" .. data .. "'")
 
+  say("6. The HTTP gateway (examples/tictactoe): one stream, JSON lines both ways")
+  local web = assert(process.spawn { bin, "run", "examples/tictactoe/app.lua", "--http", "127.0.0.1:0" })
+  local _, port = web:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")
+  local base = "http://127.0.0.1:" .. port
+  local player = { "-H", "player_id: 3f2504e0-4f89-11d3-9a0c-0305e82c3301", "-H", "player_name: Ann",
+    "-H", "player_team: fish" }
+  local function curl(args)
+    local cmd = { "curl", "-s", "-N" }
+    for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+    return assert(process.spawn(cmd))
+  end
+  say("   $ curl %s/health", base)
+  local h = curl { base .. "/health" }
+  h:wait(10)
+  show("|", h:stdout())
+  say("   $ curl -N -T . -X POST -H 'Content-Type: application/jsonl' -H player_... %s/matchmaking", base)
+  local args = { "-T", ".", "-X", "POST", "-H", "Content-Type: application/jsonl", base .. "/matchmaking" }
+  for i, a in ipairs(player) do table.insert(args, i, a) end
+  local lobby = curl(args)
+  next_line(lobby)
+  say("   The client types a line; the answer comes back on the same request:")
+  show(">", '{"message":{"status":"ready"}}')
+  lobby:write('{"message":{"status":"ready"}}\n')
+  next_line(lobby)
+  next_line(lobby)
+  say("   A line that is not JSON is answered in its place, and the stream goes on:")
+  show(">", "ready?")
+  lobby:write("ready?\n")
+  next_line(lobby)
+  lobby:close_stdin()
+  lobby:wait(10)
+  say("   The same stream as Server-Sent Events (curl -H 'Accept: text/event-stream'):")
+  args = { "-H", "Accept: text/event-stream", base .. "/matchmaking" }
+  for i, a in ipairs(player) do table.insert(args, i, a) end
+  local sse = curl(args)
+  next_line(sse)
+  sse:kill("SIGTERM")
+  sse:wait(10)
+  say("   $ curl %s/metrics  (some of it)", base)
+  local m = curl { base .. "/metrics" }
+  m:wait(10)
+  for line in m:stdout():gmatch("[^\n]+") do
+    if line:match("^atoll_http_requests_total") or line:match('code="2xx"') or line:match("^atoll_http_sent") then
+      show("|", line)
+    end
+  end
+  web:kill("SIGTERM")
+  web:wait(10)
+
   say("Done. Try it yourself:  build/atoll run --watch examples/counter/app.lua")
 end)
