@@ -56,8 +56,11 @@ local function free_port()
   return port
 end
 
-atoll.run_for(900, function()
+local cleanup = {} -- run whatever happens: no server outlives the benchmark
+
+local function main()
   local dir = capture("mktemp -d /tmp/atoll-bench-http.XXXXXX"):gsub("%s+$", "")
+  cleanup[#cleanup + 1] = function() os.execute("rm -rf " .. dir) end
   sh("mkdir -p " .. dir .. "/www && chmod 755 " .. dir)  -- nginx workers may run as nobody
   local page = io.open(dir .. "/www/index.html", "w")
   page:write("<!doctype html><title>atoll</title>", ("<p>tic-tac-toe</p>\n"):rep(30))
@@ -66,6 +69,7 @@ atoll.run_for(900, function()
   -- The node.
   local node = assert(process.spawn { bin, "run", "bench/apps/http_server.lua",
     env = { BENCH_STATIC = dir .. "/www" } })
+  table.insert(cleanup, 1, function() node:kill("SIGTERM") node:wait(10) end)
   local _, port = node:expect("^http port (%d+)$", 10)
   local base = "http://127.0.0.1:" .. port
   wrk(base .. "/index.html") -- warm up
@@ -91,6 +95,7 @@ http {
 ]]):format(dir, dir, nport, dir))
   conf:close()
   local nginx = assert(process.spawn { "/usr/sbin/nginx", "-c", dir .. "/nginx.conf", "-p", dir })
+  table.insert(cleanup, 1, function() nginx:kill("SIGTERM") nginx:wait(10) end)
   local up = false
   for _ = 1, 50 do
     local s = tcp.connect("127.0.0.1", nport, 1)
@@ -163,5 +168,11 @@ http {
 
   node:kill("SIGTERM")
   node:wait(10)
-  sh("rm -rf " .. dir)
+end
+
+atoll.run_for(900, function()
+  local ok, err = xpcall(main, debug.traceback)
+  for _, fn in ipairs(cleanup) do pcall(fn) end
+  process.kill_all()
+  if not ok then error(err, 0) end
 end)

@@ -32,9 +32,17 @@ count(Sink) ->
 
 now_s() -> erlang:monotonic_time(nanosecond) / 1.0e9.
 
+%% The server node starts beside this one: try for up to 10 s before giving up.
+connect(Server, 0) -> erlang:error({cannot_connect, Server});
+connect(Server, Tries) ->
+    case net_kernel:connect_node(Server) of
+        true -> ok;
+        _ -> timer:sleep(100), connect(Server, Tries - 1)
+    end.
+
 main([ServerNode]) ->
     Server = list_to_atom(ServerNode),
-    true = net_kernel:connect_node(Server),
+    ok = connect(Server, 100),
     ok = rpc:call(Server, atoll_remote, server, []),
     Sink = {sink, Server},
     Echo = {echo, Server},
