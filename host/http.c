@@ -90,6 +90,7 @@ struct http_server_s {
   size_t nmounts;
   cached_t cache[STATIC_CACHE];
   http_stats_t st;
+  size_t live; /* connections not freed yet (closing ones included) */
   http_conn_t **slots; /* connections by the low 24 bits of their id */
   uint32_t nslots, cap_slots, *free_slots, nfree;
   uint64_t generation;
@@ -155,6 +156,8 @@ typedef struct wreq_s {
 } wreq_t;
 
 static void conn_close(http_conn_t *c, const char *why);
+static void set_reading(http_conn_t *c);
+static void schedule_resume(http_conn_t *c);
 static void tell_gone(http_conn_t *c, const char *why);
 static void fail(http_conn_t *c, int status, const char *why);
 
@@ -169,9 +172,15 @@ static void write_cb(uv_write_t *req, int status) {
     conn_close(c, uv_strerror(status));
   } else if (c->close_after_write && c->queued == 0) {
     conn_close(c, NULL);
-  } else if (c->want_drain && c->queued <= c->s->lim.high_water / 2) {
-    c->want_drain = 0;
-    if (c->s->ev.on_drain) c->s->ev.on_drain(c->s->ud, c);
+  } else {
+    if (c->want_drain && c->queued <= c->s->lim.high_water / 2) {
+      c->want_drain = 0;
+      if (c->s->ev.on_drain) c->s->ev.on_drain(c->s->ud, c);
+    }
+    if (!c->closing && !c->reading && c->queued <= c->s->lim.high_water / 2) {
+      set_reading(c);
+      if (!c->held_waiting) schedule_resume(c);
+    }
   }
 }
 
@@ -281,6 +290,7 @@ static void ready_remove(http_server_t *s, http_conn_t *c) {
 }
 
 static void conn_free(http_conn_t *c) {
+  c->s->live--;
   buf_close(&c->head);
   buf_close(&c->body);
   buf_close(&c->held);
@@ -346,13 +356,17 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
   http_conn_t *c = stream->data;
   if (n > 0) {
     c->s->st.bytes_in += (uint64_t)n;
-    if (c->timer_kind == TIMER_IDLE || c->timer_kind == TIMER_BODY) {
-      arm(c, c->timer_kind == TIMER_BODY ? TIMER_BODY : TIMER_OFF, c->s->lim.idle_timeout);
+    if (c->timer_kind == TIMER_BODY) {
+      arm(c, TIMER_BODY, c->s->lim.idle_timeout);
+    } else if (c->timer_kind == TIMER_IDLE) {
+      /* Bytes between requests begin a head (or are blank lines): the head's clock runs. */
+      arm(c, TIMER_HEADER, c->s->lim.header_timeout);
     }
     feed(c, b->base, (size_t)n);
   } else if (n == UV_EOF) {
-    /* A client that half-closes after sending its whole request still gets its response. */
-    if (!c->ws && c->in_message && c->owner_knows && c->body_done && c->resp != RESP_DONE) {
+    /* A client that half-closes after sending its whole request still gets its response; one
+     * that goes while a stream runs is gone (a stream has no end the client waits for). */
+    if (!c->ws && c->in_message && c->owner_knows && c->body_done && c->resp == RESP_NONE) {
       uv_read_stop(stream);
       c->reading = 0;
       c->keep_alive = 0;
@@ -366,7 +380,10 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
 
 static void set_reading(http_conn_t *c) {
   if (c->test || c->closing) return;
-  int want = !c->owner_paused && !(c->held_waiting && c->held.len > c->s->lim.max_header);
+  /* Not while the owner pauses, nor while answers pile up unread (pipelined requests answered
+   * at once), nor while requests wait behind the one being answered. */
+  int want = !c->owner_paused && c->queued <= c->s->lim.high_water &&
+             !((c->held_waiting || c->held.len) && c->held.len > c->s->lim.max_header);
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = 1;
   } else if (!want && c->reading) {
@@ -384,7 +401,8 @@ static void idle_cb(uv_idle_t *h);
 
 static void schedule_resume(http_conn_t *c) {
   http_server_t *s = c->s;
-  if (c->in_ready || c->held.len == 0) return;
+  /* With answers piling up unread, the write callback resumes it later. */
+  if (c->in_ready || c->held.len == 0 || c->queued > s->lim.high_water) return;
   c->in_ready = 1;
   c->ready_next = s->ready;
   s->ready = c;
@@ -420,6 +438,10 @@ static void exchange_done(http_conn_t *c) {
   c->owner_knows = 0;
   c->gone_sent = 0;
   c->resp = RESP_NONE;
+  if (c->owner_paused) {
+    c->owner_paused = 0; /* a pause belonged to the exchange that ended */
+    set_reading(c);
+  }
   buf_reset(&c->body);
   buf_shrink(&c->body, 16384);
   buf_reset(&c->head);
@@ -458,6 +480,7 @@ static int write_head(http_conn_t *c, int status, const char *headers, size_t hl
 int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, const char *body,
                  size_t blen) {
   if (c->closing) return UV_EPIPE;
+  if (!c->in_message) return UV_EINVAL; /* no request waits for an answer */
   if (c->resp != RESP_NONE || c->ws) return UV_EALREADY;
   char framing[64];
   snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", blen);
@@ -474,6 +497,7 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
 
 int http_stream_start(http_conn_t *c, int status, const char *headers, size_t hlen) {
   if (c->closing) return UV_EPIPE;
+  if (!c->in_message) return UV_EINVAL;
   if (c->resp != RESP_NONE || c->ws) return UV_EALREADY;
   c->chunked_out = c->p.http_minor >= 1;
   if (!c->chunked_out) c->keep_alive = 0; /* HTTP/1.0: the body ends when the connection does */
@@ -845,6 +869,9 @@ int http_ws_ping(http_conn_t *c) {
 int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
   if (c->closing || c->ws == NULL) return UV_EPIPE;
   c->gone_sent = 1; /* the owner closes it: it needs no telling */
+  c->owner_paused = 0; /* the client's close frame must be read */
+  set_reading(c);
+  arm(c, TIMER_IDLE, 5); /* and if it never comes, the connection closes anyway */
   size_t rl = reason ? strlen(reason) : 0;
   if (rl > 123) rl = 123;
   wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rl);
@@ -886,9 +913,8 @@ static int on_message_begin(http_parser *p) {
   c->owner_knows = 0;
   c->gone_sent = 0;
   c->s->st.requests_total++;
-  const char *m = http_method_str((enum http_method)p->method);
-  buf_append(&c->head, m, strlen(m) + 1);
-  c->target_at = c->head.len;
+  /* The method is read at the end of the head: here the parser has seen one letter of it. */
+  c->target_at = 0;
   arm(c, TIMER_HEADER, c->s->lim.header_timeout);
   return 0;
 }
@@ -940,7 +966,7 @@ static int on_headers_complete(http_parser *p) {
   c->is_head = p->method == HTTP_HEAD;
   c->expect_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
   http_request_t r;
-  r.method = c->head.data;
+  r.method = http_method_str((enum http_method)p->method);
   r.target = c->head.data + c->target_at;
   r.headers = r.target + strlen(r.target) + 1;
   r.nheaders = c->nheaders;
@@ -971,9 +997,11 @@ static int on_headers_complete(http_parser *p) {
     fail(c, mode, http_status_text(mode));
     return 0;
   }
+  if (mode != HTTP_BODY_WEBSOCKET) p->upgrade = 0; /* e.g. h2c: answered as HTTP/1.1 */
   if (mode == HTTP_BODY_WEBSOCKET) {
     int status = ws_accept(c, &r);
     if (status) {
+      tell_gone(c, "not a valid WebSocket handshake");
       c->owner_knows = 0;
       if (status == 426) {
         c->keep_alive = 0;
@@ -1113,7 +1141,8 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
     return;
   }
   size_t off = 0;
-  while (off < len && !c->closing && !c->close_after_write && !c->held_waiting && !c->ws) {
+  while (off < len && !c->closing && !c->close_after_write && !c->held_waiting && !c->ws &&
+         c->queued <= c->s->lim.high_water) {
     size_t n = http_parser_execute(&c->p, &settings, data + off, len - off);
     off += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
@@ -1173,7 +1202,9 @@ static http_conn_t *conn_new(http_server_t *s) {
   }
   s->slots[slot] = c;
   c->slot = slot;
-  c->id = (++s->generation << 24) | slot;
+  s->live++;
+  s->generation = (s->generation + 1) & ((1ull << 28) - 1); /* ids stay below 2^52 */
+  c->id = ((s->generation + 1) << 24) | slot;
   buf_init(&c->head);
   buf_init(&c->body);
   buf_init(&c->held);
@@ -1255,7 +1286,7 @@ static void server_free(http_server_t *s) {
 }
 
 static int released(http_server_t *s) {
-  return s->shutting == 2 && s->conns == NULL && !s->tcp_open && !s->idle_open;
+  return s->shutting == 2 && s->live == 0 && !s->tcp_open && !s->idle_open;
 }
 
 static void server_maybe_free(http_server_t *s) {

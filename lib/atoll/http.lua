@@ -18,7 +18,8 @@ local M = {}
 local routes = {}      -- { method, segments, fn, kind, opts }
 local statics = {}     -- { prefix, dir }
 local servers = {}     -- listening servers
-local exchanges = {}   -- connection id -> the exchange in progress on it
+local exchanges = setmetatable({}, { __mode = "k" }) -- server -> { connection id -> exchange }
+local high_water = setmetatable({}, { __mode = "k" }) -- server -> bytes unread before send waits
 
 M.config = {
   heartbeat = 15,      -- seconds between the server's heartbeats on a stream
@@ -183,7 +184,7 @@ local function run_plain(ex)
   runtime.start_root(function()
     return ex.route.fn(ex.req)
   end, function(ok, res, tb)
-    if exchanges[ex.id] == ex then exchanges[ex.id] = nil end
+    if ex.tab[ex.id] == ex then ex.tab[ex.id] = nil end
     if ex.gone then return end
     if ok then
       respond(ex, true, res[1], res[2], res[3])
@@ -229,7 +230,7 @@ local function finish(st, why)
   st.closed = true
   st.why = st.why or why
   if st.timer then st.timer:cancel() end
-  exchanges[st.id] = nil
+  if st.tab[st.id] == st.ex then st.tab[st.id] = nil end
   if not st.gone then
     if st.kind == "websocket" then
       st.srv:ws_close(st.id, why == "error" and 1011 or 1000, why == "error" and "server error" or "")
@@ -283,11 +284,16 @@ function Stream:send(msg)
   if queued == nil then return nil, err end
   self.sent = self.sent + 1
   if queued > self.high_water then
-    self.drain_waiter = runtime.waiter()
+    -- The server may say "drained" at once (its own mark is lower): that is not lost.
+    self.drained = false
     self.srv:want_drain(self.id)
-    local _, ok = self.drain_waiter:wait()
-    self.drain_waiter = nil
-    if not ok then return nil, self.why or "closed" end
+    if not self.drained and not self.closed then
+      self.drain_waiter = runtime.waiter()
+      local _, ok = self.drain_waiter:wait()
+      self.drain_waiter = nil
+      if not ok then return nil, self.why or "closed" end
+    end
+    if self.closed then return nil, self.why or "closed" end
   end
   return true
 end
@@ -332,7 +338,7 @@ function Stream:reject(status, message)
   if self.started or self.closed then error("reject: the stream has started already", 2) end
   self.closed = true
   self.why = "rejected"
-  exchanges[self.id] = nil
+  if self.tab[self.id] == self.ex then self.tab[self.id] = nil end
   if self.timer then self.timer:cancel() end
   send_error(self.srv, self.id, status, message)
 end
@@ -379,10 +385,11 @@ local function heartbeat_tick(st)
   local opts = st.opts
   local now = runtime.now_ms()
   local idle = (opts.idle_timeout or M.config.idle_timeout) * 1000
-  if st.kind ~= "sse" and now - st.seen > idle then
+  -- A JSON-lines client whose body has ended has nothing more to say: only its socket tells.
+  if st.kind ~= "sse" and not st.ended and now - st.seen > idle then
     log("info", ("%s %s: the client sent nothing for %g s; closing"):format(st.kind, st.path, idle / 1000))
-    st.why = "the client disconnected: nothing received for " .. (idle / 1000) .. " s"
-    finish(st, st.why)
+    -- Gone, not finished: the client must not take a cut stream for a complete one.
+    gone(st, "the client disconnected: nothing received for " .. (idle / 1000) .. " s")
     st.srv:abort(st.id)
     return
   end
@@ -401,9 +408,10 @@ local function heartbeat_tick(st)
 end
 
 local function run_stream(ex, kind)
-  local st = setmetatable({ srv = ex.srv, id = ex.id, kind = kind, path = ex.req.path, opts = ex.route.opts,
+  local st = setmetatable({ srv = ex.srv, id = ex.id, tab = ex.tab, ex = ex, kind = kind, path = ex.req.path,
+    opts = ex.route.opts,
     inbox = { head = 1, tail = 0 }, sent = 0, bad = 0, received = 0, seen = runtime.now_ms(),
-    max_inbound = M.config.max_inbound, high_water = 256 * 1024 }, Stream)
+    max_inbound = M.config.max_inbound, high_water = high_water[ex.srv] }, Stream)
   ex.stream = st
   if kind == "websocket" then st.started = true end
   st.timer = runtime.after_raw(st.opts.heartbeat or M.config.heartbeat, function()
@@ -415,9 +423,10 @@ local function run_stream(ex, kind)
   end, function(ok, err, tb)
     if not ok then
       log("error", ("stream %s failed: %s"):format(ex.req.path, tostring(tb or err)))
-      if not st.closed and not st.gone and kind ~= "websocket" then
-        ensure_started(st)
-        st:send({ error = "the handler failed" })
+      if not st.closed and not st.gone then
+        -- Written directly: this runs outside any coroutine, where send cannot wait.
+        local text = json.encode({ error = "the handler failed" })
+        write_raw(st, kind == "jsonl" and text .. "\n" or (kind == "sse" and "data: " .. text .. "\n\n" or text))
       end
       finish(st, "error")
     else
@@ -498,7 +507,8 @@ local function on_request(srv, id, method, target, headers, peer)
   end
   local req = setmetatable({ method = method, target = target, path = path, query = parse_query(q),
     headers = headers, peer = peer, params = params }, Request)
-  local ex = { srv = srv, id = id, route = route, req = req }
+  local tab = exchanges[srv]
+  local ex = { srv = srv, id = id, route = route, req = req, tab = tab }
   if route.kind == "stream" then
     local kind
     if method == "GET" and (headers.upgrade or ""):lower():find("websocket", 1, true) then
@@ -512,19 +522,19 @@ local function on_request(srv, id, method, target, headers, peer)
         .. "application/jsonl, a WebSocket handshake, or GET with Accept: text/event-stream")
       return "buffer"
     end
-    exchanges[id] = ex
+    tab[id] = ex
     -- JSON lines start now, while the body streams in; a WebSocket or SSE handler starts once
     -- the request is complete (for a WebSocket, once the handshake is answered).
     if kind == "jsonl" then run_stream(ex, kind) else ex.stream_kind = kind end
     return kind == "websocket" and "websocket" or (kind == "jsonl" and "lines" or "buffer")
   end
-  exchanges[id] = ex
+  tab[id] = ex
   return "buffer"
 end
 
 local function on_event(srv, kind, id, a, b, c, d)
   if kind == "request" then return on_request(srv, id, a, b, c, d) end
-  local ex = exchanges[id]
+  local ex = exchanges[srv][id]
   if ex == nil then return end
   local st = ex.stream
   if kind == "body" then
@@ -552,9 +562,12 @@ local function on_event(srv, kind, id, a, b, c, d)
       if a == nil then st.seen = runtime.now_ms() else inbound(st, a) end
     end
   elseif kind == "drain" then
-    if st and st.drain_waiter then st.drain_waiter:wake(true) end
+    if st then
+      st.drained = true
+      if st.drain_waiter then st.drain_waiter:wake(true) end
+    end
   elseif kind == "gone" then
-    exchanges[id] = nil
+    ex.tab[id] = nil
     ex.gone = true
     if st then gone(st, "the client disconnected: " .. tostring(a)) end
   end
@@ -587,6 +600,8 @@ function M.listen(spec, limits)
   local err
   srv, err = raw.listen(ip, port, limits or {}, handler)
   if not srv then return nil, err end
+  exchanges[srv] = {}
+  high_water[srv] = (limits or {}).high_water or 256 * 1024
   for _, s in ipairs(statics) do assert(srv:static(s.prefix, s.dir)) end
   local server = { raw = srv, port = srv:port(), address = ip .. ":" .. srv:port() }
   function server.close()
@@ -597,10 +612,11 @@ function M.listen(spec, limits)
   -- Stops accepting and ends open streams; answers in progress finish.
   function server.shutdown()
     srv:shutdown(false)
-    for id, ex in pairs(exchanges) do
-      if ex.srv == srv and ex.stream then finish(ex.stream, "the server is shutting down") end
-      exchanges[id] = nil
+    local open = {}
+    for _, ex in pairs(exchanges[srv]) do
+      if ex.stream then open[#open + 1] = ex.stream end
     end
+    for _, st in ipairs(open) do finish(st, "the server is shutting down") end
   end
   servers[#servers + 1] = server
   return server

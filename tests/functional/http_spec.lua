@@ -90,6 +90,17 @@ describe("the HTTP gateway", function()
       code, out = curl("-i", "-X", "DELETE", url("/hello"))
       assert.matches("^HTTP/1.1 405", out)
       assert.matches("Allow: GET\r\n", out)
+      -- The method is the one sent, not the parser's first guess (PUT is not POST).
+      code, out = curl("-i", "-X", "PUT", "-d", "{}", url("/echo"))
+      assert.matches("^HTTP/1.1 405", out)
+      assert.matches("Allow: POST\r\n", out)
+      -- An upgrade to something else than WebSocket (h2c) is answered as HTTP/1.1, once.
+      local reply = exchange(port, "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+        .. "Upgrade: h2c\r\nHTTP2-Settings: AAMAAABkAARAAAAAAAIAAAAA\r\n\r\nGET /hello?name=next HTTP/1.1\r\n"
+        .. "Host: x\r\nConnection: close\r\n\r\n")
+      local _, answers = reply:gsub("HTTP/1.1 ", "")
+      assert.equal(2, answers, reply)
+      assert.matches('{"hello":"world"}.*{"hello":"next"}', reply)
       code, out = curl("-i", url("/fail"))
       assert.matches("^HTTP/1.1 500", out)
       assert.matches('{"error":"the handler failed"}', out)
