@@ -69,7 +69,7 @@ struct http_conn_s {
   int held_waiting, owner_paused, reading;
   buf_t held; /* input not parsed yet */
   size_t queued;
-  int want_drain, close_after_write, closing, test;
+  int want_drain, close_after_write, closing, test, eof, resuming;
 
   wslay_event_context_ptr ws;
   const char *ws_in;
@@ -248,6 +248,15 @@ static const char *date_header(http_server_t *s) {
 
 /* ---- timers ---------------------------------------------------------------------------- */
 
+static void arm(http_conn_t *c, int kind, double seconds);
+
+/* Closes once what is written has gone; a client that never reads it has the idle timeout. */
+static void close_after(http_conn_t *c, const char *why) {
+  c->close_after_write = 1;
+  if (c->queued == 0) conn_close(c, why);
+  else arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
+}
+
 static void timer_cb(uv_timer_t *t) {
   http_conn_t *c = t->data;
   int kind = c->timer_kind;
@@ -364,13 +373,14 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
     }
     feed(c, b->base, (size_t)n);
   } else if (n == UV_EOF) {
-    /* A client that half-closes after sending its whole request still gets its response; one
-     * that goes while a stream runs is gone (a stream has no end the client waits for). */
-    if (!c->ws && c->in_message && c->owner_knows && c->body_done && c->resp == RESP_NONE) {
-      uv_read_stop(stream);
-      c->reading = 0;
-      c->keep_alive = 0;
-    } else {
+    /* A client that half-closes after sending whole requests still gets their answers
+     * (pipelined ones included), then the connection closes. One that goes during a stream,
+     * a WebSocket, a request half sent, or while idle, is gone. */
+    c->eof = 1;
+    uv_read_stop(stream);
+    c->reading = 0;
+    if (c->ws || c->resp == RESP_STREAMING || (c->in_message && !c->body_done) ||
+        (!c->in_message && c->held.len == 0)) {
       conn_close(c, "closed by the client");
     }
   } else if (n < 0) {
@@ -382,7 +392,7 @@ static void set_reading(http_conn_t *c) {
   if (c->test || c->closing) return;
   /* Not while the owner pauses, nor while answers pile up unread (pipelined requests answered
    * at once), nor while requests wait behind the one being answered. */
-  int want = !c->owner_paused && c->queued <= c->s->lim.high_water &&
+  int want = !c->eof && !c->owner_paused && c->queued <= c->s->lim.high_water &&
              !((c->held_waiting || c->held.len) && c->held.len > c->s->lim.max_header);
   if (want && !c->reading) {
     if (uv_read_start((uv_stream_t *)&c->tcp, alloc_cb, read_cb) == 0) c->reading = 1;
@@ -426,8 +436,12 @@ static void idle_cb(uv_idle_t *h) {
     /* Parse what waited; the held buffer is swapped out first, since feed may hold more. */
     buf_t held = c->held;
     buf_init(&c->held);
+    c->resuming = 1;
     feed(c, held.data, held.len);
+    c->resuming = 0;
     buf_close(&held);
+    /* A client that half-closed has had every answer it asked for. */
+    if (!c->closing && c->eof && !c->in_message && c->held.len == 0) close_after(c, NULL);
   }
 }
 
@@ -446,9 +460,8 @@ static void exchange_done(http_conn_t *c) {
   buf_shrink(&c->body, 16384);
   buf_reset(&c->head);
   buf_shrink(&c->head, 16384);
-  if (!c->keep_alive || c->s->shutting) {
-    c->close_after_write = 1;
-    if (c->queued == 0) conn_close(c, NULL);
+  if (!c->keep_alive || c->s->shutting || (c->eof && c->held.len == 0 && !c->resuming)) {
+    close_after(c, NULL);
     return;
   }
   if (c->held_waiting) {
@@ -489,8 +502,7 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
   if (rc == 0 && !c->closing) exchange_done(c);
   if (!c->body_done && c->expect_body && !c->closing) {
     /* Answered before the body was read: it is not worth reading now. */
-    c->close_after_write = 1;
-    if (c->queued == 0) conn_close(c, NULL);
+    close_after(c, NULL);
   }
   return rc;
 }
@@ -536,13 +548,11 @@ int http_stream_end(http_conn_t *c) {
   if (!c->body_done && c->expect_body) {
     /* A duplex stream ended while the client still sends: the connection cannot be reused. */
     c->keep_alive = 0;
-    c->close_after_write = 1;
-    if (c->queued == 0) conn_close(c, NULL);
+    close_after(c, NULL);
     return rc;
   }
   if (!c->chunked_out) {
-    c->close_after_write = 1;
-    if (c->queued == 0) conn_close(c, NULL);
+    close_after(c, NULL);
     return rc;
   }
   exchange_done(c);
@@ -575,9 +585,8 @@ static void fail(http_conn_t *c, int status, const char *why) {
     write_head(c, status, "Content-Type: text/plain; charset=utf-8\r\n", 41, framing, body, (size_t)n);
   }
   if (c->closing) return;
-  c->close_after_write = 1;
-  if (c->queued == 0) conn_close(c, why);
-  else tell_gone(c, why);
+  if (c->queued) tell_gone(c, why);
+  close_after(c, why);
 }
 
 /* ---- static files ---------------------------------------------------------------------- */
@@ -1007,8 +1016,7 @@ static int on_headers_complete(http_parser *p) {
         c->keep_alive = 0;
         c->resp = RESP_DONE;
         write_head(c, 426, "Sec-WebSocket-Version: 13\r\n", 27, "Content-Length: 0\r\n", NULL, 0);
-        c->close_after_write = 1;
-        if (c->queued == 0) conn_close(c, NULL);
+        close_after(c, NULL);
       } else {
         fail(c, status, "not a valid WebSocket handshake");
       }

@@ -137,6 +137,18 @@ describe("the HTTP gateway", function()
       assert.is_true(a < b and b < c)
     end))
 
+    it("answers every pipelined request of a client that half-closes, then closes", async(function()
+      local c = assert(process.spawn { "node", "tests/js/half-close.mjs", tostring(port) })
+      c:write("GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /hello?name=two HTTP/1.1\r\nHost: x\r\n\r\n"
+        .. "GET /hello?name=three HTTP/1.1\r\nHost: x\r\n\r\n")
+      c:close_stdin()
+      assert.equal(0, c:wait(10))
+      local out = c:stdout()
+      local _, answers = out:gsub("HTTP/1.1 200", "")
+      assert.equal(3, answers, out)
+      assert.matches('slow done.*"two".*"three"', out)
+    end))
+
     it("reports health and metrics", async(function()
       local code, out = curl(url("/health"))
       assert.equal(0, code)
