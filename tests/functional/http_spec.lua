@@ -240,6 +240,23 @@ describe("the HTTP gateway", function()
 
   describe("streams", function()
     after_each(node.cleanup)
+
+    it("keep the exchanges of two servers of one node apart", async(function()
+      local p, port = web { WEB_SECOND = "1" }
+      local _, second = p:expect("^second port (%d+)$", 5)
+      -- A request on the first server waits for the rest of its body...
+      local a = assert(tcp.connect("127.0.0.1", port))
+      a:write("POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{\"a\":")
+      -- ...while the second server answers a request of its own, once.
+      local reply = exchange(tonumber(second), "GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      local _, answers = reply:gsub("HTTP/1.1 ", "")
+      assert.equal(1, answers, reply)
+      a:write("123}")
+      local data = a:read(5)
+      assert.matches('^HTTP/1.1 200.*{"a":123}\n$', data)
+      a:close()
+      node.stop(p)
+    end))
     it("carry JSON lines both ways on one request, as the client sends", async(function()
       local p, port = web {}
       local c = assert(process.spawn { "curl", "-s", "-S", "-N", "-T", ".", "-X", "POST", "-H",

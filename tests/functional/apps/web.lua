@@ -70,3 +70,7 @@ local server = assert(http.listen("127.0.0.1:0", {
   max_ws_message = env_num("WEB_MAX_WS"),
 }))
 print("http port " .. server.port)
+if os.getenv("WEB_SECOND") then
+  -- A second server on the same node, with the same routes: exchanges must not mix.
+  print("second port " .. assert(http.listen("127.0.0.1:0")).port)
+end
