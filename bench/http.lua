@@ -20,16 +20,12 @@ local function bench(name, value, unit, fmt)
   io.stdout:flush()
 end
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  assert(ok == 0 or ok == true, cmd)
-end
+package.path = "tests/?.lua;" .. package.path
+local shell = require "helpers.shell"
+local capture = shell.capture
 
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
+local function sh(cmd)
+  assert(shell.run(cmd), cmd)
 end
 
 local function rss_mib(pid)

@@ -422,6 +422,20 @@ static void schedule_resume(http_conn_t *c) {
   }
 }
 
+/* Parses the input that waited behind an answer (the idle callback, or the fuzz target). */
+static void resume(http_conn_t *c) {
+  if (c->closing || c->held_waiting || c->held.len == 0) return;
+  /* The held buffer is swapped out first, since feed may hold more. */
+  buf_t held = c->held;
+  buf_init(&c->held);
+  c->resuming = 1;
+  feed(c, held.data, held.len);
+  c->resuming = 0;
+  buf_close(&held);
+  /* A client that half-closed has had every answer it asked for. */
+  if (!c->closing && c->eof && !c->in_message && c->held.len == 0) close_after(c, NULL);
+}
+
 static void idle_cb(uv_idle_t *h) {
   http_server_t *s = h->data;
   http_conn_t *list = s->ready;
@@ -432,16 +446,7 @@ static void idle_cb(uv_idle_t *h) {
     http_conn_t *c = list;
     list = c->ready_next;
     c->in_ready = 0;
-    if (c->closing || c->held_waiting || c->held.len == 0) continue;
-    /* Parse what waited; the held buffer is swapped out first, since feed may hold more. */
-    buf_t held = c->held;
-    buf_init(&c->held);
-    c->resuming = 1;
-    feed(c, held.data, held.len);
-    c->resuming = 0;
-    buf_close(&held);
-    /* A client that half-closed has had every answer it asked for. */
-    if (!c->closing && c->eof && !c->in_message && c->held.len == 0) close_after(c, NULL);
+    resume(c);
   }
 }
 
@@ -1444,13 +1449,8 @@ void http_test_feed(http_conn_t *c, const char *data, size_t len) {
   feed(c, data, len);
   /* What the idle callback would resume. */
   while (!c->closing && c->in_ready) {
-    http_server_t *s = c->s;
-    ready_remove(s, c);
-    if (c->held_waiting || c->held.len == 0) break;
-    buf_t held = c->held;
-    buf_init(&c->held);
-    feed(c, held.data, held.len);
-    buf_close(&held);
+    ready_remove(c->s, c);
+    resume(c);
   }
 }
 

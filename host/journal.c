@@ -78,12 +78,18 @@ void journal_fail(journal_t *j, jreq_t *r, int status, const char *fmt, ...) {
   journal_complete(j, r);
 }
 
-static void async_cb(uv_async_t *a) {
-  journal_t *j = a->data;
+/* Takes the list of finished requests the backend's threads have handed over. */
+static jreq_t *take_done(journal_t *j) {
   uv_mutex_lock(&j->lock);
   jreq_t *r = j->done_head;
   j->done_head = j->done_tail = NULL;
   uv_mutex_unlock(&j->lock);
+  return r;
+}
+
+static void async_cb(uv_async_t *a) {
+  journal_t *j = a->data;
+  jreq_t *r = take_done(j);
   while (r) {
     jreq_t *next = r->next;
     if (j->on_done && !j->host->closing) j->on_done(j, r, next == NULL);
@@ -152,10 +158,7 @@ void journal_close(journal_t *j) {
   j->closed = 1;
   if (j->backend) j->backend->close(j);
   /* What finished meanwhile is dropped: nobody waits for it any more. */
-  uv_mutex_lock(&j->lock);
-  jreq_t *r = j->done_head;
-  j->done_head = j->done_tail = NULL;
-  uv_mutex_unlock(&j->lock);
+  jreq_t *r = take_done(j);
   while (r) {
     jreq_t *next = r->next;
     journal_req_free(r);

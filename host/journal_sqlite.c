@@ -204,6 +204,17 @@ static void writer_main(void *arg) {
 
 /* ---- the reader ---------------------------------------------------------------- */
 
+/* Ends a read: the statement is reset, and the request completes or fails with why. */
+static void end_read(sq_t *q, jreq_t *r, sqlite3_stmt *st, int rc) {
+  sqlite3_reset(st);
+  if (rc != SQLITE_DONE) {
+    char buf[512];
+    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
+  } else {
+    journal_complete(q->j, r);
+  }
+}
+
 static void read_events(sq_t *q, jreq_t *r) {
   sqlite3_bind_text(q->sel, 1, r->pid, (int)r->pid_len, SQLITE_STATIC);
   sqlite3_bind_int64(q->sel, 2, (sqlite3_int64)r->seq);
@@ -216,13 +227,7 @@ static void read_events(sq_t *q, jreq_t *r) {
     buf_append(&r->out, sqlite3_column_blob(q->sel, 1), (size_t)len);
     r->rows++;
   }
-  sqlite3_reset(q->sel);
-  if (rc != SQLITE_DONE) {
-    char buf[512];
-    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
-  } else {
-    journal_complete(q->j, r);
-  }
+  end_read(q, r, q->sel, rc);
 }
 
 static void read_snapshot(sq_t *q, jreq_t *r) {
@@ -235,13 +240,7 @@ static void read_snapshot(sq_t *q, jreq_t *r) {
     r->rows = 1;
     rc = SQLITE_DONE;
   }
-  sqlite3_reset(q->snap_get);
-  if (rc != SQLITE_DONE) {
-    char buf[512];
-    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
-  } else {
-    journal_complete(q->j, r);
-  }
+  end_read(q, r, q->snap_get, rc);
 }
 
 static void read_list(sq_t *q, jreq_t *r) {
@@ -256,13 +255,7 @@ static void read_list(sq_t *q, jreq_t *r) {
     journal_put_u64(&r->out, (uint64_t)sqlite3_column_int64(q->list, 2));
     r->rows++;
   }
-  sqlite3_reset(q->list);
-  if (rc != SQLITE_DONE) {
-    char buf[512];
-    journal_fail(q->j, r, JOURNAL_FAILED, "%s: %s", q->path, why(q->rdb, buf, sizeof buf));
-  } else {
-    journal_complete(q->j, r);
-  }
+  end_read(q, r, q->list, rc);
 }
 
 static void reader_main(void *arg) {

@@ -214,9 +214,7 @@ end
 local function run_hooks_then_stop()
   local membership = require "atoll.membership"
   -- HTTP: no new connections; open streams end, answers under way finish.
-  if package.loaded["atoll.http"] then
-    for _, server in ipairs(require("atoll.http").servers()) do server.shutdown() end
-  end
+  for _, server in ipairs(require("atoll.http").servers()) do server.shutdown() end
   local hooks = atoll._shutdown_hooks()
   local hooks_done = #hooks == 0
   local function maybe_stop()
@@ -498,7 +496,7 @@ local function run_journal(opts)
   end
   persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
   if (opts.journal == nil or opts.journal == "sqlite") then
-    local path = (opts.data_dir or "atoll-data") .. "/journal.db"
+    local path = persistence.default_path(opts.data_dir)
     local f = io.open(path, "rb")
     if f == nil then
       say("no journal at " .. path .. " (use --data-dir or --journal)")

@@ -52,7 +52,7 @@ local function add(method, path, fn, kind, opts)
     end
   end
   routes[#routes + 1] = { method = method, path = path, segs = split_path(path), fn = fn, kind = kind,
-    opts = opts or {} }
+    opts = opts or {}, label = "http " .. path }
 end
 
 -- route(method, path, fn): fn(req) answers. Segments ":name" match anything (req.params.name).
@@ -191,7 +191,7 @@ local function run_plain(ex)
     else
       respond(ex, false, tb or res)
     end
-  end, "http " .. ex.req.path)
+  end, ex.route.label)
 end
 
 ---------------------------------------------------------------------------
@@ -432,7 +432,7 @@ local function run_stream(ex, kind)
     else
       finish(st, "done")
     end
-  end, "http " .. ex.req.path)
+  end, ex.route.label)
 end
 
 ---------------------------------------------------------------------------

@@ -52,11 +52,14 @@ end
 
 -- spec(opts) -> the journal spec the options say: --journal, else SQLite
 -- in --data-dir.
+-- default_path(data_dir) -> the default SQLite journal's file
+function M.default_path(data_dir)
+  return (data_dir or "atoll-data") .. "/journal.db"
+end
+
 local function spec_of(opts)
   local j = opts.journal
-  if j == nil or j == "sqlite" then
-    return "sqlite:" .. (opts.data_dir or "atoll-data") .. "/journal.db"
-  end
+  if j == nil or j == "sqlite" then return "sqlite:" .. M.default_path(opts.data_dir) end
   return j
 end
 

@@ -1302,13 +1302,22 @@ end
 -- returns (results = { n = count, ... }), on_done(false, err, traceback) when
 -- it raises.
 local RootType = { __name = "main", distributed = {}, __instance_mt = {} }
+local root_types = setmetatable({}, { __mode = "v" }) -- label -> its pseudo-type
 
 local function results(...)
   return { n = select("#", ...), ... }
 end
 
 function M.start_root(fn, on_done, label, ...)
-  local T = label and { __name = label, distributed = {}, __instance_mt = {} } or RootType
+  local T = RootType
+  if label then
+    -- One pseudo-type per label, made once: roots are started per HTTP request, per recovery.
+    T = root_types[label]
+    if T == nil then
+      T = { __name = label, distributed = {}, __instance_mt = {} }
+      root_types[label] = T
+    end
+  end
   local rec = { {}, T, nil, RUNNING, nil, nil, 0 }
   local args, nargs = { ... }, select("#", ...)
   local co = co_create(function()

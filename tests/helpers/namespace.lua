@@ -28,8 +28,6 @@ function M.command(script)
 end
 
 -- quote(s) -> s as one shell word
-function M.quote(s)
-  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
-end
+M.quote = require("helpers.shell").quote
 
 return M

@@ -5,17 +5,8 @@ local host = require "atoll.host"
 
 local M = {}
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == 0 or ok == true
-end
-
-local function capture(cmd)
-  local p = io.popen(cmd)
-  local out = p:read("*a")
-  p:close()
-  return out
-end
+local shell = require "helpers.shell"
+local sh, capture = shell.run, shell.capture
 
 local function bindir()
   local dir = capture("ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1"):gsub("%s+$", "")

@@ -1,10 +1,7 @@
 -- Scratch directories for specs, removed by the spec that made them.
 local M = {}
 
-local function sh(cmd)
-  local ok = os.execute(cmd)
-  return ok == 0 or ok == true
-end
+local sh = require("helpers.shell").run
 
 -- dir() -> a new empty directory under tests/tmp (ignored by git)
 function M.dir(label)
