@@ -251,6 +251,13 @@ local function gone(st, why)
   finish(st, why)
 end
 
+-- frame(kind, json) -> one message as its transport carries it
+local function frame(kind, text)
+  if kind == "jsonl" then return text .. "\n" end
+  if kind == "sse" then return "data: " .. text .. "\n\n" end
+  return text -- a WebSocket text message
+end
+
 local function write_raw(st, bytes)
   local srv, id = st.srv, st.id
   local queued, err
@@ -271,16 +278,7 @@ end
 -- (more than the server's high-water mark unread).
 function Stream:send(msg)
   if self.closed then return nil, self.why or "closed" end
-  local text = json.encode(msg)
-  local bytes
-  if self.kind == "jsonl" then
-    bytes = text .. "\n"
-  elseif self.kind == "sse" then
-    bytes = "data: " .. text .. "\n\n"
-  else
-    bytes = text
-  end
-  local queued, err = write_raw(self, bytes)
+  local queued, err = write_raw(self, frame(self.kind, json.encode(msg)))
   if queued == nil then return nil, err end
   self.sent = self.sent + 1
   if queued > self.high_water then
@@ -380,7 +378,16 @@ local function inbound(st, text)
   deliver(st, setmetatable({ error = complaint }, Complaint))
 end
 
-local function heartbeat_tick(st)
+local heartbeat_tick
+
+local function schedule_heartbeat(st)
+  st.timer = runtime.after_raw(st.opts.heartbeat or M.config.heartbeat, function()
+    runtime.refresh_now()
+    heartbeat_tick(st)
+  end)
+end
+
+function heartbeat_tick(st)
   if st.closed then return end
   local opts = st.opts
   local now = runtime.now_ms()
@@ -393,18 +400,16 @@ local function heartbeat_tick(st)
     st.srv:abort(st.id)
     return
   end
-  if st.kind == "websocket" then
-    if opts.heartbeat_message ~= nil then write_raw(st, json.encode(opts.heartbeat_message))
-    else st.srv:ws_ping(st.id) end
-  elseif st.kind == "sse" then
+  if st.kind == "sse" then
     write_raw(st, ": heartbeat\n\n")
+  elseif opts.heartbeat_message ~= nil then
+    write_raw(st, frame(st.kind, json.encode(opts.heartbeat_message)))
+  elseif st.kind == "websocket" then
+    st.srv:ws_ping(st.id)
   else
-    write_raw(st, opts.heartbeat_message ~= nil and json.encode(opts.heartbeat_message) .. "\n" or "\n")
+    write_raw(st, "\n")
   end
-  st.timer = runtime.after_raw(opts.heartbeat or M.config.heartbeat, function()
-    runtime.refresh_now()
-    heartbeat_tick(st)
-  end)
+  schedule_heartbeat(st)
 end
 
 local function run_stream(ex, kind)
@@ -414,10 +419,7 @@ local function run_stream(ex, kind)
     max_inbound = M.config.max_inbound, high_water = high_water[ex.srv] }, Stream)
   ex.stream = st
   if kind == "websocket" then st.started = true end
-  st.timer = runtime.after_raw(st.opts.heartbeat or M.config.heartbeat, function()
-    runtime.refresh_now()
-    heartbeat_tick(st)
-  end)
+  schedule_heartbeat(st)
   runtime.start_root(function()
     return ex.route.fn(ex.req, st)
   end, function(ok, err, tb)
@@ -425,8 +427,7 @@ local function run_stream(ex, kind)
       log("error", ("stream %s failed: %s"):format(ex.req.path, tostring(tb or err)))
       if not st.closed and not st.gone then
         -- Written directly: this runs outside any coroutine, where send cannot wait.
-        local text = json.encode({ error = "the handler failed" })
-        write_raw(st, kind == "jsonl" and text .. "\n" or (kind == "sse" and "data: " .. text .. "\n\n" or text))
+        write_raw(st, frame(kind, json.encode({ error = "the handler failed" })))
       end
       finish(st, "error")
     else
