@@ -155,9 +155,7 @@ end
 -- Recovery
 ---------------------------------------------------------------------------
 
-local function label(rec)
-  return runtime.actor_label(rec)
-end
+local label = runtime.actor_label
 
 local function decode(bytes, what)
   local v, err = codec.decode(bytes)
