@@ -18,8 +18,8 @@ local M = {}
 local routes = {}      -- { method, segments, fn, kind, opts }
 local statics = {}     -- { prefix, dir }
 local servers = {}     -- listening servers
-local exchanges = setmetatable({}, { __mode = "k" }) -- server -> { connection id -> exchange }
-local high_water = setmetatable({}, { __mode = "k" }) -- server -> bytes unread before send waits
+-- server -> { exchanges = { connection id -> exchange }, high_water = bytes unread before send waits }
+local state = setmetatable({}, { __mode = "k" })
 
 M.config = {
   heartbeat = 15,      -- seconds between the server's heartbeats on a stream
@@ -416,7 +416,7 @@ local function run_stream(ex, kind)
   local st = setmetatable({ srv = ex.srv, id = ex.id, tab = ex.tab, ex = ex, kind = kind, path = ex.req.path,
     opts = ex.route.opts,
     inbox = { head = 1, tail = 0 }, sent = 0, bad = 0, received = 0, seen = runtime.now_ms(),
-    max_inbound = M.config.max_inbound, high_water = high_water[ex.srv] }, Stream)
+    max_inbound = M.config.max_inbound, high_water = state[ex.srv].high_water }, Stream)
   ex.stream = st
   if kind == "websocket" then st.started = true end
   schedule_heartbeat(st)
@@ -508,7 +508,7 @@ local function on_request(srv, id, method, target, headers, peer)
   end
   local req = setmetatable({ method = method, target = target, path = path, query = parse_query(q),
     headers = headers, peer = peer, params = params }, Request)
-  local tab = exchanges[srv]
+  local tab = state[srv].exchanges
   local ex = { srv = srv, id = id, route = route, req = req, tab = tab }
   if route.kind == "stream" then
     local kind
@@ -535,7 +535,7 @@ end
 
 local function on_event(srv, kind, id, a, b, c, d)
   if kind == "request" then return on_request(srv, id, a, b, c, d) end
-  local ex = exchanges[srv][id]
+  local ex = state[srv].exchanges[id]
   if ex == nil then return end
   local st = ex.stream
   if kind == "body" then
@@ -601,8 +601,7 @@ function M.listen(spec, limits)
   local err
   srv, err = raw.listen(ip, port, limits or {}, handler)
   if not srv then return nil, err end
-  exchanges[srv] = {}
-  high_water[srv] = (limits or {}).high_water or 256 * 1024
+  state[srv] = { exchanges = {}, high_water = (limits or {}).high_water or 256 * 1024 }
   for _, s in ipairs(statics) do assert(srv:static(s.prefix, s.dir)) end
   local server = { raw = srv, port = srv:port(), address = ip .. ":" .. srv:port() }
   function server.close()
@@ -614,7 +613,7 @@ function M.listen(spec, limits)
   function server.shutdown()
     srv:shutdown(false)
     local open = {}
-    for _, ex in pairs(exchanges[srv]) do
+    for _, ex in pairs(state[srv].exchanges) do
       if ex.stream then open[#open + 1] = ex.stream end
     end
     for _, st in ipairs(open) do finish(st, "the server is shutting down") end
