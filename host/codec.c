@@ -135,11 +135,40 @@ static mpack_token_t float_token(double d) {
   return t;
 }
 
+/* An integer in its smallest MessagePack form, written here rather than by
+ * libmpack: Debian's libmpack 1.0.5 picks too narrow a width for some
+ * negative values (mpack_pack_sint(-129) gives d0 7f, which every decoder
+ * reads as 127), and a wrong width is silent data loss. Non-negative values
+ * use the unsigned forms, as the MessagePack spec recommends. */
+size_t codec_int_bytes(int64_t v, unsigned char out[9]) {
+  uint64_t u = (uint64_t)v;
+  int width; /* bytes after the type byte */
+  if (v >= 0 && v <= 0x7f) {
+    out[0] = (unsigned char)v; /* positive fixint */
+    return 1;
+  }
+  if (v < 0 && v >= -32) {
+    out[0] = (unsigned char)(u & 0xff); /* negative fixint: 111xxxxx */
+    return 1;
+  }
+  if (v >= 0) {
+    width = v <= 0xff ? 1 : v <= 0xffff ? 2 : v <= 0xffffffffll ? 4 : 8;
+    out[0] = width == 1 ? 0xcc : width == 2 ? 0xcd : width == 4 ? 0xce : 0xcf;
+  } else {
+    width = v >= INT8_MIN ? 1 : v >= INT16_MIN ? 2 : v >= INT32_MIN ? 4 : 8;
+    out[0] = width == 1 ? 0xd0 : width == 2 ? 0xd1 : width == 4 ? 0xd2 : 0xd3;
+  }
+  /* Big-endian, two's complement for the signed forms. */
+  for (int i = 0; i < width; i++) out[1 + i] = (unsigned char)(u >> (8 * (width - 1 - i)));
+  return (size_t)width + 1;
+}
+
 static int enc_number(enc_t *e, double d) {
   if (d == floor(d) && d >= -CODEC_MAX_EXACT_INT && d <= CODEC_MAX_EXACT_INT &&
       !(d == 0 && signbit(d))) {
-    if (d >= 0) return enc_tok(e, mpack_pack_uint((mpack_uintmax_t)d));
-    return enc_tok(e, mpack_pack_sint((mpack_sintmax_t)d));
+    unsigned char b[9];
+    size_t n = codec_int_bytes((int64_t)d, b);
+    return enc_bytes(e, (const char *)b, n);
   }
   return enc_tok(e, float_token(d));
 }
@@ -350,6 +379,25 @@ int codec_encode_value(codec_t *c, lua_State *L, int idx, const char *root, buf_
   return rc;
 }
 
+/* An ext token's type as MessagePack defines it: a signed byte (libmpack
+ * hands it over as the unsigned one, so -1 would read as 255). */
+static int ext_type(const mpack_token_t *t) {
+  return (int)(signed char)(unsigned char)t->data.ext_type;
+}
+
+/* Says what is wrong with an ext type the codec does not take. */
+static void ext_type_problem(int type, char *out, size_t cap) {
+  if (type == -1) {
+    snprintf(out, cap, "unsupported ext type -1: a MessagePack timestamp has no Lua value in "
+                       "atoll (send the time as a number)");
+  } else if (type < 0) {
+    snprintf(out, cap, "unsupported ext type %d (reserved by MessagePack)", type);
+  } else {
+    snprintf(out, cap, "unsupported ext type %d (atoll's only ext type is %d, an actor ref)", type,
+             CODEC_EXT_REF);
+  }
+}
+
 /* ---- decoder ---------------------------------------------------------- */
 
 typedef struct dec_s {
@@ -433,11 +481,11 @@ static int dec_value(dec_t *d) {
     }
     case MPACK_TOKEN_EXT: {
       const char *s;
-      int type = t.data.ext_type;
+      int type = ext_type(&t);
       if ((rc = dec_chunk(d, t.length, &s))) return rc;
       if (type != CODEC_EXT_REF) {
-        char what[64];
-        snprintf(what, sizeof what, "unsupported ext type %d", type);
+        char what[128];
+        ext_type_problem(type, what, sizeof what);
         return dec_fail(d, ATOLL_EEXTTYPE, what);
       }
       rc = codec_push_ref(d->c, L, s, t.length);
@@ -704,7 +752,11 @@ int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size
         size_t blen = t.length;
         if (blen > n) FAIL(ATOLL_ETRUNCATED, "the message ends inside a string");
         if (t.type == MPACK_TOKEN_EXT) {
-          if (t.data.ext_type != CODEC_EXT_REF) FAIL(ATOLL_EEXTTYPE, "unsupported ext type");
+          if (ext_type(&t) != CODEC_EXT_REF) {
+            char what[128];
+            ext_type_problem(ext_type(&t), what, sizeof what);
+            FAIL(ATOLL_EEXTTYPE, what);
+          }
           if (blen < CODEC_REF_FIXED || blen > CODEC_REF_FIXED + CODEC_REF_MAX_ADDR ||
               be64(p) > (uint64_t)CODEC_MAX_EXACT_INT ||
               be64(p + 8) > (uint64_t)CODEC_MAX_EXACT_INT) {

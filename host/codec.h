@@ -4,6 +4,7 @@
 
 #include <lua.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "buf.h"
 
@@ -78,6 +79,10 @@ int codec_validate(const char *data, size_t len, unsigned max_depth, char *err, 
  * length in bytes (the rest of the buffer is not looked at). */
 int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used,
                           char *err, size_t errlen);
+
+/* Writes v in MessagePack's smallest integer form into out; returns the
+ * byte count (1 to 9). */
+size_t codec_int_bytes(int64_t v, unsigned char out[9]);
 
 /* Pushes the interned ref for a ref payload (CODEC_EXT_REF bytes). */
 int codec_push_ref(codec_t *c, lua_State *L, const char *payload, size_t len);
