@@ -388,8 +388,9 @@ static int ext_type(const mpack_token_t *t) {
 /* Says what is wrong with an ext type the codec does not take. */
 static void ext_type_problem(int type, char *out, size_t cap) {
   if (type == -1) {
-    snprintf(out, cap, "unsupported ext type -1: a MessagePack timestamp has no Lua value in "
-                       "atoll (send the time as a number)");
+    snprintf(out, cap,
+             "unsupported ext type -1: a MessagePack timestamp has no Lua value in "
+             "atoll (send the time as a number)");
   } else if (type < 0) {
     snprintf(out, cap, "unsupported ext type %d (reserved by MessagePack)", type);
   } else {
@@ -699,8 +700,8 @@ void codec_close(codec_t *c, lua_State *L) {
 
 /* ---- validation without Lua ------------------------------------------ */
 
-int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used,
-                          char *err, size_t errlen) {
+int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used, char *err,
+                          size_t errlen) {
   /* remaining[d]: items still to read in the container at depth d; maps
    * count keys and values separately; keyflag[d]: the next item is a key. */
   uint32_t remaining[CODEC_MAX_DEPTH_CAP + 2];
@@ -713,10 +714,10 @@ int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size
   unsigned depth = 0;
   remaining[0] = 1;
   keyflag[0] = 0;
-#define FAIL(code, msg) \
-  do { \
-    snprintf(err, errlen, "invalid MessagePack at byte %zu: %s", (size_t)(p - data), msg); \
-    return code; \
+#define FAIL(code, msg)                                                                            \
+  do {                                                                                             \
+    snprintf(err, errlen, "invalid MessagePack at byte %zu: %s", (size_t)(p - data), msg);         \
+    return code;                                                                                   \
   } while (0)
   while (1) {
     while (depth > 0 && remaining[depth] == 0) depth--;
@@ -732,7 +733,8 @@ int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size
       case MPACK_TOKEN_NIL:
         if (is_key) FAIL(ATOLL_EMALFORMED, "a map key is nil");
         break;
-      case MPACK_TOKEN_BOOLEAN: break;
+      case MPACK_TOKEN_BOOLEAN:
+        break;
       case MPACK_TOKEN_UINT:
         if (mpack_unpack_uint(t) > (mpack_uintmax_t)CODEC_MAX_EXACT_INT) {
           FAIL(ATOLL_ERANGE, "an integer beyond 2^53 cannot be held exactly");
@@ -783,7 +785,8 @@ int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size
         keyflag[depth] = (unsigned char)is_map;
         break;
       }
-      default: FAIL(ATOLL_EMALFORMED, "unexpected token");
+      default:
+        FAIL(ATOLL_EMALFORMED, "unexpected token");
     }
   }
 #undef FAIL
@@ -796,7 +799,8 @@ int codec_validate(const char *data, size_t len, unsigned max_depth, char *err, 
   int rc = codec_validate_prefix(data, len, max_depth, &used, err, errlen);
   if (rc) return rc;
   if (used != len) {
-    snprintf(err, errlen, "invalid MessagePack at byte %zu: trailing bytes after the message", used);
+    snprintf(err, errlen, "invalid MessagePack at byte %zu: trailing bytes after the message",
+             used);
     return ATOLL_ETRAILING;
   }
   return 0;

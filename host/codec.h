@@ -77,8 +77,8 @@ int codec_validate(const char *data, size_t len, unsigned max_depth, char *err, 
 
 /* Like codec_validate, but for the first value only: *used receives its
  * length in bytes (the rest of the buffer is not looked at). */
-int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used,
-                          char *err, size_t errlen);
+int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size_t *used, char *err,
+                          size_t errlen);
 
 /* Writes v in MessagePack's smallest integer form into out; returns the
  * byte count (1 to 9). */
