@@ -6,6 +6,7 @@
 
 #include "../host/log.h"
 #include "../host/vm.h"
+#include "../host/watchdog.h"
 #include "bindings.h"
 
 #ifndef ATOLL_VERSION
@@ -276,7 +277,71 @@ static int l_resolve(lua_State *L) {
   return 0;
 }
 
+/* watchdog_running() -> lightuserdata: the struct the runtime tells the
+ * watchdog through (host/watchdog.h's watchdog_running_t, via the FFI) */
+static int l_watchdog_running(lua_State *L) {
+  lua_pushlightuserdata(L, watchdog_running());
+  return 1;
+}
+
+static double ms_field(lua_State *L, int idx, const char *key, double dflt) {
+  lua_getfield(L, idx, key);
+  double v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1) * 1000;
+  lua_pop(L, 1);
+  if (!(v >= 0)) luaL_error(L, "watchdog: %s must be a number of seconds, 0 or more", key);
+  return v;
+}
+
+/* watchdog{ warn = s, interrupt = s, exit = s, interrupt_error = fn(message) -> err }
+ * -- starts (or reconfigures) the watchdog thread; 0 turns a limit off */
+static int l_watchdog(lua_State *L) {
+  luaL_checktype(L, 1, LUA_TTABLE);
+  watchdog_config_t cfg;
+  watchdog_default_config(&cfg);
+  cfg.warn_ms = ms_field(L, 1, "warn", cfg.warn_ms);
+  cfg.interrupt_ms = ms_field(L, 1, "interrupt", cfg.interrupt_ms);
+  cfg.exit_ms = ms_field(L, 1, "exit", cfg.exit_ms);
+  lua_getfield(L, 1, "interrupt_error");
+  int ref = LUA_NOREF;
+  if (!lua_isnil(L, -1)) {
+    luaL_checktype(L, -1, LUA_TFUNCTION);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    lua_pop(L, 1);
+  }
+  return binding_result(L, watchdog_start(&cfg, ref));
+}
+
+/* heap_limit(bytes [, report]) -- the Lua heap's ceiling (0: none); report(message)
+ * logs what happened after the ceiling was hit and the heap collected */
+static int l_heap_limit(lua_State *L) {
+  double bytes = luaL_checknumber(L, 1);
+  luaL_argcheck(L, bytes >= 0, 1, "a number of bytes, 0 or more");
+  int ref = LUA_NOREF;
+  if (!lua_isnoneornil(L, 2)) {
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_pushvalue(L, 2);
+    ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  watchdog_set_heap_limit((size_t)bytes, ref);
+  return 0;
+}
+
+/* heap() -> bytes used, ceiling (0: none), refused (true once an allocation
+ * was refused and the heap not collected since), the machine's memory */
+static int l_heap(lua_State *L) {
+  lua_pushnumber(L, (double)watchdog_heap_used());
+  lua_pushnumber(L, (double)watchdog_heap_limit());
+  lua_pushboolean(L, watchdog_heap_refused());
+  lua_pushnumber(L, (double)uv_get_total_memory());
+  return 4;
+}
+
 static const luaL_Reg host_fns[] = {
+    {"watchdog_running", l_watchdog_running},
+    {"watchdog", l_watchdog},
+    {"heap_limit", l_heap_limit},
+    {"heap", l_heap},
     {"resolve", l_resolve},
     {"now", l_now},
     {"update_time", l_update_time},

@@ -82,3 +82,70 @@ void log_write(log_level_t level, const char *subsystem, const char *fmt, ...) {
     len -= (size_t)w;
   }
 }
+
+/* Appends the decimal digits of v, at least `width` of them. */
+static size_t put_num(char *out, unsigned long v, int width) {
+  char tmp[24];
+  int n = 0;
+  do {
+    tmp[n++] = (char)('0' + v % 10);
+    v /= 10;
+  } while (v > 0 || n < width);
+  for (int i = 0; i < n; i++) out[i] = tmp[n - 1 - i];
+  return (size_t)n;
+}
+
+static size_t put_str(char *out, const char *s) {
+  size_t n = 0;
+  while (s[n]) {
+    out[n] = s[n];
+    n++;
+  }
+  return n;
+}
+
+void log_write_from_signal(log_level_t level, const char *subsystem, const char *msg) {
+  if (level < current_level || level >= LOG_OFF) return;
+  char line[512];
+  size_t n = 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  /* The civil date of a day count (Howard Hinnant's days_from_civil, inverted):
+   * gmtime_r is not async-signal-safe. */
+  long days = (long)(ts.tv_sec / 86400), secs = (long)(ts.tv_sec % 86400);
+  long z = days + 719468, era = z / 146097;
+  long doe = z - era * 146097;
+  long yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  long doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  long mp = (5 * doy + 2) / 153;
+  long d = doy - (153 * mp + 2) / 5 + 1, m = mp < 10 ? mp + 3 : mp - 9;
+  long y = yoe + era * 400 + (m <= 2);
+  n += put_num(line + n, (unsigned long)y, 4);
+  line[n++] = '-';
+  n += put_num(line + n, (unsigned long)m, 2);
+  line[n++] = '-';
+  n += put_num(line + n, (unsigned long)d, 2);
+  line[n++] = 'T';
+  n += put_num(line + n, (unsigned long)(secs / 3600), 2);
+  line[n++] = ':';
+  n += put_num(line + n, (unsigned long)(secs / 60 % 60), 2);
+  line[n++] = ':';
+  n += put_num(line + n, (unsigned long)(secs % 60), 2);
+  line[n++] = '.';
+  n += put_num(line + n, (unsigned long)(ts.tv_nsec / 1000000), 3);
+  n += put_str(line + n, "Z ");
+  n += put_str(line + n, level_tags[level]);
+  line[n++] = ' ';
+  if (node_name[0]) {
+    n += put_str(line + n, node_name);
+    line[n++] = ' ';
+  }
+  size_t room = sizeof line - n - 4;
+  for (const char *s = subsystem; *s && room > 0; s++, room--) line[n++] = *s;
+  line[n++] = ':';
+  line[n++] = ' ';
+  for (const char *s = msg; *s && room > 0; s++, room--) line[n++] = *s;
+  line[n++] = '\n';
+  ssize_t w = write(STDERR_FILENO, line, n);
+  (void)w;
+}

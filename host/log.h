@@ -26,6 +26,9 @@ void log_set_node(const char *name);
 void log_write(log_level_t level, const char *subsystem, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
+/* The same line, made with async-signal-safe calls only: for signal handlers. */
+void log_write_from_signal(log_level_t level, const char *subsystem, const char *msg);
+
 #define log_debug(sub, ...)                                                                        \
   do {                                                                                             \
     if (log_get_level() <= LOG_DEBUG) log_write(LOG_DEBUG, sub, __VA_ARGS__);                      \

@@ -1,6 +1,7 @@
 /* The node's event loop: scheduler handles, signals, and a shutdown that leaves nothing open. */
 #include "loop.h"
 
+#include <errno.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
@@ -11,6 +12,7 @@
 
 #include "log.h"
 #include "vm.h"
+#include "watchdog.h"
 
 static void wake_cb(uv_timer_t *t) {
   host_t *h = t->data;
@@ -28,16 +30,38 @@ static void idle_cb(uv_idle_t *i) {
   vm_call_ref(h->L, h->on_idle_ref, 0, "scheduler");
 }
 
-static void signal_cb(uv_signal_t *s, int signum) {
-  host_t *h = s->data;
-  const char *name = signum == SIGINT ? "SIGINT" : "SIGTERM";
-  h->signal_count++;
-  if (h->signal_count > 1) {
-    /* A second signal means the user will not wait for a graceful stop. */
-    log_warn("node", "%s again: stopping now", name);
-    host_stop(h, 128 + signum);
-    return;
+/* The host whose loop hears SIGINT and SIGTERM (one per process), and how
+ * many of them arrived: set and read by the signal handler. */
+static host_t *volatile signal_host;
+static volatile sig_atomic_t signals_seen;
+static volatile sig_atomic_t first_signal;
+
+static const char *signal_name(int signum) {
+  return signum == SIGINT ? "SIGINT" : "SIGTERM";
+}
+
+/* The real signal handler: async-signal-safe calls only. */
+static void on_shutdown_signal(int signum) {
+  int saved = errno;
+  int seen = __atomic_add_fetch(&signals_seen, 1, __ATOMIC_SEQ_CST);
+  if (seen > 1) {
+    /* A second signal means the user will not wait for a graceful stop,
+     * and the loop may be blocked: end here. */
+    log_write_from_signal(LOG_WARN, "node",
+                          signum == SIGINT ? "SIGINT again: stopping now"
+                                           : "SIGTERM again: stopping now");
+    _exit(128 + signum);
   }
+  first_signal = signum;
+  host_t *h = signal_host;
+  if (h) uv_async_send(&h->signal_async);
+  errno = saved;
+}
+
+/* The first signal, on the loop: the graceful path. */
+static void signal_cb(uv_async_t *a) {
+  host_t *h = a->data;
+  const char *name = signal_name(first_signal);
   log_info("node", "%s: shutting down", name);
   if (h->on_signal_ref == LUA_NOREF) {
     host_stop(h, 0);
@@ -75,16 +99,19 @@ int host_init(host_t *h) {
 
 int host_watch_signals(host_t *h) {
   if (h->signals_on) return 0;
-  int rc = uv_signal_init(&h->loop, &h->sigint);
-  if (rc == 0) rc = uv_signal_init(&h->loop, &h->sigterm);
+  int rc = uv_async_init(&h->loop, &h->signal_async, signal_cb);
   if (rc) return rc;
-  h->sigint.data = h->sigterm.data = h;
+  h->signal_async.data = h;
+  uv_unref((uv_handle_t *)&h->signal_async);
   h->signals_on = 1;
-  rc = uv_signal_start(&h->sigint, signal_cb, SIGINT);
-  if (rc == 0) rc = uv_signal_start(&h->sigterm, signal_cb, SIGTERM);
-  uv_unref((uv_handle_t *)&h->sigint);
-  uv_unref((uv_handle_t *)&h->sigterm);
-  return rc;
+  signal_host = h;
+  struct sigaction sa;
+  memset(&sa, 0, sizeof sa);
+  sa.sa_handler = on_shutdown_signal;
+  sa.sa_flags = SA_RESTART;
+  sigemptyset(&sa.sa_mask);
+  if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) return -errno;
+  return 0;
 }
 
 int host_run(host_t *h) {
@@ -136,15 +163,15 @@ static void close_walk_cb(uv_handle_t *handle, void *arg) {
   /* The host's own handles are embedded in host_t; everything else that is
    * open at shutdown belongs to a binding and knows how to free itself. */
   int own = handle == (uv_handle_t *)&h->wake || handle == (uv_handle_t *)&h->idle ||
-            handle == (uv_handle_t *)&h->sigint || handle == (uv_handle_t *)&h->sigterm;
+            handle == (uv_handle_t *)&h->signal_async;
   uv_close(handle, own || owner == NULL ? NULL : owner->on_close);
 }
 
 static void shutdown_walk_cb(uv_handle_t *handle, void *arg) {
   (void)arg;
   host_t *h = handle->loop->data;
-  if (uv_is_closing(handle) || handle == (uv_handle_t *)&h->wake || handle == (uv_handle_t *)&h->idle ||
-      handle == (uv_handle_t *)&h->sigint || handle == (uv_handle_t *)&h->sigterm) {
+  if (uv_is_closing(handle) || handle == (uv_handle_t *)&h->wake ||
+      handle == (uv_handle_t *)&h->idle || handle == (uv_handle_t *)&h->signal_async) {
     return;
   }
   host_handle_t *owner = handle->data;
@@ -159,6 +186,13 @@ static void report_walk_cb(uv_handle_t *handle, void *arg) {
 
 int host_close(host_t *h) {
   h->closing = 1;
+  watchdog_stop();
+  if (h->signals_on) {
+    /* From here a signal ends the process at once: the handle it would post
+     * to is about to close. */
+    __atomic_store_n(&signals_seen, 1, __ATOMIC_SEQ_CST);
+    signal_host = NULL;
+  }
   uv_walk(&h->loop, shutdown_walk_cb, NULL);
   uv_walk(&h->loop, close_walk_cb, NULL);
   /* Every handle is closing now; each turn runs close callbacks until none

@@ -20,10 +20,9 @@ typedef struct host_s {
   uv_loop_t loop;
   lua_State *L;
 
-  uv_timer_t wake; /* fires at the earliest deadline of the Lua timer heap */
-  uv_idle_t idle;  /* runs the scheduler again while its run queue is non-empty */
-  uv_signal_t sigint;
-  uv_signal_t sigterm;
+  uv_timer_t wake;         /* fires at the earliest deadline of the Lua timer heap */
+  uv_idle_t idle;          /* runs the scheduler again while its run queue is non-empty */
+  uv_async_t signal_async; /* a shutdown signal arrived (posted by the signal handler) */
   int signals_on;
 
   /* Lua entry points, registry references (LUA_NOREF until set). */
@@ -31,11 +30,10 @@ typedef struct host_s {
   int on_idle_ref;
   int on_signal_ref;
 
-  double wake_due;  /* loop time (ms) the wake timer is armed for, or -1 */
-  int running;      /* inside uv_run: uv_stop only means something then */
-  int closing;      /* host_close is closing every handle: no more calls into Lua */
-  int stopping;     /* shutdown was requested */
-  int signal_count; /* how many shutdown signals arrived */
+  double wake_due; /* loop time (ms) the wake timer is armed for, or -1 */
+  int running;     /* inside uv_run: uv_stop only means something then */
+  int closing;     /* host_close is closing every handle: no more calls into Lua */
+  int stopping;    /* shutdown was requested */
   int exit_code;
   double incarnation; /* drawn at start: refs of an earlier run of this node are dead */
   char name[64];
@@ -44,8 +42,10 @@ typedef struct host_s {
 /* Initializes the loop and the scheduler's handles. 0 or a libuv error. */
 int host_init(host_t *h);
 
-/* Installs SIGINT and SIGTERM handlers that ask for a graceful shutdown; the
- * handles do not keep the loop alive on their own. */
+/* Installs SIGINT and SIGTERM handlers: the first asks the loop for a
+ * graceful shutdown; a second ends the process from the handler itself, so
+ * it works even while a handler keeps the loop blocked. The handles do not
+ * keep the loop alive on their own. */
 int host_watch_signals(host_t *h);
 
 /* Runs the loop until nothing keeps it alive or host_stop is called; does

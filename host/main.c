@@ -48,6 +48,8 @@ static const char usage_main[] =
     "  3  the script could not be loaded: missing file or syntax error\n"
     "  4  call, reload and members: the node could not be reached, refused us, or did\n"
     "     not answer\n"
+    "  5  the watchdog ended a node whose loop a handler kept blocked (--watchdog exit)\n"
+    "  6  the node's Lua heap stayed over its ceiling (--max-heap) after a collection\n"
     "  130, 143  a second SIGINT or SIGTERM stopped the node without waiting\n";
 
 static const char usage_run[] =
@@ -87,6 +89,18 @@ static const char usage_run[] =
     "                        --data-dir, the journal is opened at start, and one that\n"
     "                        cannot be is an error (exit 1); otherwise on first use.\n"
     "  --data-dir DIR        the node's data, created if missing (default: ./atoll-data)\n"
+    "\n"
+    "Watchdog (see the README):\n"
+    "  --watchdog KEY=SECONDS[,KEY=SECONDS...]\n"
+    "                        a thread that watches for handlers that do not return:\n"
+    "                        warn (1) logs the actor and method, interrupt (5) raises\n"
+    "                        an `interrupted` error in it where LuaJIT can (not in a\n"
+    "                        compiled loop), exit (30) ends the node with code 5;\n"
+    "                        0 turns one off\n"
+    "  --max-heap SIZE       the Lua heap's ceiling, such as 512M or 4G (default: a\n"
+    "                        quarter of the machine's memory; 0: none). Past it the\n"
+    "                        allocating handler fails with `memory`; a heap that live\n"
+    "                        data keeps over it ends the node with code 6\n"
     "\n"
     "HTTP (see the README):\n"
     "  --http HOST:PORT      serve the app's HTTP routes, /health and /metrics here\n"
@@ -237,6 +251,8 @@ static const option_t node_flags[] = {
     {"--join", "join", REPEATABLE},
     {"--discovery", "discovery", REPEATABLE},
     {"--membership", "membership", REPEATABLE},
+    {"--watchdog", "watchdog", REPEATABLE},
+    {"--max-heap", "max_heap", VALUE},
     {NULL, NULL, 0},
 };
 

@@ -831,9 +831,16 @@ int transport_dial(transport_t *t, const char *address, link_t **out) {
   return 0;
 }
 
+/* At shutdown, before handles close: what was queued this turn (an answer
+ * made just before the node stopped) goes to the sockets that take it. */
+static void transport_shutdown(host_handle_t *owner) {
+  flush_cb(&((transport_t *)owner)->flusher);
+}
+
 void transport_init(transport_t *t, host_t *h) {
   memset(t, 0, sizeof *t);
   t->base.on_close = NULL; /* the listener and flusher live in t itself */
+  t->base.on_shutdown = transport_shutdown;
   t->host = h;
   t->L = h->L;
   snprintf(t->cluster, sizeof t->cluster, "atoll");

@@ -3,9 +3,11 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <unistd.h>
 
 #include "../bindings/bindings.h"
 #include "log.h"
+#include "watchdog.h"
 
 /* Message handler: turns any error value into text and appends a traceback.
  * [err] -> [message with traceback] */
@@ -26,7 +28,9 @@ int vm_pcall_quiet(lua_State *L, int nargs, int nresults) {
   int base = lua_gettop(L) - nargs; /* index of the function */
   lua_pushcfunction(L, traceback);
   lua_insert(L, base);
+  watchdog_enter();
   int rc = lua_pcall(L, nargs, nresults, base);
+  watchdog_leave(L);
   lua_remove(L, base);
   return rc;
 }
@@ -55,9 +59,30 @@ static void preload(lua_State *L, host_t *h, const char *name, lua_CFunction ope
   lua_pop(L, 2);
 }
 
+/* An error outside any protected call: LuaJIT would print it and exit; say
+ * why in the node's log first, naming the heap ceiling when that was it. */
+static int panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  if (watchdog_heap_refused()) {
+    log_error("memory",
+              "the Lua heap is over its ceiling (--max-heap) where no error can be "
+              "handled: exiting with code %d",
+              WATCHDOG_EXIT_HEAP);
+    _exit(WATCHDOG_EXIT_HEAP);
+  }
+  log_error("lua", "unprotected error: %s", msg ? msg : "(not a string)");
+  _exit(1);
+}
+
+static void stop_host(void *ctx, int code) {
+  host_stop(ctx, code);
+}
+
 lua_State *vm_open(host_t *h) {
   lua_State *L = luaL_newstate();
   if (L == NULL) return NULL;
+  lua_atpanic(L, panic);
+  watchdog_init(L, stop_host, h);
   luaL_openlibs(L);
   /* C modules; the Lua library (lib/atoll) is linked in as LuaJIT bytecode
    * and found by require through its luaJIT_BC_* symbols. */

@@ -16,6 +16,11 @@ local on_module_loaded = nil
 M.types = types
 M.modules = modules
 
+-- Every distributed function name ever defined, kept for the life of the
+-- node: the watchdog holds a pointer to the name of the method that runs,
+-- which must outlive a reload that removes the method.
+M.method_names = {}
+
 -- Methods every actor instance has, unless its type defines one of the same name.
 local Base = {}
 M.Base = Base
@@ -39,6 +44,7 @@ local function guard_distributed(T, dist)
       if v ~= nil and type(v) ~= "function" then
         error(T.__name .. ".distributed." .. k .. " must be a function", 2)
       end
+      M.method_names[k] = true
       rawset(t, k, v)
     end,
   })

@@ -248,6 +248,30 @@ local function run_hooks_then_stop()
   end, "shutdown")
 end
 
+-- --watchdog and --max-heap: nil, or an exit code.
+local function start_watchdog(opts)
+  local watchdog = require "atoll.watchdog"
+  local cfg, err = watchdog.parse(opts.watchdog or "")
+  if cfg == nil then
+    say(err)
+    return EXIT_USAGE
+  end
+  if opts.max_heap then
+    cfg.max_heap, err = watchdog.parse_size(opts.max_heap, "--max-heap")
+    if cfg.max_heap == nil then
+      say(err)
+      return EXIT_USAGE
+    end
+  end
+  local ok
+  ok, err = watchdog.start(cfg)
+  if not ok then
+    say(err)
+    return EXIT_APP
+  end
+  return nil
+end
+
 local function run_node(opts)
   local chunk, err = load_script(opts.script)
   if chunk == nil then
@@ -273,6 +297,8 @@ local function run_node(opts)
   host.watch_signals()
   runtime.on_signal = run_hooks_then_stop
   if opts.watch then reload.watch() end
+  code = start_watchdog(opts)
+  if code then return code end
 
   local persistence = require "atoll.persistence"
   persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
@@ -552,6 +578,11 @@ local function run_clusterd(opts)
   if code then return code end
   local Registry = require "atoll.clusterd"
   atoll.register(Registry.NAME, atoll.spawn(Registry))
+  local ok, err = require("atoll.watchdog").start {}
+  if not ok then
+    say(err)
+    return EXIT_APP
+  end
   host.log("info", "clusterd", "nodes can register at " .. runtime.node.address)
   host.watch_signals()
   runtime.on_signal = function() host.stop(0) end

@@ -28,6 +28,22 @@ local xpcall, type, select, getmetatable, setmetatable = xpcall, type, select, g
 local tostring, error, rawget = tostring, error, rawget
 local traceback = debug.traceback
 local new_error = errors.new
+local ffi = require "ffi"
+
+-- What runs, for the watchdog thread (host/watchdog.h): the actor, its type
+-- and the method of the handler started or resumed last. Only pointers to
+-- strings that live as long as the node go there: type names, method names
+-- (pinned by atoll.actor as they are defined), root labels (pinned in
+-- start_root) and constants. Nothing is cleared when a handler returns: a
+-- store after xpcall costs a third of a local send.
+ffi.cdef [[
+typedef struct watchdog_running_s {
+  double actor;
+  const char *type;
+  const char *method;
+} watchdog_running_t;
+]]
+local running = ffi.cast("watchdog_running_t *", host.watchdog_running())
 
 local M = {}
 
@@ -177,6 +193,7 @@ end
 ---------------------------------------------------------------------------
 
 local current = nil                         -- record of the actor whose code is running
+local current_method = nil                  -- the method it runs (for the watchdog)
 local managed = setmetatable({}, { __mode = "k" }) -- coroutines the runtime may suspend
 local handed = {}                           -- dispatchers handed to a suspended handler
 local roots = {}                            -- root coroutine -> completion callback
@@ -194,6 +211,14 @@ function M.set_current(rec)
   return prev
 end
 
+-- Tells the watchdog that rec's code runs `method`.
+local function show_running(rec, method)
+  current_method = method
+  running.actor = rec[R_ID]
+  running.type = rec[R_TYPE].__name
+  running.method = method
+end
+
 -- The running coroutine, if atoll may suspend it; raises otherwise (at
 -- `level`), before the caller has set anything up that would need undoing.
 local function suspendable(what, level)
@@ -209,10 +234,11 @@ M.suspendable = suspendable
 -- Suspends the running handler until someone resumes it through the queue,
 -- and returns what it was resumed with. Callers have checked suspendable().
 local function suspend()
-  local saved = current
+  local saved, saved_method = current, current_method
   handed[co_running()] = true
   local a, b = co_yield(SUSPEND)
   current = saved
+  if saved then show_running(saved, saved_method) end
   return a, b
 end
 
@@ -470,11 +496,26 @@ local function run_send(fn, state, payload)
 end
 
 -- Errors of these kinds, raised in a handler and not caught, reach its
--- caller with their kind: the call's own effect failed.
-local PASSED_ON = { conflict = true, journal = true }
+-- caller with their kind: the call's own effect failed, or the watchdog
+-- stopped it.
+local PASSED_ON = { conflict = true, journal = true, interrupted = true, memory = true }
+
+-- LuaJIT's message for a refused allocation.
+local NOT_ENOUGH_MEMORY = "not enough memory"
+
+-- The handler that met the heap's ceiling last (for the memory report).
+M.memory_victim = nil
 
 local function handler_error(rec, method, caught)
-  local e, tb = caught[1], caught[2]
+  -- A memory error skips xpcall's message handler: it arrives bare.
+  local e, tb = caught, nil
+  if type(caught) == "table" then e, tb = caught[1], caught[2] end
+  if e == NOT_ENOUGH_MEMORY and select(3, host.heap()) then
+    local label = actor_label(rec) .. "." .. tostring(method)
+    M.memory_victim = label
+    e = new_error("memory", ("the node's Lua heap reached its ceiling of %.0f MiB (--max-heap) "
+      .. "while %s was allocating"):format(select(2, host.heap()) / 1048576, label))
+  end
   if errors.is(e, "bad_argument") and e.decode then
     return new_error("bad_argument", e.message)
   end
@@ -514,7 +555,8 @@ local function invoke(rec, method, payload, rid)
     end
     return
   end
-  current = rec
+  current, current_method = rec, method
+  running.actor, running.type, running.method = rec[R_ID], T.__name, method
   if rid == 0 then
     local ok, caught = xpcall(run_send, capture, fn, rec[R_STATE], payload)
     if not ok then
@@ -620,6 +662,7 @@ end
 local function run_timer(rec, fn, timer)
   if timer.cancelled or rec and rec[R_STATUS] == STOPPED then return end
   current = rec
+  if rec then show_running(rec, "timer") end
   local ok, caught = xpcall(fn, capture)
   if not ok then
     host.log("error", rec and actor_label(rec) or "timer",
@@ -970,6 +1013,7 @@ function M.task(fn, ...)
   local args, nargs = { ... }, select("#", ...)
   local co = co_create(function()
     current = rec
+    if rec then show_running(rec, "task") end
     local ok, res = xpcall(fn, function(e)
       if type(e) == "string" then return traceback(e, 2) end
       return e
@@ -1303,6 +1347,7 @@ end
 -- it raises.
 local RootType = { __name = "main", distributed = {}, __instance_mt = {} }
 local root_types = setmetatable({}, { __mode = "v" }) -- label -> its pseudo-type
+local root_labels = {} -- every label used, kept: the watchdog may point at one
 
 local function results(...)
   return { n = select("#", ...), ... }
@@ -1314,6 +1359,7 @@ function M.start_root(fn, on_done, label, ...)
     -- One pseudo-type per label, made once: roots are started per HTTP request, per recovery.
     T = root_types[label]
     if T == nil then
+      root_labels[label] = true
       T = { __name = label, distributed = {}, __instance_mt = {} }
       root_types[label] = T
     end
@@ -1322,6 +1368,7 @@ function M.start_root(fn, on_done, label, ...)
   local args, nargs = { ... }, select("#", ...)
   local co = co_create(function()
     current = rec
+    show_running(rec, "")
     return results(fn(unpack(args, 1, nargs)))
   end)
   managed[co] = true

@@ -1,0 +1,40 @@
+-- A node with an actor whose handlers misbehave on demand, for the watchdog specs.
+local atoll = require "atoll"
+
+local Stuck = atoll.actor.define "Stuck"
+
+function Stuck.distributed:ping() return "pong" end
+
+-- Busy for `seconds`, then returns: a long computation that ends.
+function Stuck.distributed:work(seconds)
+  local t0 = atoll.now()
+  local n = 0
+  while atoll.now() - t0 < seconds do n = n + 1 end
+  return "done"
+end
+
+-- The bug while developing game logic: a loop that never ends (LuaJIT
+-- compiles it after a few dozen iterations).
+function Stuck.distributed:spin()
+  while true do end
+end
+
+-- A loop that swallows every error, the watchdog's interrupt included.
+function Stuck.distributed:stubborn()
+  while true do pcall(function() while true do end end) end
+end
+
+-- Allocates without bound; the garbage is the handler's own.
+function Stuck.distributed:hog()
+  local t = {}
+  while true do t[#t + 1] = { 1, 2, 3 } end
+end
+
+-- Allocates without bound into the actor's state, which keeps it.
+function Stuck.distributed:hoard()
+  self.kept = {}
+  while true do self.kept[#self.kept + 1] = { 1, 2, 3 } end
+end
+
+atoll.register("stuck", atoll.spawn(Stuck))
+print("ready")
