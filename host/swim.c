@@ -53,11 +53,11 @@
 
 enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5 };
 
-#define MAX_HELPING 256      /* ping-reqs served at once */
-#define GOSSIP_ENTRY_MAX 160 /* bytes an update may take on the wire */
-#define GOSSIP_PER_PACKET 32 /* updates a packet may carry */
-#define PINGERS 16           /* recent pingers remembered */
-#define LAST_CALLS 2         /* pings to a suspect before declaring it dead */
+#define MAX_HELPING       256 /* ping-reqs served at once */
+#define GOSSIP_ENTRY_MAX  160 /* bytes an update may take on the wire */
+#define GOSSIP_PER_PACKET 32  /* updates a packet may carry */
+#define PINGERS           16  /* recent pingers remembered */
+#define LAST_CALLS        2   /* pings to a suspect before declaring it dead */
 
 /* The defaults, and why (the figures are the simulator's, tests/sim):
  * - probe interval 500 ms, timeout 200 ms: on a LAN or in a data center an
@@ -142,7 +142,7 @@ struct swim_s {
   swim_config_t cfg;
   swim_env_t env;
 
-  swim_member_t *m; /* slot 0 is this node */
+  swim_member_t *m;  /* slot 0 is this node */
   uint64_t *retired; /* slot -> the previous uid at that address (a restart) */
   size_t n, cap;
   int32_t *index; /* open addressing: address -> slot, -1 empty */
@@ -173,8 +173,8 @@ struct swim_s {
   uint32_t seq;
   uint64_t next_probe, next_push_pull, leave_at, next_sweep, next_gossip;
   int left;
-  int hush;       /* merging a full state: learn, but do not pass it on */
-  int stale_news; /* a packet suspected this node at a version it refuted */
+  int hush;                 /* merging a full state: learn, but do not pass it on */
+  int stale_news;           /* a packet suspected this node at a version it refuted */
   int32_t pingers[PINGERS]; /* who pinged this node lately (a ring of slots) */
   uint64_t pinged_at[PINGERS];
   uint32_t npingers;
@@ -306,7 +306,8 @@ static void drop_suspect(swim_t *s, int32_t slot) {
 /* Up to k distinct random members (never this node or `exclude`) whose
  * state is in `states`: random draws first, then a scan from a random
  * point, so that a few matches among many members are found too. */
-static uint32_t pick_members(swim_t *s, int32_t *out, uint32_t k, int32_t exclude, unsigned states) {
+static uint32_t pick_members(swim_t *s, int32_t *out, uint32_t k, int32_t exclude,
+                             unsigned states) {
   size_t others = s->n - 1;
   uint32_t got = 0;
   if (others == 0) return 0;
@@ -459,8 +460,10 @@ static void gossip_about(swim_t *s, int32_t slot, const char *from) {
 
 static void drop_gossip_about(swim_t *s, int32_t slot) {
   for (size_t i = 0; i < s->ngossip;) {
-    if (s->gossip[i].member == slot) s->gossip[i] = s->gossip[--s->ngossip];
-    else i++;
+    if (s->gossip[i].member == slot)
+      s->gossip[i] = s->gossip[--s->ngossip];
+    else
+      i++;
   }
 }
 
@@ -492,8 +495,8 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
   uint32_t limit = retransmit_limit(s);
   /* The queue is kept sorted by transmissions, so its front is the news
    * that travelled least. */
-  for (size_t i = 0; i < s->ngossip && tmp->len + GOSSIP_ENTRY_MAX <= room && count < GOSSIP_PER_PACKET;
-       i++) {
+  for (size_t i = 0;
+       i < s->ngossip && tmp->len + GOSSIP_ENTRY_MAX <= room && count < GOSSIP_PER_PACKET; i++) {
     gossip_t *g = &s->gossip[i];
     if (g->member == buddy) continue;
     write_update(&gw, &s->m[g->member], g->from_addr[0] ? g->from_addr : NULL);
@@ -520,8 +523,8 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
   mpk_raw(w, tmp->data, tmp->len);
 }
 
-static void send_packet(swim_t *s, const char *to, int type, uint32_t seq, const swim_member_t *target,
-                        int32_t buddy) {
+static void send_packet(swim_t *s, const char *to, int type, uint32_t seq,
+                        const swim_member_t *target, int32_t buddy) {
   buf_t *pkt = &s->pkt;
   buf_reset(pkt);
   mpk_writer_t w;
@@ -685,7 +688,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
   }
   swim_member_t *m = &s->m[slot];
   if (u->uid != m->uid) {
-    if (u->uid == s->retired[slot]) return; /* stale news of the run before */
+    if (u->uid == s->retired[slot]) return;             /* stale news of the run before */
     if (!state_alive(u->state) && alive_ish(m)) return; /* an ended other run changes nothing */
     /* The node at this address restarted: its earlier run is gone. */
     if (alive_ish(m)) {
@@ -820,8 +823,10 @@ static void judge_probe(swim_t *s, uint64_t now) {
    * did not come counts against this node's own health, and so does a
    * failed probe nobody could help with. */
   uint32_t delta = 0;
-  if (s->indirect_sent == 0) delta = 1;
-  else if (s->indirect_sent > s->nacks) delta = (uint32_t)(s->indirect_sent - s->nacks);
+  if (s->indirect_sent == 0)
+    delta = 1;
+  else if (s->indirect_sent > s->nacks)
+    delta = (uint32_t)(s->indirect_sent - s->nacks);
   s->lhm = s->lhm + delta > s->cfg.max_lhm ? s->cfg.max_lhm : s->lhm + delta;
   swim_member_t *m = &s->m[slot];
   if (m->addr[0] && m->state == SWIM_ALIVE) {
@@ -890,8 +895,8 @@ swim_t *swim_create(const swim_config_t *cfg, const swim_env_t *env, const char 
   me->phase = SWIM_JOINING;
   me->since = now;
   s->next_probe = now + cfg->probe_interval_ms;
-  s->next_push_pull = now + cfg->push_pull_interval_ms / 2 +
-                      rnd(s) % (cfg->push_pull_interval_ms / 2 + 1);
+  s->next_push_pull =
+      now + cfg->push_pull_interval_ms / 2 + rnd(s) % (cfg->push_pull_interval_ms / 2 + 1);
   s->next_sweep = now + cfg->probe_interval_ms;
   return s;
 }
@@ -920,7 +925,8 @@ static uint64_t earliest(uint64_t a, uint64_t b) {
  * after the call before. */
 static uint64_t last_call_at(const swim_t *s, const swim_member_t *m) {
   uint64_t lead = (uint64_t)s->cfg.probe_interval_ms * (uint64_t)(LAST_CALLS - m->last_calls);
-  uint64_t at = m->suspect_deadline > m->suspect_since + lead ? m->suspect_deadline - lead : m->suspect_since;
+  uint64_t at =
+      m->suspect_deadline > m->suspect_since + lead ? m->suspect_deadline - lead : m->suspect_since;
   uint64_t spaced = m->last_call_sent + s->cfg.probe_timeout_ms;
   return m->last_calls > 0 && at < spaced ? spaced : at;
 }
@@ -1003,7 +1009,8 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     /* Targets come round-robin, so that consecutive rounds reach
      * different members and a small cluster is covered in a round or two. */
     int32_t sent[SWIM_MAX_K];
-    uint32_t nsent = 0, fanout = s->cfg.gossip_fanout < SWIM_MAX_K ? s->cfg.gossip_fanout : SWIM_MAX_K;
+    uint32_t nsent = 0,
+             fanout = s->cfg.gossip_fanout < SWIM_MAX_K ? s->cfg.gossip_fanout : SWIM_MAX_K;
     for (uint32_t tries = 0; nsent < fanout && tries < 2 * fanout && s->ngossip > 0; tries++) {
       int32_t slot = rr_next(s, &s->gossip_order, -1);
       if (slot < 0) break;
@@ -1021,8 +1028,10 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
        * one with a member declared dead, if any, so that the two sides of a
        * healed partition find each other again. */
       int32_t slot;
-      if (pick_members(s, &slot, 1, -1, MASK(SWIM_ALIVE))) s->env.push_pull(s->env.ctx, s->m[slot].addr);
-      if (pick_members(s, &slot, 1, -1, MASK(SWIM_DEAD))) s->env.push_pull(s->env.ctx, s->m[slot].addr);
+      if (pick_members(s, &slot, 1, -1, MASK(SWIM_ALIVE)))
+        s->env.push_pull(s->env.ctx, s->m[slot].addr);
+      if (pick_members(s, &slot, 1, -1, MASK(SWIM_DEAD)))
+        s->env.push_pull(s->env.ctx, s->m[slot].addr);
     }
   }
   if (s->m[0].phase == SWIM_LEAVING && !s->left && now >= s->leave_at) {
