@@ -51,6 +51,7 @@ typedef struct opts_s {
   int asymmetric;    /* partition: cut one way only */
   int trials;        /* disseminate: how many changes to follow */
   int cold;          /* join through gossip only (no warm start) */
+  int no_join;       /* crash: a crashed node restarts without joining anyone */
   int trace;         /* print every change seen about this node (-1: none) */
   swim_config_t cfg;
 } opts_t;
@@ -68,7 +69,9 @@ static void usage(FILE *f) {
              "  quiet        no faults for --periods; no member may be declared dead\n"
              "  loss         --loss packet loss for --periods; counts false deaths\n"
              "  crash        --kills crashes, one after another (each node restarts as a\n"
-             "               new run once every member declared it dead); detection times\n"
+             "               new run once every member declared it dead, and joins through\n"
+             "               a random member, or with --no-join through no one); detection\n"
+             "               and rejoin times, and push-pulls per rejoin\n"
              "  pause        one node paused for --pause-ms; it must not be declared dead\n"
              "  partition    the cluster cut in two for --split-ms (--asymmetric: one way),\n"
              "               then healed; every view must converge again (deaths.after:\n"
@@ -93,6 +96,8 @@ static void usage(FILE *f) {
              "                       (-2: print each false death)\n"
              "  --cold               nodes join through one seed and gossip (default: warm\n"
              "                       start, every node merges the seed's full state)\n"
+             "  --no-join            crash: restarted nodes join no one; the members that\n"
+             "                       remember them must find them\n"
              "SWIM settings (defaults: host/swim.c):\n"
              "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
              "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n");
@@ -161,6 +166,8 @@ static void parse(int argc, char **argv) {
       opt.trials = (int)VAL(1, 1e6);
     else if (OPT("--cold"))
       opt.cold = 1;
+    else if (OPT("--no-join"))
+      opt.no_join = 1;
     else if (OPT("--trace"))
       opt.trace = (int)VAL(-2, 100000);
     else if (OPT("--interval"))
@@ -258,7 +265,8 @@ static size_t heap_n, heap_cap;
 static int cut;         /* the network is cut between groups */
 static int cut_one_way; /* only group 0 -> group 1 is cut */
 static uint64_t packets_lost;
-static double net_loss; /* opt.loss, once the cluster has started */
+static uint64_t push_pulls; /* exchanges asked for */
+static double net_loss;     /* opt.loss, once the cluster has started */
 
 /* What the scenario watches for, fed by the nodes' `changed` callbacks. */
 static int watch_id = -1; /* the node whose verdicts are counted */
@@ -352,6 +360,7 @@ static void env_push_pull(void *ctx, const char *addr) {
   node_t *from = ctx;
   int to = node_of(addr);
   if (to < 0) return;
+  push_pulls++;
   /* A TCP exchange: connect, send, reply: two round trips. */
   event_t ev = {.at = now_ms + 4 * delay(), .type = EV_PUSH_PULL, .from = from->id, .to = to};
   push(ev);
@@ -681,6 +690,8 @@ static void scenario_crash(void) {
   start_cluster(1);
   uint64_t *all = calloc((size_t)opt.kills, sizeof *all);
   uint64_t *first = calloc((size_t)opt.kills, sizeof *first);
+  uint64_t *rejoin = calloc((size_t)opt.kills, sizeof *rejoin);
+  uint64_t *pulls = calloc((size_t)opt.kills, sizeof *pulls);
   double bound = detection_bound_s();
   uint64_t b0 = total_bytes(), t0 = now_ms;
   for (int k = 0; k < opt.kills; k++) {
@@ -702,30 +713,46 @@ static void scenario_crash(void) {
     }
     all[k] = watch_last_dead - crashed_at;
     first[k] = watch_first_dead - crashed_at;
-    /* Restart it as a new run, joining through a random live member. */
+    /* Restart it as a new run, joining through a random live member, or
+     * (--no-join) through no one: then the members that remember it must
+     * find it. */
     run_until(now_ms + splitmix(&net_rng) % (2 * period_ms()));
     node_start(victim);
     swim_set_phase(victim->swim, now_ms, SWIM_UP);
-    int seed;
-    do seed = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
-    while (seed == victim->id);
-    swim_join(victim->swim, now_ms, nodes[seed].addr);
+    if (!opt.no_join) {
+      int seed;
+      do seed = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
+      while (seed == victim->id);
+      swim_join(victim->swim, now_ms, nodes[seed].addr);
+    }
     watch_id = -1;
+    uint64_t restarted_at = now_ms, pulls0 = push_pulls;
     run_until_converged(200, "after a restart");
+    rejoin[k] = now_ms - restarted_at;
+    pulls[k] = push_pulls - pulls0;
   }
   double per = (double)(total_bytes() - b0) / n_nodes / ((double)(now_ms - t0) / period_ms());
   qsort(all, (size_t)opt.kills, sizeof *all, cmp_u64);
   qsort(first, (size_t)opt.kills, sizeof *first, cmp_u64);
+  qsort(rejoin, (size_t)opt.kills, sizeof *rejoin, cmp_u64);
+  qsort(pulls, (size_t)opt.kills, sizeof *pulls, cmp_u64);
   printf("kills %d\n", opt.kills);
   printf("detect.first.p50.s %.3f\n", (double)quantile(first, (size_t)opt.kills, 0.5) / 1000);
   printf("detect.p50.s %.3f\n", (double)quantile(all, (size_t)opt.kills, 0.5) / 1000);
   printf("detect.p99.s %.3f\n", (double)quantile(all, (size_t)opt.kills, 0.99) / 1000);
   printf("detect.max.s %.3f\n", (double)all[opt.kills - 1] / 1000);
   printf("detect.bound.s %.3f\n", bound);
+  /* Views converged again (to the period): every member sees the new run
+   * up, and it sees every member. */
+  printf("rejoin.p50.s %.3f\n", (double)quantile(rejoin, (size_t)opt.kills, 0.5) / 1000);
+  printf("rejoin.max.s %.3f\n", (double)rejoin[opt.kills - 1] / 1000);
+  printf("rejoin.push.pulls.max %" PRIu64 "\n", pulls[opt.kills - 1]);
   printf("bytes.per.member.period %.1f\n", per);
   printf("deaths.false %" PRIu64 "\n", false_deaths);
   free(all);
   free(first);
+  free(rejoin);
+  free(pulls);
 }
 
 static void scenario_pause(void) {
