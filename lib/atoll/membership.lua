@@ -149,7 +149,7 @@ local function push_pull(address)
   pulling[address] = true
   runtime.start_root(function()
     local cluster = require "atoll.cluster"
-    local ok, theirs = pcall(cluster.call_name, address, NODE_ACTOR, "exchange", PUSH_PULL_TIMEOUT,
+    local ok, theirs = pcall(cluster.call_system, address, NODE_ACTOR, "exchange", PUSH_PULL_TIMEOUT,
       swim.state())
     if not ok then
       log("debug", "state exchange with " .. address .. " failed: " .. tostring(theirs))

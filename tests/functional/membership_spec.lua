@@ -231,6 +231,23 @@ describe("membership", function()
       assert.is_true(keeper(again):majority())
     end, 40))
 
+  it("refuses calls to a member that is down at once, but not the membership's own exchange",
+    async(function()
+      local a = members.start("route1")
+      local b = members.start("route2", { "--join", a.address })
+      await_all({ a, b }, seeing({ a.address, b.address }, "up"), 10, "both up")
+      local pet = keeper(b):pet()
+      local named_ok, named_kind, named_msg, ex_ok, ex_kind, ex_msg = keeper(a):down_then_call(b.address)
+      assert.is_false(named_ok)
+      assert.equal("unreachable", named_kind)
+      assert.matches("is down", named_msg)
+      assert.is_true(ex_ok, tostring(ex_kind) .. ": " .. tostring(ex_msg))
+      -- b heard it was declared down, refuted, and is up again at a.
+      a:await(function(v) return v:first(b.address, "down") and v:status(b.address) == "up" end, 10,
+        "b back up")
+      assert.same({ true, "pong" }, { keeper(a):try(pet, "ping") })
+    end, 30))
+
   it("refuses bad membership flags with usage errors", async(function()
     local function usage(args, pattern)
       local code, _, err = node.exec(args, { env = { ATOLL_SECRET = nodes.secret } })
