@@ -52,9 +52,9 @@ local function status_of(state, phase)
   return phase -- joining, up, leaving
 end
 
--- Host milliseconds (the core's clock) to wall-clock seconds.
+-- Host milliseconds (the core's clock) to wall-clock seconds, to the millisecond.
 local function wall(ms)
-  return os.time() + (ms - swim.now()) / 1000
+  return (host.wall() - (swim.now() - ms)) / 1000
 end
 
 -- A member as apps see it: a fresh table they may keep.

@@ -341,6 +341,20 @@ describe("membership", function()
       assert.same({ true, "pong" }, { keeper(a):try(pet, "ping") })
     end, 30))
 
+  it("shows a node's own `since` no earlier than its process started", async(function()
+    local started = require("atoll.host").wall() / 1000
+    local v = members.start("since")
+    for _ = 1, 3 do
+      local code, out = node.exec({ "members", "--node", v.address, "--json" },
+        { env = { ATOLL_SECRET = nodes.secret } })
+      assert.equal(0, code)
+      local me = require("atoll.json").decode(out).members[1]
+      assert.equal(v.address, me.address)
+      assert.is_true(me.since >= started, ("since %.3f, started %.3f"):format(me.since, started))
+      assert.is_true(me.since <= require("atoll.host").wall() / 1000)
+    end
+  end, 30))
+
   it("refuses bad membership flags with usage errors", async(function()
     local function usage(args, pattern)
       local code, _, err = node.exec(args, { env = { ATOLL_SECRET = nodes.secret } })
