@@ -107,8 +107,8 @@ static const char usage_run[] =
     "                        membership settings, times in seconds: probe_interval (0.5),\n"
     "                        probe_timeout (0.2), indirect_probes (3), suspicion_alpha (4),\n"
     "                        suspicion_beta (4), confirmations (2), retransmit_lambda (4),\n"
-    "                        max_lhm (8), push_pull_interval (30), leave_grace (1.5),\n"
-    "                        tombstone (300)\n"
+    "                        gossip_interval (0.2), gossip_fanout (3), max_lhm (8),\n"
+    "                        push_pull_interval (30), leave_grace (1.5), tombstone (300)\n"
     "  -h, --help            show this help\n";
 
 static const char usage_call[] =

@@ -36,6 +36,16 @@ describe("the atoll command", function()
       assert.equal(0, code)
       assert.matches("%-%-name NAME", out)
     end))
+
+    it("lists every membership setting in `atoll help run`", async(function()
+      local code, out = node.exec { "help", "run" }
+      assert.equal(0, code)
+      local settings = out:match("%-%-membership KEY=VALUE.-\n(.-)\n  %-")
+      assert.truthy(settings, out)
+      for key, value in pairs(require("atoll.swim").config()) do
+        assert.truthy(settings:find(key .. " (" .. value .. ")", 1, true), key .. " missing from:\n" .. settings)
+      end
+    end))
   end)
 
   describe("atoll members", function()
