@@ -31,14 +31,20 @@ local function keeper(v, seconds)
   return nodes.named(v.address, "keeper", seconds)
 end
 
--- SIGKILLs a member and waits until the others have declared it down (or,
--- with `status`, seen it so); returns the others.
-local function kill(views, victim, status)
-  victim.p:kill("SIGKILL")
-  victim.p:wait(5)
-  local rest = others(views, victim)
-  await_all(rest, function(v) return v:first(victim.address, status or "down") ~= nil end, 15,
-    victim.name .. " " .. (status or "down"))
+-- SIGKILLs members (together) and waits until the others have declared
+-- them down (or, with `status`, seen them so); returns the others.
+local function kill(views, victims, status)
+  status = status or "down"
+  local rest = views
+  for _, victim in ipairs(victims) do
+    victim.p:kill("SIGKILL")
+    rest = others(rest, victim)
+  end
+  for _, victim in ipairs(victims) do
+    victim.p:wait(5)
+    await_all(rest, function(v) return v:first(victim.address, status) ~= nil end, 15,
+      victim.name .. " " .. status)
+  end
   return rest
 end
 
@@ -259,7 +265,7 @@ describe("membership", function()
     async(function()
       local views = five("back")
       local first = views[1]
-      local rest = kill(views, first)
+      local rest = kill(views, { first })
       local old = rest[1].members[first.address].incarnation
       -- The same address and command: no seed. The others still remember it.
       local again = members.start("back1", { "--listen", first.address })
@@ -273,8 +279,7 @@ describe("membership", function()
     async(function()
       local views = five("orphan")
       local seed, orphan = views[1], views[3]
-      kill(views, seed)
-      local rest = kill(others(views, seed), orphan)
+      local rest = kill(views, { seed, orphan })
       local old = rest[1].members[orphan.address].incarnation
       -- Its own command again: --join a seed that stays dead.
       local again = members.start("orphan3", { "--listen", orphan.address, "--join", seed.address })
@@ -289,16 +294,16 @@ describe("membership", function()
 
   it("finds the node the others joined through again after its tombstone expired, through their seeds",
     async(function()
-      -- Quick settings: forgotten 3 s after it is down; seeds that are not
+      -- Quick settings: forgotten 1 s after it is down; seeds that are not
       -- members tried again every 2 s (the push-pull interval).
-      local fast = { "--membership", "tombstone=3,push_pull_interval=2" }
+      local fast = { "--membership", "tombstone=1,push_pull_interval=2" }
       local first = members.start("tomb1", fast)
       local views = { first }
       for i = 2, 5 do
         views[i] = members.start("tomb" .. i, { "--join", first.address, unpack(fast) })
       end
       await_all(views, seeing(addresses(views), "up"), 15, "all five members up")
-      local rest = kill(views, first, "removed")
+      local rest = kill(views, { first }, "removed")
       local again = members.start("tomb1", { "--listen", first.address, unpack(fast) })
       rejoined(rest, again, nil, 5)
     end, 60))
