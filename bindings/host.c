@@ -33,6 +33,15 @@ static int l_hrtime(lua_State *L) {
   return 1;
 }
 
+/* wall() -> wall-clock milliseconds since the epoch, to the microsecond */
+static int l_wall(lua_State *L) {
+  uv_timeval64_t tv;
+  int rc = uv_gettimeofday(&tv);
+  if (rc) return luaL_error(L, "cannot read the clock: %s", uv_strerror(rc));
+  lua_pushnumber(L, (double)tv.tv_sec * 1e3 + (double)tv.tv_usec / 1e3);
+  return 1;
+}
+
 /* arm(delay_ms) -- arms the wake timer; an overdue deadline fires on the next turn */
 static int l_arm(lua_State *L) {
   host_arm_wake(BINDING_HOST(L), luaL_checknumber(L, 1));
@@ -346,6 +355,7 @@ static const luaL_Reg host_fns[] = {
     {"now", l_now},
     {"update_time", l_update_time},
     {"hrtime", l_hrtime},
+    {"wall", l_wall},
     {"arm", l_arm},
     {"disarm", l_disarm},
     {"idle", l_idle},

@@ -84,7 +84,8 @@ static double opt_field(lua_State *L, int t, const char *field, double def, doub
   if (!lua_isnil(L, -1)) {
     if (!lua_isnumber(L, -1)) luaL_error(L, "membership setting %s must be a number", field);
     v = lua_tonumber(L, -1);
-    if (!(v >= lo && v <= hi)) luaL_error(L, "membership setting %s must be from %g to %g", field, lo, hi);
+    if (!(v >= lo && v <= hi))
+      luaL_error(L, "membership setting %s must be from %g to %g", field, lo, hi);
   }
   lua_pop(L, 1);
   return v;
@@ -95,18 +96,25 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
   swim_default_config(c);
   if (lua_isnoneornil(L, t)) return;
   luaL_checktype(L, t, LUA_TTABLE);
-  c->probe_interval_ms = (uint32_t)(opt_field(L, t, "probe_interval", c->probe_interval_ms / 1e3, 0.01, 60) * 1e3);
-  c->probe_timeout_ms = (uint32_t)(opt_field(L, t, "probe_timeout", c->probe_timeout_ms / 1e3, 0.005, 60) * 1e3);
+  c->probe_interval_ms =
+      (uint32_t)(opt_field(L, t, "probe_interval", c->probe_interval_ms / 1e3, 0.01, 60) * 1e3);
+  c->probe_timeout_ms =
+      (uint32_t)(opt_field(L, t, "probe_timeout", c->probe_timeout_ms / 1e3, 0.005, 60) * 1e3);
   c->indirect_k = (uint32_t)opt_field(L, t, "indirect_probes", c->indirect_k, 0, SWIM_MAX_K);
   c->suspicion_alpha = opt_field(L, t, "suspicion_alpha", c->suspicion_alpha, 0.5, 100);
   c->suspicion_beta = opt_field(L, t, "suspicion_beta", c->suspicion_beta, 1, 100);
-  c->confirmations_k = (uint32_t)opt_field(L, t, "confirmations", c->confirmations_k, 0, SWIM_MAX_K);
+  c->confirmations_k =
+      (uint32_t)opt_field(L, t, "confirmations", c->confirmations_k, 0, SWIM_MAX_K);
   c->retransmit_lambda = opt_field(L, t, "retransmit_lambda", c->retransmit_lambda, 1, 100);
   c->max_lhm = (uint32_t)opt_field(L, t, "max_lhm", c->max_lhm, 0, 64);
-  c->gossip_interval_ms = (uint32_t)(opt_field(L, t, "gossip_interval", c->gossip_interval_ms / 1e3, 0.01, 60) * 1e3);
+  c->gossip_interval_ms =
+      (uint32_t)(opt_field(L, t, "gossip_interval", c->gossip_interval_ms / 1e3, 0.01, 60) * 1e3);
   c->gossip_fanout = (uint32_t)opt_field(L, t, "gossip_fanout", c->gossip_fanout, 0, SWIM_MAX_K);
-  c->push_pull_interval_ms = (uint32_t)(opt_field(L, t, "push_pull_interval", c->push_pull_interval_ms / 1e3, 0.1, 86400) * 1e3);
-  c->leave_grace_ms = (uint32_t)(opt_field(L, t, "leave_grace", c->leave_grace_ms / 1e3, 0, 60) * 1e3);
+  c->push_pull_interval_ms =
+      (uint32_t)(opt_field(L, t, "push_pull_interval", c->push_pull_interval_ms / 1e3, 0.1, 86400) *
+                 1e3);
+  c->leave_grace_ms =
+      (uint32_t)(opt_field(L, t, "leave_grace", c->leave_grace_ms / 1e3, 0, 60) * 1e3);
   c->tombstone_ms = (uint32_t)(opt_field(L, t, "tombstone", c->tombstone_ms / 1e3, 1, 86400) * 1e3);
   if (c->probe_timeout_ms >= c->probe_interval_ms) {
     luaL_error(L, "membership setting probe_timeout must be shorter than probe_interval");
@@ -114,10 +122,10 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
 }
 
 /* t[name] = value, t at the top of the stack */
-#define SET_NUMBER(name, value)         \
-  do {                                  \
-    lua_pushnumber(L, (double)(value)); \
-    lua_setfield(L, -2, name);          \
+#define SET_NUMBER(name, value)                                                                    \
+  do {                                                                                             \
+    lua_pushnumber(L, (double)(value));                                                            \
+    lua_setfield(L, -2, name);                                                                     \
   } while (0)
 
 static void push_config(lua_State *L, const swim_config_t *c) {
@@ -139,7 +147,8 @@ static void push_config(lua_State *L, const swim_config_t *c) {
 #undef F
 }
 
-/* start{ bind_host, port, address, name, incarnation, cluster, secret, config } -> true | nil, msg */
+/* start{ bind_host, port, address, name, incarnation, cluster, secret, config } -> true | nil, msg
+ */
 static int l_start(lua_State *L) {
   membership_t *m = MEMBERSHIP(L);
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -334,11 +343,14 @@ static int l_gc(lua_State *L) {
 }
 
 static const luaL_Reg fns[] = {
-    {"start", l_start},   {"set_handler", l_set_handler}, {"join", l_join},
-    {"set_phase", l_set_phase}, {"down", l_down},       {"members", l_members},
-    {"stats", l_stats},   {"state", l_state},           {"merge", l_merge},
-    {"has_majority", l_has_majority}, {"config", l_config}, {"now", l_now},
-    {"stop", l_stop},     {"send_raw", l_send_raw},     {NULL, NULL},
+    {"start", l_start},   {"set_handler", l_set_handler},
+    {"join", l_join},     {"set_phase", l_set_phase},
+    {"down", l_down},     {"members", l_members},
+    {"stats", l_stats},   {"state", l_state},
+    {"merge", l_merge},   {"has_majority", l_has_majority},
+    {"config", l_config}, {"now", l_now},
+    {"stop", l_stop},     {"send_raw", l_send_raw},
+    {NULL, NULL},
 };
 
 int luaopen_atoll_swim(lua_State *L) {

@@ -1,4 +1,5 @@
-/* atoll's command line: parses the command and its flags, then hands the node to the Lua runtime. */
+/* atoll's command line: parses the command and its flags, then hands the node to the Lua runtime.
+ */
 #include <lauxlib.h>
 #include <luajit.h>
 #include <signal.h>
@@ -109,9 +110,10 @@ static const char usage_run[] =
     "                        serve the files under DIR at PREFIX (default /); repeatable\n"
     "\n"
     "Membership (a listening node is a member of its cluster; see the README):\n"
-    "  --join HOST:PORT      join the cluster through this member; repeat it, or give\n"
-    "                        several separated by commas. Without --join or\n"
-    "                        --discovery, the node starts a cluster of its own.\n"
+    "  --join HOST:PORT      join the cluster through this member, and try it again\n"
+    "                        whenever it is not a live member (every 10 s at most);\n"
+    "                        repeat it, or give several separated by commas. Without\n"
+    "                        --join or --discovery, the node starts a cluster of its own.\n"
     "  --discovery SPEC      find members to join through: clusterd[:HOST:PORT] (the\n"
     "                        daemon, default 127.0.0.1:3137) or dns:NAME[:PORT] (every\n"
     "                        address NAME resolves to, at this node's port by default)\n"
@@ -119,8 +121,8 @@ static const char usage_run[] =
     "                        membership settings, times in seconds: probe_interval (0.5),\n"
     "                        probe_timeout (0.2), indirect_probes (3), suspicion_alpha (4),\n"
     "                        suspicion_beta (4), confirmations (2), retransmit_lambda (4),\n"
-    "                        max_lhm (8), push_pull_interval (30), leave_grace (1.5),\n"
-    "                        tombstone (300)\n"
+    "                        gossip_interval (0.2), gossip_fanout (3), max_lhm (8),\n"
+    "                        push_pull_interval (30), leave_grace (1.5), tombstone (300)\n"
     "  -h, --help            show this help\n";
 
 static const char usage_call[] =
@@ -291,8 +293,8 @@ static const option_t lua_flags[] = {
     {NULL, NULL, 0},
 };
 
-static const option_t *const run_options[] = {common_flags, secret_flags, listen_flags, node_flags,
-                                              journal_flags, http_flags, NULL};
+static const option_t *const run_options[] = {common_flags,  secret_flags, listen_flags, node_flags,
+                                              journal_flags, http_flags,   NULL};
 static const option_t *const journal_options[] = {common_flags, journal_flags, show_flags, NULL};
 static const option_t *const clusterd_options[] = {common_flags, secret_flags, listen_flags, NULL};
 static const option_t *const client_options[] = {common_flags, secret_flags, client_flags, NULL};
@@ -314,7 +316,7 @@ typedef struct cli_s {
   int npositional;
   char *args[MAX_ARGS]; /* what the script gets (run, lua) */
   int nargs;
-  const char *code; /* lua -e CODE */
+  const char *code;        /* lua -e CODE */
   char joined[JOINED_MAX]; /* storage for repeated flags' joined values */
   size_t joined_len;
 } cli_t;
@@ -389,8 +391,10 @@ static int match_option(cli_t *cli, const option_t *const *groups, int argc, cha
     return 1;
   }
   const char *v = NULL;
-  if (a[n] == '=') v = a + n + 1;
-  else if (*i + 1 < argc) v = argv[++*i];
+  if (a[n] == '=')
+    v = a + n + 1;
+  else if (*i + 1 < argc)
+    v = argv[++*i];
   if (v == NULL || v[0] == '\0') {
     usage_error(cli->command, "%s needs a value", o->flag);
     return -1;
@@ -497,7 +501,8 @@ static int check_positionals(cli_t *cli) {
     const char *sub = cli->npositional > 0 ? cli->positional[0] : NULL;
     if (sub == NULL) return usage_error(c, "%s", "missing ls or show ID");
     if (strcmp(sub, "ls") == 0) {
-      if (cli->npositional > 1) return usage_error(c, "unexpected argument '%s'", cli->positional[1]);
+      if (cli->npositional > 1)
+        return usage_error(c, "unexpected argument '%s'", cli->positional[1]);
     } else if (strcmp(sub, "show") == 0) {
       if (cli->npositional != 2) return usage_error(c, "%s", "show takes one persistence ID");
       set_option(cli, "id", cli->positional[1]);
@@ -527,8 +532,10 @@ static void push_options(lua_State *L, const cli_t *cli, const char *argv0) {
   lua_pushstring(L, cli->command);
   lua_setfield(L, -2, "command");
   for (int i = 0; i < cli->nopts; i++) {
-    if (cli->values[i]) lua_pushstring(L, cli->values[i]);
-    else lua_pushboolean(L, 1);
+    if (cli->values[i])
+      lua_pushstring(L, cli->values[i]);
+    else
+      lua_pushboolean(L, 1);
     lua_setfield(L, -2, cli->keys[i]);
   }
   lua_pushstring(L, argv0);
@@ -588,9 +595,12 @@ static int run_host(const cli_t *cli, const char *argv0) {
 static int parse_command(cli_t *cli, int argc, char **argv) {
   const char *cmd = cli->command;
   int rc;
-  if (strcmp(cmd, "run") == 0) rc = parse_args(cli, run_options, usage_run, argc, argv);
-  else if (strcmp(cmd, "lua") == 0) rc = parse_lua(cli, argc, argv);
-  else if (strcmp(cmd, "call") == 0) rc = parse_args(cli, client_options, usage_call, argc, argv);
+  if (strcmp(cmd, "run") == 0)
+    rc = parse_args(cli, run_options, usage_run, argc, argv);
+  else if (strcmp(cmd, "lua") == 0)
+    rc = parse_lua(cli, argc, argv);
+  else if (strcmp(cmd, "call") == 0)
+    rc = parse_args(cli, client_options, usage_call, argc, argv);
   else if (strcmp(cmd, "reload") == 0) {
     rc = parse_args(cli, client_options, usage_reload, argc, argv);
   } else if (strcmp(cmd, "members") == 0) {
@@ -599,8 +609,10 @@ static int parse_command(cli_t *cli, int argc, char **argv) {
     rc = parse_args(cli, clusterd_options, usage_clusterd, argc, argv);
   } else if (strcmp(cmd, "journal") == 0) {
     rc = parse_args(cli, journal_options, usage_journal, argc, argv);
-  } else if (cmd[0] == '-') return usage_error(NULL, "unknown flag '%s'", cmd);
-  else return usage_error(NULL, "unknown command '%s'", cmd);
+  } else if (cmd[0] == '-')
+    return usage_error(NULL, "unknown flag '%s'", cmd);
+  else
+    return usage_error(NULL, "unknown command '%s'", cmd);
   if (rc == EXIT_OK) rc = check_positionals(cli);
   return rc;
 }
@@ -635,15 +647,24 @@ int main(int argc, char **argv) {
     }
     if (strcmp(cmd, "--help") == 0 || strcmp(cmd, "-h") == 0 || strcmp(cmd, "help") == 0) {
       const char *topic = argc > 2 ? argv[2] : NULL;
-      if (topic == NULL) fputs(usage_main, stdout);
-      else if (strcmp(topic, "run") == 0) fputs(usage_run, stdout);
-      else if (strcmp(topic, "lua") == 0) fputs(usage_lua, stdout);
-      else if (strcmp(topic, "call") == 0) fputs(usage_call, stdout);
-      else if (strcmp(topic, "reload") == 0) fputs(usage_reload, stdout);
-      else if (strcmp(topic, "members") == 0) fputs(usage_members, stdout);
-      else if (strcmp(topic, "clusterd") == 0) fputs(usage_clusterd, stdout);
-      else if (strcmp(topic, "journal") == 0) fputs(usage_journal, stdout);
-      else return usage_error(NULL, "no help for unknown command '%s'", topic);
+      if (topic == NULL)
+        fputs(usage_main, stdout);
+      else if (strcmp(topic, "run") == 0)
+        fputs(usage_run, stdout);
+      else if (strcmp(topic, "lua") == 0)
+        fputs(usage_lua, stdout);
+      else if (strcmp(topic, "call") == 0)
+        fputs(usage_call, stdout);
+      else if (strcmp(topic, "reload") == 0)
+        fputs(usage_reload, stdout);
+      else if (strcmp(topic, "members") == 0)
+        fputs(usage_members, stdout);
+      else if (strcmp(topic, "clusterd") == 0)
+        fputs(usage_clusterd, stdout);
+      else if (strcmp(topic, "journal") == 0)
+        fputs(usage_journal, stdout);
+      else
+        return usage_error(NULL, "no help for unknown command '%s'", topic);
       return EXIT_OK;
     }
     cli.command = cmd;

@@ -23,8 +23,8 @@
 struct resolved_s {
   char host[SWIM_ADDR_MAX];
   struct sockaddr_storage sa; /* port 0; the member's port is set per packet */
-  int ok;       /* sa holds an address (maybe stale: see expires) */
-  int pending;  /* a lookup is under way */
+  int ok;                     /* sa holds an address (maybe stale: see expires) */
+  int pending;                /* a lookup is under way */
   uint64_t expires;
   uv_getaddrinfo_t req;
   membership_t *m; /* NULL once the membership is gone */
@@ -45,8 +45,8 @@ void membership_key(const char *cluster, const char *secret, size_t secret_len,
   sodium_memzero(base, sizeof base);
 }
 
-void membership_seal(const unsigned char key[crypto_shorthash_siphashx24_KEYBYTES], const char *body,
-                     size_t len, char *out) {
+void membership_seal(const unsigned char key[crypto_shorthash_siphashx24_KEYBYTES],
+                     const char *body, size_t len, char *out) {
   if (out != body) memmove(out, body, len);
   crypto_shorthash_siphashx24((unsigned char *)out + len, (const unsigned char *)out, len, key);
 }
@@ -74,8 +74,10 @@ int membership_split(const char *addr, char *host, size_t cap, int *port) {
 }
 
 static void set_port(struct sockaddr_storage *sa, int port) {
-  if (sa->ss_family == AF_INET6) ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
-  else ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
+  if (sa->ss_family == AF_INET6)
+    ((struct sockaddr_in6 *)sa)->sin6_port = htons((uint16_t)port);
+  else
+    ((struct sockaddr_in *)sa)->sin_port = htons((uint16_t)port);
 }
 
 static socklen_t sa_len(const struct sockaddr_storage *sa) {
@@ -185,8 +187,8 @@ static void env_push_pull(void *ctx, const char *addr) {
   snprintf(m->pulls[m->npulls++], SWIM_ADDR_MAX, "%s", addr);
 }
 
-static void env_changed(void *ctx, const swim_member_t *mem, swim_event_t event, swim_state_t old_state,
-                        swim_phase_t old_phase) {
+static void env_changed(void *ctx, const swim_member_t *mem, swim_event_t event,
+                        swim_state_t old_state, swim_phase_t old_phase) {
   membership_t *m = ctx;
   if (m->nevents == m->events_cap) {
     size_t cap = m->events_cap ? m->events_cap * 2 : 16;
@@ -357,8 +359,10 @@ void membership_free(membership_t *m) {
   m->swim = NULL;
   for (size_t i = 0; i < m->nnames; i++) {
     /* A lookup still under way frees its entry when it ends. */
-    if (m->names[i]->pending) m->names[i]->m = NULL;
-    else free(m->names[i]);
+    if (m->names[i]->pending)
+      m->names[i]->m = NULL;
+    else
+      free(m->names[i]);
   }
   free(m->names);
   free(m->events);

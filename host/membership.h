@@ -13,8 +13,8 @@
 
 /* A packet on the wire: the SWIM body, then a SipHash-128 tag over it with a
  * key derived from the cluster's name and secret. */
-#define MEMBERSHIP_TAG       crypto_shorthash_siphashx24_BYTES
-#define MEMBERSHIP_WIRE_MAX  (SWIM_PACKET_MAX + MEMBERSHIP_TAG) /* 1,400 bytes */
+#define MEMBERSHIP_TAG        crypto_shorthash_siphashx24_BYTES
+#define MEMBERSHIP_WIRE_MAX   (SWIM_PACKET_MAX + MEMBERSHIP_TAG) /* 1,400 bytes */
 #define MEMBERSHIP_DNS_TTL_MS 30000 /* how long a resolved host name is trusted */
 
 /* A change to hand to Lua: the member as it is now, and what it was. */
@@ -56,10 +56,10 @@ struct membership_s {
   size_t nnames;
 
   /* What the core's stats do not count. */
-  uint64_t auth_failed;   /* packets whose tag did not match */
-  uint64_t too_short;     /* packets too short to carry a tag */
-  uint64_t send_failed;   /* packets the socket would not take */
-  uint64_t unresolved;    /* packets to members whose name is not resolved (yet) */
+  uint64_t auth_failed; /* packets whose tag did not match */
+  uint64_t too_short;   /* packets too short to carry a tag */
+  uint64_t send_failed; /* packets the socket would not take */
+  uint64_t unresolved;  /* packets to members whose name is not resolved (yet) */
 };
 
 /* Zeroes a membership that is not started. */
@@ -86,8 +86,8 @@ void membership_free(membership_t *m);
 int membership_send_raw(membership_t *m, const char *addr, const char *data, size_t len, int seal);
 
 /* The sealed packet for a body: writes body||tag into out (cap >= len + TAG). */
-void membership_seal(const unsigned char key[crypto_shorthash_siphashx24_KEYBYTES], const char *body,
-                     size_t len, char *out);
+void membership_seal(const unsigned char key[crypto_shorthash_siphashx24_KEYBYTES],
+                     const char *body, size_t len, char *out);
 
 /* Derives the packet key from the cluster's name and secret. */
 void membership_key(const char *cluster, const char *secret, size_t secret_len,

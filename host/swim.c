@@ -33,6 +33,15 @@
  *   can see them alive, and those members refute instead of dying.
  * - Push-pull also goes to a member declared dead now and then, so that
  *   the sides of a healed partition find each other again.
+ * - Members declared dead or gone (tombstones) are called on with a ping
+ *   now and then, round-robin, at a rate that stays flat as the cluster
+ *   grows, until they are forgotten: a node restarted at the same address
+ *   answers with its new run, and is back within seconds whether it was
+ *   told whom to join or not; one alive after all hears its verdict and
+ *   refutes it.
+ * - A node that knew no other live member gets the whole view (a
+ *   push-pull) from the first member it hears from, and so does a member
+ *   from a new run that answers its call on a tombstone.
  * - A full state merged in a push-pull is not gossiped on (the peer itself
  *   excepted): a node joining a large cluster would otherwise flood it with
  *   news everyone has.
@@ -53,11 +62,12 @@
 
 enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5 };
 
-#define MAX_HELPING 256      /* ping-reqs served at once */
-#define GOSSIP_ENTRY_MAX 160 /* bytes an update may take on the wire */
-#define GOSSIP_PER_PACKET 32 /* updates a packet may carry */
-#define PINGERS 16           /* recent pingers remembered */
-#define LAST_CALLS 2         /* pings to a suspect before declaring it dead */
+#define MAX_HELPING       256 /* ping-reqs served at once */
+#define GOSSIP_ENTRY_MAX  160 /* bytes an update may take on the wire */
+#define GOSSIP_PER_PACKET 32  /* updates a packet may carry */
+#define PINGERS           16  /* recent pingers remembered */
+#define LAST_CALLS        2   /* pings to a suspect before declaring it dead */
+#define TOMBSTONE_CALLERS 3   /* members calling on each tombstone per probe interval, about */
 
 /* The defaults, and why (the figures are the simulator's, tests/sim):
  * - probe interval 500 ms, timeout 200 ms: on a LAN or in a data center an
@@ -142,7 +152,7 @@ struct swim_s {
   swim_config_t cfg;
   swim_env_t env;
 
-  swim_member_t *m; /* slot 0 is this node */
+  swim_member_t *m;  /* slot 0 is this node */
   uint64_t *retired; /* slot -> the previous uid at that address (a restart) */
   size_t n, cap;
   int32_t *index; /* open addressing: address -> slot, -1 empty */
@@ -173,13 +183,16 @@ struct swim_s {
   uint32_t seq;
   uint64_t next_probe, next_push_pull, leave_at, next_sweep, next_gossip;
   int left;
-  int hush;       /* merging a full state: learn, but do not pass it on */
-  int stale_news; /* a packet suspected this node at a version it refuted */
+  int hush;                 /* merging a full state: learn, but do not pass it on */
+  int stale_news;           /* a packet suspected this node at a version it refuted */
   int32_t pingers[PINGERS]; /* who pinged this node lately (a ring of slots) */
   uint64_t pinged_at[PINGERS];
   uint32_t npingers;
   size_t nfree;      /* forgotten slots, to reuse */
   size_t tombstones; /* dead or left members (at least): sweep looks if > 0 */
+  uint64_t next_tombstone_call;
+  size_t tombstone_cursor; /* the slot called on last (call_on_tombstone) */
+  uint32_t tombstone_seq;  /* the ping of that call */
   swim_stats_t stats;
   buf_t pkt, tmp;
 };
@@ -306,7 +319,8 @@ static void drop_suspect(swim_t *s, int32_t slot) {
 /* Up to k distinct random members (never this node or `exclude`) whose
  * state is in `states`: random draws first, then a scan from a random
  * point, so that a few matches among many members are found too. */
-static uint32_t pick_members(swim_t *s, int32_t *out, uint32_t k, int32_t exclude, unsigned states) {
+static uint32_t pick_members(swim_t *s, int32_t *out, uint32_t k, int32_t exclude,
+                             unsigned states) {
   size_t others = s->n - 1;
   uint32_t got = 0;
   if (others == 0) return 0;
@@ -459,8 +473,10 @@ static void gossip_about(swim_t *s, int32_t slot, const char *from) {
 
 static void drop_gossip_about(swim_t *s, int32_t slot) {
   for (size_t i = 0; i < s->ngossip;) {
-    if (s->gossip[i].member == slot) s->gossip[i] = s->gossip[--s->ngossip];
-    else i++;
+    if (s->gossip[i].member == slot)
+      s->gossip[i] = s->gossip[--s->ngossip];
+    else
+      i++;
   }
 }
 
@@ -492,8 +508,8 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
   uint32_t limit = retransmit_limit(s);
   /* The queue is kept sorted by transmissions, so its front is the news
    * that travelled least. */
-  for (size_t i = 0; i < s->ngossip && tmp->len + GOSSIP_ENTRY_MAX <= room && count < GOSSIP_PER_PACKET;
-       i++) {
+  for (size_t i = 0;
+       i < s->ngossip && tmp->len + GOSSIP_ENTRY_MAX <= room && count < GOSSIP_PER_PACKET; i++) {
     gossip_t *g = &s->gossip[i];
     if (g->member == buddy) continue;
     write_update(&gw, &s->m[g->member], g->from_addr[0] ? g->from_addr : NULL);
@@ -520,8 +536,8 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
   mpk_raw(w, tmp->data, tmp->len);
 }
 
-static void send_packet(swim_t *s, const char *to, int type, uint32_t seq, const swim_member_t *target,
-                        int32_t buddy) {
+static void send_packet(swim_t *s, const char *to, int type, uint32_t seq,
+                        const swim_member_t *target, int32_t buddy) {
   buf_t *pkt = &s->pkt;
   buf_reset(pkt);
   mpk_writer_t w;
@@ -685,7 +701,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
   }
   swim_member_t *m = &s->m[slot];
   if (u->uid != m->uid) {
-    if (u->uid == s->retired[slot]) return; /* stale news of the run before */
+    if (u->uid == s->retired[slot]) return;             /* stale news of the run before */
     if (!state_alive(u->state) && alive_ish(m)) return; /* an ended other run changes nothing */
     /* The node at this address restarted: its earlier run is gone. */
     if (alive_ish(m)) {
@@ -773,11 +789,14 @@ static void tell_some(swim_t *s, uint64_t now, uint32_t count) {
   for (uint32_t j = 0; j < got; j++) send_packet(s, s->m[chosen[j]].addr, MSG_GOSSIP, 0, NULL, -1);
 }
 
-/* Learns of the sender of a packet: a member we did not know, or a new run. */
-static void heard_from(swim_t *s, uint64_t now, const char *addr, uint64_t uid) {
+/* Learns of the sender of a packet: a member we did not know, or a new run.
+ * `called` says the packet answers this node's call on a tombstone. */
+static void heard_from(swim_t *s, uint64_t now, const char *addr, uint64_t uid, int called) {
   if (strcmp(addr, s->m[0].addr) == 0) return;
   int32_t slot = find_slot(s, addr);
   if (slot >= 0 && s->m[slot].uid == uid) return;
+  int alone = count_alive(s) == 1;
+  int tombstone = slot >= 0 && !alive_ish(&s->m[slot]);
   update_t u;
   memset(&u, 0, sizeof u);
   snprintf(u.addr, sizeof u.addr, "%s", addr);
@@ -785,6 +804,16 @@ static void heard_from(swim_t *s, uint64_t now, const char *addr, uint64_t uid) 
   u.state = SWIM_ALIVE;
   u.phase = SWIM_JOINING;
   apply(s, now, &u);
+  slot = find_slot(s, addr);
+  if (slot < 0 || s->m[slot].uid != uid || !alive_ish(&s->m[slot])) return; /* not taken */
+  /* The whole view at once, rather than piecemeal through gossip, for a
+   * node that knew no other live member (it restarted, or was cut off),
+   * from the first member it hears from; and for a new run found at a
+   * tombstone's address, which may know members this node does not (it
+   * may have joined others, or be on its own). Not for every new member: in
+   * a large cluster, every member would exchange states with every node
+   * that joins. */
+  if ((alone || (called && tombstone)) && s->env.push_pull) s->env.push_pull(s->env.ctx, addr);
 }
 
 static int read_update(mpk_reader_t *r, update_t *u) {
@@ -820,8 +849,10 @@ static void judge_probe(swim_t *s, uint64_t now) {
    * did not come counts against this node's own health, and so does a
    * failed probe nobody could help with. */
   uint32_t delta = 0;
-  if (s->indirect_sent == 0) delta = 1;
-  else if (s->indirect_sent > s->nacks) delta = (uint32_t)(s->indirect_sent - s->nacks);
+  if (s->indirect_sent == 0)
+    delta = 1;
+  else if (s->indirect_sent > s->nacks)
+    delta = (uint32_t)(s->indirect_sent - s->nacks);
   s->lhm = s->lhm + delta > s->cfg.max_lhm ? s->cfg.max_lhm : s->lhm + delta;
   swim_member_t *m = &s->m[slot];
   if (m->addr[0] && m->state == SWIM_ALIVE) {
@@ -890,8 +921,8 @@ swim_t *swim_create(const swim_config_t *cfg, const swim_env_t *env, const char 
   me->phase = SWIM_JOINING;
   me->since = now;
   s->next_probe = now + cfg->probe_interval_ms;
-  s->next_push_pull = now + cfg->push_pull_interval_ms / 2 +
-                      rnd(s) % (cfg->push_pull_interval_ms / 2 + 1);
+  s->next_push_pull =
+      now + cfg->push_pull_interval_ms / 2 + rnd(s) % (cfg->push_pull_interval_ms / 2 + 1);
   s->next_sweep = now + cfg->probe_interval_ms;
   return s;
 }
@@ -920,7 +951,8 @@ static uint64_t earliest(uint64_t a, uint64_t b) {
  * after the call before. */
 static uint64_t last_call_at(const swim_t *s, const swim_member_t *m) {
   uint64_t lead = (uint64_t)s->cfg.probe_interval_ms * (uint64_t)(LAST_CALLS - m->last_calls);
-  uint64_t at = m->suspect_deadline > m->suspect_since + lead ? m->suspect_deadline - lead : m->suspect_since;
+  uint64_t at =
+      m->suspect_deadline > m->suspect_since + lead ? m->suspect_deadline - lead : m->suspect_since;
   uint64_t spaced = m->last_call_sent + s->cfg.probe_timeout_ms;
   return m->last_calls > 0 && at < spaced ? spaced : at;
 }
@@ -931,6 +963,36 @@ static uint64_t last_call_at(const swim_t *s, const swim_member_t *m) {
 static uint64_t verdict_at(const swim_t *s, const swim_member_t *m) {
   uint64_t answer = m->last_call_sent + s->cfg.probe_timeout_ms;
   return m->suspect_deadline > answer ? m->suspect_deadline : answer;
+}
+
+/* How often this node calls on a tombstone: so that about
+ * TOMBSTONE_CALLERS calls per probe interval reach each one (fewer when
+ * there are several), whatever the cluster's size, and at most one per
+ * interval leaves each member. */
+static uint64_t tombstone_call_every(swim_t *s) {
+  uint64_t every = s->cfg.probe_interval_ms;
+  size_t alive = count_alive(s);
+  if (alive > TOMBSTONE_CALLERS) every *= (alive + TOMBSTONE_CALLERS - 1) / TOMBSTONE_CALLERS;
+  return every;
+}
+
+/* Calls on the next member declared dead or gone (round-robin over them),
+ * if any, with a ping: the member may have restarted, or be alive after
+ * all (a stall, a partition that healed). A new run at its address answers
+ * the ping meant for the run before, with its own uid (see MSG_PING), which
+ * heard_from takes for the restart; one declared dead hears its verdict
+ * on the ping (the buddy system, as for a suspect) and refutes it. */
+static void call_on_tombstone(swim_t *s) {
+  size_t others = s->n - 1;
+  for (size_t k = 0; k < others; k++) {
+    int32_t slot = (int32_t)(1 + (s->tombstone_cursor + k) % others);
+    swim_member_t *m = &s->m[slot];
+    if (!m->addr[0] || alive_ish(m)) continue;
+    s->tombstone_cursor = (size_t)slot;
+    s->tombstone_seq = ++s->seq;
+    send_packet(s, m->addr, MSG_PING, s->tombstone_seq, m, m->state == SWIM_DEAD ? slot : -1);
+    return;
+  }
 }
 
 /* Forgets dead and left members after the tombstone time. */
@@ -1003,7 +1065,8 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     /* Targets come round-robin, so that consecutive rounds reach
      * different members and a small cluster is covered in a round or two. */
     int32_t sent[SWIM_MAX_K];
-    uint32_t nsent = 0, fanout = s->cfg.gossip_fanout < SWIM_MAX_K ? s->cfg.gossip_fanout : SWIM_MAX_K;
+    uint32_t nsent = 0,
+             fanout = s->cfg.gossip_fanout < SWIM_MAX_K ? s->cfg.gossip_fanout : SWIM_MAX_K;
     for (uint32_t tries = 0; nsent < fanout && tries < 2 * fanout && s->ngossip > 0; tries++) {
       int32_t slot = rr_next(s, &s->gossip_order, -1);
       if (slot < 0) break;
@@ -1021,9 +1084,23 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
        * one with a member declared dead, if any, so that the two sides of a
        * healed partition find each other again. */
       int32_t slot;
-      if (pick_members(s, &slot, 1, -1, MASK(SWIM_ALIVE))) s->env.push_pull(s->env.ctx, s->m[slot].addr);
-      if (pick_members(s, &slot, 1, -1, MASK(SWIM_DEAD))) s->env.push_pull(s->env.ctx, s->m[slot].addr);
+      if (pick_members(s, &slot, 1, -1, MASK(SWIM_ALIVE)))
+        s->env.push_pull(s->env.ctx, s->m[slot].addr);
+      if (pick_members(s, &slot, 1, -1, MASK(SWIM_DEAD)))
+        s->env.push_pull(s->env.ctx, s->m[slot].addr);
     }
+  }
+  if (s->left || s->tombstones == 0) {
+    s->next_tombstone_call = 0;
+  } else if (s->next_tombstone_call == 0) {
+    /* The first tombstone in a while: the first call comes at a random
+     * point of an interval, so that the members that declared a death
+     * together do not all call on it together. */
+    s->next_tombstone_call = now + rnd(s) % (tombstone_call_every(s) + 1);
+  } else if (now >= s->next_tombstone_call) {
+    uint64_t every = tombstone_call_every(s);
+    s->next_tombstone_call = now + every / 2 + rnd(s) % (every + 1);
+    call_on_tombstone(s);
   }
   if (s->m[0].phase == SWIM_LEAVING && !s->left && now >= s->leave_at) {
     /* Goodbye: the last news of this node, to a few members directly. */
@@ -1044,6 +1121,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     next = earliest(next, s->next_probe);
     if (s->target >= 0 && !s->acked && !s->indirect_tried) next = earliest(next, s->probe_deadline);
     next = earliest(next, s->next_push_pull);
+    if (s->next_tombstone_call) next = earliest(next, s->next_tombstone_call);
     if (s->ngossip > 0) next = earliest(next, s->next_gossip);
   }
   for (size_t i = 0; i < s->nsuspects; i++) {
@@ -1097,7 +1175,8 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
   }
   s->stats.packets_received++;
   if (s->left) return 0;
-  heard_from(s, now, from, from_uid);
+  heard_from(s, now, from, from_uid,
+             type == MSG_ACK && s->tombstone_seq && seq == s->tombstone_seq);
   s->stale_news = 0;
   for (uint32_t i = 0; i < nupdates; i++) apply(s, now, &updates[i]);
   if (s->stale_news && type != MSG_PING) {

@@ -1,4 +1,5 @@
-/* SWIM membership with the Lifeguard extensions, as a pure state machine (no I/O, clock or randomness of its own). */
+/* SWIM membership with the Lifeguard extensions, as a pure state machine (no I/O, clock or
+ * randomness of its own). */
 #ifndef ATOLL_SWIM_H
 #define ATOLL_SWIM_H
 
@@ -7,12 +8,12 @@
 
 #include "buf.h"
 
-#define SWIM_ADDR_MAX   64  /* "host:port" */
+#define SWIM_ADDR_MAX   64 /* "host:port" */
 #define SWIM_NAME_MAX   32
 #define SWIM_PACKET_MAX 1384 /* a UDP packet of at most 1,400 bytes, with its 16-byte tag */
 #define SWIM_MAX_K      8    /* indirect probes, and confirmations tracked */
 /* Node uids travel to Lua as numbers: at most 2^53 keeps them exact. */
-#define SWIM_UID_MAX    9007199254740992ull
+#define SWIM_UID_MAX 9007199254740992ull
 
 /* What the failure detector thinks of a member. A member's `version` (SWIM's
  * "incarnation number") only its own node raises: to refute a suspicion and
@@ -35,11 +36,11 @@ typedef enum {
 typedef struct swim_member_s {
   char addr[SWIM_ADDR_MAX];
   char name[SWIM_NAME_MAX];
-  uint64_t uid;      /* the node's incarnation: random per start */
-  uint32_t version;  /* SWIM's incarnation number */
+  uint64_t uid;     /* the node's incarnation: random per start */
+  uint32_t version; /* SWIM's incarnation number */
   swim_state_t state;
   swim_phase_t phase;
-  uint64_t since;    /* when state or phase last changed (ms) */
+  uint64_t since; /* when state or phase last changed (ms) */
   /* suspicion (Lifeguard): who independently suspects it, and when it dies */
   uint64_t suspect_since;
   uint64_t suspect_deadline;
@@ -56,20 +57,20 @@ typedef enum {
 } swim_event_t;
 
 typedef struct swim_config_s {
-  uint32_t probe_interval_ms;   /* one probe per member per interval */
-  uint32_t probe_timeout_ms;    /* a direct probe's wait for an ack */
-  uint32_t indirect_k;          /* members asked to probe on our behalf */
-  double suspicion_alpha;       /* suspicion min = alpha * max(1, log10 n) * interval */
-  double suspicion_beta;        /* suspicion max = beta * min */
-  uint32_t confirmations_k;     /* independent suspicions that bring the timeout to min */
-  double retransmit_lambda;     /* an update rides on about lambda * log10(n + 1) packets */
-  uint32_t max_lhm;             /* Lifeguard's local health multiplier stops here */
-  uint32_t gossip_interval_ms;  /* while news waits, a gossip round this often */
-  uint32_t gossip_fanout;       /* members a gossip round sends to */
+  uint32_t probe_interval_ms;  /* one probe per member per interval */
+  uint32_t probe_timeout_ms;   /* a direct probe's wait for an ack */
+  uint32_t indirect_k;         /* members asked to probe on our behalf */
+  double suspicion_alpha;      /* suspicion min = alpha * max(1, log10 n) * interval */
+  double suspicion_beta;       /* suspicion max = beta * min */
+  uint32_t confirmations_k;    /* independent suspicions that bring the timeout to min */
+  double retransmit_lambda;    /* an update rides on about lambda * log10(n + 1) packets */
+  uint32_t max_lhm;            /* Lifeguard's local health multiplier stops here */
+  uint32_t gossip_interval_ms; /* while news waits, a gossip round this often */
+  uint32_t gossip_fanout;      /* members a gossip round sends to */
   uint32_t push_pull_interval_ms;
-  uint32_t leave_grace_ms;      /* how long a leaving node keeps answering */
-  uint32_t tombstone_ms;        /* dead and left members are forgotten after this */
-  size_t packet_max;            /* body bytes per packet */
+  uint32_t leave_grace_ms; /* how long a leaving node keeps answering */
+  uint32_t tombstone_ms;   /* dead and left members are forgotten after this */
+  size_t packet_max;       /* body bytes per packet */
 } swim_config_t;
 
 /* The defaults, with the reasoning behind them, are in swim.c. */

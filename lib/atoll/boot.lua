@@ -460,24 +460,37 @@ local function ago(seconds)
   return math.floor(seconds / 86400) .. "d"
 end
 
--- The member table `atoll members` prints.
-local function print_members(view)
+-- A cell's width on a terminal: its characters, not its bytes (names may be UTF-8).
+local function width(s)
+  return #s:gsub("[\128-\191]", "")
+end
+
+-- members_table(view, now) -> the lines of the member table `atoll members`
+-- prints (now: wall-clock seconds): each column as wide as its widest cell,
+-- two spaces apart.
+function M.members_table(view, now)
   local rows = { { "NAME", "ADDRESS", "STATUS", "INCARNATION", "SINCE" } }
-  local t = os.time()
   for _, m in ipairs(view.members or {}) do
     local status = m.status .. (m.suspect and " (suspect)" or "")
     rows[#rows + 1] = { (m.name ~= "" and m.name or "-") .. (m.self and " *" or ""), m.address, status,
-                        ("%x"):format(m.incarnation), ago(t - m.since) .. " ago" }
+                        ("%x"):format(m.incarnation), ago(now - m.since) .. " ago" }
   end
   local widths = {}
   for _, r in ipairs(rows) do
-    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, #c) end
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, width(c)) end
   end
+  local lines = {}
   for _, r in ipairs(rows) do
     local cells = {}
-    for i, c in ipairs(r) do cells[i] = i < #r and (c .. (" "):rep(widths[i] - #c)) or c end
-    print(table.concat(cells, "  "))
+    for i, c in ipairs(r) do cells[i] = i < #r and (c .. (" "):rep(widths[i] - width(c))) or c end
+    lines[#lines + 1] = table.concat(cells, "  ")
   end
+  return lines
+end
+
+-- The member table `atoll members` prints, and the counters.
+local function print_members(view)
+  for _, line in ipairs(M.members_table(view, host.wall() / 1000)) do print(line) end
   local s = view.stats or {}
   print()
   print(("majority: %s   (* is the node asked: %s)"):format(view.majority and "yes" or "NO", view.address))

@@ -135,8 +135,17 @@ local function route(address, m)
   if address == node.address then
     return nil, unreachable("this node's earlier incarnation is gone")
   end
-  if member_status(address) == "down" then
-    return nil, unreachable("%s is down", address)
+  -- Calls to a member declared down fail at once: those by name, and those
+  -- through a ref to the run that is down. A ref to another run of that
+  -- node goes through (an earlier run's actors are gone, and the node says
+  -- so if it is back; a later run is alive), and so does the membership's
+  -- own exchange, by which a member declared down that is alive after all,
+  -- or a new run at its address, is found again.
+  if not m.any_status then
+    local status, incarnation = member_status(address)
+    if status == "down" and (m.inc == nil or m.inc == incarnation) then
+      return nil, unreachable("%s is down", address)
+    end
   end
   local p = peer_for(address)
   local link = p.link
@@ -355,11 +364,17 @@ local function on_down(link, reason, was_up)
 end
 
 -- A member that is down or gone: calls it carries fail now, with
--- unreachable, and so do the messages waiting for a link to it.
+-- unreachable, and so do the messages waiting for a link to it. A member
+-- that is back (a new run, or alive after all) is dialed at once, not after
+-- the backoff its silence earned.
 membership.listen(function(m, previous)
-  if m.self or (m.status ~= "down" and m.status ~= "removed") then return end
+  if m.self then return end
   local p = peers[m.address]
   if p == nil then return end
+  if m.status ~= "down" and m.status ~= "removed" then
+    if previous == nil or previous == "down" then p.retry_at, p.delay = 0, BACKOFF_MIN end
+    return
+  end
   local why = m.status == "down" and (m.address .. " is down") or (m.address .. " left the cluster")
   local link = p.link
   if link and link:state() ~= "closed" then
@@ -528,19 +543,32 @@ function M.named(address, name, seconds)
   return setmetatable({ address = address, name = name, timeout = seconds }, Named)
 end
 
-function M.call_name(address, name, method, seconds, ...)
+-- Both call_name and call_system; their callers' errors are raised at
+-- level 2, which a tail call from either leaves pointing at their caller.
+local function call_named(any_status, address, name, method, seconds, ...)
   if not started then error("the cluster transport is not started", 2) end
   local payload, err = codec.pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
   runtime.suspendable("a remote call", 2)
   local rid = runtime.new_call(seconds or runtime.default_timeout())
   local ok, rerr = route(address, { kind = CALL_NAME, rid = rid, name = name, method = method,
-                                    payload = payload })
+                                    payload = payload, any_status = any_status })
   if not ok then
     runtime.cancel_call(rid)
     error(rerr, 2)
   end
   return runtime.await_reply()
+end
+
+function M.call_name(address, name, method, seconds, ...)
+  return call_named(false, address, name, method, seconds, ...)
+end
+
+-- call_system(address, name, method, seconds, ...): call_name for the
+-- runtime's own traffic between members (the membership's state exchange),
+-- which also goes to a member declared down.
+function M.call_system(address, name, method, seconds, ...)
+  return call_named(true, address, name, method, seconds, ...)
 end
 
 function M.send_name(address, name, method, ...)

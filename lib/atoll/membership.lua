@@ -21,7 +21,11 @@ local M = {}
 
 local NODE_ACTOR = "atoll.node"
 local PUSH_PULL_TIMEOUT = 5        -- seconds a state exchange may take
-local JOIN_RETRY_MIN, JOIN_RETRY_MAX = 1, 10 -- seconds between attempts to reach the seeds
+local JOIN_RETRY_MIN, JOIN_RETRY_MAX = 1, 10 -- seconds between attempts to reach the seeds, joining
+local SEED_RETRY = 10       -- once joined, seconds between attempts at a seed that is not a live
+                            -- member (the push-pull interval, if shorter)
+local SEED_ALIAS_RETRY = 60 -- ...at a seed that answers but is no member under that address
+local STILL_JOINING = 30    -- seconds of joining before a warning
 
 local started = false
 local members = {}     -- address -> member (see copy())
@@ -29,9 +33,13 @@ local order = {}       -- addresses, for a stable listing
 local subscribers = {} -- subscription -> true
 local listeners = {}   -- internal: fn(member, previous), in the order added
 local pulling = {}     -- address -> true while an exchange with it runs
-local seeds = {}       -- addresses to join through, until joined
+-- Addresses to join through, in the order given: { address, keep, failing, next_at }.
+-- Seeds given at start (--join) are kept for as long as the node runs; others
+-- (join(), discovery) only until it has joined.
+local seeds = {}
 local joined = false
-local join_timer, join_delay = nil, JOIN_RETRY_MIN
+local seed_timer, join_delay = nil, JOIN_RETRY_MIN
+local joining_since, warned_joining = nil, false
 local self_address = nil
 
 local function log(level, msg)
@@ -44,9 +52,9 @@ local function status_of(state, phase)
   return phase -- joining, up, leaving
 end
 
--- Host milliseconds (the core's clock) to wall-clock seconds.
+-- Host milliseconds (the core's clock) to wall-clock seconds, to the millisecond.
 local function wall(ms)
-  return os.time() + (ms - swim.now()) / 1000
+  return (host.wall() - (swim.now() - ms)) / 1000
 end
 
 -- A member as apps see it: a fresh table they may keep.
@@ -132,35 +140,50 @@ end
 -- State exchange (push-pull) over the node actors' authenticated links
 ---------------------------------------------------------------------------
 
+local visit_seeds -- defined below
+
+-- How long a joined node waits before trying again a seed that is not a live member.
+local function seed_retry()
+  return math.min(SEED_RETRY, swim.config().push_pull_interval)
+end
+
 local function became_joined()
   if joined then return end
   joined = true
-  seeds = {}
-  if join_timer then
-    join_timer:cancel()
-    join_timer = nil
+  local kept = {}
+  for _, s in ipairs(seeds) do
+    if s.keep then kept[#kept + 1] = s end
   end
+  seeds = kept
+  if seed_timer then seed_timer:cancel() end
+  seed_timer = #seeds > 0 and runtime.after_raw(seed_retry(), visit_seeds) or nil
   local me = members[self_address]
   if me == nil or me.status == "joining" then swim.set_phase("up") end
 end
 
-local function push_pull(address)
+-- push_pull(address [, done(ok, err)]): a state exchange with the node at
+-- address, even one declared down (how one that is alive, or a new run at
+-- its address, is found again). Skipped while one with it runs.
+local function push_pull(address, done)
   if pulling[address] then return end
   pulling[address] = true
   runtime.start_root(function()
     local cluster = require "atoll.cluster"
-    local ok, theirs = pcall(cluster.call_name, address, NODE_ACTOR, "exchange", PUSH_PULL_TIMEOUT,
+    local ok, theirs = pcall(cluster.call_system, address, NODE_ACTOR, "exchange", PUSH_PULL_TIMEOUT,
       swim.state())
     if not ok then
       log("debug", "state exchange with " .. address .. " failed: " .. tostring(theirs))
+      if done then done(false, theirs) end
       return
     end
     local merged, err = swim.merge(theirs)
     if not merged then
       log("warn", "state from " .. address .. ": " .. tostring(err))
+      if done then done(false, err) end
       return
     end
     became_joined()
+    if done then done(true) end
   end, function() pulling[address] = nil end, "membership")
 end
 
@@ -184,31 +207,96 @@ function M.exchange(state)
 end
 
 ---------------------------------------------------------------------------
--- Joining
+-- Joining, and seeds
 ---------------------------------------------------------------------------
 
-local function try_join()
-  join_timer = nil
-  if joined or not started then return end
-  local any = false
-  for _, a in ipairs(seeds) do
-    if a ~= self_address then
-      swim.join(a)
-      any = true
+local function live(address)
+  local m = members[address]
+  return m ~= nil and m.status ~= "down" and m.status ~= "removed"
+end
+
+local function drop_seed(s)
+  for i, o in ipairs(seeds) do
+    if o == s then
+      table.remove(seeds, i)
+      return
     end
   end
-  if not any then
+end
+
+-- One attempt at a seed. Its first failure is said once (at info while
+-- joining), and that it answers again after that.
+local function try_seed(s)
+  push_pull(s.address, function(ok, err)
+    local now = runtime.now_ms() / 1000
+    if not ok and tostring(err):find("this node's own incarnation", 1, true) then
+      -- This node under another name (each node given the same seeds): the
+      -- handshake refused it (host/transport.c). It is no seed.
+      log("debug", "seed " .. s.address .. " is this node")
+      drop_seed(s)
+      return
+    end
+    if ok then
+      if s.failing then log(s.failing, "seed " .. s.address .. " answers again") end
+      s.failing = nil
+      -- A seed that answers but is no member under that address (a host
+      -- name, where members advertise IP addresses) is asked less often.
+      s.next_at = now + (live(s.address) and seed_retry() or SEED_ALIAS_RETRY)
+      return
+    end
+    s.next_at = now + seed_retry()
+    if s.failing then return end
+    s.failing = joined and "debug" or "info"
+    log(s.failing, ("seed %s did not answer (%s); this node keeps trying it"):format(s.address,
+      tostring(err)))
+  end)
+end
+
+-- Tries the seeds: all of them, with a growing pause, until the node has
+-- joined; then, every seed_retry() seconds, those that are not live members
+-- (a seed restarted after this node joined, or the other half of a cluster
+-- restarted apart).
+function visit_seeds()
+  seed_timer = nil
+  local me = members[self_address]
+  if not started or me == nil or me.status == "leaving" or me.status == "removed" then return end
+  if not joined and #seeds == 0 then
     became_joined() -- only itself to join: the first node of a cluster
     return
   end
-  join_timer = runtime.after_raw(join_delay, try_join)
-  if join_delay >= JOIN_RETRY_MAX / 2 then
-    log("warn", "still joining: no answer from " .. table.concat(seeds, ", "))
+  local now = runtime.now_ms() / 1000
+  for _, s in ipairs(seeds) do
+    if not joined or (not live(s.address) and now >= (s.next_at or 0)) then try_seed(s) end
   end
+  if joined then
+    seed_timer = runtime.after_raw(seed_retry(), visit_seeds)
+    return
+  end
+  if not warned_joining and now - joining_since >= STILL_JOINING then
+    warned_joining = true
+    local list = {}
+    for _, s in ipairs(seeds) do list[#list + 1] = s.address end
+    log("warn", ("still joining after %d s: no answer from %s"):format(STILL_JOINING,
+      table.concat(list, ", ")))
+  end
+  seed_timer = runtime.after_raw(join_delay, visit_seeds)
   join_delay = math.min(join_delay * 2, JOIN_RETRY_MAX)
 end
 
--- join(addresses): joins the cluster through these members (seeds). Until one
+local function add_seeds(addresses, keep)
+  for _, a in ipairs(addresses) do
+    local known = a == self_address
+    for _, s in ipairs(seeds) do
+      if s.address == a then
+        known = true
+        s.keep = s.keep or keep
+      end
+    end
+    if not known then seeds[#seeds + 1] = { address = a, keep = keep } end
+  end
+end
+
+-- join(addresses): joins the cluster through these members. Until one
 -- answers this node stays `joining`, trying again with backoff. On a node
 -- that is up, merges another cluster's view in (the addresses' nodes learn
 -- of this cluster too).
@@ -221,14 +309,10 @@ function M.join(addresses)
     end
     return
   end
-  for _, a in ipairs(addresses) do
-    local known = false
-    for _, s in ipairs(seeds) do known = known or s == a end
-    if not known then seeds[#seeds + 1] = a end
-  end
+  add_seeds(addresses, false)
   join_delay = JOIN_RETRY_MIN
-  if join_timer then join_timer:cancel() end
-  try_join()
+  if seed_timer then seed_timer:cancel() end
+  visit_seeds()
 end
 
 ---------------------------------------------------------------------------
@@ -255,8 +339,10 @@ function M.start(opts)
                status = "joining", suspect = false, since_ms = swim.now(), self = true }
   members[me.address] = me
   order[#order + 1] = me.address
+  joining_since = runtime.now_ms() / 1000
   if opts.seeds and #opts.seeds > 0 then
-    M.join(opts.seeds)
+    add_seeds(opts.seeds, true)
+    M.join({})
   elseif not opts.wait_for_seeds then
     became_joined()
   end
@@ -273,9 +359,9 @@ function M.leave()
   if not started then return false end
   local me = members[self_address]
   if me == nil or me.status == "leaving" or me.status == "removed" then return false end
-  if join_timer then
-    join_timer:cancel()
-    join_timer = nil
+  if seed_timer then
+    seed_timer:cancel()
+    seed_timer = nil
   end
   swim.set_phase("leaving")
   return true
@@ -296,6 +382,10 @@ function M.down(address)
 end
 
 function M.stop()
+  if seed_timer then
+    seed_timer:cancel()
+    seed_timer = nil
+  end
   if started then swim.stop() end
 end
 

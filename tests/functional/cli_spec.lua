@@ -36,6 +36,53 @@ describe("the atoll command", function()
       assert.equal(0, code)
       assert.matches("%-%-name NAME", out)
     end))
+
+    it("lists every membership setting in `atoll help run`", async(function()
+      local code, out = node.exec { "help", "run" }
+      assert.equal(0, code)
+      local settings = out:match("%-%-membership KEY=VALUE.-\n(.-)\n  %-")
+      assert.truthy(settings, out)
+      for key, value in pairs(require("atoll.swim").config()) do
+        assert.truthy(settings:find(key .. " (" .. value .. ")", 1, true), key .. " missing from:\n" .. settings)
+      end
+    end))
+  end)
+
+  describe("atoll members", function()
+    it("lines its columns up, with a suspect member, long incarnations and a UTF-8 name", function()
+      local boot = require "atoll.boot"
+      local now = 1700000000
+      local view = { members = {
+        { name = "a", address = "127.0.0.1:7001", status = "up", incarnation = 0x123456789abc,
+          since = now - 3, self = true },
+        { name = "b", address = "127.0.0.1:17002", status = "up", suspect = true,
+          incarnation = 0x1fffffffffffff, since = now - 30 },
+        { name = "", address = "10.0.0.3:7003", status = "down", incarnation = 0xf, since = now - 300 },
+        { name = "s\195\169ance", address = "10.0.0.4:7004", status = "leaving",
+          incarnation = 0xabcdef012345, since = now - 4000 },
+      } }
+      local lines = boot.members_table(view, now)
+      assert.equal(5, #lines)
+      -- Where each column starts, in characters (the header's is the measure).
+      local function column(line, text)
+        local at = line:find(text, 1, true)
+        assert.truthy(at, text .. " not in: " .. line)
+        return #line:sub(1, at - 1):gsub("[\128-\191]", "") + 1
+      end
+      local header = lines[1]
+      for i, m in ipairs(view.members) do
+        local line = lines[i + 1]
+        local status = m.status .. (m.suspect and " (suspect)" or "")
+        assert.equal(column(header, "ADDRESS"), column(line, m.address), line)
+        assert.equal(column(header, "STATUS"), column(line, status), line)
+        assert.equal(column(header, "INCARNATION"), column(line, ("%x"):format(m.incarnation)), line)
+        assert.equal(column(header, "SINCE"), column(line, " ago") - #line:match("(%S+) ago$"), line)
+      end
+      assert.matches("^a %*", lines[2])
+      assert.matches("up %(suspect%)", lines[3])
+      assert.matches("^%- ", lines[4])
+      assert.matches("66m ago$", lines[5])
+    end)
   end)
 
   describe("usage errors exit with 2 and say what is wrong", function()

@@ -31,6 +31,36 @@ local function keeper(v, seconds)
   return nodes.named(v.address, "keeper", seconds)
 end
 
+-- SIGKILLs members (together) and waits until the others have declared
+-- them down (or, with `status`, seen them so); returns the others.
+local function kill(views, victims, status)
+  status = status or "down"
+  local rest = views
+  for _, victim in ipairs(victims) do
+    victim.p:kill("SIGKILL")
+    rest = others(rest, victim)
+  end
+  for _, victim in ipairs(victims) do
+    victim.p:wait(5)
+    await_all(rest, function(v) return v:first(victim.address, status) ~= nil end, 15,
+      victim.name .. " " .. status)
+  end
+  return rest
+end
+
+-- Waits until every view in `rest` sees a new run at `again`'s address up
+-- (not the incarnation `old`), and `again` sees every one of them up, within
+-- `seconds` from now.
+local function rejoined(rest, again, old, seconds)
+  local deadline = atoll.now() + seconds
+  await_all(rest, function(v)
+    local e = v.members[again.address]
+    return e and e.status == "up" and e.incarnation ~= old
+  end, seconds, "the new run of " .. again.name .. " up")
+  again:await(seeing(addresses(rest), "up"), math.max(0.001, deadline - atoll.now()),
+    "every other member up")
+end
+
 describe("membership", function()
   before_each(function() nodes.self() end)
   after_each(node.cleanup)
@@ -230,6 +260,105 @@ describe("membership", function()
       assert.is_truthy(kind == "no_such_actor" or kind == "unreachable", kind)
       assert.is_true(keeper(again):majority())
     end, 40))
+
+  it("lets the node the others joined through back in within seconds when it restarts without --join",
+    async(function()
+      local views = five("back")
+      local first = views[1]
+      local rest = kill(views, { first })
+      local old = rest[1].members[first.address].incarnation
+      -- The same address and command: no seed. The others still remember it.
+      local again = members.start("back1", { "--listen", first.address })
+      rejoined(rest, again, old, 5)
+      -- Calls from the others reach it again.
+      local pet = keeper(again):pet()
+      assert.same({ true, "pong" }, { keeper(views[3]):try(pet, "ping") })
+    end, 60))
+
+  it("lets a restarted member whose seed is gone back in through the members that remember it",
+    async(function()
+      local views = five("orphan")
+      local seed, orphan = views[1], views[3]
+      local rest = kill(views, { seed, orphan })
+      local old = rest[1].members[orphan.address].incarnation
+      -- Its own command again: --join a seed that stays dead.
+      local again = members.start("orphan3", { "--listen", orphan.address, "--join", seed.address })
+      rejoined(rest, again, old, 5)
+      -- It said at once that its seed did not answer, and only once, though
+      -- it keeps trying it.
+      local said = select(2, again.p:stderr():gsub("seed [^\n]* did not answer", ""))
+      assert.equal(1, said, again.p:stderr())
+      assert.matches("seed " .. seed.address:gsub("%p", "%%%0") .. " did not answer .*keeps trying",
+        again.p:stderr())
+    end, 60))
+
+  it("finds the node the others joined through again after its tombstone expired, through their seeds",
+    async(function()
+      -- Quick settings: forgotten 1 s after it is down; seeds that are not
+      -- members tried again every 2 s (the push-pull interval).
+      local fast = { "--membership", "tombstone=1,push_pull_interval=2" }
+      local first = members.start("tomb1", fast)
+      local views = { first }
+      for i = 2, 5 do
+        views[i] = members.start("tomb" .. i, { "--join", first.address, unpack(fast) })
+      end
+      await_all(views, seeing(addresses(views), "up"), 15, "all five members up")
+      local rest = kill(views, { first }, "removed")
+      local again = members.start("tomb1", { "--listen", first.address, unpack(fast) })
+      rejoined(rest, again, nil, 5)
+    end, 60))
+
+  it("brings together two halves of a cluster restarted apart, through their seeds", async(function()
+    local fast = { "--membership", "push_pull_interval=2" }
+    -- The first node's address, taken by a node that is then gone.
+    local gone = members.start("half1", fast)
+    local a1 = gone.address
+    gone.p:kill("SIGKILL")
+    gone.p:wait(5)
+    -- One half, while the first node is not there: the third joins through
+    -- it (in vain), the fourth and fifth through it or the third.
+    local h3 = members.start("half3", { "--join", a1, unpack(fast) })
+    local h4 = members.start("half4", { "--join", a1 .. "," .. h3.address, unpack(fast) })
+    local h5 = members.start("half5", { "--join", a1 .. "," .. h3.address, unpack(fast) })
+    local b = { h3, h4, h5 }
+    await_all(b, seeing(addresses(b), "up"), 15, "the second half up")
+    -- The other half: the first node again, and the second joining it.
+    local h1 = members.start("half1", { "--listen", a1, unpack(fast) })
+    local h2 = members.start("half2", { "--join", a1, unpack(fast) })
+    local all = { h1, h2, h3, h4, h5 }
+    await_all(all, seeing(addresses(all), "up"), 10, "all five members up")
+  end, 60))
+
+  it("refuses calls to a member that is down at once, but not the membership's own exchange",
+    async(function()
+      local a = members.start("route1")
+      local b = members.start("route2", { "--join", a.address })
+      await_all({ a, b }, seeing({ a.address, b.address }, "up"), 10, "both up")
+      local pet = keeper(b):pet()
+      local named_ok, named_kind, named_msg, ex_ok, ex_kind, ex_msg = keeper(a):down_then_call(b.address)
+      assert.is_false(named_ok)
+      assert.equal("unreachable", named_kind)
+      assert.matches("is down", named_msg)
+      assert.is_true(ex_ok, tostring(ex_kind) .. ": " .. tostring(ex_msg))
+      -- b heard it was declared down, refuted, and is up again at a.
+      a:await(function(v) return v:first(b.address, "down") and v:status(b.address) == "up" end, 10,
+        "b back up")
+      assert.same({ true, "pong" }, { keeper(a):try(pet, "ping") })
+    end, 30))
+
+  it("shows a node's own `since` no earlier than its process started", async(function()
+    local started = require("atoll.host").wall() / 1000
+    local v = members.start("since")
+    for _ = 1, 3 do
+      local code, out = node.exec({ "members", "--node", v.address, "--json" },
+        { env = { ATOLL_SECRET = nodes.secret } })
+      assert.equal(0, code)
+      local me = require("atoll.json").decode(out).members[1]
+      assert.equal(v.address, me.address)
+      assert.is_true(me.since >= started, ("since %.3f, started %.3f"):format(me.since, started))
+      assert.is_true(me.since <= require("atoll.host").wall() / 1000)
+    end
+  end, 30))
 
   it("refuses bad membership flags with usage errors", async(function()
     local function usage(args, pattern)

@@ -41,17 +41,18 @@ typedef struct opts_s {
   const char *scenario;
   int nodes;
   uint64_t seed;
-  double loss;         /* probability that a packet is lost */
-  uint32_t delay_ms;   /* one-way delay: delay_ms + [0, jitter_ms] */
+  double loss;       /* probability that a packet is lost */
+  uint32_t delay_ms; /* one-way delay: delay_ms + [0, jitter_ms] */
   uint32_t jitter_ms;
-  int kills;           /* crash: how many crashes, one after another */
-  int periods;         /* quiet, loss: how long to run */
-  uint32_t pause_ms;   /* pause: how long the node stays paused */
-  uint32_t split_ms;   /* partition: how long the network stays cut */
-  int asymmetric;      /* partition: cut one way only */
-  int trials;          /* disseminate: how many changes to follow */
-  int cold;            /* join through gossip only (no warm start) */
-  int trace;           /* print every change seen about this node (-1: none) */
+  int kills;         /* crash: how many crashes, one after another */
+  int periods;       /* quiet, loss: how long to run */
+  uint32_t pause_ms; /* pause: how long the node stays paused */
+  uint32_t split_ms; /* partition: how long the network stays cut */
+  int asymmetric;    /* partition: cut one way only */
+  int trials;        /* disseminate: how many changes to follow */
+  int cold;          /* join through gossip only (no warm start) */
+  int no_join;       /* crash: a crashed node restarts without joining anyone */
+  int trace;         /* print every change seen about this node (-1: none) */
   swim_config_t cfg;
 } opts_t;
 
@@ -60,43 +61,46 @@ static int g_argc;
 static char **g_argv;
 
 static void usage(FILE *f) {
-  fprintf(f,
-          "usage: swimsim [options] SCENARIO\n"
-          "\n"
-          "Runs the SWIM core for N nodes on a seeded virtual clock and network.\n"
-          "\n"
-          "scenarios:\n"
-          "  quiet        no faults for --periods; no member may be declared dead\n"
-          "  loss         --loss packet loss for --periods; counts false deaths\n"
-          "  crash        --kills crashes, one after another (each node restarts as a\n"
-          "               new run once every member declared it dead); detection times\n"
-          "  pause        one node paused for --pause-ms; it must not be declared dead\n"
-          "  partition    the cluster cut in two for --split-ms (--asymmetric: one way),\n"
-          "               then healed; every view must converge again (deaths.after:\n"
-          "               live members declared dead after the heal, deaths.same.side:\n"
-          "               by a member that could reach them all along)\n"
-          "  disseminate  --trials members (at most N) announce they are up; periods\n"
-          "               until every member heard\n"
-          "\n"
-          "options:\n"
-          "  -n, --nodes N        cluster size (10)\n"
-          "  -s, --seed S         seed (1)\n"
-          "  --loss P             packet loss, 0..1 (0; loss scenario: 0.05)\n"
-          "  --delay-ms D         one-way delay (1)\n"
-          "  --jitter-ms J        extra random delay, 0..J (2)\n"
-          "  --kills K            crash (10)\n"
-          "  --periods P          quiet, loss (1000)\n"
-          "  --pause-ms D         pause (2000)\n"
-          "  --split-ms D         partition (10000)\n"
-          "  --asymmetric         partition: only one direction is cut\n"
-          "  --trials T           disseminate (20)\n"
-          "  --trace ID           print every change any node sees about node ID\n"
-          "                       (-2: print each false death)\n"
-          "  --cold               nodes join through one seed and gossip (default: warm\n"
-          "                       start, every node merges the seed's full state)\n"
-          "SWIM settings (defaults: host/swim.c):\n"
-          "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
-          "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n");
+  fprintf(f, "usage: swimsim [options] SCENARIO\n"
+             "\n"
+             "Runs the SWIM core for N nodes on a seeded virtual clock and network.\n"
+             "\n"
+             "scenarios:\n"
+             "  quiet        no faults for --periods; no member may be declared dead\n"
+             "  loss         --loss packet loss for --periods; counts false deaths\n"
+             "  crash        --kills crashes, one after another (each node restarts as a\n"
+             "               new run once every member declared it dead, and joins through\n"
+             "               a random member, or with --no-join through no one); detection\n"
+             "               and rejoin times, and push-pulls per rejoin\n"
+             "  pause        one node paused for --pause-ms; it must not be declared dead\n"
+             "  partition    the cluster cut in two for --split-ms (--asymmetric: one way),\n"
+             "               then healed; every view must converge again (deaths.after:\n"
+             "               live members declared dead after the heal, deaths.same.side:\n"
+             "               by a member that could reach them all along)\n"
+             "  disseminate  --trials members (at most N) announce they are up; periods\n"
+             "               until every member heard\n"
+             "\n"
+             "options:\n"
+             "  -n, --nodes N        cluster size (10)\n"
+             "  -s, --seed S         seed (1)\n"
+             "  --loss P             packet loss, 0..1 (0; loss scenario: 0.05)\n"
+             "  --delay-ms D         one-way delay (1)\n"
+             "  --jitter-ms J        extra random delay, 0..J (2)\n"
+             "  --kills K            crash (10)\n"
+             "  --periods P          quiet, loss (1000)\n"
+             "  --pause-ms D         pause (2000)\n"
+             "  --split-ms D         partition (10000)\n"
+             "  --asymmetric         partition: only one direction is cut\n"
+             "  --trials T           disseminate (20)\n"
+             "  --trace ID           print every change any node sees about node ID\n"
+             "                       (-2: print each false death)\n"
+             "  --cold               nodes join through one seed and gossip (default: warm\n"
+             "                       start, every node merges the seed's full state)\n"
+             "  --no-join            crash: restarted nodes join no one; the members that\n"
+             "                       remember them must find them\n"
+             "SWIM settings (defaults: host/swim.c):\n"
+             "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
+             "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n");
 }
 
 static const char *need(int *i, int argc, char **argv) {
@@ -133,39 +137,66 @@ static void parse(int argc, char **argv) {
   swim_default_config(&opt.cfg);
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
-#define OPT(s) (strcmp(a, s) == 0)
+#define OPT(s)      (strcmp(a, s) == 0)
 #define VAL(lo, hi) num(a, need(&i, argc, argv), lo, hi)
     if (OPT("-h") || OPT("--help")) {
       usage(stdout);
       exit(0);
-    } else if (OPT("-n") || OPT("--nodes")) opt.nodes = (int)VAL(1, 100000);
-    else if (OPT("-s") || OPT("--seed")) opt.seed = (uint64_t)VAL(0, 1e15);
-    else if (OPT("--loss")) opt.loss = VAL(0, 1);
-    else if (OPT("--delay-ms")) opt.delay_ms = (uint32_t)VAL(0, 60000);
-    else if (OPT("--jitter-ms")) opt.jitter_ms = (uint32_t)VAL(0, 60000);
-    else if (OPT("--kills")) opt.kills = (int)VAL(1, 1e6);
-    else if (OPT("--periods")) opt.periods = (int)VAL(1, 1e7);
-    else if (OPT("--pause-ms")) opt.pause_ms = (uint32_t)VAL(0, 1e7);
-    else if (OPT("--split-ms")) opt.split_ms = (uint32_t)VAL(0, 1e8);
-    else if (OPT("--asymmetric")) opt.asymmetric = 1;
-    else if (OPT("--trials")) opt.trials = (int)VAL(1, 1e6);
-    else if (OPT("--cold")) opt.cold = 1;
-    else if (OPT("--trace")) opt.trace = (int)VAL(-2, 100000);
-    else if (OPT("--interval")) opt.cfg.probe_interval_ms = (uint32_t)VAL(1, 1e6);
-    else if (OPT("--timeout")) opt.cfg.probe_timeout_ms = (uint32_t)VAL(1, 1e6);
-    else if (OPT("--k")) opt.cfg.indirect_k = (uint32_t)VAL(0, SWIM_MAX_K);
-    else if (OPT("--alpha")) opt.cfg.suspicion_alpha = VAL(0.1, 1000);
-    else if (OPT("--beta")) opt.cfg.suspicion_beta = VAL(1, 1000);
-    else if (OPT("--confirm")) opt.cfg.confirmations_k = (uint32_t)VAL(0, SWIM_MAX_K);
-    else if (OPT("--lambda")) opt.cfg.retransmit_lambda = VAL(0.1, 100);
-    else if (OPT("--max-lhm")) opt.cfg.max_lhm = (uint32_t)VAL(0, 100);
-    else if (OPT("--push-pull")) opt.cfg.push_pull_interval_ms = (uint32_t)VAL(1, 1e8);
-    else if (OPT("--gossip-interval")) opt.cfg.gossip_interval_ms = (uint32_t)VAL(1, 1e6);
-    else if (OPT("--fanout")) opt.cfg.gossip_fanout = (uint32_t)VAL(0, SWIM_MAX_K);
+    } else if (OPT("-n") || OPT("--nodes"))
+      opt.nodes = (int)VAL(1, 100000);
+    else if (OPT("-s") || OPT("--seed"))
+      opt.seed = (uint64_t)VAL(0, 1e15);
+    else if (OPT("--loss"))
+      opt.loss = VAL(0, 1);
+    else if (OPT("--delay-ms"))
+      opt.delay_ms = (uint32_t)VAL(0, 60000);
+    else if (OPT("--jitter-ms"))
+      opt.jitter_ms = (uint32_t)VAL(0, 60000);
+    else if (OPT("--kills"))
+      opt.kills = (int)VAL(1, 1e6);
+    else if (OPT("--periods"))
+      opt.periods = (int)VAL(1, 1e7);
+    else if (OPT("--pause-ms"))
+      opt.pause_ms = (uint32_t)VAL(0, 1e7);
+    else if (OPT("--split-ms"))
+      opt.split_ms = (uint32_t)VAL(0, 1e8);
+    else if (OPT("--asymmetric"))
+      opt.asymmetric = 1;
+    else if (OPT("--trials"))
+      opt.trials = (int)VAL(1, 1e6);
+    else if (OPT("--cold"))
+      opt.cold = 1;
+    else if (OPT("--no-join"))
+      opt.no_join = 1;
+    else if (OPT("--trace"))
+      opt.trace = (int)VAL(-2, 100000);
+    else if (OPT("--interval"))
+      opt.cfg.probe_interval_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--timeout"))
+      opt.cfg.probe_timeout_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--k"))
+      opt.cfg.indirect_k = (uint32_t)VAL(0, SWIM_MAX_K);
+    else if (OPT("--alpha"))
+      opt.cfg.suspicion_alpha = VAL(0.1, 1000);
+    else if (OPT("--beta"))
+      opt.cfg.suspicion_beta = VAL(1, 1000);
+    else if (OPT("--confirm"))
+      opt.cfg.confirmations_k = (uint32_t)VAL(0, SWIM_MAX_K);
+    else if (OPT("--lambda"))
+      opt.cfg.retransmit_lambda = VAL(0.1, 100);
+    else if (OPT("--max-lhm"))
+      opt.cfg.max_lhm = (uint32_t)VAL(0, 100);
+    else if (OPT("--push-pull"))
+      opt.cfg.push_pull_interval_ms = (uint32_t)VAL(1, 1e8);
+    else if (OPT("--gossip-interval"))
+      opt.cfg.gossip_interval_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--fanout"))
+      opt.cfg.gossip_fanout = (uint32_t)VAL(0, SWIM_MAX_K);
     else if (a[0] == '-') {
       fprintf(stderr, "swimsim: unknown option %s (see --help)\n", a);
       exit(2);
-    } else if (opt.scenario == NULL) opt.scenario = a;
+    } else if (opt.scenario == NULL)
+      opt.scenario = a;
     else {
       fprintf(stderr, "swimsim: one scenario at a time ('%s' and '%s')\n", opt.scenario, a);
       exit(2);
@@ -190,7 +221,8 @@ static void fail(const char *fmt, ...) {
   fprintf(stdout, "\nreplay:");
   for (int i = 0; i < g_argc; i++) fprintf(stdout, " %s", g_argv[i]);
   int has_seed = 0;
-  for (int i = 1; i < g_argc; i++) has_seed |= !strcmp(g_argv[i], "-s") || !strcmp(g_argv[i], "--seed");
+  for (int i = 1; i < g_argc; i++)
+    has_seed |= !strcmp(g_argv[i], "-s") || !strcmp(g_argv[i], "--seed");
   if (!has_seed) fprintf(stdout, " --seed %" PRIu64, opt.seed);
   fprintf(stdout, "\n");
   exit(1);
@@ -230,19 +262,20 @@ static uint64_t net_rng;
 static uint64_t ev_seq;
 static event_t *heap;
 static size_t heap_n, heap_cap;
-static int cut;             /* the network is cut between groups */
-static int cut_one_way;     /* only group 0 -> group 1 is cut */
+static int cut;         /* the network is cut between groups */
+static int cut_one_way; /* only group 0 -> group 1 is cut */
 static uint64_t packets_lost;
-static double net_loss; /* opt.loss, once the cluster has started */
+static uint64_t push_pulls; /* exchanges asked for */
+static double net_loss;     /* opt.loss, once the cluster has started */
 
 /* What the scenario watches for, fed by the nodes' `changed` callbacks. */
-static int watch_id = -1;     /* the node whose verdicts are counted */
+static int watch_id = -1; /* the node whose verdicts are counted */
 static uint64_t watch_uid;
-static int watch_dead_count;  /* members that declared it dead */
+static int watch_dead_count; /* members that declared it dead */
 static uint64_t watch_first_dead, watch_last_dead;
-static int watch_up_count;    /* members that saw it up */
+static int watch_up_count; /* members that saw it up */
 static uint64_t watch_last_up;
-static uint64_t false_deaths; /* live members declared dead */
+static uint64_t false_deaths;     /* live members declared dead */
 static uint64_t same_side_deaths; /* ... by a member on the same side of a partition */
 static int deaths_allowed;
 
@@ -327,6 +360,7 @@ static void env_push_pull(void *ctx, const char *addr) {
   node_t *from = ctx;
   int to = node_of(addr);
   if (to < 0) return;
+  push_pulls++;
   /* A TCP exchange: connect, send, reply: two round trips. */
   event_t ev = {.at = now_ms + 4 * delay(), .type = EV_PUSH_PULL, .from = from->id, .to = to};
   push(ev);
@@ -348,15 +382,15 @@ static void check_version(node_t *obs, const swim_member_t *m) {
   obs->seen_version[id] = m->version;
 }
 
-static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event, swim_state_t old_state,
-                        swim_phase_t old_phase) {
+static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event,
+                        swim_state_t old_state, swim_phase_t old_phase) {
   node_t *obs = ctx;
   int id = node_of(m->addr);
   if (id == opt.trace) {
     static const char *const evn[] = {"added", "changed", "removed"};
-    printf("trace %.3f node %d: %d %s %s/%s v%u (was %s/%s) lhm %u\n", (double)now_ms / 1000, obs->id,
-           id, evn[event], swim_state_name(m->state), swim_phase_name(m->phase), m->version,
-           swim_state_name(old_state), swim_phase_name(old_phase), swim_lhm(obs->swim));
+    printf("trace %.3f node %d: %d %s %s/%s v%u (was %s/%s) lhm %u\n", (double)now_ms / 1000,
+           obs->id, id, evn[event], swim_state_name(m->state), swim_phase_name(m->phase),
+           m->version, swim_state_name(old_state), swim_phase_name(old_phase), swim_lhm(obs->swim));
   }
   if (id == obs->id || event == SWIM_REMOVED) return;
   check_version(obs, m);
@@ -367,7 +401,8 @@ static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event, s
       false_deaths++;
       if (obs->group == subject->group) same_side_deaths++;
       if (opt.trace == -2) {
-        printf("false death %.3f: node %d declared node %d dead\n", (double)now_ms / 1000, obs->id, id);
+        printf("false death %.3f: node %d declared node %d dead\n", (double)now_ms / 1000, obs->id,
+               id);
       }
       if (!deaths_allowed) {
         fail("node %d declared node %d dead at %.3f s, but it is alive", obs->id, id,
@@ -523,8 +558,8 @@ static int converged(void) {
         continue;
       }
       const swim_member_t *self = swim_self(nodes[j].swim);
-      if (m == NULL || m->uid != self->uid || m->state != SWIM_ALIVE || m->version != self->version ||
-          m->phase != self->phase) {
+      if (m == NULL || m->uid != self->uid || m->state != SWIM_ALIVE ||
+          m->version != self->version || m->phase != self->phase) {
         return 0;
       }
     }
@@ -655,6 +690,8 @@ static void scenario_crash(void) {
   start_cluster(1);
   uint64_t *all = calloc((size_t)opt.kills, sizeof *all);
   uint64_t *first = calloc((size_t)opt.kills, sizeof *first);
+  uint64_t *rejoin = calloc((size_t)opt.kills, sizeof *rejoin);
+  uint64_t *pulls = calloc((size_t)opt.kills, sizeof *pulls);
   double bound = detection_bound_s();
   uint64_t b0 = total_bytes(), t0 = now_ms;
   for (int k = 0; k < opt.kills; k++) {
@@ -676,30 +713,46 @@ static void scenario_crash(void) {
     }
     all[k] = watch_last_dead - crashed_at;
     first[k] = watch_first_dead - crashed_at;
-    /* Restart it as a new run, joining through a random live member. */
+    /* Restart it as a new run, joining through a random live member, or
+     * (--no-join) through no one: then the members that remember it must
+     * find it. */
     run_until(now_ms + splitmix(&net_rng) % (2 * period_ms()));
     node_start(victim);
     swim_set_phase(victim->swim, now_ms, SWIM_UP);
-    int seed;
-    do seed = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
-    while (seed == victim->id);
-    swim_join(victim->swim, now_ms, nodes[seed].addr);
+    if (!opt.no_join) {
+      int seed;
+      do seed = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
+      while (seed == victim->id);
+      swim_join(victim->swim, now_ms, nodes[seed].addr);
+    }
     watch_id = -1;
+    uint64_t restarted_at = now_ms, pulls0 = push_pulls;
     run_until_converged(200, "after a restart");
+    rejoin[k] = now_ms - restarted_at;
+    pulls[k] = push_pulls - pulls0;
   }
   double per = (double)(total_bytes() - b0) / n_nodes / ((double)(now_ms - t0) / period_ms());
   qsort(all, (size_t)opt.kills, sizeof *all, cmp_u64);
   qsort(first, (size_t)opt.kills, sizeof *first, cmp_u64);
+  qsort(rejoin, (size_t)opt.kills, sizeof *rejoin, cmp_u64);
+  qsort(pulls, (size_t)opt.kills, sizeof *pulls, cmp_u64);
   printf("kills %d\n", opt.kills);
   printf("detect.first.p50.s %.3f\n", (double)quantile(first, (size_t)opt.kills, 0.5) / 1000);
   printf("detect.p50.s %.3f\n", (double)quantile(all, (size_t)opt.kills, 0.5) / 1000);
   printf("detect.p99.s %.3f\n", (double)quantile(all, (size_t)opt.kills, 0.99) / 1000);
   printf("detect.max.s %.3f\n", (double)all[opt.kills - 1] / 1000);
   printf("detect.bound.s %.3f\n", bound);
+  /* Views converged again (to the period): every member sees the new run
+   * up, and it sees every member. */
+  printf("rejoin.p50.s %.3f\n", (double)quantile(rejoin, (size_t)opt.kills, 0.5) / 1000);
+  printf("rejoin.max.s %.3f\n", (double)rejoin[opt.kills - 1] / 1000);
+  printf("rejoin.push.pulls.max %" PRIu64 "\n", pulls[opt.kills - 1]);
   printf("bytes.per.member.period %.1f\n", per);
   printf("deaths.false %" PRIu64 "\n", false_deaths);
   free(all);
   free(first);
+  free(rejoin);
+  free(pulls);
 }
 
 static void scenario_pause(void) {
@@ -778,12 +831,18 @@ int main(int argc, char **argv) {
   g_argv = argv;
   parse(argc, argv);
   printf("scenario %s\nnodes %d\nseed %" PRIu64 "\n", opt.scenario, opt.nodes, opt.seed);
-  if (!strcmp(opt.scenario, "quiet")) scenario_quiet();
-  else if (!strcmp(opt.scenario, "loss")) scenario_loss();
-  else if (!strcmp(opt.scenario, "crash")) scenario_crash();
-  else if (!strcmp(opt.scenario, "pause")) scenario_pause();
-  else if (!strcmp(opt.scenario, "partition")) scenario_partition();
-  else if (!strcmp(opt.scenario, "disseminate")) scenario_disseminate();
+  if (!strcmp(opt.scenario, "quiet"))
+    scenario_quiet();
+  else if (!strcmp(opt.scenario, "loss"))
+    scenario_loss();
+  else if (!strcmp(opt.scenario, "crash"))
+    scenario_crash();
+  else if (!strcmp(opt.scenario, "pause"))
+    scenario_pause();
+  else if (!strcmp(opt.scenario, "partition"))
+    scenario_partition();
+  else if (!strcmp(opt.scenario, "disseminate"))
+    scenario_disseminate();
   else {
     fprintf(stderr, "swimsim: unknown scenario '%s' (see --help)\n", opt.scenario);
     return 2;

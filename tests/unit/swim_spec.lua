@@ -56,6 +56,27 @@ describe("SWIM in the simulator", function()
     assert.is_true(r["detect.max.s"] <= r["detect.bound.s"])
   end))
 
+  it("finds a crashed node that restarts at its address without joining anyone, within seconds",
+    async(function()
+      -- The members still remember it as dead: they call on it, and its new
+      -- run answers. The simulator fails the run if views do not converge.
+      seeds(3, function(seed)
+        for _, n in ipairs { 5, 10 } do
+          local r = passes(("-n %d --kills 10 --no-join crash -s %d"):format(n, seed))
+          assert.is_true(r["rejoin.max.s"] <= 3, ("n = %d: rejoined after %s s"):format(n, r["rejoin.max.s"]))
+          assert.equal(0, r["deaths.false"])
+        end
+      end)
+      -- In a larger cluster, a handful of members exchange states with the
+      -- new run, not every one that hears of it (the periodic push-pull is
+      -- left out of the count).
+      for _, join in ipairs { "--no-join", "" } do
+        local r = passes(("-n 200 --kills 3 --push-pull 100000000 %s crash"):format(join))
+        assert.is_true(r["rejoin.max.s"] <= 3, join .. ": rejoined after " .. r["rejoin.max.s"] .. " s")
+        assert.is_true(r["rejoin.push.pulls.max"] <= 5, join .. ": " .. r["rejoin.push.pulls.max"])
+      end
+    end))
+
   it("does not declare a node paused for 2 s dead", async(function()
     seeds(40, function(seed)
       for _, n in ipairs { 5, 10 } do

@@ -51,6 +51,20 @@ function Keeper.distributed:leave() return atoll.membership.leave() end
 function Keeper.distributed:down(address) return atoll.membership.down(address) end
 function Keeper.distributed:majority() return atoll.membership.has_majority() end
 function Keeper.distributed:stats() return atoll.membership.stats() end
+-- Marks a member down by hand and, before it can refute, calls it by name
+-- and with the membership's own state exchange: ok, error kind, message for each.
+function Keeper.distributed:down_then_call(address)
+  assert(atoll.membership.down(address), "not a live member")
+  local function try(f, ...)
+    local ok, err = pcall(f, ...)
+    if ok then return true, nil, nil end
+    return false, atoll.errors.kind(err) or "?", tostring(err)
+  end
+  local by_name = { try(function() return atoll.remote(address, "keeper"):majority() end) }
+  local exchange = { try(require("atoll.cluster").call_system, address, "atoll.node", "exchange", 5,
+    require("atoll.swim").state()) }
+  return by_name[1], by_name[2], by_name[3], exchange[1], exchange[2], exchange[3]
+end
 -- Sends raw bytes to a member's membership port, sealed or not.
 function Keeper.distributed:send_raw(address, bytes, seal)
   return require("atoll.swim").send_raw(address, bytes, seal)
