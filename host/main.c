@@ -76,8 +76,8 @@ static const char usage_run[] =
     "  --cluster NAME        the cluster's name; nodes of other clusters are refused\n"
     "                        (default: atoll)\n"
     "  --secret SECRET       the shared cluster secret (ps shows it: prefer the two below)\n"
-    "  --secret-file FILE    read the secret from FILE\n"
-    "                        (else ATOLL_SECRET, else ~/.atoll/secret, made on first use)\n"
+    "  --secret-file FILE    read the secret from FILE. A flag wins over ATOLL_SECRET,\n"
+    "                        which wins over ~/.atoll/secret (made on first use)\n"
     "  --max-frame BYTES     the largest frame a link accepts (default: 16777216)\n"
     "  --max-queue BYTES     the most a link may hold unsent before new calls fail\n"
     "                        with `overloaded` (default: 67108864)\n"
@@ -138,7 +138,8 @@ static const char usage_call[] =
     "  --timeout SECONDS     how long to wait for the answer (default: 5)\n"
     "  --cluster NAME        the cluster's name (default: atoll)\n"
     "  --secret SECRET, --secret-file FILE\n"
-    "                        the cluster secret (else ATOLL_SECRET, else ~/.atoll/secret)\n"
+    "                        the cluster secret (a flag wins over ATOLL_SECRET, which\n"
+    "                        wins over ~/.atoll/secret)\n"
     "  --log-level LEVEL     debug, info, warn, error or off (default: warn)\n"
     "  -h, --help            show this help\n";
 

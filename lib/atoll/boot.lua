@@ -40,13 +40,13 @@ local function read_file(path)
   return s
 end
 
--- The cluster secret: --secret, then ATOLL_SECRET, then --secret-file, then
+-- The cluster secret: --secret, then --secret-file, then ATOLL_SECRET, then
 -- ~/.atoll/secret, which is made (random, mode 0600) the first time, so that
--- nodes of one user on one machine share a secret with no set-up.
+-- nodes of one user on one machine share a secret with no set-up. A flag
+-- beats the environment, as in most tools: the environment is set once for
+-- a shell, the flag for this command.
 local function cluster_secret(opts)
   if opts.secret and opts.secret ~= "" then return opts.secret end
-  local env = os.getenv("ATOLL_SECRET")
-  if env and env ~= "" then return env end
   local path = opts.secret_file
   if path then
     local s, err = read_file(path)
@@ -55,6 +55,8 @@ local function cluster_secret(opts)
     if s == "" then return nil, "the secret file " .. path .. " is empty" end
     return s
   end
+  local env = os.getenv("ATOLL_SECRET")
+  if env and env ~= "" then return env end
   local home = os.getenv("HOME")
   if not home or home == "" then return nil, "no secret: use --secret or ATOLL_SECRET" end
   path = home .. "/.atoll/secret"
@@ -77,73 +79,18 @@ local function cluster_options(opts, secret)
   return {
     listen = opts.listen, advertise = opts.advertise, secret = secret,
     cluster = opts.cluster or "atoll", name = opts.name or "atoll",
-    max_frame = opts.max_frame and tonumber(opts.max_frame),
-    max_queue = opts.max_queue and tonumber(opts.max_queue),
+    max_frame = opts.max_frame, max_queue = opts.max_queue,
   }
 end
 
-local function split_list(s)
-  local out = {}
-  for item in (s or ""):gmatch("[^,%s]+") do out[#out + 1] = item end
-  return out
-end
-
--- --membership KEY=VALUE,... -> settings | nil, message
-local function membership_settings(spec)
-  local swim = require "atoll.swim"
-  local known = swim.config()
-  local cfg = {}
-  for item in spec:gmatch("[^,]+") do
-    local k, v = item:match("^%s*([%w_]+)%s*=%s*(%S+)%s*$")
-    if k == nil or tonumber(v) == nil then
-      return nil, "--membership wants KEY=NUMBER pairs, got '" .. item .. "'"
-    end
-    if known[k] == nil then
-      local keys = {}
-      for name in pairs(known) do keys[#keys + 1] = name end
-      table.sort(keys)
-      return nil, "unknown membership setting '" .. k .. "' (known: " .. table.concat(keys, ", ") .. ")"
-    end
-    cfg[k] = tonumber(v)
-  end
-  local ok, err = pcall(swim.config, cfg)
-  if not ok then return nil, "--membership: " .. tostring(err):gsub("^.-: ", "") end
-  return cfg
-end
-
--- Checks the membership flags before anything starts: nil, or an exit code.
+-- Checks that the membership flags come with --listen: nil, or an exit code.
 local function check_membership_flags(opts)
-  local cluster = require "atoll.cluster"
-  local discovery = require "atoll.discovery"
   if not opts.listen and (opts.join or opts.discovery or opts.membership) then
     say("--join, --discovery and --membership need --listen (a member must be reachable)")
     return EXIT_USAGE
   end
-  if opts.membership then
-    local cfg, err = membership_settings(opts.membership)
-    if cfg == nil then
-      say(err)
-      return EXIT_USAGE
-    end
-    opts.membership_config = cfg
-  end
-  opts.seeds = split_list(opts.join)
-  for _, a in ipairs(opts.seeds) do
-    local h, err = cluster.split_address(a, "--join")
-    if h == nil then
-      say(err)
-      return EXIT_USAGE
-    end
-  end
-  opts.discover = {}
-  for _, spec in ipairs(split_list(opts.discovery)) do
-    local d, err = discovery.parse(spec, nil)
-    if d == nil then
-      say(err)
-      return EXIT_USAGE
-    end
-    opts.discover[#opts.discover + 1] = d
-  end
+  opts.seeds = opts.join or {}
+  opts.discover = opts.discovery or {}
   return nil
 end
 
@@ -159,7 +106,7 @@ local function start_membership(opts, secret, port)
   local ok, err = membership.start {
     bind_host = (cluster.split_address(opts.listen, "--listen")), port = port,
     address = n.address, name = n.name, incarnation = n.incarnation,
-    cluster = opts.cluster or "atoll", secret = secret, config = opts.membership_config,
+    cluster = opts.cluster or "atoll", secret = secret, config = opts.membership,
     seeds = opts.seeds, wait_for_seeds = #opts.discover > 0,
   }
   if not ok then
@@ -180,12 +127,6 @@ local function start_listening(opts)
     return EXIT_USAGE
   end
   local cluster = require "atoll.cluster"
-  for _, k in ipairs { "max_frame", "max_queue" } do
-    if opts[k] and not (tonumber(opts[k]) and tonumber(opts[k]) >= 64) then
-      say(("--%s needs a number of bytes (at least 64), got %s"):format(k:gsub("_", "-"), opts[k]))
-      return EXIT_USAGE
-    end
-  end
   local ok, address, port = pcall(cluster.start, cluster_options(opts, secret))
   if not ok or address == nil then
     say(tostring(ok and port or address))
@@ -251,20 +192,9 @@ end
 -- --watchdog and --max-heap: nil, or an exit code.
 local function start_watchdog(opts)
   local watchdog = require "atoll.watchdog"
-  local cfg, err = watchdog.parse(opts.watchdog or "")
-  if cfg == nil then
-    say(err)
-    return EXIT_USAGE
-  end
-  if opts.max_heap then
-    cfg.max_heap, err = watchdog.parse_size(opts.max_heap, "--max-heap")
-    if cfg.max_heap == nil then
-      say(err)
-      return EXIT_USAGE
-    end
-  end
-  local ok
-  ok, err = watchdog.start(cfg)
+  local cfg = opts.watchdog or assert(watchdog.parse(""))
+  cfg.max_heap = opts.max_heap
+  local ok, err = watchdog.start(cfg)
   if not ok then
     say(err)
     return EXIT_APP
@@ -292,6 +222,14 @@ local function run_node(opts)
   elseif opts.advertise or opts.port_file then
     say("--advertise and --port-file need --listen")
     return EXIT_USAGE
+  else
+    -- Not a member, but it may still call other nodes: as a client, once
+    -- it first does.
+    require("atoll.cluster").on_demand(function()
+      local secret, err = cluster_secret(opts)
+      if secret == nil then return nil, err end
+      return cluster_options(opts, secret)
+    end)
   end
 
   host.watch_signals()
@@ -308,10 +246,7 @@ local function run_node(opts)
   end
   if opts.http then
     local http = require "atoll.http"
-    for _, spec in ipairs(split_list(opts.http_static)) do
-      local prefix, dir = spec:match("^(/[^=]*)=(.+)$")
-      http.static(prefix or "/", dir or spec)
-    end
+    for _, pd in ipairs(opts.http_static or {}) do http.static(pd[1], pd[2]) end
     local server, err = http.listen(opts.http)
     if not server then
       say(err)
@@ -381,7 +316,7 @@ local function with_node(opts, body)
   host.name(opts.name or "atoll-cli")
   cluster.client(cluster_options(opts, secret))
   local code = EXIT_APP
-  local timeout = tonumber(opts.timeout) or 5
+  local timeout = opts.timeout or 5
   runtime.start_root(function()
     local ok, err = cluster.connect(opts.node, timeout)
     if not ok then
@@ -528,11 +463,7 @@ end
 local function run_journal(opts)
   local json = require "atoll.json"
   local persistence = require "atoll.persistence"
-  local from, limit = tonumber(opts.from or 0), tonumber(opts.limit or math.huge)
-  if from == nil or from < 0 or limit == nil or limit < 0 then
-    say("--from and --limit take whole numbers")
-    return EXIT_USAGE
-  end
+  local from, limit = opts.from or 0, opts.limit or math.huge
   persistence.configure { journal = opts.journal, data_dir = opts.data_dir }
   if (opts.journal == nil or opts.journal == "sqlite") then
     local path = persistence.default_path(opts.data_dir)
@@ -604,6 +535,11 @@ local function run_clusterd(opts)
 end
 
 function M.main(opts)
+  local problem = require("atoll.cli.flags").check(opts)
+  if problem then
+    say(problem)
+    return EXIT_USAGE
+  end
   if opts.command == "run" then return run_node(opts) end
   if opts.command == "lua" then return run_lua(opts) end
   if opts.command == "call" or opts.command == "reload" then return run_client(opts) end

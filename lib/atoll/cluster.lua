@@ -471,6 +471,45 @@ function M.started()
   return started
 end
 
+-- What a node that does not listen does when it first calls another node:
+-- nothing (an `unreachable` error that says what to do), or, after
+-- on_demand(fn), start as a client with the options fn() returns.
+local NOT_STARTED = "this node has no cluster transport: start it with --listen HOST:PORT "
+  .. "(or, in a script, atoll.cluster.client{ secret = ... }) to reach other nodes"
+local start_on_demand = nil
+
+-- ensure_started() -> true | nil, error (kind unreachable)
+local function ensure_started()
+  if started then return true end
+  if start_on_demand == nil then return nil, unreachable("%s", NOT_STARTED) end
+  local opts, err = start_on_demand()
+  if opts == nil then return nil, unreachable("%s", err) end
+  setup(opts)
+  log("info", "this node does not listen: it reaches other nodes as a client, and they cannot "
+    .. "call its actors (--listen makes it a member)")
+  return true
+end
+
+-- on_demand(fn): `atoll run` without --listen; fn() -> client options | nil,
+-- message. The runtime's remote calls and sends start the client first.
+function M.on_demand(fn)
+  start_on_demand = fn
+  if started then return end
+  runtime.remote = {
+    call = function(ref, method, payload, rid)
+      local ok, err = ensure_started()
+      if not ok then return nil, err end
+      return remote.call(ref, method, payload, rid)
+    end,
+    send = function(ref, method, payload)
+      local ok, err = ensure_started()
+      if not ok then error(err, 3) end
+      return remote.send(ref, method, payload)
+    end,
+    reply = function() end, -- no link, so no call from another node to answer
+  }
+end
+
 function M.listening()
   return listening
 end
@@ -478,7 +517,8 @@ end
 -- connect(address [, seconds]) -> true | nil, error: waits until a link to
 -- the node at address is up.
 function M.connect(address, seconds)
-  if not started then error("the cluster transport is not started", 2) end
+  local ok0, err0 = ensure_started()
+  if not ok0 then error(err0, 2) end
   local p = peer_for(address)
   if p.link and p.link:state() == "up" then return true end
   if p.link == nil and not p.wait_timer then
@@ -546,7 +586,8 @@ end
 -- Both call_name and call_system; their callers' errors are raised at
 -- level 2, which a tail call from either leaves pointing at their caller.
 local function call_named(any_status, address, name, method, seconds, ...)
-  if not started then error("the cluster transport is not started", 2) end
+  local ok0, err0 = ensure_started()
+  if not ok0 then error(err0, 2) end
   local payload, err = codec.pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
   runtime.suspendable("a remote call", 2)
@@ -572,6 +613,8 @@ function M.call_system(address, name, method, seconds, ...)
 end
 
 function M.send_name(address, name, method, ...)
+  local ok0, err0 = ensure_started()
+  if not ok0 then error(err0, 2) end
   local payload, err = codec.pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
   local ok, rerr = route(address, { kind = SEND_NAME, name = name, method = method, payload = payload })

@@ -1152,7 +1152,8 @@ function call(ref, method, timeout, ...)
       error(rerr, 2)
     end
   else
-    error(new_error("unreachable", "no route to " .. tostring(ref) .. " (this node has no transport)"), 2)
+    error(new_error("unreachable", "no route to " .. tostring(ref) .. ": this node has no cluster "
+      .. "transport (start it with --listen HOST:PORT)"), 2)
   end
   return await_reply()
 end
@@ -1192,7 +1193,8 @@ function M.send(ref, method, ...)
   elseif M.remote then
     return M.remote.send(ref, method, payload)
   end
-  error(new_error("unreachable", "no route to " .. tostring(ref) .. " (this node has no transport)"), 2)
+  error(new_error("unreachable", "no route to " .. tostring(ref) .. ": this node has no cluster "
+    .. "transport (start it with --listen HOST:PORT)"), 2)
 end
 
 ---------------------------------------------------------------------------
