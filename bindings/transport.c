@@ -6,7 +6,7 @@
 #include "../host/transport.h"
 #include "bindings.h"
 
-#define LINK_MT "atoll.link"
+#define LINK_MT      "atoll.link"
 #define TRANSPORT(L) ((transport_t *)lua_touserdata((L), lua_upvalueindex(1)))
 
 static link_t *check_link(lua_State *L, int idx) {
@@ -324,16 +324,29 @@ static int l_stop_listening(lua_State *L) {
 }
 
 static const luaL_Reg link_methods[] = {
-    {"call", l_call},   {"send", l_send},   {"reply", l_reply}, {"call_name", l_call_name},
-    {"send_name", l_send_name}, {"write_raw", l_write_raw},
-    {"write_sealed", l_write_sealed}, {"close", l_close}, {"state", l_state},
-    {"queued", l_queued}, {"info", l_info}, {NULL, NULL},
+    {"call", l_call},
+    {"send", l_send},
+    {"reply", l_reply},
+    {"call_name", l_call_name},
+    {"send_name", l_send_name},
+    {"write_raw", l_write_raw},
+    {"write_sealed", l_write_sealed},
+    {"close", l_close},
+    {"state", l_state},
+    {"queued", l_queued},
+    {"info", l_info},
+    {NULL, NULL},
 };
 
 static const luaL_Reg fns[] = {
-    {"configure", l_configure}, {"set_handlers", l_set_handlers}, {"inbox", l_inbox},
-    {"listen", l_listen}, {"dial", l_dial}, {"stats", l_stats},
-    {"stop_listening", l_stop_listening}, {NULL, NULL},
+    {"configure", l_configure},
+    {"set_handlers", l_set_handlers},
+    {"inbox", l_inbox},
+    {"listen", l_listen},
+    {"dial", l_dial},
+    {"stats", l_stats},
+    {"stop_listening", l_stop_listening},
+    {NULL, NULL},
 };
 
 int luaopen_atoll_transport(lua_State *L) {

@@ -6,11 +6,11 @@
 
 #include "buf.h"
 
-#define HS_VERSION    1
-#define HS_NONCE      32
-#define HS_MAC        32
-#define HS_KEY        32
-#define HS_MAX_TEXT   256
+#define HS_VERSION  1
+#define HS_NONCE    32
+#define HS_MAC      32
+#define HS_KEY      32
+#define HS_MAX_TEXT 256
 
 /* The four steps, dialer (D) and acceptor (A):
  *   D -> A  hello      version, cluster, D's name/address/incarnation, D's nonce

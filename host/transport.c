@@ -1,4 +1,5 @@
-/* TCP links between nodes: handshake, framing, batching into Lua, write coalescing, bounded queues. */
+/* TCP links between nodes: handshake, framing, batching into Lua, write coalescing, bounded queues.
+ */
 #include "transport.h"
 
 #include <lauxlib.h>
@@ -21,10 +22,14 @@ enum { HS_WAIT_HELLO = 1, HS_WAIT_CHALLENGE, HS_WAIT_PROOF, HS_WAIT_WELCOME };
 
 const char *link_state_name(link_state_t s) {
   switch (s) {
-    case LINK_CONNECTING: return "connecting";
-    case LINK_HANDSHAKE: return "handshake";
-    case LINK_UP: return "up";
-    default: return "closed";
+    case LINK_CONNECTING:
+      return "connecting";
+    case LINK_HANDSHAKE:
+      return "handshake";
+    case LINK_UP:
+      return "up";
+    default:
+      return "closed";
   }
 }
 
@@ -237,8 +242,8 @@ int link_call(link_t *l, double rid, double inc, double id, const char *method, 
               const char *payload, size_t plen) {
   int rc = room(l, plen + mlen + 40);
   if (rc) return rc;
-  return queued(l, frame_write_call(&l->out, &l->send_seal, rid, inc, id, method, mlen, payload,
-                                    plen));
+  return queued(
+      l, frame_write_call(&l->out, &l->send_seal, rid, inc, id, method, mlen, payload, plen));
 }
 
 int link_send(link_t *l, double inc, double id, const char *method, size_t mlen,
@@ -266,8 +271,8 @@ int link_send_name(link_t *l, const char *name, size_t nlen, const char *method,
                    const char *payload, size_t plen) {
   int rc = room(l, plen + nlen + mlen + 16);
   if (rc) return rc;
-  return queued(l, frame_write_send_name(&l->out, &l->send_seal, name, nlen, method, mlen, payload,
-                                         plen));
+  return queued(
+      l, frame_write_send_name(&l->out, &l->send_seal, name, nlen, method, mlen, payload, plen));
 }
 
 int link_write_raw(link_t *l, const char *bytes, size_t len) {
@@ -335,8 +340,8 @@ static void refuse(link_t *l, log_level_t level, const char *reason) {
   snprintf(m.reason, sizeof m.reason, "%s", reason);
   hs_send(l, &m);
   l->t->refused++;
-  log_write(level, "link", "refused %s %s: %s", l->dialer ? "the connection to" : "a connection from",
-            peer_label(l), reason);
+  log_write(level, "link", "refused %s %s: %s",
+            l->dialer ? "the connection to" : "a connection from", peer_label(l), reason);
   link_close(l, reason);
 }
 
@@ -414,8 +419,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
     char why[300];
     snprintf(why, sizeof why, "refused by the peer: %s", m.reason);
     int quiet = strcmp(m.reason, "duplicate") == 0;
-    log_write(quiet ? LOG_DEBUG : LOG_WARN, "link", "%s refused the connection: %s",
-              peer_label(l), m.reason);
+    log_write(quiet ? LOG_DEBUG : LOG_WARN, "link", "%s refused the connection: %s", peer_label(l),
+              m.reason);
     link_close(l, quiet ? "duplicate" : why);
     return;
   }
@@ -427,8 +432,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_HELLO) break;
       l->hello = m;
       if (m.version != HS_VERSION) {
-        snprintf(reason, sizeof reason, "protocol version %u, but this node speaks %u",
-                 m.version, HS_VERSION);
+        snprintf(reason, sizeof reason, "protocol version %u, but this node speaks %u", m.version,
+                 HS_VERSION);
         refuse(l, LOG_WARN, reason);
         return;
       }
@@ -456,7 +461,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
         refuse(l, LOG_WARN, "the peer answered with another protocol version or cluster");
         return;
       }
-      if (m.incarnation == t->incarnation || sodium_memcmp(m.nonce, l->hello.nonce, HS_NONCE) == 0) {
+      if (m.incarnation == t->incarnation ||
+          sodium_memcmp(m.nonce, l->hello.nonce, HS_NONCE) == 0) {
         /* A challenge this node's own listener made, reflected back. */
         refuse(l, LOG_WARN, "the peer answered with this node's own identity");
         return;
@@ -502,7 +508,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_WELCOME) break;
       went_up(l);
       return;
-    default: break;
+    default:
+      break;
   }
   close_logged(l, LOG_WARN, "handshake failed: unexpected message (type %s)",
                m.type == HS_HELLO       ? "hello"
@@ -662,8 +669,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (nread == 0 || l->state == LINK_CLOSED) return;
   if (nread < 0) {
     /* Ordinary ends are the cluster module's to report, with the peer's name. */
-    if (nread == UV_EOF) close_logged(l, LOG_DEBUG, "%s", "connection closed by the peer");
-    else close_logged(l, LOG_DEBUG, "connection lost: %s", uv_strerror((int)nread));
+    if (nread == UV_EOF)
+      close_logged(l, LOG_DEBUG, "%s", "connection closed by the peer");
+    else
+      close_logged(l, LOG_DEBUG, "connection lost: %s", uv_strerror((int)nread));
     return;
   }
   l->in.len += (size_t)nread;

@@ -13,9 +13,9 @@
 #define TRANSPORT_DEFAULT_MAX_QUEUE ((size_t)64 << 20)
 #define TRANSPORT_HANDSHAKE_MS      5000
 #define TRANSPORT_READ_CHUNK        65536
-#define TRANSPORT_MAX_HANDSHAKES    256 /* connections not yet authenticated, at once */
-#define TRANSPORT_FLUSH_FRAMES      32   /* within a turn, write after this many frames, */
-#define TRANSPORT_FLUSH_FRAMES_MAX  4096 /* doubling up to this many, */
+#define TRANSPORT_MAX_HANDSHAKES    256          /* connections not yet authenticated, at once */
+#define TRANSPORT_FLUSH_FRAMES      32           /* within a turn, write after this many frames, */
+#define TRANSPORT_FLUSH_FRAMES_MAX  4096         /* doubling up to this many, */
 #define TRANSPORT_FLUSH_BYTES       (256 * 1024) /* or this many bytes */
 
 typedef enum {
@@ -38,15 +38,15 @@ struct link_s {
   int open_handles;
   int dialer; /* this node dialed */
   link_state_t state;
-  int hs_step;     /* the handshake message the link waits for */
+  int hs_step;                       /* the handshake message the link waits for */
   frame_seal_t send_seal, recv_seal; /* set when the link goes up */
-  int handshaking; /* counted in t->handshaking */
+  int handshaking;                   /* counted in t->handshaking */
   int was_up;
-  hs_msg_t hello;     /* the dialer's hello */
-  hs_msg_t challenge; /* the acceptor's challenge */
+  hs_msg_t hello;           /* the dialer's hello */
+  hs_msg_t challenge;       /* the acceptor's challenge */
   char target[HS_MAX_TEXT]; /* what was dialed, or the peer's socket address */
   buf_t in;
-  size_t in_off; /* bytes of `in` already parsed */
+  size_t in_off;  /* bytes of `in` already parsed */
   buf_t out;      /* frames queued, not yet handed to the socket */
   buf_t inflight; /* frames a uv_write owns */
   uv_write_t wreq;
