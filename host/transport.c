@@ -877,7 +877,7 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       }
       hs_mac(t->key, 'A', &l->hello, &l->challenge, mac);
       if (!hs_mac_equal(mac, m.mac)) {
-        refuse(l, LOG_WARN, "authentication failed: the peer does not know the cluster secret");
+        refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
         return;
       }
       {
@@ -895,7 +895,7 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_PROOF) break;
       hs_mac(t->key, 'D', &l->hello, &l->challenge, mac);
       if (!hs_mac_equal(mac, m.mac)) {
-        refuse(l, LOG_WARN, "authentication failed: the peer does not know the cluster secret");
+        refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
         return;
       }
       if (!decide(l, reason, sizeof reason)) {
