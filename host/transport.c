@@ -172,10 +172,11 @@ static link_t *link_new(transport_t *t, int dialer) {
  *   a hello first. One source cannot push out another's connections while
  *   it holds more than they do.
  * - Nothing is judged before it could be read: a connection is never shed
- *   in the turn it was accepted (its first bytes are read in the next
- *   poll), and the limits and deadlines are enforced after the turn's poll
- *   (a check handle), so a busy node does not blame a peer whose hello has
- *   been waiting in the socket. The table may thus exceed its bound by one
+ *   before a poll has run since it was accepted (its first bytes are read
+ *   there), the limits are enforced after the poll that accepted it (a
+ *   check handle) and again from then on, and a deadline is enforced one
+ *   poll late, so a busy node does not blame a peer whose hello has been
+ *   waiting in the socket. The table may thus exceed its bound by one
  *   turn's accepts (the listen backlog).
  * - Newcomers are never refused. Shed connections are reset (RST: no
  *   TIME_WAIT here) and counted; each is logged at debug level, with one
@@ -446,15 +447,11 @@ static link_t *oldest(transport_t *t, adm_entry_t *e, adm_source_t *src, int *st
   return NULL;
 }
 
-/* Closes the connections past their deadline, then sheds what is over the
- * limits (see above). Runs after a turn's input was read. */
+/* Sheds what is over the limits (see above); never a connection accepted
+ * since the last poll, which has not been read yet. */
 static void prune(transport_t *t) {
   uint64_t now = uv_now(&t->host->loop), due = UINT64_MAX;
   int fresh = 0;
-  for (link_t *l = t->adm_head, *next; l; l = next) {
-    next = l->adm_next;
-    if (l->overdue) shed(l, SHED_TIMED_OUT);
-  }
   if (t->admitted > TRANSPORT_HANDSHAKES_PER_IP) {
     size_t n = (size_t)t->admitted, nsrc = 0;
     adm_entry_t *e = malloc(n * sizeof *e);
@@ -509,7 +506,7 @@ static void prune_cb(uv_check_t *check) {
 }
 
 static void prune_timer_cb(uv_timer_t *timer) {
-  schedule_prune(timer->data);
+  prune(timer->data);
 }
 
 /* Runs the pruner after this turn's input is read. */
@@ -929,9 +926,14 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
 static void handshake_timeout(uv_timer_t *timer) {
   link_t *l = timer->data;
   if (l->admitted) {
-    /* Closed after this turn's input is read: its message may be waiting. */
-    l->overdue = 1;
-    schedule_prune(l->t);
+    /* One poll late: a node that was busy reads what is waiting in the
+     * socket (the message may be there) before it gives up on the peer. */
+    if (!l->overdue) {
+      l->overdue = 1;
+      uv_timer_start(&l->timer, handshake_timeout, 1, 0);
+    } else {
+      shed(l, SHED_TIMED_OUT);
+    }
     return;
   }
   if (l->state == LINK_CONNECTING || l->state == LINK_HANDSHAKE) {

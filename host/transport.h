@@ -54,7 +54,7 @@ struct link_s {
   uint64_t accepted_at;     /* loop time, ms */
   uint64_t stage_at;        /* when it began to wait for its hello, or its proof */
   unsigned accepted_turn;   /* the loop turn it was accepted in */
-  int overdue;              /* its deadline passed: closed once this turn's input is read */
+  int overdue;              /* its deadline passed: closed after one more poll */
   int was_up;
   hs_msg_t hello;           /* the dialer's hello */
   hs_msg_t challenge;       /* the acceptor's challenge */
