@@ -173,8 +173,8 @@ static link_t *link_new(transport_t *t, int dialer) {
  *   it holds more than they do.
  * - Nothing is judged before it could be read: a connection is never shed
  *   before a poll has run since it was accepted (its first bytes are read
- *   there), the limits are enforced after the poll that accepted it (a
- *   check handle) and again from then on, and a deadline is enforced one
+ *   there), the limits are checked after each poll that accepted some (a
+ *   check handle) and when a grace ends, and a deadline is enforced one
  *   poll late, so a busy node does not blame a peer whose hello has been
  *   waiting in the socket. The table may thus exceed its bound by one
  *   turn's accepts (the listen backlog).
@@ -393,7 +393,7 @@ typedef struct {
 typedef struct {
   size_t start, end; /* its entries, oldest first */
   int live[2];       /* not shed yet, per stage: waiting for the hello, for the proof */
-  size_t next[2];    /* where its oldest candidate per stage may be (table_full) */
+  size_t next[2];    /* per stage, where its oldest live connection may be */
 } adm_source_t;
 
 static const int stage_step[2] = {HS_WAIT_HELLO, HS_WAIT_PROOF};
@@ -407,7 +407,7 @@ static int by_source(const void *a, const void *b) {
 
 /* An address over its limit in a stage sheds its oldest connections in that
  * stage that have been in it for the grace; *due learns when the next one
- * will have, *fresh whether some were accepted this turn. */
+ * will have, *fresh whether some have not been read yet. */
 static void by_address(transport_t *t, adm_entry_t *e, adm_source_t *src, int stage, uint64_t now,
                        uint64_t *due, int *fresh) {
   for (size_t i = src->start; i < src->end && src->live[stage] > TRANSPORT_HANDSHAKES_PER_IP; i++) {
@@ -428,9 +428,9 @@ static void by_address(transport_t *t, adm_entry_t *e, adm_source_t *src, int st
 }
 
 /* The address's oldest connection still without a hello, or if it has
- * none, its oldest waiting for the proof; NULL if that one was accepted this
- * turn (it is judged next turn: a flood's newest connections do not push out
- * one that sent its hello). */
+ * none, its oldest waiting for the proof; NULL if that one has not been read
+ * yet (it is judged after the next poll: a flood's newest connections do
+ * not push out one that sent its hello). */
 static link_t *oldest(transport_t *t, adm_entry_t *e, adm_source_t *src, int *stage_out) {
   for (int stage = 0; stage < 2; stage++) {
     for (size_t i = src->next[stage]; i < src->end; i++) {
@@ -488,7 +488,7 @@ static void prune(transport_t *t) {
       int stage;
       link_t *l = oldest(t, e, &src[most], &stage);
       if (l == NULL) {
-        fresh = 1; /* all accepted this turn: next turn */
+        fresh = 1; /* not read yet: after the next poll */
         break;
       }
       shed(l, SHED_TABLE_FULL);
