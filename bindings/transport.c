@@ -6,7 +6,7 @@
 #include "../host/transport.h"
 #include "bindings.h"
 
-#define LINK_MT "atoll.link"
+#define LINK_MT      "atoll.link"
 #define TRANSPORT(L) ((transport_t *)lua_touserdata((L), lua_upvalueindex(1)))
 
 static link_t *check_link(lua_State *L, int idx) {
@@ -214,7 +214,8 @@ static double opt_number(lua_State *L, const char *field, double def) {
 }
 
 /* configure{ cluster, secret, name, address, incarnation, max_frame, max_queue,
- *            max_depth, handshake_timeout } */
+ *            max_depth, handshake_timeout, report_interval }
+ * report_interval: seconds between summaries of shed unauthenticated connections */
 static int l_configure(lua_State *L) {
   transport_t *t = TRANSPORT(L);
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -234,6 +235,7 @@ static int l_configure(lua_State *L) {
   t->max_queue = (size_t)opt_number(L, "max_queue", (double)t->max_queue);
   t->max_depth = (unsigned)opt_number(L, "max_depth", t->max_depth);
   t->handshake_ms = (uint64_t)(opt_number(L, "handshake_timeout", t->handshake_ms / 1000.0) * 1000);
+  t->report_ms = (uint64_t)(opt_number(L, "report_interval", t->report_ms / 1000.0) * 1000);
   if (t->max_frame < 64 || t->max_frame > ((size_t)1 << 30)) {
     luaL_error(L, "configure: max_frame must be 64 bytes to 1 GiB");
   }
@@ -242,6 +244,7 @@ static int l_configure(lua_State *L) {
   }
   if (t->max_depth < 1 || t->max_depth > 256) luaL_error(L, "configure: max_depth must be 1..256");
   if (t->handshake_ms < 100) luaL_error(L, "configure: handshake_timeout must be 0.1 s or more");
+  if (t->report_ms < 100) luaL_error(L, "configure: report_interval must be 0.1 s or more");
   return 0;
 }
 
@@ -303,14 +306,29 @@ static int l_dial(lua_State *L) {
   return 1;
 }
 
-/* stats() -> { refused, dropped_frames } */
+/* stats() -> { refused, evicted, timed_out, not_accepted, dropped_frames, unauthenticated,
+ *             max_unauthenticated }:
+ * handshakes refused; unauthenticated connections shed to make room, or past
+ * their deadline; connections the listener could not take; frames that
+ * closed a link; accepted connections in the handshake now, and at most */
 static int l_stats(lua_State *L) {
-  transport_t *t = TRANSPORT(L);
-  lua_createtable(L, 0, 2);
-  lua_pushnumber(L, t->refused);
+  transport_stats_t st;
+  transport_stats(TRANSPORT(L), &st);
+  lua_createtable(L, 0, 7);
+  lua_pushnumber(L, st.refused);
   lua_setfield(L, -2, "refused");
-  lua_pushnumber(L, t->dropped_frames);
+  lua_pushnumber(L, st.evicted);
+  lua_setfield(L, -2, "evicted");
+  lua_pushnumber(L, st.timed_out);
+  lua_setfield(L, -2, "timed_out");
+  lua_pushnumber(L, st.not_accepted);
+  lua_setfield(L, -2, "not_accepted");
+  lua_pushnumber(L, st.dropped_frames);
   lua_setfield(L, -2, "dropped_frames");
+  lua_pushinteger(L, st.unauthenticated);
+  lua_setfield(L, -2, "unauthenticated");
+  lua_pushinteger(L, st.max_unauthenticated);
+  lua_setfield(L, -2, "max_unauthenticated");
   return 1;
 }
 
@@ -324,16 +342,29 @@ static int l_stop_listening(lua_State *L) {
 }
 
 static const luaL_Reg link_methods[] = {
-    {"call", l_call},   {"send", l_send},   {"reply", l_reply}, {"call_name", l_call_name},
-    {"send_name", l_send_name}, {"write_raw", l_write_raw},
-    {"write_sealed", l_write_sealed}, {"close", l_close}, {"state", l_state},
-    {"queued", l_queued}, {"info", l_info}, {NULL, NULL},
+    {"call", l_call},
+    {"send", l_send},
+    {"reply", l_reply},
+    {"call_name", l_call_name},
+    {"send_name", l_send_name},
+    {"write_raw", l_write_raw},
+    {"write_sealed", l_write_sealed},
+    {"close", l_close},
+    {"state", l_state},
+    {"queued", l_queued},
+    {"info", l_info},
+    {NULL, NULL},
 };
 
 static const luaL_Reg fns[] = {
-    {"configure", l_configure}, {"set_handlers", l_set_handlers}, {"inbox", l_inbox},
-    {"listen", l_listen}, {"dial", l_dial}, {"stats", l_stats},
-    {"stop_listening", l_stop_listening}, {NULL, NULL},
+    {"configure", l_configure},
+    {"set_handlers", l_set_handlers},
+    {"inbox", l_inbox},
+    {"listen", l_listen},
+    {"dial", l_dial},
+    {"stats", l_stats},
+    {"stop_listening", l_stop_listening},
+    {NULL, NULL},
 };
 
 int luaopen_atoll_transport(lua_State *L) {

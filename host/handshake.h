@@ -6,11 +6,11 @@
 
 #include "buf.h"
 
-#define HS_VERSION    1
-#define HS_NONCE      32
-#define HS_MAC        32
-#define HS_KEY        32
-#define HS_MAX_TEXT   256
+#define HS_VERSION  1
+#define HS_NONCE    32
+#define HS_MAC      32
+#define HS_KEY      32
+#define HS_MAX_TEXT 256
 
 /* The four steps, dialer (D) and acceptor (A):
  *   D -> A  hello      version, cluster, D's name/address/incarnation, D's nonce
@@ -20,6 +20,12 @@
  * The MACs are keyed BLAKE2b over a transcript of both hellos with a label
  * per role, so the secret never crosses the wire, a MAC cannot be replayed
  * (both nonces are fresh) and neither role's MAC stands in for the other's. */
+/* The reason given when a MAC does not check out: the two nodes were given
+ * different secrets (or the peer is no node of this cluster). The side that
+ * checked logs it and sends it in its refusal; "differs" reads true from
+ * either side, and blames neither. */
+#define HS_SECRETS_DIFFER "authentication failed: this node's secret differs from the peer's"
+
 typedef enum {
   HS_HELLO = 1,
   HS_CHALLENGE,

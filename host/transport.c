@@ -1,4 +1,5 @@
-/* TCP links between nodes: handshake, framing, batching into Lua, write coalescing, bounded queues. */
+/* TCP links between nodes: handshake, framing, batching into Lua, write coalescing, bounded queues.
+ */
 #include "transport.h"
 
 #include <lauxlib.h>
@@ -6,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "codec.h"
 #include "error.h"
@@ -21,10 +23,14 @@ enum { HS_WAIT_HELLO = 1, HS_WAIT_CHALLENGE, HS_WAIT_PROOF, HS_WAIT_WELCOME };
 
 const char *link_state_name(link_state_t s) {
   switch (s) {
-    case LINK_CONNECTING: return "connecting";
-    case LINK_HANDSHAKE: return "handshake";
-    case LINK_UP: return "up";
-    default: return "closed";
+    case LINK_CONNECTING:
+      return "connecting";
+    case LINK_HANDSHAKE:
+      return "handshake";
+    case LINK_UP:
+      return "up";
+    default:
+      return "closed";
   }
 }
 
@@ -52,10 +58,13 @@ static void undirty(link_t *l) {
   l->next_dirty = NULL;
 }
 
+static void admission_leave(link_t *l);
+
 static void finalize(link_t *l) {
   transport_t *t = l->t;
   lua_State *L = t->L;
   if (l->handshaking) t->handshaking--;
+  admission_leave(l);
   /* While the host shuts down, Lua hears nothing more: its loop is closing. */
   if (t->on_down_ref != LUA_NOREF && !t->host->closing) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_down_ref);
@@ -78,24 +87,36 @@ static void on_handle_closed(uv_handle_t *h) {
   if (l->state != LINK_CLOSED) {
     l->state = LINK_CLOSED;
     undirty(l);
+    admission_leave(l);
   }
   if (--l->open_handles == 0) finalize(l);
 }
 
-void link_close(link_t *l, const char *reason) {
+/* Closes the link; with `reset`, the socket is reset (RST) rather than
+ * closed in order, so a connection shed unheard leaves no TIME_WAIT here. */
+static void close_link(link_t *l, const char *reason, int reset) {
   if (l->state == LINK_CLOSED) return;
   if (reason && !l->reason[0]) snprintf(l->reason, sizeof l->reason, "%s", reason);
   l->state = LINK_CLOSED;
   undirty(l);
+  admission_leave(l);
   uv_handle_t *tcp = (uv_handle_t *)&l->tcp, *timer = (uv_handle_t *)&l->timer;
-  if (!uv_is_closing(tcp)) uv_close(tcp, on_handle_closed);
+  if (!uv_is_closing(tcp) && !(reset && uv_tcp_close_reset(&l->tcp, on_handle_closed) == 0)) {
+    uv_close(tcp, on_handle_closed);
+  }
   if (!uv_is_closing(timer)) uv_close(timer, on_handle_closed);
 }
+
+void link_close(link_t *l, const char *reason) {
+  close_link(l, reason, 0);
+}
+
+static log_level_t failure_level(link_t *l, log_level_t level);
 
 static void close_logged(link_t *l, log_level_t level, const char *fmt, const char *arg) {
   char why[256];
   snprintf(why, sizeof why, fmt, arg);
-  log_write(level, "link", "%s: %s", peer_label(l), why);
+  log_write(failure_level(l, level), "link", "%s: %s", peer_label(l), why);
   link_close(l, why);
 }
 
@@ -124,6 +145,384 @@ static link_t *link_new(transport_t *t, int dialer) {
   lua_setmetatable(L, -2);
   l->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return l;
+}
+
+/* ---- admission: accepted connections that have not authenticated ------ */
+
+/* Until its proof arrives, an accepted connection has proved nothing, yet it
+ * holds a descriptor, memory and a place among the handshakes under way;
+ * anyone who can reach the port can open one. What such connections may
+ * hold is bounded, and a flood of them must not keep out a peer that knows
+ * the secret. That peer's dialer sends its hello as soon as it is connected
+ * and its proof one round trip later, so the node asks little of it:
+ *
+ * - Deadlines: the hello within TRANSPORT_HELLO_MS, the whole handshake
+ *   within handshake_ms (5 s).
+ * - Per source address (an IPv6 /64, what one host is usually given) and
+ *   stage (waiting for the hello, waiting for the proof): beyond
+ *   TRANSPORT_HANDSHAKES_PER_IP connections, the oldest go, once they have
+ *   been in that stage for TRANSPORT_HELLO_GRACE_MS. A flooding address
+ *   churns only its own connections, and a peer that shares its address
+ *   (a NAT, the same host) is never shed before it has had the grace to
+ *   speak, nor pushed out of the proof stage by a flood that never sent a
+ *   hello.
+ * - In all, at most max_handshakes (TRANSPORT_MAX_HANDSHAKES, or a quarter
+ *   of the descriptors the process may open, if fewer): beyond that, the
+ *   address holding the most loses its oldest, grace or not, those without
+ *   a hello first. One source cannot push out another's connections while
+ *   it holds more than they do.
+ * - Nothing is judged before it could be read: a connection is never shed
+ *   before a poll has run since it was accepted (its first bytes are read
+ *   there), the limits are checked after each poll that accepted some (a
+ *   check handle) and when a grace ends, and a deadline is enforced one
+ *   poll late, so a busy node does not blame a peer whose hello has been
+ *   waiting in the socket. The table may thus exceed its bound by one
+ *   turn's accepts (the listen backlog).
+ * - Newcomers are never refused. Shed connections are reset (RST: no
+ *   TIME_WAIT here) and counted; each is logged at debug level, with one
+ *   warning when shedding starts and a summary at most every report_ms.
+ *   Failed handshakes of unauthenticated peers are logged in full up to
+ *   TRANSPORT_REPORT_BURST per period, then only counted: what an
+ *   unauthenticated client sends cannot fill the log either.
+ *
+ * This node used to refuse the newest beyond a fixed table, and drop each
+ * only at the 5 s deadline: whoever filled the table kept everyone else out.
+ * OpenSSH's MaxStartups refuses newcomers at random once many are pending,
+ * which bounds the cost but refuses legitimate clients at the same rate as
+ * the flood; its PerSourceMaxStartups and nginx's limit_conn cap what one
+ * address may hold by refusing the newcomer, which is fair across addresses
+ * but lets a flood lock out its neighbours on a shared address. A SYN cache
+ * (FreeBSD's syncache) evicts the oldest entry of a full bucket instead:
+ * eviction is what lets a newcomer that completes its handshake in a round
+ * trip through. What a flood from the peer's own address can still do: hold
+ * more than the whole table and churn it faster than the peer's hello
+ * arrives; the peer then needs its hello read within the time the flood
+ * takes to open max_handshakes connections. */
+
+typedef enum {
+  SHED_BY_ADDRESS, /* its address is over TRANSPORT_HANDSHAKES_PER_IP */
+  SHED_TABLE_FULL, /* over max_handshakes are under way */
+  SHED_TIMED_OUT,  /* past its deadline */
+} shed_why_t;
+
+static void schedule_prune(transport_t *t);
+static void prune_timer_cb(uv_timer_t *timer);
+
+static void source_of(const struct sockaddr_storage *ss, unsigned char key[16]) {
+  static const unsigned char v4_mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  memset(key, 0, 16);
+  if (ss->ss_family == AF_INET) {
+    memcpy(key, v4_mapped, 12);
+    memcpy(key + 12, &((const struct sockaddr_in *)ss)->sin_addr, 4);
+  } else if (ss->ss_family == AF_INET6) {
+    const unsigned char *a = ((const struct sockaddr_in6 *)ss)->sin6_addr.s6_addr;
+    memcpy(key, a, memcmp(a, v4_mapped, 12) == 0 ? 16 : 8); /* IPv4 on a dual-stack socket */
+  }
+}
+
+/* Puts an accepted link on the admission list, newest last. */
+static void admission_enter(link_t *l) {
+  transport_t *t = l->t;
+  l->admitted = 1;
+  l->accepted_at = l->stage_at = uv_now(&t->host->loop);
+  l->accepted_turn = t->turn;
+  l->adm_prev = t->adm_tail;
+  l->adm_next = NULL;
+  if (t->adm_tail)
+    t->adm_tail->adm_next = l;
+  else
+    t->adm_head = l;
+  t->adm_tail = l;
+  t->admitted++;
+  schedule_prune(t);
+}
+
+/* Takes a link off the admission list: it authenticated, or it closed. */
+static void admission_leave(link_t *l) {
+  if (!l->admitted) return;
+  transport_t *t = l->t;
+  if (l->adm_prev)
+    l->adm_prev->adm_next = l->adm_next;
+  else
+    t->adm_head = l->adm_next;
+  if (l->adm_next)
+    l->adm_next->adm_prev = l->adm_prev;
+  else
+    t->adm_tail = l->adm_prev;
+  l->adm_prev = l->adm_next = NULL;
+  l->admitted = 0;
+  t->admitted--;
+}
+
+/* The address part of a link's target ("ip:port", "[ip]:port"). */
+static void source_name(const link_t *l, char *out, size_t cap) {
+  const char *colon = strrchr(l->target, ':');
+  size_t n = colon ? (size_t)(colon - l->target) : strlen(l->target);
+  if (n >= cap) n = cap - 1;
+  memcpy(out, l->target, n);
+  out[n] = '\0';
+}
+
+/* An accepted connection's deadline for its hello. */
+static uint64_t hello_ms(const transport_t *t) {
+  return t->handshake_ms < TRANSPORT_HELLO_MS ? t->handshake_ms : TRANSPORT_HELLO_MS;
+}
+
+static void report_cb(uv_timer_t *timer);
+
+/* Starts a report period if none runs; 1 if this starts one. */
+static int report_open(transport_t *t) {
+  if (t->report.open || t->host->closing) return 0;
+  memset(&t->report, 0, sizeof t->report);
+  t->report.open = 1;
+  t->report.burst = TRANSPORT_REPORT_BURST;
+  uv_timer_start(&t->reporter, report_cb, t->report_ms, 0);
+  return 1;
+}
+
+/* Counts a source towards "most from": with one counter (Misra-Gries), the
+ * source of more than half of the events, if there is one, ends up there. */
+static void report_source(transport_t *t, const link_t *l) {
+  if (t->report.top_weight > 0 && memcmp(t->report.top, l->source, 16) == 0) {
+    t->report.top_weight++;
+  } else if (t->report.top_weight <= 0) {
+    memcpy(t->report.top, l->source, 16);
+    source_name(l, t->report.top_name, sizeof t->report.top_name);
+    t->report.top_weight = 1;
+  } else {
+    t->report.top_weight--;
+  }
+}
+
+/* Appends ", N what" to a summary when N is not 0. */
+static void report_part(char *line, size_t cap, double n, const char *what) {
+  size_t len = strlen(line);
+  if (n > 0 && len < cap) snprintf(line + len, cap - len, "%s%.0f %s", len ? ", " : "", n, what);
+}
+
+/* Ends a report period: a summary of what it did not log, if anything. */
+static void report_cb(uv_timer_t *timer) {
+  transport_t *t = timer->data;
+  char parts[384] = "";
+  report_part(parts, sizeof parts, t->report.by_address, "shed over the per-address limit");
+  report_part(parts, sizeof parts, t->report.table_full, "shed with the handshake table full");
+  report_part(parts, sizeof parts, t->report.timed_out, "past their deadline");
+  report_part(parts, sizeof parts, t->report.not_accepted, "not accepted");
+  report_part(parts, sizeof parts, t->report.failed, "failed handshakes not logged");
+  t->report.open = 0;
+  if (parts[0] == '\0') return; /* a quiet period: the next event is logged at once */
+  log_warn("link",
+           "unauthenticated connections in the last %.0f s: %s%s%s; %d in the handshake now",
+           t->report_ms / 1000.0, parts, t->report.top_weight > 0 ? "; most from " : "",
+           t->report.top_weight > 0 ? t->report.top_name : "", t->admitted);
+  report_open(t);
+}
+
+/* Logs and counts a connection shed before it authenticated, and resets it. */
+static void shed(link_t *l, shed_why_t why) {
+  transport_t *t = l->t;
+  char reason[96];
+  double *count;
+  if (why == SHED_BY_ADDRESS) {
+    t->evicted++;
+    count = &t->report.by_address;
+    snprintf(reason, sizeof reason, "over %d handshakes from its address",
+             TRANSPORT_HANDSHAKES_PER_IP);
+  } else if (why == SHED_TABLE_FULL) {
+    t->evicted++;
+    count = &t->report.table_full;
+    snprintf(reason, sizeof reason, "over %d handshakes under way", t->max_handshakes);
+  } else {
+    t->timed_out++;
+    count = &t->report.timed_out;
+    if (l->hs_step == HS_WAIT_HELLO) {
+      snprintf(reason, sizeof reason, "no hello within %.1f s", hello_ms(t) / 1000.0);
+    } else {
+      snprintf(reason, sizeof reason, "handshake timed out");
+    }
+  }
+  if (report_open(t)) {
+    /* Shedding starts: say so at once; what follows goes into the summaries. */
+    log_warn("link",
+             "shedding unauthenticated connections (the first: %s, %s); a summary follows at most "
+             "every %.0f s, each one at debug level",
+             l->target, reason, t->report_ms / 1000.0);
+  } else {
+    (*count)++;
+    log_debug("link", "%s: shed: %s", l->target, reason);
+  }
+  report_source(t, l);
+  close_link(l, reason, 1);
+}
+
+/* The level to log a failed handshake at: as asked for a link this node
+ * dialed or one that authenticated; for an unauthenticated connection, as
+ * asked while the period's burst lasts, then debug (and counted). */
+static log_level_t failure_level(link_t *l, log_level_t level) {
+  if (!l->admitted || level < LOG_WARN || l->t->host->closing) return level;
+  transport_t *t = l->t;
+  report_open(t);
+  report_source(t, l);
+  if (t->report.burst > 0) {
+    t->report.burst--;
+    return level;
+  }
+  t->report.failed++;
+  return LOG_DEBUG;
+}
+
+/* A connection the listener could not take (out of descriptors, most likely). */
+static void not_accepted(transport_t *t, int status) {
+  t->not_accepted++;
+  if (report_open(t)) {
+    log_warn("link",
+             "shedding unauthenticated connections (the first: not accepted: %s); a summary "
+             "follows at most every %.0f s, each one at debug level",
+             uv_strerror(status), t->report_ms / 1000.0);
+  } else {
+    t->report.not_accepted++;
+    log_debug("link", "cannot accept a connection: %s", uv_strerror(status));
+  }
+}
+
+typedef struct {
+  link_t *l;
+  unsigned order; /* on the admission list: oldest first */
+} adm_entry_t;
+
+typedef struct {
+  size_t start, end; /* its entries, oldest first */
+  int live[2];       /* not shed yet, per stage: waiting for the hello, for the proof */
+  size_t next[2];    /* per stage, where its oldest live connection may be */
+} adm_source_t;
+
+static const int stage_step[2] = {HS_WAIT_HELLO, HS_WAIT_PROOF};
+
+static int by_source(const void *a, const void *b) {
+  const adm_entry_t *x = a, *y = b;
+  int c = memcmp(x->l->source, y->l->source, 16);
+  if (c) return c;
+  return x->order < y->order ? -1 : x->order > y->order;
+}
+
+/* An address over its limit in a stage sheds its oldest connections in that
+ * stage that have been in it for the grace; *due learns when the next one
+ * will have, *fresh whether some have not been read yet. */
+static void by_address(transport_t *t, adm_entry_t *e, adm_source_t *src, int stage, uint64_t now,
+                       uint64_t *due, int *fresh) {
+  for (size_t i = src->start; i < src->end && src->live[stage] > TRANSPORT_HANDSHAKES_PER_IP; i++) {
+    link_t *l = e[i].l;
+    if (l->state == LINK_CLOSED || l->hs_step != stage_step[stage]) continue;
+    if (l->accepted_turn == t->turn) {
+      *fresh = 1;
+      break; /* in accept order: the rest are this turn's too */
+    }
+    if (now < l->stage_at + TRANSPORT_HELLO_GRACE_MS) {
+      if (l->stage_at + TRANSPORT_HELLO_GRACE_MS < *due)
+        *due = l->stage_at + TRANSPORT_HELLO_GRACE_MS;
+      continue;
+    }
+    shed(l, SHED_BY_ADDRESS);
+    src->live[stage]--;
+  }
+}
+
+/* The address's oldest connection still without a hello, or if it has
+ * none, its oldest waiting for the proof; NULL if that one has not been read
+ * yet (it is judged after the next poll: a flood's newest connections do
+ * not push out one that sent its hello). */
+static link_t *oldest(transport_t *t, adm_entry_t *e, adm_source_t *src, int *stage_out) {
+  for (int stage = 0; stage < 2; stage++) {
+    for (size_t i = src->next[stage]; i < src->end; i++) {
+      link_t *l = e[i].l;
+      if (l->state == LINK_CLOSED || l->hs_step != stage_step[stage]) {
+        if (i == src->next[stage]) src->next[stage]++;
+        continue;
+      }
+      if (l->accepted_turn == t->turn) return NULL; /* the rest are this turn's too */
+      *stage_out = stage;
+      return l;
+    }
+  }
+  return NULL;
+}
+
+/* Sheds what is over the limits (see above); never a connection accepted
+ * since the last poll, which has not been read yet. */
+static void prune(transport_t *t) {
+  uint64_t now = uv_now(&t->host->loop), due = UINT64_MAX;
+  int fresh = 0;
+  if (t->admitted > TRANSPORT_HANDSHAKES_PER_IP) {
+    size_t n = (size_t)t->admitted, nsrc = 0;
+    adm_entry_t *e = malloc(n * sizeof *e);
+    adm_source_t *src = malloc(n * sizeof *src);
+    if (e == NULL || src == NULL) {
+      free(e);
+      free(src);
+      return; /* the deadlines still hold */
+    }
+    size_t i = 0;
+    for (link_t *l = t->adm_head; l; l = l->adm_next, i++) {
+      e[i].l = l;
+      e[i].order = (unsigned)i;
+    }
+    qsort(e, n, sizeof *e, by_source);
+    for (i = 0; i < n; i++) {
+      if (i == 0 || memcmp(e[i].l->source, e[i - 1].l->source, 16) != 0) {
+        memset(&src[nsrc], 0, sizeof src[nsrc]);
+        src[nsrc].start = src[nsrc].next[0] = src[nsrc].next[1] = i;
+        nsrc++;
+      }
+      src[nsrc - 1].end = i + 1;
+      src[nsrc - 1].live[e[i].l->hs_step == HS_WAIT_HELLO ? 0 : 1]++;
+    }
+    for (size_t s = 0; s < nsrc; s++) {
+      for (int stage = 0; stage < 2; stage++) by_address(t, e, &src[s], stage, now, &due, &fresh);
+    }
+    /* Over the table's limit: the address holding the most sheds its oldest. */
+    while (t->admitted > t->max_handshakes) {
+      size_t most = 0;
+      for (size_t s = 1; s < nsrc; s++) {
+        if (src[s].live[0] + src[s].live[1] > src[most].live[0] + src[most].live[1]) most = s;
+      }
+      int stage;
+      link_t *l = oldest(t, e, &src[most], &stage);
+      if (l == NULL) {
+        fresh = 1; /* not read yet: after the next poll */
+        break;
+      }
+      shed(l, SHED_TABLE_FULL);
+      src[most].live[stage]--;
+    }
+    free(e);
+    free(src);
+  }
+  if (!fresh) uv_check_stop(&t->pruner);
+  if (due != UINT64_MAX) uv_timer_start(&t->prune_timer, prune_timer_cb, due - now, 0);
+}
+
+static void prune_cb(uv_check_t *check) {
+  prune(check->data);
+}
+
+static void prune_timer_cb(uv_timer_t *timer) {
+  prune(timer->data);
+}
+
+/* Runs the pruner after this turn's input is read. */
+static void schedule_prune(transport_t *t) {
+  if (t->host->closing || uv_is_closing((uv_handle_t *)&t->pruner)) return;
+  uv_check_start(&t->pruner, prune_cb);
+}
+
+void transport_stats(const transport_t *t, transport_stats_t *out) {
+  out->refused = t->refused;
+  out->evicted = t->evicted;
+  out->timed_out = t->timed_out;
+  out->not_accepted = t->not_accepted;
+  out->dropped_frames = t->dropped_frames;
+  out->unauthenticated = t->admitted;
+  out->max_unauthenticated = t->max_handshakes;
 }
 
 /* ---- writing ---------------------------------------------------------- */
@@ -237,8 +636,8 @@ int link_call(link_t *l, double rid, double inc, double id, const char *method, 
               const char *payload, size_t plen) {
   int rc = room(l, plen + mlen + 40);
   if (rc) return rc;
-  return queued(l, frame_write_call(&l->out, &l->send_seal, rid, inc, id, method, mlen, payload,
-                                    plen));
+  return queued(
+      l, frame_write_call(&l->out, &l->send_seal, rid, inc, id, method, mlen, payload, plen));
 }
 
 int link_send(link_t *l, double inc, double id, const char *method, size_t mlen,
@@ -266,8 +665,8 @@ int link_send_name(link_t *l, const char *name, size_t nlen, const char *method,
                    const char *payload, size_t plen) {
   int rc = room(l, plen + nlen + mlen + 16);
   if (rc) return rc;
-  return queued(l, frame_write_send_name(&l->out, &l->send_seal, name, nlen, method, mlen, payload,
-                                         plen));
+  return queued(
+      l, frame_write_send_name(&l->out, &l->send_seal, name, nlen, method, mlen, payload, plen));
 }
 
 int link_write_raw(link_t *l, const char *bytes, size_t len) {
@@ -335,8 +734,8 @@ static void refuse(link_t *l, log_level_t level, const char *reason) {
   snprintf(m.reason, sizeof m.reason, "%s", reason);
   hs_send(l, &m);
   l->t->refused++;
-  log_write(level, "link", "refused %s %s: %s", l->dialer ? "the connection to" : "a connection from",
-            peer_label(l), reason);
+  log_write(failure_level(l, level), "link", "refused %s %s: %s",
+            l->dialer ? "the connection to" : "a connection from", peer_label(l), reason);
   link_close(l, reason);
 }
 
@@ -362,6 +761,7 @@ static void went_up(link_t *l) {
     l->handshaking = 0;
     t->handshaking--;
   }
+  admission_leave(l);
   l->state = LINK_UP;
   l->was_up = 1;
   uv_timer_stop(&l->timer);
@@ -402,6 +802,8 @@ static int decide(link_t *l, char *reason, size_t cap) {
   return ok;
 }
 
+static void handshake_timeout(uv_timer_t *timer);
+
 static void handshake_step(link_t *l, const char *body, size_t len) {
   transport_t *t = l->t;
   hs_msg_t m;
@@ -414,8 +816,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
     char why[300];
     snprintf(why, sizeof why, "refused by the peer: %s", m.reason);
     int quiet = strcmp(m.reason, "duplicate") == 0;
-    log_write(quiet ? LOG_DEBUG : LOG_WARN, "link", "%s refused the connection: %s",
-              peer_label(l), m.reason);
+    log_write(quiet ? LOG_DEBUG : failure_level(l, LOG_WARN), "link",
+              "%s refused the connection: %s", peer_label(l), m.reason);
     link_close(l, quiet ? "duplicate" : why);
     return;
   }
@@ -427,8 +829,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_HELLO) break;
       l->hello = m;
       if (m.version != HS_VERSION) {
-        snprintf(reason, sizeof reason, "protocol version %u, but this node speaks %u",
-                 m.version, HS_VERSION);
+        snprintf(reason, sizeof reason, "protocol version %u, but this node speaks %u", m.version,
+                 HS_VERSION);
         refuse(l, LOG_WARN, reason);
         return;
       }
@@ -448,6 +850,14 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       l->challenge.has_mac = 1;
       hs_send(l, &l->challenge);
       l->hs_step = HS_WAIT_PROOF;
+      if (l->admitted) {
+        /* The hello came: what is left of the whole handshake's time. */
+        l->stage_at = uv_now(&t->host->loop);
+        uint64_t spent = l->stage_at - l->accepted_at;
+        l->overdue = 0;
+        uv_timer_start(&l->timer, handshake_timeout,
+                       spent < t->handshake_ms ? t->handshake_ms - spent : 0, 0);
+      }
       return;
     case HS_WAIT_CHALLENGE:
       if (m.type != HS_CHALLENGE) break;
@@ -456,14 +866,15 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
         refuse(l, LOG_WARN, "the peer answered with another protocol version or cluster");
         return;
       }
-      if (m.incarnation == t->incarnation || sodium_memcmp(m.nonce, l->hello.nonce, HS_NONCE) == 0) {
+      if (m.incarnation == t->incarnation ||
+          sodium_memcmp(m.nonce, l->hello.nonce, HS_NONCE) == 0) {
         /* A challenge this node's own listener made, reflected back. */
         refuse(l, LOG_WARN, "the peer answered with this node's own identity");
         return;
       }
       hs_mac(t->key, 'A', &l->hello, &l->challenge, mac);
       if (!hs_mac_equal(mac, m.mac)) {
-        refuse(l, LOG_WARN, "authentication failed: the peer does not know the cluster secret");
+        refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
         return;
       }
       {
@@ -481,7 +892,7 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_PROOF) break;
       hs_mac(t->key, 'D', &l->hello, &l->challenge, mac);
       if (!hs_mac_equal(mac, m.mac)) {
-        refuse(l, LOG_WARN, "authentication failed: the peer does not know the cluster secret");
+        refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
         return;
       }
       if (!decide(l, reason, sizeof reason)) {
@@ -502,7 +913,8 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_WELCOME) break;
       went_up(l);
       return;
-    default: break;
+    default:
+      break;
   }
   close_logged(l, LOG_WARN, "handshake failed: unexpected message (type %s)",
                m.type == HS_HELLO       ? "hello"
@@ -513,6 +925,17 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
 
 static void handshake_timeout(uv_timer_t *timer) {
   link_t *l = timer->data;
+  if (l->admitted) {
+    /* One poll late: a node that was busy reads what is waiting in the
+     * socket (the message may be there) before it gives up on the peer. */
+    if (!l->overdue) {
+      l->overdue = 1;
+      uv_timer_start(&l->timer, handshake_timeout, 1, 0);
+    } else {
+      shed(l, SHED_TIMED_OUT);
+    }
+    return;
+  }
   if (l->state == LINK_CONNECTING || l->state == LINK_HANDSHAKE) {
     close_logged(l, LOG_WARN, "%s", "handshake timed out");
   }
@@ -662,8 +1085,10 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (nread == 0 || l->state == LINK_CLOSED) return;
   if (nread < 0) {
     /* Ordinary ends are the cluster module's to report, with the peer's name. */
-    if (nread == UV_EOF) close_logged(l, LOG_DEBUG, "%s", "connection closed by the peer");
-    else close_logged(l, LOG_DEBUG, "connection lost: %s", uv_strerror((int)nread));
+    if (nread == UV_EOF)
+      close_logged(l, LOG_DEBUG, "%s", "connection closed by the peer");
+    else
+      close_logged(l, LOG_DEBUG, "connection lost: %s", uv_strerror((int)nread));
     return;
   }
   l->in.len += (size_t)nread;
@@ -674,7 +1099,9 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
 static void start_link(link_t *l) {
   uv_tcp_nodelay(&l->tcp, 1); /* writes are already coalesced per loop turn */
   uv_tcp_keepalive(&l->tcp, 1, 30);
-  uv_timer_start(&l->timer, handshake_timeout, l->t->handshake_ms, 0);
+  /* An accepted connection must send its hello first, and soon. */
+  uv_timer_start(&l->timer, handshake_timeout, l->admitted ? hello_ms(l->t) : l->t->handshake_ms,
+                 0);
   int rc = uv_read_start((uv_stream_t *)&l->tcp, alloc_cb, read_cb);
   if (rc) {
     close_logged(l, LOG_WARN, "cannot read: %s", uv_strerror(rc));
@@ -691,12 +1118,12 @@ static void start_link(link_t *l) {
 
 /* ---- accepting and dialing ------------------------------------------- */
 
-static void socket_name(uv_tcp_t *tcp, int peer, char *out, size_t cap) {
+/* The peer's "ip:port" ("[ip]:port" for IPv6) and source key (see source_of). */
+static void peer_of(uv_tcp_t *tcp, char *name, size_t cap, unsigned char source[16]) {
   struct sockaddr_storage ss;
   memset(&ss, 0, sizeof ss);
   int len = sizeof ss;
-  int rc = peer ? uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len)
-                : uv_tcp_getsockname(tcp, (struct sockaddr *)&ss, &len);
+  int rc = uv_tcp_getpeername(tcp, (struct sockaddr *)&ss, &len);
   char ip[64] = "?";
   int port = 0;
   if (rc == 0 && ss.ss_family == AF_INET) {
@@ -706,28 +1133,28 @@ static void socket_name(uv_tcp_t *tcp, int peer, char *out, size_t cap) {
     uv_ip6_name((struct sockaddr_in6 *)&ss, ip, sizeof ip);
     port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
   }
-  snprintf(out, cap, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
+  snprintf(name, cap, ss.ss_family == AF_INET6 ? "[%s]:%d" : "%s:%d", ip, port);
+  source_of(&ss, source);
 }
 
+/* Takes every connection (see admission): the limits are enforced after
+ * this turn's input is read. */
 static void on_connection(uv_stream_t *server, int status) {
   transport_t *t = server->data;
   if (status < 0) {
-    log_warn("link", "accept failed: %s", uv_strerror(status));
+    not_accepted(t, status);
     return;
   }
   link_t *l = link_new(t, 0);
   if (l == NULL) return;
-  if (uv_accept(server, (uv_stream_t *)&l->tcp) != 0) {
+  int rc = uv_accept(server, (uv_stream_t *)&l->tcp);
+  if (rc != 0) {
+    not_accepted(t, rc);
     link_close(l, "accept failed");
     return;
   }
-  if (t->handshaking >= TRANSPORT_MAX_HANDSHAKES) {
-    /* Too many connections that have not proved themselves yet. */
-    t->refused++;
-    link_close(l, "too many handshakes under way");
-    return;
-  }
-  socket_name(&l->tcp, 1, l->target, sizeof l->target);
+  peer_of(&l->tcp, l->target, sizeof l->target, l->source);
+  admission_enter(l);
   start_link(l);
 }
 
@@ -849,10 +1276,28 @@ void transport_init(transport_t *t, host_t *h) {
   t->max_queue = TRANSPORT_DEFAULT_MAX_QUEUE;
   t->max_depth = CODEC_DEFAULT_MAX_DEPTH;
   t->handshake_ms = TRANSPORT_HANDSHAKE_MS;
+  t->report_ms = TRANSPORT_REPORT_MS;
+  /* Each connection in the handshake holds a descriptor: leave three
+   * quarters of them to everything else (a soft limit of 1024 gives 256). */
+  t->max_handshakes = TRANSPORT_MAX_HANDSHAKES;
+  struct rlimit rl;
+  if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
+      rl.rlim_cur / 4 < (rlim_t)t->max_handshakes) {
+    t->max_handshakes = rl.rlim_cur / 4 > TRANSPORT_HANDSHAKES_PER_IP ? (int)(rl.rlim_cur / 4)
+                                                                      : TRANSPORT_HANDSHAKES_PER_IP;
+  }
   t->on_up_ref = t->on_frames_ref = t->on_down_ref = t->decide_ref = LUA_NOREF;
   t->inbox_ref = LUA_NOREF;
   uv_prepare_init(&h->loop, &t->flusher);
   t->flusher.data = t;
   uv_prepare_start(&t->flusher, flush_cb);
   uv_unref((uv_handle_t *)&t->flusher);
+  /* Admission's handles never keep the loop alive: the links do. */
+  uv_check_init(&h->loop, &t->pruner);
+  uv_timer_init(&h->loop, &t->prune_timer);
+  uv_timer_init(&h->loop, &t->reporter);
+  t->pruner.data = t->prune_timer.data = t->reporter.data = t;
+  uv_unref((uv_handle_t *)&t->pruner);
+  uv_unref((uv_handle_t *)&t->prune_timer);
+  uv_unref((uv_handle_t *)&t->reporter);
 }

@@ -10,13 +10,14 @@ local Node = actor.define "atoll.Node"
 
 Node.NAME = "atoll.node"
 
--- info() -> { name, address, incarnation, actors, version, pid, peers }
+-- info() -> { name, address, incarnation, actors, version, pid, peers, transport }
+-- (transport: the links' counters, atoll.transport.stats())
 function Node.distributed:info()
   local n = runtime.node
   local cluster = require "atoll.cluster"
   return { name = n.name, address = n.address, incarnation = n.incarnation,
            actors = runtime.count(), version = host.version, pid = host.pid(),
-           peers = cluster.peers() }
+           peers = cluster.peers(), transport = require("atoll.transport").stats() }
 end
 
 function Node.distributed:ping()

@@ -169,8 +169,9 @@ atoll.exit(0)
         "intruder", addr }, { env = { ATOLL_SECRET = "wrong-secret" } })
       assert.equal(0, w:wait(10))
       assert.equal("refused: unreachable\n", w:stdout())
-      assert.matches("authentication failed: the peer does not know the cluster secret", w:stderr())
-      a:expect("authentication failed", 5, "stderr")
+      assert.matches("authentication failed: this node's secret differs from the peer's", w:stderr())
+      a:expect("refused the connection: authentication failed: this node's secret differs from the peer's",
+        5, "stderr")
       -- the command line with a wrong secret is refused the same way
       local code, _, cerr = node.exec({ "call", "--node", addr, "echo", "echo", "1" },
         { env = { ATOLL_SECRET = "nope" } })
