@@ -22,9 +22,9 @@
 #include "log.h"
 #include "utf8.h"
 
-#define STATIC_CACHE 128
+#define STATIC_CACHE          128
 #define STATIC_CACHE_MAX_FILE (1u << 20)
-#define STATIC_MAX_FILE (64u << 20)
+#define STATIC_MAX_FILE       (64u << 20)
 
 enum { RESP_NONE = 0, RESP_STREAMING = 1, RESP_DONE = 2 };
 enum { TIMER_OFF, TIMER_HEADER, TIMER_BODY, TIMER_IDLE };
@@ -49,8 +49,8 @@ struct http_conn_s {
   uv_timer_t timer;
   int handles, timer_kind;
   http_server_t *s;
-  http_conn_t *prev, *next;     /* the server's connections */
-  http_conn_t *ready_next;      /* the server's list of connections with input to resume */
+  http_conn_t *prev, *next; /* the server's connections */
+  http_conn_t *ready_next;  /* the server's list of connections with input to resume */
   int in_ready;
   uint64_t id;
   uint32_t slot;
@@ -65,7 +65,8 @@ struct http_conn_s {
   buf_t body; /* HTTP_BODY_BUFFER: the body; HTTP_BODY_LINES: a partial line */
   int line_overflow;
 
-  int in_message, body_done, expect_body, resp, keep_alive, is_head, chunked_out, owner_knows, gone_sent;
+  int in_message, body_done, expect_body, resp, keep_alive, is_head, chunked_out, owner_knows,
+      gone_sent;
   int held_waiting, owner_paused, reading;
   buf_t held; /* input not parsed yet */
   size_t queued;
@@ -90,7 +91,7 @@ struct http_server_s {
   size_t nmounts;
   cached_t cache[STATIC_CACHE];
   http_stats_t st;
-  size_t live; /* connections not freed yet (closing ones included) */
+  size_t live;         /* connections not freed yet (closing ones included) */
   http_conn_t **slots; /* connections by the low 24 bits of their id */
   uint32_t nslots, cap_slots, *free_slots, nfree;
   uint64_t generation;
@@ -103,36 +104,66 @@ static http_parser_settings settings;
 
 const char *http_status_text(int status) {
   switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 426:
+      return "Upgrade Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -253,8 +284,10 @@ static void arm(http_conn_t *c, int kind, double seconds);
 /* Closes once what is written has gone; a client that never reads it has the idle timeout. */
 static void close_after(http_conn_t *c, const char *why) {
   c->close_after_write = 1;
-  if (c->queued == 0) conn_close(c, why);
-  else arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
+  if (c->queued == 0)
+    conn_close(c, why);
+  else
+    arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -334,15 +367,19 @@ static void conn_close(http_conn_t *c, const char *why) {
   ready_remove(s, c);
   s->slots[c->slot] = NULL;
   s->free_slots[s->nfree++] = c->slot;
-  if (c->prev) c->prev->next = c->next;
-  else if (s->conns == c) s->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (s->conns == c)
+    s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
   if (s->st.open_connections) s->st.open_connections--;
   if (c->test) return; /* http_test_free frees it */
   uv_close((uv_handle_t *)&c->timer, handle_closed);
-  if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, handle_closed);
-  else c->handles--;
+  if (!uv_is_closing((uv_handle_t *)&c->tcp))
+    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+  else
+    c->handles--;
 }
 
 void http_abort(http_conn_t *c) {
@@ -479,17 +516,20 @@ static void exchange_done(http_conn_t *c) {
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-static int write_head(http_conn_t *c, int status, const char *headers, size_t hlen, const char *framing,
-                      const char *body, size_t blen) {
+static int write_head(http_conn_t *c, int status, const char *headers, size_t hlen,
+                      const char *framing, const char *body, size_t blen) {
   char head[512];
   int close = !c->keep_alive || c->s->shutting || (!c->body_done && c->expect_body);
   if (close) c->keep_alive = 0;
   /* A server answers with its own version (RFC 9110, 6.2), whatever the client's. */
-  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status, http_status_text(status), date_header(c->s), framing,
-                   close ? "Connection: close\r\n" : (c->p.http_minor == 0 ? "Connection: keep-alive\r\n" : ""));
+  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status,
+                   http_status_text(status), date_header(c->s), framing,
+                   close ? "Connection: close\r\n"
+                         : (c->p.http_minor == 0 ? "Connection: keep-alive\r\n" : ""));
   if (n < 0 || (size_t)n >= sizeof head) return UV_EINVAL;
-  uv_buf_t bufs[4] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)(headers ? headers : ""), (unsigned)hlen),
-                      uv_buf_init("\r\n", 2), uv_buf_init((char *)(body ? body : ""), (unsigned)blen)};
+  uv_buf_t bufs[4] = {
+      uv_buf_init(head, (unsigned)n), uv_buf_init((char *)(headers ? headers : ""), (unsigned)hlen),
+      uv_buf_init("\r\n", 2), uv_buf_init((char *)(body ? body : ""), (unsigned)blen)};
   int sc = status / 100;
   if (sc >= 1 && sc <= 5) c->s->st.by_status[sc]++;
   return conn_write(c, bufs, blen ? 4 : 3);
@@ -503,7 +543,8 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
   char framing[64];
   snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", blen);
   c->resp = RESP_DONE;
-  int rc = write_head(c, status, headers, hlen, framing, c->is_head ? NULL : body, c->is_head ? 0 : blen);
+  int rc = write_head(c, status, headers, hlen, framing, c->is_head ? NULL : body,
+                      c->is_head ? 0 : blen);
   if (rc == 0 && !c->closing) exchange_done(c);
   if (!c->body_done && c->expect_body && !c->closing) {
     /* Answered before the body was read: it is not worth reading now. */
@@ -520,8 +561,8 @@ int http_stream_start(http_conn_t *c, int status, const char *headers, size_t hl
   if (!c->chunked_out) c->keep_alive = 0; /* HTTP/1.0: the body ends when the connection does */
   c->resp = RESP_STREAMING;
   c->s->st.open_streams++;
-  return write_head(c, status, headers, hlen, c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "",
-                    NULL, 0);
+  return write_head(c, status, headers, hlen,
+                    c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "", NULL, 0);
 }
 
 int http_stream_write(http_conn_t *c, const char *data, size_t len) {
@@ -587,7 +628,8 @@ static void fail(http_conn_t *c, int status, const char *why) {
     if (n < 0 || (size_t)n >= sizeof body) n = (int)sizeof body - 1;
     snprintf(framing, sizeof framing, "Content-Length: %d\r\n", n);
     c->resp = RESP_DONE;
-    write_head(c, status, "Content-Type: text/plain; charset=utf-8\r\n", 41, framing, body, (size_t)n);
+    write_head(c, status, "Content-Type: text/plain; charset=utf-8\r\n", 41, framing, body,
+               (size_t)n);
   }
   if (c->closing) return;
   if (c->queued) tell_gone(c, why);
@@ -597,17 +639,28 @@ static void fail(http_conn_t *c, int status, const char *why) {
 /* ---- static files ---------------------------------------------------------------------- */
 
 static const char *content_type(const char *path) {
-  static const struct { const char *ext, *type; } types[] = {
-    {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-    {".css", "text/css; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
-    {".mjs", "text/javascript; charset=utf-8"}, {".json", "application/json"},
-    {".svg", "image/svg+xml"},             {".png", "image/png"},
-    {".jpg", "image/jpeg"},                {".jpeg", "image/jpeg"},
-    {".gif", "image/gif"},                 {".webp", "image/webp"},
-    {".ico", "image/x-icon"},              {".txt", "text/plain; charset=utf-8"},
-    {".yaml", "application/yaml"},         {".yml", "application/yaml"},
-    {".wasm", "application/wasm"},         {".woff2", "font/woff2"},
-    {".map", "application/json"},
+  static const struct {
+    const char *ext, *type;
+  } types[] = {
+      {".html", "text/html; charset=utf-8"},
+      {".htm", "text/html; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".mjs", "text/javascript; charset=utf-8"},
+      {".json", "application/json"},
+      {".svg", "image/svg+xml"},
+      {".png", "image/png"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".gif", "image/gif"},
+      {".webp", "image/webp"},
+      {".ico", "image/x-icon"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".yaml", "application/yaml"},
+      {".yml", "application/yaml"},
+      {".wasm", "application/wasm"},
+      {".woff2", "font/woff2"},
+      {".map", "application/json"},
   };
   const char *dot = strrchr(path, '.');
   if (dot && !strchr(dot, '/')) {
@@ -731,7 +784,8 @@ int http_static(http_server_t *s, const char *prefix, const char *dir) {
 
 /* ---- WebSocket ------------------------------------------------------------------------- */
 
-static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *ud) {
   (void)flags;
   http_conn_t *c = ud;
   if (c->ws_in_len == 0) {
@@ -757,26 +811,31 @@ static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size
   return (ssize_t)len;
 }
 
-static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *ud) {
   http_conn_t *c = ud;
   if (c->closing) return;
   switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:
       if (!utf8_valid((const char *)arg->msg, arg->msg_length)) {
-        wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, (const uint8_t *)"invalid UTF-8", 13);
+        wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
+                                (const uint8_t *)"invalid UTF-8", 13);
         return;
       }
-      if (c->s->ev.on_ws_message) c->s->ev.on_ws_message(c->s->ud, c, (const char *)arg->msg, arg->msg_length);
+      if (c->s->ev.on_ws_message)
+        c->s->ev.on_ws_message(c->s->ud, c, (const char *)arg->msg, arg->msg_length);
       break;
     case WSLAY_BINARY_FRAME:
-      wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)"text messages only", 18);
+      wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
+                              (const uint8_t *)"text messages only", 18);
       break;
     case WSLAY_PING:
     case WSLAY_PONG:
       /* A sign of life: the owner's heartbeat timer restarts. */
       if (c->s->ev.on_ws_message) c->s->ev.on_ws_message(c->s->ud, c, NULL, 0);
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -833,7 +892,8 @@ static int has_token(const char *value, const char *token) {
 static int ws_accept(http_conn_t *c, const http_request_t *r) {
   const char *key = header(r, "sec-websocket-key");
   const char *version = header(r, "sec-websocket-version");
-  if (strcmp(r->method, "GET") != 0 || !r->upgrade || !has_token(header(r, "upgrade"), "websocket") ||
+  if (strcmp(r->method, "GET") != 0 || !r->upgrade ||
+      !has_token(header(r, "upgrade"), "websocket") ||
       !has_token(header(r, "connection"), "upgrade") || key == NULL || strlen(key) != 24) {
     return 400;
   }
@@ -848,13 +908,16 @@ static int ws_accept(http_conn_t *c, const http_request_t *r) {
   char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
   base64_encode_raw((char *)accept, SHA1_DIGEST_SIZE, digest);
   accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
-  static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL, NULL, NULL, NULL, ws_msg_cb};
+  static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL,     NULL,
+                                                   NULL,       NULL,       ws_msg_cb};
   if (wslay_event_context_server_init(&c->ws, &cbs, c) != 0) return 500;
   wslay_event_config_set_max_recv_msg_length(c->ws, c->s->lim.max_ws_message);
   char head[256];
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
+  int n =
+      snprintf(head, sizeof head,
+               "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+               "Sec-WebSocket-Accept: %s\r\n\r\n",
+               accept);
   c->resp = RESP_DONE;
   c->s->st.by_status[1]++;
   c->s->st.open_websockets++;
@@ -882,7 +945,7 @@ int http_ws_ping(http_conn_t *c) {
 
 int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
   if (c->closing || c->ws == NULL) return UV_EPIPE;
-  c->gone_sent = 1; /* the owner closes it: it needs no telling */
+  c->gone_sent = 1;    /* the owner closes it: it needs no telling */
   c->owner_paused = 0; /* the client's close frame must be read */
   set_reading(c);
   arm(c, TIMER_IDLE, 5); /* and if it never comes, the connection closes anyway */
@@ -907,7 +970,8 @@ static int head_add(http_conn_t *c, const char *at, size_t len, int lower) {
     return -1;
   }
   if (lower) {
-    for (size_t i = from; i < c->head.len; i++) c->head.data[i] = (char)tolower((unsigned char)c->head.data[i]);
+    for (size_t i = from; i < c->head.len; i++)
+      c->head.data[i] = (char)tolower((unsigned char)c->head.data[i]);
   }
   return 0;
 }
@@ -978,7 +1042,8 @@ static int on_headers_complete(http_parser *p) {
   }
   c->keep_alive = http_should_keep_alive(p);
   c->is_head = p->method == HTTP_HEAD;
-  c->expect_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
+  c->expect_body =
+      (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
   http_request_t r;
   r.method = http_method_str((enum http_method)p->method);
   r.target = c->head.data + c->target_at;
@@ -1106,7 +1171,8 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     case HTTP_BODY_LINES:
       if (c->owner_knows && !c->gone_sent) deliver_lines(c, at, len);
       break;
-    default: break; /* dropped */
+    default:
+      break; /* dropped */
   }
   return 0;
 }
@@ -1117,7 +1183,8 @@ static int on_message_complete(http_parser *p) {
   c->body_done = 1;
   if (c->timer_kind == TIMER_BODY) arm(c, TIMER_OFF, 0);
   if (c->owner_knows && !c->gone_sent && !c->closing) {
-    if (c->mode == HTTP_BODY_BUFFER && s->ev.on_body) s->ev.on_body(s->ud, c, c->body.data, c->body.len);
+    if (c->mode == HTTP_BODY_BUFFER && s->ev.on_body)
+      s->ev.on_body(s->ud, c, c->body.data, c->body.len);
     if (c->mode == HTTP_BODY_LINES && c->body.len && !c->closing) {
       deliver_lines(c, "\n", 1); /* the last line, without its newline */
     }
@@ -1177,8 +1244,10 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
       return;
     }
     if (c->p.upgrade) {
-      if (c->ws) ws_feed(c, data + off, len - off);
-      else if (!c->closing) fail(c, 400, "an upgrade this server does not do");
+      if (c->ws)
+        ws_feed(c, data + off, len - off);
+      else if (!c->closing)
+        fail(c, 400, "an upgrade this server does not do");
       return;
     }
     if (n == 0) break;
@@ -1308,8 +1377,10 @@ static void server_maybe_free(http_server_t *s) {
 
 static void server_handle_closed(uv_handle_t *h) {
   http_server_t *s = h->data;
-  if (h == (uv_handle_t *)&s->tcp) s->tcp_open = 0;
-  else s->idle_open = 0;
+  if (h == (uv_handle_t *)&s->tcp)
+    s->tcp_open = 0;
+  else
+    s->idle_open = 0;
   server_maybe_free(s);
 }
 
@@ -1322,8 +1393,9 @@ static void conn_shutdown(host_handle_t *owner) {
   http_shutdown(c->s, 1);
 }
 
-int http_listen(http_server_t **out, host_t *h, const char *ip, int port, const http_limits_t *limits,
-                const http_events_t *events, void *ud, char *err, size_t errlen) {
+int http_listen(http_server_t **out, host_t *h, const char *ip, int port,
+                const http_limits_t *limits, const http_events_t *events, void *ud, char *err,
+                size_t errlen) {
   init_settings();
   http_server_t *s = calloc(1, sizeof *s);
   if (s == NULL) return UV_ENOMEM;
@@ -1424,7 +1496,8 @@ void *http_conn_data(const http_conn_t *c) {
 
 /* ---- without sockets (the fuzz target) ------------------------------------------------- */
 
-http_server_t *http_test_server(const http_limits_t *limits, const http_events_t *events, void *ud) {
+http_server_t *http_test_server(const http_limits_t *limits, const http_events_t *events,
+                                void *ud) {
   init_settings();
   http_server_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;
