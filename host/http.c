@@ -60,7 +60,7 @@ struct http_conn_s {
   http_parser p;
   buf_t head; /* method\0target\0 then name\0value\0 pairs */
   size_t target_at, nheaders;
-  int in_field, error_status;
+  int in_field, error_status, head_done;
   int mode;
   buf_t body; /* HTTP_BODY_BUFFER: the body; HTTP_BODY_LINES: a partial line */
   int line_overflow;
@@ -983,6 +983,7 @@ static int on_message_begin(http_parser *p) {
   c->nheaders = 0;
   c->in_field = 0;
   c->error_status = 0;
+  c->head_done = 0;
   c->mode = 0;
   c->line_overflow = 0;
   c->in_message = 1;
@@ -1029,6 +1030,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 static int on_headers_complete(http_parser *p) {
   http_conn_t *c = p->data;
   http_server_t *s = c->s;
+  c->head_done = 1;
   if (buf_append(&c->head, "", 1)) return -1; /* ends the last value, or the target */
   if (c->in_field) {
     /* A field without a value (only possible at the very end): keep it as empty. */
@@ -1207,6 +1209,16 @@ static int on_message_complete(http_parser *p) {
   return 0;
 }
 
+/* What the parser refused, in words for the client. http-parser reads a chunk size into its
+ * content length and reports its overflow as an invalid Content-Length header, which the request
+ * may not even have: past the head of a chunked request, that error is the chunk size's. */
+static const char *parse_error(const http_conn_t *c, enum http_errno e) {
+  if (e == HPE_INVALID_CONTENT_LENGTH && c->head_done && (c->p.flags & F_CHUNKED))
+    return "chunk size too large";
+  if (e == HPE_INVALID_CHUNK_SIZE) return "invalid chunk size";
+  return http_errno_description(e);
+}
+
 /* Parses data; what is not parsed yet is held. */
 static void feed(http_conn_t *c, const char *data, size_t len) {
   if (c->closing || c->close_after_write) return;
@@ -1233,13 +1245,14 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
     if (e != HPE_OK) {
       if (c->closing) return;
       int status = c->error_status ? c->error_status : 400;
-      if (c->owner_knows) tell_gone(c, http_errno_description(e));
+      const char *why = parse_error(c, e);
+      if (c->owner_knows) tell_gone(c, why);
       c->owner_knows = 0;
       if (c->resp == RESP_STREAMING) {
         conn_close(c, "a malformed request body");
       } else {
         c->resp = c->resp == RESP_DONE ? RESP_DONE : RESP_NONE;
-        fail(c, status, status == 400 ? http_errno_description(e) : http_status_text(status));
+        fail(c, status, status == 400 ? why : http_status_text(status));
       }
       return;
     }

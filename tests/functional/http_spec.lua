@@ -179,6 +179,15 @@ describe("the HTTP gateway", function()
       { "oversized headers", "GET /hello HTTP/1.1\r\nX: " .. ("a"):rep(3000) .. "\r\n\r\n", "^HTTP/1.1 431" },
       { "an oversized URL", "GET /" .. ("a"):rep(9000) .. " HTTP/1.1\r\n\r\n", "^HTTP/1.1 41[34]" },
       { "an invalid chunk size", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "^HTTP/1.1 400" },
+      -- http-parser reads a chunk size into its content length, and calls its overflow an invalid
+      -- Content-Length header: the client must hear what it really sent wrong.
+      { "an overflowing chunk size, by name", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. ("f"):rep(17) .. "\r\n", "^HTTP/1.1 400 Bad Request\r\n.*\r\n\r\nchunk size too large\n$" },
+      { "an invalid chunk size, by name", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. "zz\r\n", "^HTTP/1.1 400 Bad Request\r\n.*\r\n\r\ninvalid chunk size\n$" },
+      -- A Content-Length that overflows is still named as what it is.
+      { "an overflowing Content-Length, by name", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        .. ("9"):rep(30) .. "\r\n\r\n", "^HTTP/1.1 400 Bad Request\r\n.*\r\n\r\ninvalid character in content%-length header\n$" },
       { "a body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", "^HTTP/1.1 413" },
       { "a chunked body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         .. "7d0\r\n" .. ("x"):rep(2000) .. "\r\n0\r\n\r\n", "^HTTP/1.1 413" },
