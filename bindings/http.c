@@ -230,6 +230,15 @@ static int l_stream_end(lua_State *L) {
   return result(L, http_stream_end(c));
 }
 
+/* srv:ws_accept(id) -> true | nil, message: the 101 of a WebSocket handshake the handler did
+ * not refuse (sending accepts too) */
+static int l_ws_accept(lua_State *L) {
+  lhttp_t *h = check(L);
+  http_conn_t *c = conn_arg(L, h);
+  if (c == NULL) return gone(L);
+  return result(L, http_ws_accept(c));
+}
+
 /* srv:ws_send(id, text) -> bytes queued | nil, message */
 static int l_ws_send(lua_State *L) {
   lhttp_t *h = check(L);
@@ -356,12 +365,12 @@ static int l_gc(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"respond", l_respond},     {"stream_start", l_stream_start}, {"stream_write", l_stream_write},
-    {"stream_end", l_stream_end}, {"ws_send", l_ws_send},         {"ws_ping", l_ws_ping},
-    {"ws_close", l_ws_close},   {"want_drain", l_want_drain},     {"pause", l_pause},
-    {"abort", l_abort},         {"queued", l_queued},             {"static", l_static},
-    {"port", l_port},           {"stats", l_stats},               {"shutdown", l_shutdown},
-    {"close", l_close},         {NULL, NULL},
+    {"respond", l_respond},       {"stream_start", l_stream_start}, {"stream_write", l_stream_write},
+    {"stream_end", l_stream_end}, {"ws_accept", l_ws_accept},       {"ws_send", l_ws_send},
+    {"ws_ping", l_ws_ping},       {"ws_close", l_ws_close},         {"want_drain", l_want_drain},
+    {"pause", l_pause},           {"abort", l_abort},               {"queued", l_queued},
+    {"static", l_static},         {"port", l_port},                 {"stats", l_stats},
+    {"shutdown", l_shutdown},     {"close", l_close},               {NULL, NULL},
 };
 
 /* utf8_valid(s) -> true if s is valid UTF-8 */

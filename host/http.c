@@ -73,6 +73,9 @@ struct http_conn_s {
   int want_drain, close_after_write, closing, test, eof, resuming;
 
   wslay_event_context_ptr ws;
+  int ws_held;        /* a valid handshake whose 101 waits for the owner (or a refusal) */
+  int ws_head_unsent; /* accepted: the 101 goes with the next bytes written */
+  char ws_accept_key[32];
   const char *ws_in;
   size_t ws_in_len;
 };
@@ -362,7 +365,7 @@ static void conn_close(http_conn_t *c, const char *why) {
   c->closing = 1;
   http_server_t *s = c->s;
   if (c->resp == RESP_STREAMING && s->st.open_streams) s->st.open_streams--;
-  if (c->ws && s->st.open_websockets) s->st.open_websockets--;
+  if (c->ws && !c->ws_held && s->st.open_websockets) s->st.open_websockets--;
   tell_gone(c, why ? why : "the connection closed");
   ready_remove(s, c);
   s->slots[c->slot] = NULL;
@@ -449,7 +452,7 @@ static void idle_cb(uv_idle_t *h);
 static void schedule_resume(http_conn_t *c) {
   http_server_t *s = c->s;
   /* With answers piling up unread, the write callback resumes it later. */
-  if (c->in_ready || c->held.len == 0 || c->queued > s->lim.high_water) return;
+  if (c->in_ready || c->held.len == 0 || c->queued > s->lim.high_water || c->ws_held) return;
   c->in_ready = 1;
   c->ready_next = s->ready;
   s->ready = c;
@@ -471,6 +474,7 @@ static void resume(http_conn_t *c) {
   buf_close(&held);
   /* A client that half-closed has had every answer it asked for. */
   if (!c->closing && c->eof && !c->in_message && c->held.len == 0) close_after(c, NULL);
+  set_reading(c); /* held input past max_header stopped it */
 }
 
 static void idle_cb(uv_idle_t *h) {
@@ -539,6 +543,15 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
                  size_t blen) {
   if (c->closing) return UV_EPIPE;
   if (!c->in_message) return UV_EINVAL; /* no request waits for an answer */
+  if (c->ws && c->ws_held) {
+    /* A WebSocket handshake refused: no 101 went, so this is its answer. The parser stopped at
+     * the upgrade, so the connection ends with it. No frame was read (ws_input holds them), so
+     * the context is not in use. */
+    wslay_event_context_free(c->ws);
+    c->ws = NULL;
+    c->ws_held = 0;
+    c->keep_alive = 0;
+  }
   if (c->resp != RESP_NONE || c->ws) return UV_EALREADY;
   char framing[64];
   snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", blen);
@@ -799,12 +812,30 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return (ssize_t)n;
 }
 
+/* Writes WebSocket bytes, after the 101 if it has not gone yet: a handler's first message shares
+ * its write (and most often its packet) with the 101. */
+static int ws_write(http_conn_t *c, const char *data, size_t len) {
+  uv_buf_t bufs[2];
+  unsigned n = 0;
+  char head[256];
+  if (c->ws_head_unsent) {
+    c->ws_head_unsent = 0;
+    int hn =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Accept: %s\r\n\r\n",
+                 c->ws_accept_key);
+    bufs[n++] = uv_buf_init(head, (unsigned)hn);
+  }
+  if (len) bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+  return n ? conn_write(c, bufs, (int)n) : 0;
+}
+
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                           void *ud) {
   (void)flags;
   http_conn_t *c = ud;
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  if (conn_write(c, &b, 1) != 0) {
+  if (ws_write(c, (const char *)data, len) != 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
@@ -840,7 +871,7 @@ static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_m
 }
 
 static void ws_pump(http_conn_t *c) {
-  if (c->closing || c->ws == NULL) return;
+  if (c->closing || c->ws == NULL || c->ws_held) return;
   if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
     conn_close(c, "the WebSocket failed");
     return;
@@ -862,6 +893,18 @@ static void ws_feed(http_conn_t *c, const char *data, size_t len) {
     return;
   }
   ws_pump(c);
+}
+
+/* Bytes after a WebSocket handshake. A client must not send before the 101 (RFC 6455, 4.1): what
+ * one sends anyway waits with it, and what follows, in order. */
+static void ws_input(http_conn_t *c, const char *data, size_t len) {
+  if (c->ws_held || c->held.len) {
+    buf_append(&c->held, data, len);
+    schedule_resume(c);
+    set_reading(c);
+    return;
+  }
+  ws_feed(c, data, len);
 }
 
 static const char *header(const http_request_t *r, const char *name) {
@@ -888,8 +931,9 @@ static int has_token(const char *value, const char *token) {
   return 0;
 }
 
-/* The handshake of RFC 6455 section 4.2: 0, or a status to answer with. */
-static int ws_accept(http_conn_t *c, const http_request_t *r) {
+/* Checks the handshake of RFC 6455 section 4.2 and readies the connection for frames; the 101
+ * waits for http_ws_accept, so that the owner may still refuse. 0, or a status to answer with. */
+static int ws_handshake(http_conn_t *c, const http_request_t *r) {
   const char *key = header(r, "sec-websocket-key");
   const char *version = header(r, "sec-websocket-version");
   if (strcmp(r->method, "GET") != 0 || !r->upgrade ||
@@ -905,46 +949,58 @@ static int ws_accept(http_conn_t *c, const http_request_t *r) {
   sha1_update(&sha, 24, (const uint8_t *)key);
   sha1_update(&sha, sizeof guid - 1, (const uint8_t *)guid);
   sha1_digest(&sha, SHA1_DIGEST_SIZE, digest);
-  char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
-  base64_encode_raw((char *)accept, SHA1_DIGEST_SIZE, digest);
-  accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
+  _Static_assert(BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) < sizeof c->ws_accept_key,
+                 "the accept key fits");
+  base64_encode_raw(c->ws_accept_key, SHA1_DIGEST_SIZE, digest);
+  c->ws_accept_key[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
   static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL,     NULL,
                                                    NULL,       NULL,       ws_msg_cb};
   if (wslay_event_context_server_init(&c->ws, &cbs, c) != 0) return 500;
   wslay_event_config_set_max_recv_msg_length(c->ws, c->s->lim.max_ws_message);
-  char head[256];
-  int n =
-      snprintf(head, sizeof head,
-               "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               "Sec-WebSocket-Accept: %s\r\n\r\n",
-               accept);
-  c->resp = RESP_DONE;
-  c->s->st.by_status[1]++;
-  c->s->st.open_websockets++;
-  uv_buf_t b = uv_buf_init(head, (unsigned)n);
-  conn_write(c, &b, 1);
+  c->ws_held = 1;
   arm(c, TIMER_OFF, 0);
   return 0;
 }
 
-int http_ws_send(http_conn_t *c, const char *data, size_t len) {
+/* Accepts a held handshake: its 101 goes with the next bytes written. */
+static void ws_open(http_conn_t *c) {
+  if (!c->ws_held) return;
+  c->ws_held = 0;
+  c->ws_head_unsent = 1;
+  c->resp = RESP_DONE;
+  c->s->st.by_status[1]++;
+  c->s->st.open_websockets++;
+  schedule_resume(c); /* frames the client sent too early */
+}
+
+int http_ws_accept(http_conn_t *c) {
   if (c->closing || c->ws == NULL) return UV_EPIPE;
-  struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
-  if (wslay_event_queue_msg(c->ws, &m) != 0) return UV_EPIPE;
+  ws_open(c);
+  return ws_write(c, NULL, 0);
+}
+
+/* Queues a frame (accepting the handshake first) and sends it, with the 101 if it waits. */
+static int ws_queue(http_conn_t *c, const struct wslay_event_msg *m) {
+  if (c->closing || c->ws == NULL) return UV_EPIPE;
+  ws_open(c);
+  if (wslay_event_queue_msg(c->ws, m) != 0) return UV_EPIPE;
   ws_pump(c);
-  return 0;
+  return ws_write(c, NULL, 0); /* the 101, had the frame not gone */
+}
+
+int http_ws_send(http_conn_t *c, const char *data, size_t len) {
+  struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
+  return ws_queue(c, &m);
 }
 
 int http_ws_ping(http_conn_t *c) {
-  if (c->closing || c->ws == NULL) return UV_EPIPE;
   struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
-  if (wslay_event_queue_msg(c->ws, &m) != 0) return UV_EPIPE;
-  ws_pump(c);
-  return 0;
+  return ws_queue(c, &m);
 }
 
 int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
   if (c->closing || c->ws == NULL) return UV_EPIPE;
+  ws_open(c);
   c->gone_sent = 1;    /* the owner closes it: it needs no telling */
   c->owner_paused = 0; /* the client's close frame must be read */
   set_reading(c);
@@ -953,7 +1009,7 @@ int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
   if (rl > 123) rl = 123;
   wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rl);
   ws_pump(c);
-  return 0;
+  return ws_write(c, NULL, 0); /* the 101, had the close not gone */
 }
 
 /* ---- the parser's callbacks ------------------------------------------------------------ */
@@ -1080,7 +1136,7 @@ static int on_headers_complete(http_parser *p) {
   }
   if (mode != HTTP_BODY_WEBSOCKET) p->upgrade = 0; /* e.g. h2c: answered as HTTP/1.1 */
   if (mode == HTTP_BODY_WEBSOCKET) {
-    int status = ws_accept(c, &r);
+    int status = ws_handshake(c, &r);
     if (status) {
       tell_gone(c, "not a valid WebSocket handshake");
       c->owner_knows = 0;
@@ -1223,7 +1279,7 @@ static const char *parse_error(const http_conn_t *c, enum http_errno e) {
 static void feed(http_conn_t *c, const char *data, size_t len) {
   if (c->closing || c->close_after_write) return;
   if (c->ws) {
-    ws_feed(c, data, len);
+    ws_input(c, data, len);
     return;
   }
   if (c->held_waiting || c->held.len) {
@@ -1257,9 +1313,10 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
       return;
     }
     if (c->p.upgrade) {
+      /* A refused handshake was answered during the parse, and the connection ends with it. */
       if (c->ws)
-        ws_feed(c, data + off, len - off);
-      else if (!c->closing)
+        ws_input(c, data + off, len - off);
+      else if (!c->closing && !c->close_after_write)
         fail(c, 400, "an upgrade this server does not do");
       return;
     }
@@ -1463,6 +1520,10 @@ void http_shutdown(http_server_t *s, int now) {
     next = c->next;
     if (now || !c->in_message) {
       conn_close(c, "the server is shutting down");
+    } else if (c->ws && c->ws_held) {
+      /* Its handler has not accepted it: it is refused, as a new connection would be. */
+      http_respond(c, 503, "Content-Type: text/plain; charset=utf-8\r\n", 41,
+                   "the server is shutting down\n", 28);
     } else if (c->ws) {
       http_ws_close(c, 1001, "the server is shutting down");
     } else {
