@@ -31,6 +31,17 @@ local function log(level, msg)
   host.log(level, "http", msg)
 end
 
+-- to_json(value) -> JSON text | nil, why. What goes to a client as JSON must be UTF-8 (RFC 8259),
+-- and json.encode passes a string's bytes through: a string that is not UTF-8 is refused here,
+-- not sent for the client to choke on (escaping cannot help: JSON has no escape for a byte).
+local function to_json(value)
+  local ok, text = pcall(json.encode, value)
+  if not ok then return nil, tostring(text) end
+  local bad = json.utf8_error(text)
+  if bad then return nil, "its JSON is " .. bad end
+  return text
+end
+
 ---------------------------------------------------------------------------
 -- Routes
 ---------------------------------------------------------------------------
@@ -72,6 +83,10 @@ function M.delete(path, fn) add("DELETE", path, fn, "plain") end
 -- opts: heartbeat (seconds), idle_timeout (seconds), heartbeat_message (a value sent as the
 -- JSON-lines and WebSocket heartbeat instead of an empty line or a ping), methods.
 function M.stream(path, fn, opts)
+  if opts and opts.heartbeat_message ~= nil then
+    local _, why = to_json(opts.heartbeat_message)
+    if why then error("stream: the heartbeat_message cannot be sent: " .. why, 2) end
+  end
   add("STREAM", path, fn, "stream", opts)
 end
 
@@ -136,10 +151,13 @@ end
 local Request = {}
 Request.__index = Request
 
--- req:json() -> the body decoded | nil, message
+-- req:json() -> the body decoded | nil, message, kind ("utf8": the body is not UTF-8, and the
+-- message says where; "syntax": it is not JSON)
 function Request:json()
   if self.body == nil or self.body == "" then return nil, "the request has no body" end
-  return json.decode(self.body)
+  local value, err, kind = json.decode(self.body)
+  if kind == "utf8" then return nil, "the body is " .. err, kind end
+  return value, err, kind
 end
 
 local function header_lines(headers)
@@ -151,8 +169,17 @@ end
 
 local JSON_TYPE = "application/json"
 
+-- s with each byte that breaks UTF-8 replaced by U+FFFD: for messages that quote the client.
+local function scrub(s)
+  while true do
+    local ok, at = raw.utf8_valid(s)
+    if ok then return s end
+    s = s:sub(1, at) .. "\239\191\189" .. s:sub(at + 2)
+  end
+end
+
 local function send_error(srv, id, status, message)
-  srv:respond(id, status, "Content-Type: " .. JSON_TYPE .. "\r\n", json.encode({ error = message }) .. "\n")
+  srv:respond(id, status, "Content-Type: " .. JSON_TYPE .. "\r\n", json.encode({ error = scrub(message) }) .. "\n")
 end
 
 -- What a plain handler returned, as a response.
@@ -169,7 +196,12 @@ local function respond(ex, ok, a, b, c)
   for k in pairs(headers) do if k:lower() == "content-type" then has_type = true end end
   local body
   if type(value) == "table" then
-    body = json.encode(value) .. "\n"
+    local text, why = to_json(value)
+    if text == nil then
+      log("error", ("%s %s failed: its answer cannot be sent: %s"):format(ex.req.method, ex.req.path, why))
+      return send_error(srv, id, 500, "the handler failed")
+    end
+    body = text .. "\n"
     if not has_type then headers["Content-Type"] = JSON_TYPE end
   elseif value == nil then
     body = ""
@@ -305,10 +337,13 @@ local function misuse(st, msg)
 end
 
 -- stream:send(msg) -> true | nil, why: sends one JSON message; waits while the client is slow
--- (more than the server's high-water mark unread).
+-- (more than the server's high-water mark unread). A message that cannot be JSON (a string
+-- that is not UTF-8, a table that contains itself) raises.
 function Stream:send(msg)
   if self.closed then return nil, self.why or "closed" end
-  local queued, err = write_raw(self, frame(self.kind, json.encode(msg)))
+  local text, bad = to_json(msg)
+  if text == nil then misuse(self, "send: the message cannot be sent: " .. bad) end
+  local queued, err = write_raw(self, frame(self.kind, text))
   if queued == nil then return nil, err end
   self.sent = self.sent + 1
   if queued > self.high_water then
@@ -380,6 +415,8 @@ function Stream:reject(status, message)
   end
   if message == nil then message = "refused" end
   if type(message) ~= "string" then misuse(self, "reject: the message must be a string, not " .. type(message)) end
+  local bad = json.utf8_error(message)
+  if bad then misuse(self, "reject: the message is " .. bad) end
   if self.closed then return nil, self.why or "closed" end
   if not self.started then
     refuse(self, status, message, "rejected")
@@ -418,12 +455,14 @@ local function inbound(st, text)
   elseif text:match("^%s*$") then
     st.received = st.received - 1
     return -- a heartbeat
-  elseif not raw.utf8_valid(text) then
-    complaint = "message " .. st.received .. " is not valid UTF-8; it was dropped"
   else
-    local msg, err = json.decode(text)
+    local msg, err, kind = json.decode(text)
     if err == nil and msg ~= nil then return deliver(st, msg) end
-    complaint = "message " .. st.received .. " is not JSON (" .. tostring(err) .. "); it was dropped"
+    if kind == "utf8" then
+      complaint = "message " .. st.received .. " is " .. err .. "; it was dropped"
+    else
+      complaint = "message " .. st.received .. " is not JSON (" .. tostring(err) .. "); it was dropped"
+    end
   end
   st.bad = st.bad + 1
   deliver(st, setmetatable({ error = complaint }, Complaint))

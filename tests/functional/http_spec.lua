@@ -79,7 +79,7 @@ local function ws_client(port, path, ...)
 end
 
 -- An app of the specs' own, for handlers that web.lua has no reason to carry: the README's /chat
--- as it is there, and handlers that refuse late or misuse reject.
+-- as it is there, handlers that refuse late or misuse reject, and answers JSON cannot carry.
 local REFUSING_APP = [=[
 local atoll = require "atoll"
 local http = atoll.http
@@ -120,6 +120,13 @@ end)
 
 http.stream("/misuse-tail", function(req, stream) -- misuse: the handler
   return stream:reject(200, "not a refusal")
+end)
+
+http.get("/bytes", function() return { bytes = "\255\254" } end)
+
+http.stream("/bytes-stream", function(req, stream)
+  stream:send({ ok = true })
+  stream:send({ bytes = "\255\254" })
 end)
 
 print("http port " .. assert(http.listen("127.0.0.1:0")).port)
@@ -185,6 +192,22 @@ describe("the HTTP gateway", function()
       code, out = curl("-I", url("/hello"))
       assert.matches("^HTTP/1.1 200", out)
       assert.matches("Content%-Length: 18\r\n", out)
+    end))
+
+    it("refuses JSON that is not UTF-8 with a 400 that says where, in a body as in a JSON line", async(function()
+      local body = '{"a":"\255\254"}'
+      local reply = exchange(port, "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        .. #body .. "\r\n\r\n" .. body)
+      assert.matches("^HTTP/1.1 400", reply)
+      assert.matches('\r\n\r\n{"error":"the body is not valid UTF%-8 at byte offset 6"}\n$', reply)
+      -- The same rule, the same words, for a line of a JSON-lines stream.
+      reply = exchange(port, "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/jsonl\r\n"
+        .. "Content-Length: " .. (#body + 1) .. "\r\n\r\n" .. body .. "\n")
+      assert.matches('\n{"error":"message 1 is not valid UTF%-8 at byte offset 6; it was dropped"}\r?\n', reply)
+      -- The server's own messages quote a path as it came: a byte that is not UTF-8 is replaced.
+      reply = exchange(port, "GET /\255x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert.matches('^HTTP/1.1 404 .*\r\n\r\n{"error":"no route for /\239\191\189x"}\n$', reply)
+      assert_serving(port)
     end))
 
     it("serves static files with their types, and nothing outside their directory", async(function()
@@ -450,7 +473,7 @@ describe("the HTTP gateway", function()
     end, 30))
   end)
 
-  describe("handlers that refuse", function()
+  describe("handlers that refuse, or answer what JSON cannot carry", function()
     local p, port, dir
     setup(async(function()
       dir = tmp.dir("refusing")
@@ -552,6 +575,22 @@ describe("the HTTP gateway", function()
       line = p:expect("stream /misuse%-tail failed", 5, "stderr")
       assert.matches("app%.lua:" .. app_line("misuse: the handler") .. ": reject: the status", line)
       assert.is_nil(line:find("runtime.lua", 1, true), line)
+    end))
+
+    it("never send a handler's strings that are not UTF-8 as JSON", async(function()
+      local code, out = curl("-i", url("/bytes"))
+      assert.equal(0, code)
+      assert.matches("^HTTP/1.1 500", out)
+      assert.matches('\r\n\r\n{"error":"the handler failed"}\n$', out)
+      p:expect("GET /bytes failed: .*not valid UTF%-8 at byte offset 10", 5, "stderr")
+      code, out = curl("-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}", url("/bytes-stream"))
+      assert.equal(0, code)
+      assert.equal('{"ok":true}\n{"error":"the handler failed"}\n', out)
+      p:expect("stream /bytes%-stream failed: .*not valid UTF%-8", 5, "stderr")
+      local ws = ws_client(port, "/bytes-stream")
+      ws:expect('^message {"ok":true}$', 10)
+      ws:expect('^message {"error":"the handler failed"}$', 5)
+      ws:expect("^close 1011", 5)
     end))
 
     it("refuse a browser's WebSocket to the tic-tac-toe /matchmaking before the 101, and accept a player's",
