@@ -230,6 +230,15 @@ static int l_stream_end(lua_State *L) {
   return result(L, http_stream_end(c));
 }
 
+/* srv:ws_accept(id) -> true | nil, message: the 101 of a WebSocket handshake the handler did
+ * not refuse (sending accepts too) */
+static int l_ws_accept(lua_State *L) {
+  lhttp_t *h = check(L);
+  http_conn_t *c = conn_arg(L, h);
+  if (c == NULL) return gone(L);
+  return result(L, http_ws_accept(c));
+}
+
 /* srv:ws_send(id, text) -> bytes queued | nil, message */
 static int l_ws_send(lua_State *L) {
   lhttp_t *h = check(L);
@@ -356,20 +365,37 @@ static int l_gc(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"respond", l_respond},     {"stream_start", l_stream_start}, {"stream_write", l_stream_write},
-    {"stream_end", l_stream_end}, {"ws_send", l_ws_send},         {"ws_ping", l_ws_ping},
-    {"ws_close", l_ws_close},   {"want_drain", l_want_drain},     {"pause", l_pause},
-    {"abort", l_abort},         {"queued", l_queued},             {"static", l_static},
-    {"port", l_port},           {"stats", l_stats},               {"shutdown", l_shutdown},
-    {"close", l_close},         {NULL, NULL},
+    {"respond", l_respond},       {"stream_start", l_stream_start}, {"stream_write", l_stream_write},
+    {"stream_end", l_stream_end}, {"ws_accept", l_ws_accept},       {"ws_send", l_ws_send},
+    {"ws_ping", l_ws_ping},       {"ws_close", l_ws_close},         {"want_drain", l_want_drain},
+    {"pause", l_pause},           {"abort", l_abort},               {"queued", l_queued},
+    {"static", l_static},         {"port", l_port},                 {"stats", l_stats},
+    {"shutdown", l_shutdown},     {"close", l_close},               {NULL, NULL},
 };
 
-/* utf8_valid(s) -> true if s is valid UTF-8 */
+/* The offset of the first byte that is not part of well-formed UTF-8, or n. The rules are
+ * utf8_valid's, asked of one sequence at a time, and only once the whole is known to break them. */
+static size_t utf8_invalid_at(const char *s, size_t n) {
+  if (utf8_valid(s, n)) return n;
+  size_t i = 0;
+  while (i < n) {
+    unsigned c = (unsigned char)s[i];
+    size_t len = c < 0x80 ? 1 : c < 0xE0 ? 2 : c < 0xF0 ? 3 : 4; /* as the lead byte says */
+    if (len > n - i || !utf8_valid(s + i, len)) return i;
+    i += len;
+  }
+  return n;
+}
+
+/* utf8_valid(s) -> true | false, the byte offset (from 0) where s stops being UTF-8 */
 static int l_utf8_valid(lua_State *L) {
   size_t n;
   const char *str = luaL_checklstring(L, 1, &n);
-  lua_pushboolean(L, utf8_valid(str, n));
-  return 1;
+  size_t at = utf8_invalid_at(str, n);
+  lua_pushboolean(L, at == n);
+  if (at == n) return 1;
+  lua_pushnumber(L, (lua_Number)at);
+  return 2;
 }
 
 static const luaL_Reg fns[] = {{"listen", l_listen}, {"utf8_valid", l_utf8_valid}, {NULL, NULL}};

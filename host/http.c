@@ -22,9 +22,9 @@
 #include "log.h"
 #include "utf8.h"
 
-#define STATIC_CACHE 128
+#define STATIC_CACHE          128
 #define STATIC_CACHE_MAX_FILE (1u << 20)
-#define STATIC_MAX_FILE (64u << 20)
+#define STATIC_MAX_FILE       (64u << 20)
 
 enum { RESP_NONE = 0, RESP_STREAMING = 1, RESP_DONE = 2 };
 enum { TIMER_OFF, TIMER_HEADER, TIMER_BODY, TIMER_IDLE };
@@ -49,8 +49,8 @@ struct http_conn_s {
   uv_timer_t timer;
   int handles, timer_kind;
   http_server_t *s;
-  http_conn_t *prev, *next;     /* the server's connections */
-  http_conn_t *ready_next;      /* the server's list of connections with input to resume */
+  http_conn_t *prev, *next; /* the server's connections */
+  http_conn_t *ready_next;  /* the server's list of connections with input to resume */
   int in_ready;
   uint64_t id;
   uint32_t slot;
@@ -60,18 +60,22 @@ struct http_conn_s {
   http_parser p;
   buf_t head; /* method\0target\0 then name\0value\0 pairs */
   size_t target_at, nheaders;
-  int in_field, error_status;
+  int in_field, error_status, head_done;
   int mode;
   buf_t body; /* HTTP_BODY_BUFFER: the body; HTTP_BODY_LINES: a partial line */
   int line_overflow;
 
-  int in_message, body_done, expect_body, resp, keep_alive, is_head, chunked_out, owner_knows, gone_sent;
+  int in_message, body_done, expect_body, resp, keep_alive, is_head, chunked_out, owner_knows,
+      gone_sent;
   int held_waiting, owner_paused, reading;
   buf_t held; /* input not parsed yet */
   size_t queued;
   int want_drain, close_after_write, closing, test, eof, resuming;
 
   wslay_event_context_ptr ws;
+  int ws_held;        /* a valid handshake whose 101 waits for the owner (or a refusal) */
+  int ws_head_unsent; /* accepted: the 101 goes with the next bytes written */
+  char ws_accept_key[32];
   const char *ws_in;
   size_t ws_in_len;
 };
@@ -90,7 +94,7 @@ struct http_server_s {
   size_t nmounts;
   cached_t cache[STATIC_CACHE];
   http_stats_t st;
-  size_t live; /* connections not freed yet (closing ones included) */
+  size_t live;         /* connections not freed yet (closing ones included) */
   http_conn_t **slots; /* connections by the low 24 bits of their id */
   uint32_t nslots, cap_slots, *free_slots, nfree;
   uint64_t generation;
@@ -103,36 +107,66 @@ static http_parser_settings settings;
 
 const char *http_status_text(int status) {
   switch (status) {
-    case 101: return "Switching Protocols";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 202: return "Accepted";
-    case 204: return "No Content";
-    case 301: return "Moved Permanently";
-    case 302: return "Found";
-    case 304: return "Not Modified";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 422: return "Unprocessable Content";
-    case 426: return "Upgrade Required";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 502: return "Bad Gateway";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
+    case 101:
+      return "Switching Protocols";
+    case 200:
+      return "OK";
+    case 201:
+      return "Created";
+    case 202:
+      return "Accepted";
+    case 204:
+      return "No Content";
+    case 301:
+      return "Moved Permanently";
+    case 302:
+      return "Found";
+    case 304:
+      return "Not Modified";
+    case 400:
+      return "Bad Request";
+    case 401:
+      return "Unauthorized";
+    case 403:
+      return "Forbidden";
+    case 404:
+      return "Not Found";
+    case 405:
+      return "Method Not Allowed";
+    case 408:
+      return "Request Timeout";
+    case 409:
+      return "Conflict";
+    case 411:
+      return "Length Required";
+    case 413:
+      return "Content Too Large";
+    case 414:
+      return "URI Too Long";
+    case 415:
+      return "Unsupported Media Type";
+    case 422:
+      return "Unprocessable Content";
+    case 426:
+      return "Upgrade Required";
+    case 429:
+      return "Too Many Requests";
+    case 431:
+      return "Request Header Fields Too Large";
+    case 500:
+      return "Internal Server Error";
+    case 501:
+      return "Not Implemented";
+    case 502:
+      return "Bad Gateway";
+    case 503:
+      return "Service Unavailable";
+    case 504:
+      return "Gateway Timeout";
+    case 505:
+      return "HTTP Version Not Supported";
+    default:
+      return "Unknown";
   }
 }
 
@@ -253,8 +287,10 @@ static void arm(http_conn_t *c, int kind, double seconds);
 /* Closes once what is written has gone; a client that never reads it has the idle timeout. */
 static void close_after(http_conn_t *c, const char *why) {
   c->close_after_write = 1;
-  if (c->queued == 0) conn_close(c, why);
-  else arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
+  if (c->queued == 0)
+    conn_close(c, why);
+  else
+    arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
 }
 
 static void timer_cb(uv_timer_t *t) {
@@ -329,20 +365,24 @@ static void conn_close(http_conn_t *c, const char *why) {
   c->closing = 1;
   http_server_t *s = c->s;
   if (c->resp == RESP_STREAMING && s->st.open_streams) s->st.open_streams--;
-  if (c->ws && s->st.open_websockets) s->st.open_websockets--;
+  if (c->ws && !c->ws_held && s->st.open_websockets) s->st.open_websockets--;
   tell_gone(c, why ? why : "the connection closed");
   ready_remove(s, c);
   s->slots[c->slot] = NULL;
   s->free_slots[s->nfree++] = c->slot;
-  if (c->prev) c->prev->next = c->next;
-  else if (s->conns == c) s->conns = c->next;
+  if (c->prev)
+    c->prev->next = c->next;
+  else if (s->conns == c)
+    s->conns = c->next;
   if (c->next) c->next->prev = c->prev;
   c->prev = c->next = NULL;
   if (s->st.open_connections) s->st.open_connections--;
   if (c->test) return; /* http_test_free frees it */
   uv_close((uv_handle_t *)&c->timer, handle_closed);
-  if (!uv_is_closing((uv_handle_t *)&c->tcp)) uv_close((uv_handle_t *)&c->tcp, handle_closed);
-  else c->handles--;
+  if (!uv_is_closing((uv_handle_t *)&c->tcp))
+    uv_close((uv_handle_t *)&c->tcp, handle_closed);
+  else
+    c->handles--;
 }
 
 void http_abort(http_conn_t *c) {
@@ -412,7 +452,7 @@ static void idle_cb(uv_idle_t *h);
 static void schedule_resume(http_conn_t *c) {
   http_server_t *s = c->s;
   /* With answers piling up unread, the write callback resumes it later. */
-  if (c->in_ready || c->held.len == 0 || c->queued > s->lim.high_water) return;
+  if (c->in_ready || c->held.len == 0 || c->queued > s->lim.high_water || c->ws_held) return;
   c->in_ready = 1;
   c->ready_next = s->ready;
   s->ready = c;
@@ -434,6 +474,7 @@ static void resume(http_conn_t *c) {
   buf_close(&held);
   /* A client that half-closed has had every answer it asked for. */
   if (!c->closing && c->eof && !c->in_message && c->held.len == 0) close_after(c, NULL);
+  set_reading(c); /* held input past max_header stopped it */
 }
 
 static void idle_cb(uv_idle_t *h) {
@@ -479,17 +520,20 @@ static void exchange_done(http_conn_t *c) {
 
 /* ---- responses ------------------------------------------------------------------------- */
 
-static int write_head(http_conn_t *c, int status, const char *headers, size_t hlen, const char *framing,
-                      const char *body, size_t blen) {
+static int write_head(http_conn_t *c, int status, const char *headers, size_t hlen,
+                      const char *framing, const char *body, size_t blen) {
   char head[512];
   int close = !c->keep_alive || c->s->shutting || (!c->body_done && c->expect_body);
   if (close) c->keep_alive = 0;
   /* A server answers with its own version (RFC 9110, 6.2), whatever the client's. */
-  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status, http_status_text(status), date_header(c->s), framing,
-                   close ? "Connection: close\r\n" : (c->p.http_minor == 0 ? "Connection: keep-alive\r\n" : ""));
+  int n = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nDate: %s\r\n%s%s", status,
+                   http_status_text(status), date_header(c->s), framing,
+                   close ? "Connection: close\r\n"
+                         : (c->p.http_minor == 0 ? "Connection: keep-alive\r\n" : ""));
   if (n < 0 || (size_t)n >= sizeof head) return UV_EINVAL;
-  uv_buf_t bufs[4] = {uv_buf_init(head, (unsigned)n), uv_buf_init((char *)(headers ? headers : ""), (unsigned)hlen),
-                      uv_buf_init("\r\n", 2), uv_buf_init((char *)(body ? body : ""), (unsigned)blen)};
+  uv_buf_t bufs[4] = {
+      uv_buf_init(head, (unsigned)n), uv_buf_init((char *)(headers ? headers : ""), (unsigned)hlen),
+      uv_buf_init("\r\n", 2), uv_buf_init((char *)(body ? body : ""), (unsigned)blen)};
   int sc = status / 100;
   if (sc >= 1 && sc <= 5) c->s->st.by_status[sc]++;
   return conn_write(c, bufs, blen ? 4 : 3);
@@ -499,11 +543,21 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
                  size_t blen) {
   if (c->closing) return UV_EPIPE;
   if (!c->in_message) return UV_EINVAL; /* no request waits for an answer */
+  if (c->ws && c->ws_held) {
+    /* A WebSocket handshake refused: no 101 went, so this is its answer. The parser stopped at
+     * the upgrade, so the connection ends with it. No frame was read (ws_input holds them), so
+     * the context is not in use. */
+    wslay_event_context_free(c->ws);
+    c->ws = NULL;
+    c->ws_held = 0;
+    c->keep_alive = 0;
+  }
   if (c->resp != RESP_NONE || c->ws) return UV_EALREADY;
   char framing[64];
   snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", blen);
   c->resp = RESP_DONE;
-  int rc = write_head(c, status, headers, hlen, framing, c->is_head ? NULL : body, c->is_head ? 0 : blen);
+  int rc = write_head(c, status, headers, hlen, framing, c->is_head ? NULL : body,
+                      c->is_head ? 0 : blen);
   if (rc == 0 && !c->closing) exchange_done(c);
   if (!c->body_done && c->expect_body && !c->closing) {
     /* Answered before the body was read: it is not worth reading now. */
@@ -520,8 +574,8 @@ int http_stream_start(http_conn_t *c, int status, const char *headers, size_t hl
   if (!c->chunked_out) c->keep_alive = 0; /* HTTP/1.0: the body ends when the connection does */
   c->resp = RESP_STREAMING;
   c->s->st.open_streams++;
-  return write_head(c, status, headers, hlen, c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "",
-                    NULL, 0);
+  return write_head(c, status, headers, hlen,
+                    c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "", NULL, 0);
 }
 
 int http_stream_write(http_conn_t *c, const char *data, size_t len) {
@@ -587,7 +641,8 @@ static void fail(http_conn_t *c, int status, const char *why) {
     if (n < 0 || (size_t)n >= sizeof body) n = (int)sizeof body - 1;
     snprintf(framing, sizeof framing, "Content-Length: %d\r\n", n);
     c->resp = RESP_DONE;
-    write_head(c, status, "Content-Type: text/plain; charset=utf-8\r\n", 41, framing, body, (size_t)n);
+    write_head(c, status, "Content-Type: text/plain; charset=utf-8\r\n", 41, framing, body,
+               (size_t)n);
   }
   if (c->closing) return;
   if (c->queued) tell_gone(c, why);
@@ -597,17 +652,28 @@ static void fail(http_conn_t *c, int status, const char *why) {
 /* ---- static files ---------------------------------------------------------------------- */
 
 static const char *content_type(const char *path) {
-  static const struct { const char *ext, *type; } types[] = {
-    {".html", "text/html; charset=utf-8"}, {".htm", "text/html; charset=utf-8"},
-    {".css", "text/css; charset=utf-8"},   {".js", "text/javascript; charset=utf-8"},
-    {".mjs", "text/javascript; charset=utf-8"}, {".json", "application/json"},
-    {".svg", "image/svg+xml"},             {".png", "image/png"},
-    {".jpg", "image/jpeg"},                {".jpeg", "image/jpeg"},
-    {".gif", "image/gif"},                 {".webp", "image/webp"},
-    {".ico", "image/x-icon"},              {".txt", "text/plain; charset=utf-8"},
-    {".yaml", "application/yaml"},         {".yml", "application/yaml"},
-    {".wasm", "application/wasm"},         {".woff2", "font/woff2"},
-    {".map", "application/json"},
+  static const struct {
+    const char *ext, *type;
+  } types[] = {
+      {".html", "text/html; charset=utf-8"},
+      {".htm", "text/html; charset=utf-8"},
+      {".css", "text/css; charset=utf-8"},
+      {".js", "text/javascript; charset=utf-8"},
+      {".mjs", "text/javascript; charset=utf-8"},
+      {".json", "application/json"},
+      {".svg", "image/svg+xml"},
+      {".png", "image/png"},
+      {".jpg", "image/jpeg"},
+      {".jpeg", "image/jpeg"},
+      {".gif", "image/gif"},
+      {".webp", "image/webp"},
+      {".ico", "image/x-icon"},
+      {".txt", "text/plain; charset=utf-8"},
+      {".yaml", "application/yaml"},
+      {".yml", "application/yaml"},
+      {".wasm", "application/wasm"},
+      {".woff2", "font/woff2"},
+      {".map", "application/json"},
   };
   const char *dot = strrchr(path, '.');
   if (dot && !strchr(dot, '/')) {
@@ -731,7 +797,8 @@ int http_static(http_server_t *s, const char *prefix, const char *dir) {
 
 /* ---- WebSocket ------------------------------------------------------------------------- */
 
-static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags, void *ud) {
+static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
+                          void *ud) {
   (void)flags;
   http_conn_t *c = ud;
   if (c->ws_in_len == 0) {
@@ -745,43 +812,66 @@ static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len,
   return (ssize_t)n;
 }
 
+/* Writes WebSocket bytes, after the 101 if it has not gone yet: a handler's first message shares
+ * its write (and most often its packet) with the 101. */
+static int ws_write(http_conn_t *c, const char *data, size_t len) {
+  uv_buf_t bufs[2];
+  unsigned n = 0;
+  char head[256];
+  if (c->ws_head_unsent) {
+    c->ws_head_unsent = 0;
+    int hn =
+        snprintf(head, sizeof head,
+                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Accept: %s\r\n\r\n",
+                 c->ws_accept_key);
+    bufs[n++] = uv_buf_init(head, (unsigned)hn);
+  }
+  if (len) bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
+  return n ? conn_write(c, bufs, (int)n) : 0;
+}
+
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
                           void *ud) {
   (void)flags;
   http_conn_t *c = ud;
-  uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-  if (conn_write(c, &b, 1) != 0) {
+  if (ws_write(c, (const char *)data, len) != 0) {
     wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
     return -1;
   }
   return (ssize_t)len;
 }
 
-static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg, void *ud) {
+static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
+                      void *ud) {
   http_conn_t *c = ud;
   if (c->closing) return;
   switch (arg->opcode) {
     case WSLAY_TEXT_FRAME:
       if (!utf8_valid((const char *)arg->msg, arg->msg_length)) {
-        wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA, (const uint8_t *)"invalid UTF-8", 13);
+        wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
+                                (const uint8_t *)"invalid UTF-8", 13);
         return;
       }
-      if (c->s->ev.on_ws_message) c->s->ev.on_ws_message(c->s->ud, c, (const char *)arg->msg, arg->msg_length);
+      if (c->s->ev.on_ws_message)
+        c->s->ev.on_ws_message(c->s->ud, c, (const char *)arg->msg, arg->msg_length);
       break;
     case WSLAY_BINARY_FRAME:
-      wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA, (const uint8_t *)"text messages only", 18);
+      wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
+                              (const uint8_t *)"text messages only", 18);
       break;
     case WSLAY_PING:
     case WSLAY_PONG:
       /* A sign of life: the owner's heartbeat timer restarts. */
       if (c->s->ev.on_ws_message) c->s->ev.on_ws_message(c->s->ud, c, NULL, 0);
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
 static void ws_pump(http_conn_t *c) {
-  if (c->closing || c->ws == NULL) return;
+  if (c->closing || c->ws == NULL || c->ws_held) return;
   if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
     conn_close(c, "the WebSocket failed");
     return;
@@ -803,6 +893,18 @@ static void ws_feed(http_conn_t *c, const char *data, size_t len) {
     return;
   }
   ws_pump(c);
+}
+
+/* Bytes after a WebSocket handshake. A client must not send before the 101 (RFC 6455, 4.1): what
+ * one sends anyway waits with it, and what follows, in order. */
+static void ws_input(http_conn_t *c, const char *data, size_t len) {
+  if (c->ws_held || c->held.len) {
+    buf_append(&c->held, data, len);
+    schedule_resume(c);
+    set_reading(c);
+    return;
+  }
+  ws_feed(c, data, len);
 }
 
 static const char *header(const http_request_t *r, const char *name) {
@@ -829,11 +931,13 @@ static int has_token(const char *value, const char *token) {
   return 0;
 }
 
-/* The handshake of RFC 6455 section 4.2: 0, or a status to answer with. */
-static int ws_accept(http_conn_t *c, const http_request_t *r) {
+/* Checks the handshake of RFC 6455 section 4.2 and readies the connection for frames; the 101
+ * waits for http_ws_accept, so that the owner may still refuse. 0, or a status to answer with. */
+static int ws_handshake(http_conn_t *c, const http_request_t *r) {
   const char *key = header(r, "sec-websocket-key");
   const char *version = header(r, "sec-websocket-version");
-  if (strcmp(r->method, "GET") != 0 || !r->upgrade || !has_token(header(r, "upgrade"), "websocket") ||
+  if (strcmp(r->method, "GET") != 0 || !r->upgrade ||
+      !has_token(header(r, "upgrade"), "websocket") ||
       !has_token(header(r, "connection"), "upgrade") || key == NULL || strlen(key) != 24) {
     return 400;
   }
@@ -845,44 +949,59 @@ static int ws_accept(http_conn_t *c, const http_request_t *r) {
   sha1_update(&sha, 24, (const uint8_t *)key);
   sha1_update(&sha, sizeof guid - 1, (const uint8_t *)guid);
   sha1_digest(&sha, SHA1_DIGEST_SIZE, digest);
-  char accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) + 1];
-  base64_encode_raw((char *)accept, SHA1_DIGEST_SIZE, digest);
-  accept[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
-  static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL, NULL, NULL, NULL, ws_msg_cb};
+  _Static_assert(BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) < sizeof c->ws_accept_key,
+                 "the accept key fits");
+  base64_encode_raw(c->ws_accept_key, SHA1_DIGEST_SIZE, digest);
+  c->ws_accept_key[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
+  static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL,     NULL,
+                                                   NULL,       NULL,       ws_msg_cb};
   if (wslay_event_context_server_init(&c->ws, &cbs, c) != 0) return 500;
   wslay_event_config_set_max_recv_msg_length(c->ws, c->s->lim.max_ws_message);
-  char head[256];
-  int n = snprintf(head, sizeof head,
-                   "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                   "Sec-WebSocket-Accept: %s\r\n\r\n", accept);
-  c->resp = RESP_DONE;
-  c->s->st.by_status[1]++;
-  c->s->st.open_websockets++;
-  uv_buf_t b = uv_buf_init(head, (unsigned)n);
-  conn_write(c, &b, 1);
+  c->ws_held = 1;
   arm(c, TIMER_OFF, 0);
   return 0;
 }
 
-int http_ws_send(http_conn_t *c, const char *data, size_t len) {
+/* Accepts a held handshake: its 101 goes with the next bytes written. */
+static void ws_open(http_conn_t *c) {
+  if (!c->ws_held) return;
+  c->ws_held = 0;
+  c->ws_head_unsent = 1;
+  c->resp = RESP_DONE;
+  c->s->st.by_status[1]++;
+  c->s->st.open_websockets++;
+  schedule_resume(c); /* frames the client sent too early */
+}
+
+int http_ws_accept(http_conn_t *c) {
   if (c->closing || c->ws == NULL) return UV_EPIPE;
-  struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
-  if (wslay_event_queue_msg(c->ws, &m) != 0) return UV_EPIPE;
+  ws_open(c);
+  return ws_write(c, NULL, 0);
+}
+
+/* Queues a frame (accepting the handshake first) and sends it, with the 101 if it waits. */
+static int ws_queue(http_conn_t *c, const struct wslay_event_msg *m) {
+  if (c->closing || c->ws == NULL) return UV_EPIPE;
+  ws_open(c);
+  if (wslay_event_queue_msg(c->ws, m) != 0) return UV_EPIPE;
   ws_pump(c);
-  return 0;
+  return ws_write(c, NULL, 0); /* the 101, had the frame not gone */
+}
+
+int http_ws_send(http_conn_t *c, const char *data, size_t len) {
+  struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
+  return ws_queue(c, &m);
 }
 
 int http_ws_ping(http_conn_t *c) {
-  if (c->closing || c->ws == NULL) return UV_EPIPE;
   struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
-  if (wslay_event_queue_msg(c->ws, &m) != 0) return UV_EPIPE;
-  ws_pump(c);
-  return 0;
+  return ws_queue(c, &m);
 }
 
 int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
   if (c->closing || c->ws == NULL) return UV_EPIPE;
-  c->gone_sent = 1; /* the owner closes it: it needs no telling */
+  ws_open(c);
+  c->gone_sent = 1;    /* the owner closes it: it needs no telling */
   c->owner_paused = 0; /* the client's close frame must be read */
   set_reading(c);
   arm(c, TIMER_IDLE, 5); /* and if it never comes, the connection closes anyway */
@@ -890,7 +1009,7 @@ int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
   if (rl > 123) rl = 123;
   wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rl);
   ws_pump(c);
-  return 0;
+  return ws_write(c, NULL, 0); /* the 101, had the close not gone */
 }
 
 /* ---- the parser's callbacks ------------------------------------------------------------ */
@@ -907,7 +1026,8 @@ static int head_add(http_conn_t *c, const char *at, size_t len, int lower) {
     return -1;
   }
   if (lower) {
-    for (size_t i = from; i < c->head.len; i++) c->head.data[i] = (char)tolower((unsigned char)c->head.data[i]);
+    for (size_t i = from; i < c->head.len; i++)
+      c->head.data[i] = (char)tolower((unsigned char)c->head.data[i]);
   }
   return 0;
 }
@@ -919,6 +1039,7 @@ static int on_message_begin(http_parser *p) {
   c->nheaders = 0;
   c->in_field = 0;
   c->error_status = 0;
+  c->head_done = 0;
   c->mode = 0;
   c->line_overflow = 0;
   c->in_message = 1;
@@ -965,6 +1086,7 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
 static int on_headers_complete(http_parser *p) {
   http_conn_t *c = p->data;
   http_server_t *s = c->s;
+  c->head_done = 1;
   if (buf_append(&c->head, "", 1)) return -1; /* ends the last value, or the target */
   if (c->in_field) {
     /* A field without a value (only possible at the very end): keep it as empty. */
@@ -978,7 +1100,8 @@ static int on_headers_complete(http_parser *p) {
   }
   c->keep_alive = http_should_keep_alive(p);
   c->is_head = p->method == HTTP_HEAD;
-  c->expect_body = (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
+  c->expect_body =
+      (p->flags & F_CHUNKED) || ((p->flags & F_CONTENTLENGTH) && p->content_length > 0);
   http_request_t r;
   r.method = http_method_str((enum http_method)p->method);
   r.target = c->head.data + c->target_at;
@@ -1013,7 +1136,7 @@ static int on_headers_complete(http_parser *p) {
   }
   if (mode != HTTP_BODY_WEBSOCKET) p->upgrade = 0; /* e.g. h2c: answered as HTTP/1.1 */
   if (mode == HTTP_BODY_WEBSOCKET) {
-    int status = ws_accept(c, &r);
+    int status = ws_handshake(c, &r);
     if (status) {
       tell_gone(c, "not a valid WebSocket handshake");
       c->owner_knows = 0;
@@ -1106,7 +1229,8 @@ static int on_body(http_parser *p, const char *at, size_t len) {
     case HTTP_BODY_LINES:
       if (c->owner_knows && !c->gone_sent) deliver_lines(c, at, len);
       break;
-    default: break; /* dropped */
+    default:
+      break; /* dropped */
   }
   return 0;
 }
@@ -1117,7 +1241,8 @@ static int on_message_complete(http_parser *p) {
   c->body_done = 1;
   if (c->timer_kind == TIMER_BODY) arm(c, TIMER_OFF, 0);
   if (c->owner_knows && !c->gone_sent && !c->closing) {
-    if (c->mode == HTTP_BODY_BUFFER && s->ev.on_body) s->ev.on_body(s->ud, c, c->body.data, c->body.len);
+    if (c->mode == HTTP_BODY_BUFFER && s->ev.on_body)
+      s->ev.on_body(s->ud, c, c->body.data, c->body.len);
     if (c->mode == HTTP_BODY_LINES && c->body.len && !c->closing) {
       deliver_lines(c, "\n", 1); /* the last line, without its newline */
     }
@@ -1140,11 +1265,21 @@ static int on_message_complete(http_parser *p) {
   return 0;
 }
 
+/* What the parser refused, in words for the client. http-parser reads a chunk size into its
+ * content length and reports its overflow as an invalid Content-Length header, which the request
+ * may not even have: past the head of a chunked request, that error is the chunk size's. */
+static const char *parse_error(const http_conn_t *c, enum http_errno e) {
+  if (e == HPE_INVALID_CONTENT_LENGTH && c->head_done && (c->p.flags & F_CHUNKED))
+    return "chunk size too large";
+  if (e == HPE_INVALID_CHUNK_SIZE) return "invalid chunk size";
+  return http_errno_description(e);
+}
+
 /* Parses data; what is not parsed yet is held. */
 static void feed(http_conn_t *c, const char *data, size_t len) {
   if (c->closing || c->close_after_write) return;
   if (c->ws) {
-    ws_feed(c, data, len);
+    ws_input(c, data, len);
     return;
   }
   if (c->held_waiting || c->held.len) {
@@ -1166,19 +1301,23 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
     if (e != HPE_OK) {
       if (c->closing) return;
       int status = c->error_status ? c->error_status : 400;
-      if (c->owner_knows) tell_gone(c, http_errno_description(e));
+      const char *why = parse_error(c, e);
+      if (c->owner_knows) tell_gone(c, why);
       c->owner_knows = 0;
       if (c->resp == RESP_STREAMING) {
         conn_close(c, "a malformed request body");
       } else {
         c->resp = c->resp == RESP_DONE ? RESP_DONE : RESP_NONE;
-        fail(c, status, status == 400 ? http_errno_description(e) : http_status_text(status));
+        fail(c, status, status == 400 ? why : http_status_text(status));
       }
       return;
     }
     if (c->p.upgrade) {
-      if (c->ws) ws_feed(c, data + off, len - off);
-      else if (!c->closing) fail(c, 400, "an upgrade this server does not do");
+      /* A refused handshake was answered during the parse, and the connection ends with it. */
+      if (c->ws)
+        ws_input(c, data + off, len - off);
+      else if (!c->closing && !c->close_after_write)
+        fail(c, 400, "an upgrade this server does not do");
       return;
     }
     if (n == 0) break;
@@ -1308,8 +1447,10 @@ static void server_maybe_free(http_server_t *s) {
 
 static void server_handle_closed(uv_handle_t *h) {
   http_server_t *s = h->data;
-  if (h == (uv_handle_t *)&s->tcp) s->tcp_open = 0;
-  else s->idle_open = 0;
+  if (h == (uv_handle_t *)&s->tcp)
+    s->tcp_open = 0;
+  else
+    s->idle_open = 0;
   server_maybe_free(s);
 }
 
@@ -1322,8 +1463,9 @@ static void conn_shutdown(host_handle_t *owner) {
   http_shutdown(c->s, 1);
 }
 
-int http_listen(http_server_t **out, host_t *h, const char *ip, int port, const http_limits_t *limits,
-                const http_events_t *events, void *ud, char *err, size_t errlen) {
+int http_listen(http_server_t **out, host_t *h, const char *ip, int port,
+                const http_limits_t *limits, const http_events_t *events, void *ud, char *err,
+                size_t errlen) {
   init_settings();
   http_server_t *s = calloc(1, sizeof *s);
   if (s == NULL) return UV_ENOMEM;
@@ -1378,6 +1520,10 @@ void http_shutdown(http_server_t *s, int now) {
     next = c->next;
     if (now || !c->in_message) {
       conn_close(c, "the server is shutting down");
+    } else if (c->ws && c->ws_held) {
+      /* Its handler has not accepted it: it is refused, as a new connection would be. */
+      http_respond(c, 503, "Content-Type: text/plain; charset=utf-8\r\n", 41,
+                   "the server is shutting down\n", 28);
     } else if (c->ws) {
       http_ws_close(c, 1001, "the server is shutting down");
     } else {
@@ -1424,7 +1570,8 @@ void *http_conn_data(const http_conn_t *c) {
 
 /* ---- without sockets (the fuzz target) ------------------------------------------------- */
 
-http_server_t *http_test_server(const http_limits_t *limits, const http_events_t *events, void *ud) {
+http_server_t *http_test_server(const http_limits_t *limits, const http_events_t *events,
+                                void *ud) {
   init_settings();
   http_server_t *s = calloc(1, sizeof *s);
   if (s == NULL) return NULL;

@@ -17,7 +17,7 @@ typedef struct http_conn_s http_conn_t;
 enum {
   HTTP_BODY_BUFFER = 1, /* whole, up to max_body bytes, delivered once with on_body */
   HTTP_BODY_LINES = 2,  /* split on \n as it arrives (\r\n too), lines up to max_line bytes */
-  HTTP_BODY_WEBSOCKET = 3, /* the request is a WebSocket handshake: accept it */
+  HTTP_BODY_WEBSOCKET = 3, /* a WebSocket handshake: checked, its 101 held (http_ws_accept) */
 };
 
 typedef struct http_request_s {
@@ -91,6 +91,11 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
 int http_stream_start(http_conn_t *c, int status, const char *headers, size_t hlen);
 int http_stream_write(http_conn_t *c, const char *data, size_t len);
 int http_stream_end(http_conn_t *c);
+/* A WebSocket handshake that on_request took (HTTP_BODY_WEBSOCKET) is answered 101 here, not
+ * before: until then the owner may refuse it with http_respond, any status and body (the
+ * connection closes after), and frames the client sends too early wait. Sending, pinging and
+ * closing accept it first; accepting twice does nothing. */
+int http_ws_accept(http_conn_t *c);
 int http_ws_send(http_conn_t *c, const char *data, size_t len); /* a text message */
 int http_ws_ping(http_conn_t *c);
 int http_ws_close(http_conn_t *c, uint16_t code, const char *reason);

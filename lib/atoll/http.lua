@@ -31,6 +31,17 @@ local function log(level, msg)
   host.log(level, "http", msg)
 end
 
+-- to_json(value) -> JSON text | nil, why. What goes to a client as JSON must be UTF-8 (RFC 8259),
+-- and json.encode passes a string's bytes through: a string that is not UTF-8 is refused here,
+-- not sent for the client to choke on (escaping cannot help: JSON has no escape for a byte).
+local function to_json(value)
+  local ok, text = pcall(json.encode, value)
+  if not ok then return nil, tostring(text) end
+  local bad = json.utf8_error(text)
+  if bad then return nil, "its JSON is " .. bad end
+  return text
+end
+
 ---------------------------------------------------------------------------
 -- Routes
 ---------------------------------------------------------------------------
@@ -72,6 +83,10 @@ function M.delete(path, fn) add("DELETE", path, fn, "plain") end
 -- opts: heartbeat (seconds), idle_timeout (seconds), heartbeat_message (a value sent as the
 -- JSON-lines and WebSocket heartbeat instead of an empty line or a ping), methods.
 function M.stream(path, fn, opts)
+  if opts and opts.heartbeat_message ~= nil then
+    local _, why = to_json(opts.heartbeat_message)
+    if why then error("stream: the heartbeat_message cannot be sent: " .. why, 2) end
+  end
   add("STREAM", path, fn, "stream", opts)
 end
 
@@ -136,10 +151,13 @@ end
 local Request = {}
 Request.__index = Request
 
--- req:json() -> the body decoded | nil, message
+-- req:json() -> the body decoded | nil, message, kind ("utf8": the body is not UTF-8, and the
+-- message says where; "syntax": it is not JSON)
 function Request:json()
   if self.body == nil or self.body == "" then return nil, "the request has no body" end
-  return json.decode(self.body)
+  local value, err, kind = json.decode(self.body)
+  if kind == "utf8" then return nil, "the body is " .. err, kind end
+  return value, err, kind
 end
 
 local function header_lines(headers)
@@ -151,8 +169,17 @@ end
 
 local JSON_TYPE = "application/json"
 
+-- s with each byte that breaks UTF-8 replaced by U+FFFD: for messages that quote the client.
+local function scrub(s)
+  while true do
+    local ok, at = raw.utf8_valid(s)
+    if ok then return s end
+    s = s:sub(1, at) .. "\239\191\189" .. s:sub(at + 2)
+  end
+end
+
 local function send_error(srv, id, status, message)
-  srv:respond(id, status, "Content-Type: " .. JSON_TYPE .. "\r\n", json.encode({ error = message }) .. "\n")
+  srv:respond(id, status, "Content-Type: " .. JSON_TYPE .. "\r\n", json.encode({ error = scrub(message) }) .. "\n")
 end
 
 -- What a plain handler returned, as a response.
@@ -169,7 +196,12 @@ local function respond(ex, ok, a, b, c)
   for k in pairs(headers) do if k:lower() == "content-type" then has_type = true end end
   local body
   if type(value) == "table" then
-    body = json.encode(value) .. "\n"
+    local text, why = to_json(value)
+    if text == nil then
+      log("error", ("%s %s failed: its answer cannot be sent: %s"):format(ex.req.method, ex.req.path, why))
+      return send_error(srv, id, 500, "the handler failed")
+    end
+    body = text .. "\n"
     if not has_type then headers["Content-Type"] = JSON_TYPE end
   elseif value == nil then
     body = ""
@@ -212,8 +244,11 @@ local function jsonl_type(ct)
     or ct:find("application/json-lines", 1, true)
 end
 
+-- A stream starts with its handler's first send or receive (or heartbeat, or return): the head
+-- of a JSON-lines or SSE response goes then, and a WebSocket handshake's 101. Until then the
+-- handler may refuse it with a status, whatever the transport.
 local function ensure_started(st)
-  if st.started or st.closed then return end
+  if st.started then return end
   st.started = true
   local srv, id = st.srv, st.id
   if st.kind == "jsonl" then
@@ -221,27 +256,39 @@ local function ensure_started(st)
   elseif st.kind == "sse" then
     srv:stream_start(id, 200, "Content-Type: text/event-stream\r\nCache-Control: no-store\r\n"
       .. "X-Accel-Buffering: no\r\n")
+  else
+    srv:ws_accept(id)
   end
 end
 
--- Ends the stream from the server's side.
-local function finish(st, why)
-  if st.closed then return end
+-- Lets go of a stream that ends: its heartbeat, its exchange, and whoever waits on it.
+local function release(st, why)
   st.closed = true
   st.why = st.why or why
   if st.timer then st.timer:cancel() end
   if st.tab[st.id] == st.ex then st.tab[st.id] = nil end
-  if not st.gone then
-    if st.kind == "websocket" then
-      st.srv:ws_close(st.id, why == "error" and 1011 or 1000, why == "error" and "server error" or "")
-    else
-      ensure_started(st)
-      st.srv:stream_end(st.id)
-    end
-  end
-  -- Wake whoever waits.
   if st.recv_waiter then st.recv_waiter:wake(nil) end
   if st.drain_waiter then st.drain_waiter:wake(false) end
+end
+
+-- Ends the stream from the server's side; a WebSocket closes with `code` and `reason` if given.
+local function finish(st, why, code, reason)
+  if st.closed then return end
+  release(st, why)
+  if st.gone then return end
+  ensure_started(st)
+  if st.kind == "websocket" then
+    st.srv:ws_close(st.id, code or (why == "error" and 1011 or 1000), reason or (why == "error" and "server error" or ""))
+  else
+    st.srv:stream_end(st.id)
+  end
+end
+
+-- Refuses a stream that has not started: the client gets the status and {"error": message}, as
+-- the answer to its request (for a WebSocket, to its handshake).
+local function refuse(st, status, message, why)
+  release(st, why)
+  if not st.gone then send_error(st.srv, st.id, status, message) end
 end
 
 local function gone(st, why)
@@ -261,10 +308,10 @@ end
 local function write_raw(st, bytes)
   local srv, id = st.srv, st.id
   local queued, err
+  ensure_started(st)
   if st.kind == "websocket" then
     queued, err = srv:ws_send(id, bytes)
   else
-    ensure_started(st)
     queued, err = srv:stream_write(id, bytes)
   end
   if queued == nil then
@@ -274,11 +321,29 @@ local function write_raw(st, bytes)
   return queued
 end
 
+-- Sources whose frames are the gateway's, not the app's: a misuse is reported past them.
+local OWN_SOURCES = { [debug.getinfo(1, "S").source] = true,
+  [debug.getinfo(runtime.start_root, "S").source] = true }
+
+-- Raises msg for a misuse of a stream method, at the app's line that called the method. A
+-- handler that called it in a tail call (`return stream:reject(...)`) has no frame left for that
+-- line (LuaJIT keeps none): the handler's own first line is named then, not the runtime's.
+local function misuse(st, msg)
+  local caller = debug.getinfo(3, "S") -- 1: misuse, 2: the method, 3: its caller
+  if caller and caller.what ~= "C" and not OWN_SOURCES[caller.source] then error(msg, 3) end
+  local handler = debug.getinfo(st.ex.route.fn, "S")
+  error(("%s:%d: %s (called in a tail call by the handler of %s, which starts here)"):format(
+    handler.short_src, handler.linedefined, msg, st.path), 0)
+end
+
 -- stream:send(msg) -> true | nil, why: sends one JSON message; waits while the client is slow
--- (more than the server's high-water mark unread).
+-- (more than the server's high-water mark unread). A message that cannot be JSON (a string
+-- that is not UTF-8, a table that contains itself) raises.
 function Stream:send(msg)
   if self.closed then return nil, self.why or "closed" end
-  local queued, err = write_raw(self, frame(self.kind, json.encode(msg)))
+  local text, bad = to_json(msg)
+  if text == nil then misuse(self, "send: the message cannot be sent: " .. bad) end
+  local queued, err = write_raw(self, frame(self.kind, text))
   if queued == nil then return nil, err end
   self.sent = self.sent + 1
   if queued > self.high_water then
@@ -331,14 +396,37 @@ function Stream:messages()
   return function() return (self:receive()) end
 end
 
--- stream:reject(status, message): refuses the stream before anything was sent
+-- The longest prefix of s, up to n bytes, that does not cut a UTF-8 character (s is UTF-8).
+local function utf8_prefix(s, n)
+  s = s:sub(1, n)
+  while not raw.utf8_valid(s) do s = s:sub(1, -2) end
+  return s
+end
+
+-- stream:reject(status [, message]) -> true | nil, why: refuses the stream. Before the handler
+-- has sent or received anything, the client gets the status (400 to 599) and {"error": message}
+-- as the answer to its request, a WebSocket handshake included. After, no status can go: the
+-- stream ends with {"error": message, "status": status} as its last message, or a WebSocket
+-- close with code 4000 + status and the message as its reason.
 function Stream:reject(status, message)
-  if self.started or self.closed then error("reject: the stream has started already", 2) end
-  self.closed = true
-  self.why = "rejected"
-  if self.tab[self.id] == self.ex then self.tab[self.id] = nil end
-  if self.timer then self.timer:cancel() end
-  send_error(self.srv, self.id, status, message)
+  if type(status) ~= "number" or status % 1 ~= 0 or status < 400 or status > 599 then
+    misuse(self, "reject: the status must be a number from 400 to 599, not "
+      .. (type(status) == "string" and ("the string %q"):format(status) or tostring(status)))
+  end
+  if message == nil then message = "refused" end
+  if type(message) ~= "string" then misuse(self, "reject: the message must be a string, not " .. type(message)) end
+  local bad = json.utf8_error(message)
+  if bad then misuse(self, "reject: the message is " .. bad) end
+  if self.closed then return nil, self.why or "closed" end
+  if not self.started then
+    refuse(self, status, message, "rejected")
+  elseif self.kind == "websocket" then
+    finish(self, "rejected", 4000 + status, utf8_prefix(message, 123))
+  else
+    write_raw(self, frame(self.kind, json.encode({ error = message, status = status })))
+    finish(self, "rejected")
+  end
+  return true
 end
 
 -- stream:close(): ends the stream (the handler returning does too)
@@ -367,12 +455,14 @@ local function inbound(st, text)
   elseif text:match("^%s*$") then
     st.received = st.received - 1
     return -- a heartbeat
-  elseif not raw.utf8_valid(text) then
-    complaint = "message " .. st.received .. " is not valid UTF-8; it was dropped"
   else
-    local msg, err = json.decode(text)
+    local msg, err, kind = json.decode(text)
     if err == nil and msg ~= nil then return deliver(st, msg) end
-    complaint = "message " .. st.received .. " is not JSON (" .. tostring(err) .. "); it was dropped"
+    if kind == "utf8" then
+      complaint = "message " .. st.received .. " is " .. err .. "; it was dropped"
+    else
+      complaint = "message " .. st.received .. " is not JSON (" .. tostring(err) .. "); it was dropped"
+    end
   end
   st.bad = st.bad + 1
   deliver(st, setmetatable({ error = complaint }, Complaint))
@@ -405,6 +495,7 @@ function heartbeat_tick(st)
   elseif opts.heartbeat_message ~= nil then
     write_raw(st, frame(st.kind, json.encode(opts.heartbeat_message)))
   elseif st.kind == "websocket" then
+    ensure_started(st)
     st.srv:ws_ping(st.id)
   else
     write_raw(st, "\n")
@@ -418,7 +509,6 @@ local function run_stream(ex, kind)
     inbox = { head = 1, tail = 0 }, sent = 0, bad = 0, received = 0, seen = runtime.now_ms(),
     max_inbound = M.config.max_inbound, high_water = state[ex.srv].high_water }, Stream)
   ex.stream = st
-  if kind == "websocket" then st.started = true end
   schedule_heartbeat(st)
   runtime.start_root(function()
     return ex.route.fn(ex.req, st)
@@ -426,6 +516,8 @@ local function run_stream(ex, kind)
     if not ok then
       log("error", ("stream %s failed: %s"):format(ex.req.path, tostring(tb or err)))
       if not st.closed and not st.gone then
+        -- Not started: the failure is the answer, as a plain handler's is.
+        if not st.started then return refuse(st, 500, "the handler failed", "error") end
         -- Written directly: this runs outside any coroutine, where send cannot wait.
         write_raw(st, frame(kind, json.encode({ error = "the handler failed" })))
       end
@@ -525,7 +617,8 @@ local function on_request(srv, id, method, target, headers, peer)
     end
     tab[id] = ex
     -- JSON lines start now, while the body streams in; a WebSocket or SSE handler starts once
-    -- the request is complete (for a WebSocket, once the handshake is answered).
+    -- the request is complete (a WebSocket's handshake is checked, and its 101 waits for the
+    -- handler: see ensure_started).
     if kind == "jsonl" then run_stream(ex, kind) else ex.stream_kind = kind end
     return kind == "websocket" and "websocket" or (kind == "jsonl" and "lines" or "buffer")
   end

@@ -3,6 +3,8 @@
 local M = {}
 
 local cjson_ok, cjson = pcall(require, "cjson")
+-- host/utf8.c's validator, which the HTTP binding exposes with where a string stops being UTF-8.
+local utf8_valid = require("atoll.http_raw").utf8_valid
 -- lua-cjson's marker for arrays, in versions that have one.
 local cjson_array_mt = cjson_ok and cjson.array_mt or false
 
@@ -103,11 +105,26 @@ function M.encode(v)
   return table.concat(out)
 end
 
--- decode(text) -> value | nil, message
+-- utf8_error(text) -> nil when text is UTF-8, else "not valid UTF-8 at byte offset N" (N from 0).
+-- JSON text is UTF-8 (RFC 8259, 8.1): decode refuses anything else, and what sends JSON to a
+-- client checks it with this, since encode passes a string's bytes through as they are.
+function M.utf8_error(text)
+  local ok, at = utf8_valid(text)
+  if ok then return nil end
+  return ("not valid UTF-8 at byte offset %d"):format(at)
+end
+
+-- decode(text) -> value | nil, message, kind ("utf8": the text is not UTF-8, and the message says
+-- where; "syntax": it is not JSON). lua-cjson passes bytes through unchecked, so UTF-8 is
+-- checked first.
 function M.decode(text)
   if not cjson_ok then return nil, "lua-cjson is not installed" end
+  if type(text) == "string" then
+    local bad = M.utf8_error(text)
+    if bad then return nil, bad, "utf8" end
+  end
   local ok, v = pcall(cjson.decode, text)
-  if not ok then return nil, tostring(v) end
+  if not ok then return nil, tostring(v), "syntax" end
   return v
 end
 

@@ -2,6 +2,7 @@
 -- `ws` from npm for WebSocket; raw sockets for malformed input. The node keeps serving
 -- everyone else whatever one client sends.
 local atoll = require "atoll"
+local bit = require "bit"
 local async = require "helpers.async"
 local json = require "atoll.json"
 local node = require "helpers.node"
@@ -57,6 +58,90 @@ local function assert_serving(port)
   assert.equal('{"hello":"still"}\n', out)
 end
 
+-- A WebSocket opening handshake (RFC 6455, 4.1) for raw sockets, with extra header lines.
+local function ws_handshake(path, headers)
+  return "GET " .. path .. " HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    .. "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n" .. (headers or "") .. "\r\n"
+end
+
+-- One masked text frame, as a client sends it (RFC 6455, 5.3), for payloads under 126 bytes.
+local function ws_text_frame(payload)
+  local mask = { 0x12, 0x34, 0x56, 0x78 }
+  local out = { string.char(0x81, 0x80 + #payload, unpack(mask)) }
+  for i = 1, #payload do
+    out[#out + 1] = string.char(bit.bxor(payload:byte(i), mask[(i - 1) % 4 + 1]))
+  end
+  return table.concat(out)
+end
+
+local function ws_client(port, path, ...)
+  return assert(process.spawn { "node", "tests/js/ws-client.mjs", "ws://127.0.0.1:" .. port .. path, ... })
+end
+
+-- An app of the specs' own, for handlers that web.lua has no reason to carry: the README's /chat
+-- as it is there, handlers that refuse late or misuse reject, and answers JSON cannot carry.
+local REFUSING_APP = [=[
+local atoll = require "atoll"
+local http = atoll.http
+
+http.stream("/chat", function(req, stream)
+  if req.headers["x-token"] == nil then return stream:reject(401, "no token") end
+  stream:send({ welcome = req.peer })
+  for msg in stream:messages() do                -- until the client ends or goes
+    stream:send({ echo = msg })                  -- waits while the client reads slowly
+  end
+end, { heartbeat = 15, idle_timeout = 45 })
+
+-- Refuses after waiting, as a handler that asks an actor whether the client may come in.
+http.stream("/later", function(req, stream)
+  atoll.sleep(0.05)
+  return stream:reject(403, "checked later")
+end)
+
+-- Accepts after waiting, then echoes.
+http.stream("/wait", function(req, stream)
+  atoll.sleep(0.05)
+  for msg in stream:messages() do stream:send({ echo = msg }) end
+end)
+
+-- Refuses a stream it has started already.
+http.stream("/after", function(req, stream)
+  stream:send({ hello = 1 })
+  return stream:reject(409, "too late")
+end)
+
+-- Says nothing at all.
+http.stream("/nothing", function() end)
+
+http.stream("/misuse", function(req, stream)
+  stream:reject("409", "a status as text") -- misuse: called here
+  print("misuse went on")
+end)
+
+http.stream("/misuse-tail", function(req, stream) -- misuse: the handler
+  return stream:reject(200, "not a refusal")
+end)
+
+http.get("/bytes", function() return { bytes = "\255\254" } end)
+
+http.stream("/bytes-stream", function(req, stream)
+  stream:send({ ok = true })
+  stream:send({ bytes = "\255\254" })
+end)
+
+print("http port " .. assert(http.listen("127.0.0.1:0")).port)
+]=]
+
+-- The line of REFUSING_APP that holds `marker`.
+local function app_line(marker)
+  local n = 0
+  for line in (REFUSING_APP .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:find(marker, 1, true) then return n end
+  end
+  error("no line holds " .. marker)
+end
+
 describe("the HTTP gateway", function()
   -- Servers started in a describe's setup serve all of its tests; each group stops its own.
   teardown(node.cleanup)
@@ -107,6 +192,22 @@ describe("the HTTP gateway", function()
       code, out = curl("-I", url("/hello"))
       assert.matches("^HTTP/1.1 200", out)
       assert.matches("Content%-Length: 18\r\n", out)
+    end))
+
+    it("refuses JSON that is not UTF-8 with a 400 that says where, in a body as in a JSON line", async(function()
+      local body = '{"a":"\255\254"}'
+      local reply = exchange(port, "POST /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: "
+        .. #body .. "\r\n\r\n" .. body)
+      assert.matches("^HTTP/1.1 400", reply)
+      assert.matches('\r\n\r\n{"error":"the body is not valid UTF%-8 at byte offset 6"}\n$', reply)
+      -- The same rule, the same words, for a line of a JSON-lines stream.
+      reply = exchange(port, "POST /chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/jsonl\r\n"
+        .. "Content-Length: " .. (#body + 1) .. "\r\n\r\n" .. body .. "\n")
+      assert.matches('\n{"error":"message 1 is not valid UTF%-8 at byte offset 6; it was dropped"}\r?\n', reply)
+      -- The server's own messages quote a path as it came: a byte that is not UTF-8 is replaced.
+      reply = exchange(port, "GET /\255x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+      assert.matches('^HTTP/1.1 404 .*\r\n\r\n{"error":"no route for /\239\191\189x"}\n$', reply)
+      assert_serving(port)
     end))
 
     it("serves static files with their types, and nothing outside their directory", async(function()
@@ -179,6 +280,15 @@ describe("the HTTP gateway", function()
       { "oversized headers", "GET /hello HTTP/1.1\r\nX: " .. ("a"):rep(3000) .. "\r\n\r\n", "^HTTP/1.1 431" },
       { "an oversized URL", "GET /" .. ("a"):rep(9000) .. " HTTP/1.1\r\n\r\n", "^HTTP/1.1 41[34]" },
       { "an invalid chunk size", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "^HTTP/1.1 400" },
+      -- http-parser reads a chunk size into its content length, and calls its overflow an invalid
+      -- Content-Length header: the client must hear what it really sent wrong.
+      { "an overflowing chunk size, by name", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. ("f"):rep(17) .. "\r\n", "^HTTP/1.1 400 Bad Request\r\n.*\r\n\r\nchunk size too large\n$" },
+      { "an invalid chunk size, by name", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+        .. "zz\r\n", "^HTTP/1.1 400 Bad Request\r\n.*\r\n\r\ninvalid chunk size\n$" },
+      -- A Content-Length that overflows is still named as what it is.
+      { "an overflowing Content-Length, by name", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: "
+        .. ("9"):rep(30) .. "\r\n\r\n", "^HTTP/1.1 400 Bad Request\r\n.*\r\n\r\ninvalid character in content%-length header\n$" },
       { "a body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n", "^HTTP/1.1 413" },
       { "a chunked body over the limit", "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         .. "7d0\r\n" .. ("x"):rep(2000) .. "\r\n0\r\n\r\n", "^HTTP/1.1 413" },
@@ -361,6 +471,144 @@ describe("the HTTP gateway", function()
       p:expect("^flood stopped at %d+$", 5)
       node.stop(p)
     end, 30))
+  end)
+
+  describe("handlers that refuse, or answer what JSON cannot carry", function()
+    local p, port, dir
+    setup(async(function()
+      dir = tmp.dir("refusing")
+      tmp.write(dir .. "/app.lua", REFUSING_APP)
+      p = node.start { "run", dir .. "/app.lua" }
+      local _, n = p:expect("^http port (%d+)$", 10)
+      port = tonumber(n)
+    end))
+    teardown(async(function()
+      node.stop(p)
+      tmp.remove(dir)
+    end))
+    local function url(path) return "http://127.0.0.1:" .. port .. path end
+
+    it("refuse a stream with the status and body it was rejected with, on each transport, and carry the others",
+      async(function()
+        -- JSON lines.
+        local code, out = curl("-i", "-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}", url("/chat"))
+        assert.equal(0, code)
+        assert.matches("^HTTP/1.1 401 Unauthorized\r\n", out)
+        assert.matches('\r\n\r\n{"error":"no token"}\n$', out)
+        code, out = curl("-X", "POST", "-H", "Content-Type: application/jsonl", "-H", "x-token: t",
+          "--data-binary", '{"n":1}\n', url("/chat"))
+        assert.equal(0, code)
+        assert.matches('^{"welcome":"127.0.0.1:%d+"}\n{"echo":{"n":1}}\n$', out)
+        -- Server-Sent Events.
+        code, out = curl("-i", "-H", "Accept: text/event-stream", url("/chat"))
+        assert.equal(0, code)
+        assert.matches("^HTTP/1.1 401 Unauthorized\r\n", out)
+        assert.matches('\r\n\r\n{"error":"no token"}\n$', out)
+        local sse = assert(process.spawn { "curl", "-s", "-N", "-H", "Accept: text/event-stream", "-H", "x-token: t",
+          url("/chat") })
+        sse:expect('^data: {"welcome":"127.0.0.1:%d+"}$', 5)
+        sse:kill("SIGTERM")
+        -- WebSocket: the handshake itself is refused, as a browser without headers sees it...
+        local ws = ws_client(port, "/chat")
+        ws:expect("^refused 401$", 10)
+        local reply = exchange(port, ws_handshake("/chat"))
+        assert.truthy(reply, "the connection stayed open")
+        assert.matches("^HTTP/1.1 401 Unauthorized\r\n", reply)
+        assert.matches('\r\n\r\n{"error":"no token"}\n$', reply)
+        -- ...and an accepted one carries messages both ways.
+        ws = ws_client(port, "/chat", "x-token=t")
+        ws:expect("^open$", 10)
+        ws:expect('^message {"welcome":"127.0.0.1:%d+"}$', 5)
+        ws:write('{"n":2}\n')
+        ws:expect('^message {"echo":{"n":2}}$', 5)
+        ws:write("!close 1000\n")
+        ws:expect("^close 1000", 5)
+      end))
+
+    it("let a handler refuse a WebSocket after it waited, and end a stream it started saying why", async(function()
+      local ws = ws_client(port, "/later")
+      ws:expect("^refused 403$", 10)
+      local reply = exchange(port, ws_handshake("/later"))
+      assert.matches("^HTTP/1.1 403 Forbidden\r\n.*\r\n\r\n{\"error\":\"checked later\"}\n$", reply)
+      -- A handler that waits and then takes the stream gets what the client sent meanwhile (too
+      -- early, since the client must wait for the 101), in order.
+      local s = assert(tcp.connect("127.0.0.1", port))
+      s:write(ws_handshake("/wait") .. ws_text_frame('{"n":1}') .. ws_text_frame('{"n":2}'))
+      local got = ""
+      while not got:find('{"echo":{"n":2}}', 1, true) do
+        local data = s:read(5)
+        assert.truthy(data, "no echo came: " .. got)
+        got = got .. data
+      end
+      s:close()
+      assert.matches("^HTTP/1.1 101 Switching Protocols\r\n.-\r\n\r\n.*{\"echo\":{\"n\":1}}.*{\"echo\":{\"n\":2}}", got)
+      -- Once a message has gone, no status can: the refusal ends the stream, in its own words.
+      ws = ws_client(port, "/after")
+      ws:expect('^message {"hello":1}$', 10)
+      ws:expect("^close 4409 too late$", 5)
+      local code, out = curl("-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}", url("/after"))
+      assert.equal(0, code)
+      assert.equal('{"hello":1}\n{"error":"too late","status":409}\n', out)
+    end))
+
+    it("end a stream whose handler returns without a word, on each transport", async(function()
+      local code, out = curl("-i", "-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}", url("/nothing"))
+      assert.equal(0, code)
+      assert.matches("^HTTP/1.1 200 OK\r\n.*Content%-Type: application/jsonl\r\n.*\r\n\r\n$", out)
+      code, out = curl("-i", "-H", "Accept: text/event-stream", url("/nothing"))
+      assert.equal(0, code)
+      assert.matches("^HTTP/1.1 200 OK\r\n.*Content%-Type: text/event%-stream\r\n.*\r\n\r\n$", out)
+      local ws = ws_client(port, "/nothing")
+      ws:expect("^open$", 10)
+      ws:expect("^close 1000", 5)
+    end))
+
+    it("point a misused reject at the app's line, not into the runtime", async(function()
+      local code, out = curl("-i", "-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}", url("/misuse"))
+      assert.equal(0, code)
+      assert.matches("^HTTP/1.1 500", out)
+      local line = p:expect("stream /misuse failed", 5, "stderr")
+      assert.matches("app%.lua:" .. app_line('"a status as text"') .. ": reject: the status", line)
+      -- A handler that calls it in a tail call has no line left on the stack: its own is named.
+      local ws = ws_client(port, "/misuse-tail")
+      ws:expect("^refused 500$", 10)
+      line = p:expect("stream /misuse%-tail failed", 5, "stderr")
+      assert.matches("app%.lua:" .. app_line("misuse: the handler") .. ": reject: the status", line)
+      assert.is_nil(line:find("runtime.lua", 1, true), line)
+    end))
+
+    it("never send a handler's strings that are not UTF-8 as JSON", async(function()
+      local code, out = curl("-i", url("/bytes"))
+      assert.equal(0, code)
+      assert.matches("^HTTP/1.1 500", out)
+      assert.matches('\r\n\r\n{"error":"the handler failed"}\n$', out)
+      p:expect("GET /bytes failed: .*not valid UTF%-8 at byte offset 10", 5, "stderr")
+      code, out = curl("-X", "POST", "-H", "Content-Type: application/jsonl", "-d", "{}", url("/bytes-stream"))
+      assert.equal(0, code)
+      assert.equal('{"ok":true}\n{"error":"the handler failed"}\n', out)
+      p:expect("stream /bytes%-stream failed: .*not valid UTF%-8", 5, "stderr")
+      local ws = ws_client(port, "/bytes-stream")
+      ws:expect('^message {"ok":true}$', 10)
+      ws:expect('^message {"error":"the handler failed"}$', 5)
+      ws:expect("^close 1011", 5)
+    end))
+
+    it("refuse a browser's WebSocket to the tic-tac-toe /matchmaking before the 101, and accept a player's",
+      async(function()
+        local t = node.start { "run", "examples/tictactoe/app.lua", "--http", "127.0.0.1:0" }
+        local _, tport = t:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")
+        local ws = ws_client(tport, "/matchmaking")
+        ws:expect("^refused 400$", 10)
+        local reply = exchange(tonumber(tport), ws_handshake("/matchmaking"))
+        assert.matches("^HTTP/1.1 400 Bad Request\r\n", reply)
+        assert.matches('\r\n\r\n{"error":"the player_id header must be a UUID"}\n$', reply)
+        ws = ws_client(tport, "/matchmaking", "player_id=" .. UUID, "player_name=Ann", "player_team=fish")
+        ws:expect("^open$", 10)
+        ws:expect('^message {"message":{"player":{.*},"status":"connect"}}$', 5)
+        ws:write("!close 1000\n")
+        ws:expect("^close 1000", 5)
+        assert.equal(0, node.stop(t))
+      end))
   end)
 
   describe("the command line and the API description", function()

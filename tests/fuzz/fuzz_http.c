@@ -4,8 +4,10 @@
  * rest is cut into reads, so that every state is also met split across reads.
  *
  * The owner's answers depend on the request target: /lines streams the body back line by line,
- * /ws accepts a WebSocket and echoes it, /later answers only at the end of the body, /refuse
- * refuses with 404, /now answers before the body, anything else echoes the buffered body. */
+ * /wsno takes a WebSocket handshake and refuses it with 403 once the request is complete, /ws
+ * accepts one then and echoes it, /wslate accepts it only after the next read (frames sent
+ * before the 101 wait for it), /later answers only at the end of the body, /refuse refuses with 404, /now answers before the body, anything else
+ * echoes the buffered body. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,7 +22,18 @@ static int on_request(void *ud, http_conn_t *c, const http_request_t *r) {
     http_conn_set_data(c, (void *)1);
     return HTTP_BODY_LINES;
   }
-  if (strncmp(r->target, "/ws", 3) == 0) return HTTP_BODY_WEBSOCKET;
+  if (strncmp(r->target, "/wsno", 5) == 0) {
+    http_conn_set_data(c, (void *)3);
+    return HTTP_BODY_WEBSOCKET;
+  }
+  if (strncmp(r->target, "/wslate", 7) == 0) {
+    http_conn_set_data(c, (void *)4);
+    return HTTP_BODY_WEBSOCKET;
+  }
+  if (strncmp(r->target, "/ws", 3) == 0) {
+    http_conn_set_data(c, (void *)2);
+    return HTTP_BODY_WEBSOCKET;
+  }
   if (strncmp(r->target, "/refuse", 7) == 0) return 404;
   if (strncmp(r->target, "/now", 4) == 0) http_respond(c, 200, NULL, 0, "now\n", 4);
   return HTTP_BODY_BUFFER;
@@ -41,7 +54,10 @@ static void on_lines(void *ud, http_conn_t *c, const char *const *lines, const s
 
 static void on_end(void *ud, http_conn_t *c) {
   (void)ud;
-  if (http_conn_data(c)) http_stream_end(c);
+  void *kind = http_conn_data(c);
+  if (kind == (void *)1) http_stream_end(c);
+  else if (kind == (void *)2) http_ws_accept(c);
+  else if (kind == (void *)3) http_respond(c, 403, NULL, 0, "no\n", 3);
 }
 
 static void on_ws(void *ud, http_conn_t *c, const char *data, size_t len) {
@@ -88,6 +104,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     size_t n = size - off < step ? size - off : step;
     http_test_feed(c, (const char *)data + off, n);
     off += n;
+    if (http_conn_data(c) == (void *)4) {
+      http_conn_set_data(c, (void *)2);
+      http_ws_accept(c);
+    }
     step = step * 2 + 1; /* reads grow, as they do on a busy connection */
   }
   http_test_free(c);
