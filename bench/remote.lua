@@ -36,18 +36,24 @@ atoll.run(function()
 
   -- One-way: the sender yields every 1000 messages so the loop can hand
   -- them to the socket while it goes on (a stream, as a real sender makes).
+  -- The best of three runs, as for the Erlang peer: the figure is the
+  -- path's speed, not the machine's noise.
   local N = 2000000
-  sink:reset()
-  local t0 = now()
-  for i = 1, N do
-    atoll.send(sink, "ping", i)
-    if i % 1000 == 0 then atoll.yield() end
+  local best = 0
+  for _ = 1, 3 do
+    sink:reset()
+    local t0 = now()
+    for i = 1, N do
+      atoll.send(sink, "ping", i)
+      if i % 1000 == 0 then atoll.yield() end
+    end
+    assert(sink:count() == N) -- a call after the sends arrives after them all
+    best = math.max(best, N / (now() - t0))
   end
-  assert(sink:count() == N) -- a call after the sends arrives after them all
-  bench("remote.send.rate", N / (now() - t0), "msg/s")
+  bench("remote.send.rate", best, "msg/s")
 
   local calls = 100000
-  t0 = now()
+  local t0 = now()
   for i = 1, calls do echo:echo(i) end
   bench("remote.call.rate", calls / (now() - t0), "calls/s")
 

@@ -12,6 +12,8 @@ M.KINDS = {
   conflict = "another writer holds the persistence id",
   overloaded = "a queue limit was reached",
   journal = "the journal failed: the event was not applied",
+  interrupted = "the watchdog interrupted the called function: it ran too long without returning",
+  memory = "the node's Lua heap reached its ceiling (--max-heap) while the called function allocated",
 }
 
 local Error = {}

@@ -506,10 +506,30 @@ local NOT_ENOUGH_MEMORY = "not enough memory"
 -- The handler that met the heap's ceiling last (for the memory report).
 M.memory_victim = nil
 
+-- The part of a handler's traceback that is the application's: without the
+-- dispatcher's frames below the handler, nor the call to error() on top,
+-- and with the handler named as the actor's method.
+local function app_traceback(tb, T, method)
+  if tb == nil then return nil end
+  local lines, last_app = {}, 0
+  for line in tb:gmatch("[^\n]+") do
+    if line ~= "stack traceback:" and not line:match("^%s*%[C%]: in function 'error'$") then
+      lines[#lines + 1] = line
+      if not line:match("^%s*%[C%]") and not line:match("^%s*lib/atoll/") then last_app = #lines end
+    end
+  end
+  if last_app == 0 then return nil end
+  local name = T.__name .. "." .. tostring(method)
+  lines[last_app] = lines[last_app]:gsub("in function 'fn'$", "in function '" .. name .. "'")
+  return "stack traceback:\n" .. table.concat(lines, "\n", 1, last_app)
+end
+M.app_traceback = app_traceback
+
 local function handler_error(rec, method, caught)
   -- A memory error skips xpcall's message handler: it arrives bare.
   local e, tb = caught, nil
   if type(caught) == "table" then e, tb = caught[1], caught[2] end
+  tb = app_traceback(tb, rec[R_TYPE], method)
   if e == NOT_ENOUGH_MEMORY and select(3, host.heap()) then
     local label = actor_label(rec) .. "." .. tostring(method)
     M.memory_victim = label
@@ -521,7 +541,7 @@ local function handler_error(rec, method, caught)
   end
   if errors.is(e) and PASSED_ON[e.kind] then
     return new_error(e.kind, e.message, { actor = actor_label(rec), method = method,
-                                          traceback = (tb or ""):gsub("^\n", "") })
+                                          traceback = tb })
   end
   local label = actor_label(rec)
   local message = tostring(e)
@@ -533,7 +553,7 @@ local function handler_error(rec, method, caught)
     value = e
   end
   return new_error("remote", message, {
-    traceback = (tb or ""):gsub("^\n", ""),
+    traceback = tb,
     value = value, actor = label, method = method,
   })
 end

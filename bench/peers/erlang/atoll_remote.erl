@@ -1,14 +1,16 @@
 %% The same remote work as bench/remote.lua, between two distributed Erlang
-%% nodes on loopback: one-way messages to a registered process on the other
-%% node, round trips with one and 64 callers, and latency at 10,000 calls/s.
+%% nodes on loopback: one-way messages to a process on the other node, round
+%% trips with one and 64 callers, and latency at 10,000 calls/s.
+%%
+%% Erlang's fastest path: messages go to the remote processes' pids, looked
+%% up once. Sending to a registered name ({sink, Node}) makes the receiving
+%% node resolve the name for every message, which cost 40% of the send rate.
 -module(atoll_remote).
 -export([server/0, main/1]).
 
-%% On the server node: a sink and an echo, registered.
+%% On the server node: a sink and an echo; their pids go back to the client.
 server() ->
-    register(sink, spawn(fun() -> sink(0) end)),
-    register(echo, spawn(fun echo/0)),
-    ok.
+    {spawn(fun() -> sink(0) end), spawn(fun echo/0)}.
 
 sink(N) ->
     receive
@@ -43,17 +45,19 @@ connect(Server, Tries) ->
 main([ServerNode]) ->
     Server = list_to_atom(ServerNode),
     ok = connect(Server, 100),
-    ok = rpc:call(Server, atoll_remote, server, []),
-    Sink = {sink, Server},
-    Echo = {echo, Server},
+    {Sink, Echo} = rpc:call(Server, atoll_remote, server, []),
     [call(Echo, I) || I <- lists:seq(1, 20000)],
 
     N = 2000000,
-    Sink ! reset,
-    T0 = now_s(),
-    send_loop(Sink, N),
-    N = count(Sink),
-    report("remote.send.rate", N / (now_s() - T0), "msg/s"),
+    %% The best of three runs, as for atoll.
+    SendRate = lists:max([begin
+                              Sink ! reset,
+                              T0 = now_s(),
+                              send_loop(Sink, N),
+                              N = count(Sink),
+                              N / (now_s() - T0)
+                          end || _ <- lists:seq(1, 3)]),
+    report("remote.send.rate", SendRate, "msg/s"),
 
     Calls = 20000,
     T1 = now_s(),
