@@ -131,6 +131,11 @@ static link_t *link_new(transport_t *t, int dialer) {
   l->state = dialer ? LINK_CONNECTING : LINK_HANDSHAKE;
   uv_tcp_init(&t->host->loop, &l->tcp);
   uv_timer_init(&t->host->loop, &l->timer);
+  /* A link alone does not keep a node running: a call waiting on it does
+   * (its timeout), and so does a listening socket. A node that only dials
+   * out ends when its work is done. */
+  uv_unref((uv_handle_t *)&l->tcp);
+  uv_unref((uv_handle_t *)&l->timer);
   l->tcp.data = l->timer.data = l;
   l->open_handles = 2;
   buf_init(&l->in);

@@ -96,6 +96,22 @@ describe("the atoll command", function()
       { { "run", "app.lua", "--log-level", "loud" }, "bad %-%-log%-level 'loud'" },
       { { "help", "jump" }, "no help for unknown command 'jump'" },
       { { "lua", "-e" }, "%-e needs a value" },
+      -- Flag values: one check for all of them, before anything starts.
+      { { "run", "app.lua", "--listen", "127.0.0.1:99999" }, "%-%-listen must be HOST:PORT with a port" },
+      { { "run", "app.lua", "--journal", "bogus" }, "unknown journal 'bogus': use sqlite %(the default%)" },
+      { { "run", "app.lua", "--http", "127.0.0.1" }, "%-%-http must be HOST:PORT" },
+      { { "run", "app.lua", "--http", "127.0.0.1:0", "--http-static", "/nonexistent" },
+        "%-%-http%-static: /nonexistent is not a directory" },
+      { { "run", "app.lua", "--max-frame", "10" }, "%-%-max%-frame needs a whole number of bytes, at least 64" },
+      { { "run", "app.lua", "--listen", "127.0.0.1:0", "--join", "nowhere" }, "%-%-join must be HOST:PORT" },
+      { { "run", "app.lua", "--listen", "127.0.0.1:0", "--membership", "probe_interval=x" },
+        "%-%-membership wants KEY=NUMBER pairs" },
+      { { "run", "app.lua", "--watchdog", "warn=x" }, "%-%-watchdog wants KEY=SECONDS pairs" },
+      { { "run", "app.lua", "--max-heap", "lots" }, "%-%-max%-heap wants a size" },
+      { { "run", "app.lua", "--secret-file", "/nonexistent" }, "%-%-secret%-file: cannot read /nonexistent" },
+      { { "call", "--node", "127.0.0.1:1", "--timeout", "0", "a", "b" }, "%-%-timeout needs a number of seconds" },
+      { { "call", "--node", "localhost", "a", "b" }, "%-%-node must be HOST:PORT" },
+      { { "journal", "show", "x", "--limit", "-2" }, "%-%-limit takes a whole number" },
     }
     for _, case in ipairs(cases) do
       it("atoll " .. table.concat(case[1], " "), async(function()

@@ -367,6 +367,61 @@ atoll.exit(0)
       assert.matches("cannot reach 127%.0%.0%.1:1", err)
     end))
 
+    it("atoll call shows an application error with the application's frames only", async(function()
+      local _, addr = nodes.start("shell-error")
+      local code, _, err = node.exec({ "call", "--node", addr, "echo", "fail", '["bad thing"]' },
+        { env = { ATOLL_SECRET = nodes.secret } })
+      assert.equal(1, code)
+      assert.matches("atoll call: remote: tests/functional/apps/node%.lua:%d+: bad thing\n", err)
+      assert.matches("tests/functional/apps/node%.lua:%d+: in function 'Echo%.fail'", err)
+      assert.not_matches("lib/atoll/", err)
+      assert.not_matches("in function 'error'", err)
+    end))
+
+    it("takes the secret from --secret-file over ATOLL_SECRET, as the help says", async(function()
+      local tmp = require "helpers.tmp"
+      local dir = tmp.dir("secret")
+      tmp.write(dir .. "/secret", nodes.secret .. "\n")
+      -- A stale ATOLL_SECRET in the environment, and the right secret in the file named.
+      local p = node.start({ "run", nodes.app, "--listen", "127.0.0.1:0", "--name", "filed",
+        "--secret-file", dir .. "/secret" }, { env = { ATOLL_SECRET = "stale-secret" } })
+      local _, addr = p:expect("listening on (%S+)", 10, "stderr")
+      p:expect("^ready$", 10)
+      assert.equal("pong", nodes.named(addr, "atoll.node"):ping())
+      -- atoll call too: the file it names wins over the environment.
+      local code, out = node.exec({ "call", "--node", addr, "--secret-file", dir .. "/secret",
+        "echo", "echo", '"hi"' }, { env = { ATOLL_SECRET = "stale-secret" } })
+      tmp.remove(dir)
+      assert.equal(0, code)
+      assert.equal('"hi"\n', out)
+    end))
+
+    it("lets a node without --listen call other nodes as a client", async(function()
+      local _, addr = nodes.start("server")
+      local tmp = require "helpers.tmp"
+      local dir = tmp.dir("client")
+      tmp.write(dir .. "/client.lua", ([[
+        local atoll = require "atoll"
+        print(atoll.remote(%q, "echo"):echo("through"))
+        print(atoll.remote(%q, "atoll.node"):ping())
+      ]]):format(addr, addr))
+      local code, out, err = node.exec({ "run", dir .. "/client.lua" }, { env = { ATOLL_SECRET = nodes.secret } })
+      assert.equal(0, code, err)
+      assert.equal("through\npong\n", out)
+      assert.matches("this node does not listen: it reaches other nodes as a client", err)
+      -- A script that starts no transport gets an error with a kind, and what to do.
+      code, out = node.exec({ "lua", "-e", ([[
+        local atoll = require "atoll"
+        atoll.run(function()
+          local ok, e = pcall(function() return atoll.remote(%q, "echo"):echo(1) end)
+          print(atoll.errors.kind(e), e.message)
+        end)
+      ]]):format(addr) })
+      tmp.remove(dir)
+      assert.equal(0, code)
+      assert.matches("^unreachable%s+this node has no cluster transport: start it with %-%-listen HOST:PORT", out)
+    end))
+
     it("atoll reload reloads a module on a running node", async(function()
       local tmp = require "helpers.tmp"
       local dir = tmp.dir("remote-reload")
