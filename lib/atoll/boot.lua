@@ -401,11 +401,17 @@ local function width(s)
 end
 
 -- members_table(view, now) -> the lines of the member table `atoll members`
--- prints (now: wall-clock seconds): each column as wide as its widest cell,
--- two spaces apart.
+-- prints (now: wall-clock seconds): members by name, then address; each
+-- column as wide as its widest cell, two spaces apart.
 function M.members_table(view, now)
   local rows = { { "NAME", "ADDRESS", "STATUS", "INCARNATION", "SINCE" } }
-  for _, m in ipairs(view.members or {}) do
+  local members = {}
+  for i, m in ipairs(view.members or {}) do members[i] = m end
+  table.sort(members, function(a, b)
+    if a.name ~= b.name then return a.name < b.name end
+    return a.address < b.address
+  end)
+  for _, m in ipairs(members) do
     local status = m.status .. (m.suspect and " (suspect)" or "")
     rows[#rows + 1] = { (m.name ~= "" and m.name or "-") .. (m.self and " *" or ""), m.address, status,
                         ("%x"):format(m.incarnation), ago(now - m.since) .. " ago" }
