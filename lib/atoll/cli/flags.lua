@@ -20,8 +20,11 @@ local function address(flag, any_port)
     local h, port = tostring(v):match("^%[?([^%]]*)%]?:(%d+)$")
     port = tonumber(port)
     if h == nil or h == "" or port == nil or port > 65535 or (port == 0 and not any_port) then
-      return nil, ("%s must be HOST:PORT with a port from %d to 65535, got '%s'"):format(flag,
-        any_port and 0 or 1, tostring(v))
+      local range = ("a port from %d to 65535"):format(any_port and 0 or 1)
+      if flag == "--http" then
+        return nil, ("bad HTTP address '%s' (want HOST:PORT, with %s)"):format(tostring(v), range)
+      end
+      return nil, ("%s must be HOST:PORT with %s, got '%s'"):format(flag, range, tostring(v))
     end
     return v
   end
