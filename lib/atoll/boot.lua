@@ -233,7 +233,7 @@ local function run_node(opts)
   end
 
   host.watch_signals()
-  runtime.on_signal = run_hooks_then_stop
+  runtime.set_signal_handler(run_hooks_then_stop)
   if opts.watch then reload.watch() end
   code = start_watchdog(opts)
   if code then return code end
@@ -535,7 +535,7 @@ local function run_clusterd(opts)
   end
   host.log("info", "clusterd", "nodes can register at " .. runtime.node.address)
   host.watch_signals()
-  runtime.on_signal = function() host.stop(0) end
+  runtime.set_signal_handler(function() host.stop(0) end)
   runtime.drain()
   return nil
 end

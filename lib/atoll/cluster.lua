@@ -45,6 +45,13 @@ local function unreachable(fmt, ...)
   return new_error("unreachable", fmt:format(...))
 end
 
+local ensure_started -- defined with the transport's start, below
+
+-- Ends a call this node sent with an error (its link went down, ...).
+local function fail(rid, err)
+  runtime.enqueue_reply(rid, false, err)
+end
+
 ---------------------------------------------------------------------------
 -- Peers
 ---------------------------------------------------------------------------
@@ -61,7 +68,7 @@ end
 
 -- Fails every call a link carried (they may never be answered).
 local function fail_link_calls(li, err)
-  for rid in pairs(li.pending) do runtime.fail_pending(rid, err) end
+  for rid in pairs(li.pending) do fail(rid, err) end
   li.pending = {}
 end
 
@@ -70,7 +77,7 @@ local function fail_queue(p, err)
   local q = p.queue
   for i = 1, p.nqueue do
     local m = q[i]
-    if m.rid then runtime.fail_pending(m.rid, err) end
+    if m.rid then fail(m.rid, err) end
   end
   p.queue, p.nqueue, p.queued_bytes = {}, 0, 0
 end
@@ -108,7 +115,7 @@ local function attach(p, link)
   for i = 1, n do
     local m = q[i]
     local ok, kind, msg = write(link, li, m)
-    if not ok and m.rid then runtime.fail_pending(m.rid, new_error(kind, msg)) end
+    if not ok and m.rid then fail(m.rid, new_error(kind, msg)) end
   end
   if old and old ~= link and old:state() ~= "closed" then old:close("replaced by a newer connection") end
   if p.waiters then
@@ -181,51 +188,70 @@ local function route(address, m)
 end
 
 ---------------------------------------------------------------------------
--- Remote calls, sends and replies (runtime.remote)
+-- The router: actors of other nodes, by ref or by name
 ---------------------------------------------------------------------------
-
--- Incoming calls remember their link and the caller's rid in a slot; the
--- runtime sees the slot as a negative rid and hands it back to reply().
-local rr_link, rr_rid = {}, {}
-local rr_slots = require("atoll.slots").new()
-
-local function reply_slot(link, rid)
-  local k = rr_slots:take()
-  rr_link[k], rr_rid[k] = link, rid
-  return -k
-end
 
 local function error_bytes(err)
   return codec.encode(errors.to_wire(err))
     or codec.encode(errors.to_wire(new_error(err.kind, tostring(err.message))))
 end
 
-local remote = {}
+-- An actor registered under a name on another node: atoll.remote(address,
+-- name) makes one, and calls and sends take it as their target like a ref.
+-- `system` marks the runtime's own traffic between members (the
+-- membership's state exchange), which also goes to a member declared down.
+local Named = {}
+M.Named = Named
+runtime.target_kind(Named)
 
-function remote.call(ref, method, payload, rid)
-  return route(ref[REF_ADDR], { kind = CALL, rid = rid, inc = ref[REF_INC], id = ref[REF_ID],
-                                method = method, payload = payload })
+-- The message a call or send to `target` makes, and the address it goes to.
+local function message_to(target, method, payload, rid)
+  if getmetatable(target) == Named then
+    return rawget(target, "address"), { kind = rid and CALL_NAME or SEND_NAME, rid = rid,
+      name = rawget(target, "name"), method = method, payload = payload,
+      any_status = rawget(target, "system") }
+  end
+  return target[REF_ADDR], { kind = rid and CALL or SEND, rid = rid, inc = target[REF_INC],
+    id = target[REF_ID], method = method, payload = payload }
 end
 
-function remote.send(ref, method, payload)
-  local ok, err = route(ref[REF_ADDR], { kind = SEND, inc = ref[REF_INC], id = ref[REF_ID],
-                                         method = method, payload = payload })
-  if not ok then error(err, 3) end
-  return true
+local router = {}
+
+function router.call(target, method, payload, rid)
+  local ok, err = ensure_started()
+  if not ok then return nil, err end
+  return route(message_to(target, method, payload, rid))
 end
 
-function remote.reply(rid, ok, res)
-  local k = -rid
-  local link, crid = rr_link[k], rr_rid[k]
-  rr_link[k], rr_rid[k] = nil, nil
-  rr_slots:give(k)
-  if link == nil or link:state() ~= "up" then return end -- the caller's link is gone
+function router.send(target, method, payload)
+  local ok, err = ensure_started()
+  if not ok then return nil, err end
+  return route(message_to(target, method, payload, nil))
+end
+
+runtime.set_router(router)
+
+-- A call from another node waits for its handler with this as its reply-to:
+-- the link it came on, and the caller's rid there.
+local ReplyTo = {}
+ReplyTo.__index = ReplyTo
+
+function ReplyTo:reply(ok, res)
+  local link = self.link
+  if link:state() ~= "up" then return end -- the caller's link is gone
   local bytes = ok and res or error_bytes(res)
-  local sent, kind, msg = link:reply(crid, ok, bytes)
+  local sent, kind, msg = link:reply(self.rid, ok, bytes)
   if not sent and ok and kind == "bad_argument" then
     -- The result is too large for a frame: tell the caller instead.
-    link:reply(crid, false, error_bytes(new_error("bad_argument", "the result: " .. msg)))
+    link:reply(self.rid, false, error_bytes(new_error("bad_argument", "the result: " .. msg)))
   end
+end
+
+-- An error reply's bytes, as the error object the caller raises.
+local function wire_error(payload)
+  local ok, t = codec.try_decode(codec.bytes(payload))
+  if not ok then return new_error("bad_argument", "an error reply that does not decode: " .. tostring(t)) end
+  return errors.from_wire(t)
 end
 
 ---------------------------------------------------------------------------
@@ -254,12 +280,16 @@ local function on_frames(link, n)
     inbox[b + 6] = nil
     if kind == REPLY then
       if li then li.pending[rid] = nil end
-      runtime.enqueue_reply(rid, a, payload)
+      if a then
+        runtime.enqueue_reply(rid, true, payload)
+      else
+        runtime.enqueue_reply(rid, false, wire_error(payload))
+      end
     elseif kind == CALL or kind == CALL_NAME then
       local rec
       if kind == CALL then rec = local_target(a, id) else rec = named_target(a) end
       if rec then
-        enqueue(rec, method, payload, reply_slot(link, rid))
+        enqueue(rec, method, payload, setmetatable({ link = link, rid = rid }, ReplyTo))
       else
         local what = kind == CALL and ("actor #" .. tostring(id) .. (a ~= node.incarnation
           and " of an earlier run of " or " on ") .. node.address)
@@ -419,7 +449,6 @@ local function setup(opts)
     handshake_timeout = opts.handshake_timeout,
   }
   transport.set_handlers { up = on_up, frames = on_frames, down = on_down, decide = decide }
-  runtime.remote = remote
   started = true
 end
 
@@ -442,7 +471,6 @@ function M.start(opts)
   local port, err = transport.listen(lh, lport)
   if port == nil then
     started = false
-    runtime.remote = nil
     return nil, err
   end
   listening = true
@@ -479,7 +507,7 @@ local NOT_STARTED = "this node has no cluster transport: start it with --listen 
 local start_on_demand = nil
 
 -- ensure_started() -> true | nil, error (kind unreachable)
-local function ensure_started()
+function ensure_started()
   if started then return true end
   if start_on_demand == nil then return nil, unreachable("%s", NOT_STARTED) end
   local opts, err = start_on_demand()
@@ -491,23 +519,9 @@ local function ensure_started()
 end
 
 -- on_demand(fn): `atoll run` without --listen; fn() -> client options | nil,
--- message. The runtime's remote calls and sends start the client first.
+-- message. The first call or send to another node starts the client.
 function M.on_demand(fn)
   start_on_demand = fn
-  if started then return end
-  runtime.remote = {
-    call = function(ref, method, payload, rid)
-      local ok, err = ensure_started()
-      if not ok then return nil, err end
-      return remote.call(ref, method, payload, rid)
-    end,
-    send = function(ref, method, payload)
-      local ok, err = ensure_started()
-      if not ok then error(err, 3) end
-      return remote.send(ref, method, payload)
-    end,
-    reply = function() end, -- no link, so no call from another node to answer
-  }
 end
 
 function M.listening()
@@ -559,15 +573,12 @@ end
 -- Named actors on other nodes: atoll.remote(address, name):method(...)
 ---------------------------------------------------------------------------
 
-local Named = {}
-M.Named = Named
 Named.__index = runtime.method_table(function(method)
   return function(self, ...)
     if getmetatable(self) ~= Named then
       error("call a distributed function with a colon: remote:" .. method .. "(...)", 2)
     end
-    return M.call_name(rawget(self, "address"), rawget(self, "name"), method,
-      rawget(self, "timeout"), ...)
+    return runtime.call_with(self, method, rawget(self, "timeout") or runtime.default_timeout(), ...)
   end
 end)
 Named.__tostring = function(r)
@@ -575,7 +586,7 @@ Named.__tostring = function(r)
 end
 
 -- named(address, name [, seconds]) -> a handle that calls the actor
--- registered under `name` on that node.
+-- registered under `name` on that node (with this timeout, by default).
 function M.named(address, name, seconds)
   if type(address) ~= "string" or type(name) ~= "string" then
     error("named(address, name): both must be strings", 2)
@@ -583,43 +594,21 @@ function M.named(address, name, seconds)
   return setmetatable({ address = address, name = name, timeout = seconds }, Named)
 end
 
--- Both call_name and call_system; their callers' errors are raised at
--- level 2, which a tail call from either leaves pointing at their caller.
-local function call_named(any_status, address, name, method, seconds, ...)
-  local ok0, err0 = ensure_started()
-  if not ok0 then error(err0, 2) end
-  local payload, err = codec.pack(...)
-  if payload == nil then error(new_error("bad_argument", err), 2) end
-  runtime.suspendable("a remote call", 2)
-  local rid = runtime.new_call(seconds or runtime.default_timeout())
-  local ok, rerr = route(address, { kind = CALL_NAME, rid = rid, name = name, method = method,
-                                    payload = payload, any_status = any_status })
-  if not ok then
-    runtime.cancel_call(rid)
-    error(rerr, 2)
-  end
-  return runtime.await_reply()
-end
-
+-- call_name(address, name, method, seconds, ...): the one call, to a named actor.
 function M.call_name(address, name, method, seconds, ...)
-  return call_named(false, address, name, method, seconds, ...)
+  return runtime.call_with(M.named(address, name), method, seconds or runtime.default_timeout(), ...)
 end
 
 -- call_system(address, name, method, seconds, ...): call_name for the
 -- runtime's own traffic between members (the membership's state exchange),
 -- which also goes to a member declared down.
 function M.call_system(address, name, method, seconds, ...)
-  return call_named(true, address, name, method, seconds, ...)
+  local target = setmetatable({ address = address, name = name, system = true }, Named)
+  return runtime.call_with(target, method, seconds or runtime.default_timeout(), ...)
 end
 
 function M.send_name(address, name, method, ...)
-  local ok0, err0 = ensure_started()
-  if not ok0 then error(err0, 2) end
-  local payload, err = codec.pack(...)
-  if payload == nil then error(new_error("bad_argument", err), 2) end
-  local ok, rerr = route(address, { kind = SEND_NAME, name = name, method = method, payload = payload })
-  if not ok then error(rerr, 2) end
-  return true
+  return runtime.send(M.named(address, name), method, ...)
 end
 
 return M

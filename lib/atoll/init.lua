@@ -35,7 +35,7 @@ local function install()
   require("atoll.watch").install()
   local persistence = require "atoll.persistence"
   persistence.install(actor.Base)
-  runtime.activate_persistent = persistence.activate
+  runtime.set_persistence(persistence.activate)
   runtime.on_stop(persistence.on_stopped)
 end
 install()

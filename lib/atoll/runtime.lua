@@ -282,10 +282,113 @@ local function resume(co, a, b)
 end
 
 ---------------------------------------------------------------------------
--- Replies and pending calls
+-- Payloads: what a message carries
 ---------------------------------------------------------------------------
 
-M.remote = nil        -- set by the transport: remote call/send/reply functions
+-- A message's arguments, and a call's results, travel as a payload. Between
+-- nodes, and whenever a value could be mutated (a table), that is the
+-- codec's encoding (a userdata), which the receiver decodes into a copy of
+-- its own. Values that cannot be mutated - nil, booleans, numbers, strings -
+-- need no copy to keep copy semantics, so between actors of one node they
+-- travel as they are: NO_VALUES for none, the value itself for one, a Values
+-- table for several. The codec would give the receiver exactly these values
+-- (it encodes every number and string losslessly); what would make it
+-- refuse them (too many, too large) sends them to the codec instead, which
+-- refuses them with its own message.
+local NO_VALUES = setmetatable({}, { __name = "atoll.no_values" })
+local Values = { __name = "atoll.values" }
+local MAX_VALUES = 250 -- host/codec.h's CODEC_MAX_VALUES
+local SHORT = 4096     -- strings this long at most travel as they are...
+local lite = true      -- ...while the codec's size limit is 1 MiB or more
+
+-- The fast path follows the codec's size limit, which apps and specs may set.
+local codec_limits = codec.limits
+function codec.limits(t)
+  local l = codec_limits(t)
+  lite = l.max_bytes >= 1048576 -- then MAX_VALUES strings of SHORT bytes always fit
+  return l
+end
+codec.limits()
+
+local function plain(v)
+  local t = type(v)
+  return t == "number" or t == "boolean" or (t == "string" and #v <= SHORT)
+end
+
+-- Several values, or one nil, as a Values table; nil if one could be mutated.
+local function values_table(n, ...)
+  if n > MAX_VALUES or not lite then return nil end
+  local t = setmetatable({ n = n, ... }, Values)
+  for i = 1, n do
+    local v = t[i]
+    if v ~= nil and not plain(v) then return nil end
+  end
+  return t
+end
+
+-- args(n, ...) -> the payload of a local message: its values as they are
+-- when none could be mutated, else the codec's (nil and a message when it
+-- refuses them).
+local function args(n, a, ...)
+  if n == 1 and a ~= nil and lite and plain(a) then return a end
+  if n == 0 then return NO_VALUES end
+  local t = values_table(n, a, ...)
+  if t then return t end
+  return pack(a, ...)
+end
+
+-- results(...) -> the same for a call's results (refused as "result").
+local function results_of(...)
+  local n = select("#", ...)
+  local a = ...
+  if n == 1 and a ~= nil and lite and plain(a) then return a end
+  if n == 0 then return NO_VALUES end
+  local t = values_table(n, ...)
+  if t then return t end
+  return pack_results(...)
+end
+
+-- open(payload) -> the values it carries
+local function open(p)
+  local t = type(p)
+  if t == "userdata" then return unpack_(p) end
+  if t ~= "table" then return p end
+  if p == NO_VALUES then return end
+  return unpack(p, 1, p.n)
+end
+M.open = open
+
+-- encoded(payload) -> the payload as the codec's encoding, for a link
+function M.encoded(p)
+  if type(p) == "userdata" then return p end
+  return pack(open(p))
+end
+
+---------------------------------------------------------------------------
+-- The router: where a call goes when its target is not an actor here
+---------------------------------------------------------------------------
+
+-- A call or send names a target. An actor of this node is delivered here;
+-- every other target - an actor of another node, an actor registered under
+-- a name on another node, and (later) a singleton or a virtual actor - is
+-- handed to the router, which the cluster registers once:
+--
+--   router.call(target, method, payload, rid) -> true | nil, error
+--   router.send(target, method, payload)      -> true | nil, error
+--
+-- with payload the codec's encoding, and rid the pending call that the
+-- reply completes (complete/fail below). A call from another node names
+-- who to answer with a reply-to record (its :reply(ok, res) method), which
+-- the router gives as the message's reply-to instead of a local rid.
+local router = nil
+
+function M.set_router(r)
+  router = r
+end
+
+---------------------------------------------------------------------------
+-- Replies and pending calls
+---------------------------------------------------------------------------
 
 -- Pending calls live in dense slot arrays. A call id (rid) is a slot plus a
 -- generation, so a reply that arrives after its call timed out cannot reach
@@ -378,8 +481,8 @@ function TQueue:fire()
     if live(rid) then
       if due[h] > now then break end
       local co = take(rid)
-      enqueue(WAKE, co, false, codec.encode(errors.to_wire(
-        new_error("timeout", ("no reply within the call's timeout (%g s)"):format(self.ms / 1000)))))
+      enqueue(WAKE, co, false,
+        new_error("timeout", ("no reply within the call's timeout (%g s)"):format(self.ms / 1000)))
     end
     rids[h], due[h] = nil, nil
     self.head = h + 1
@@ -427,48 +530,42 @@ function M.pending()
   return npending
 end
 
+-- A pending call ends with (true, payload of its results) or (false, an
+-- error object): failures stay error objects on this node, and become bytes
+-- only to cross a link (lib/atoll/cluster.lua).
 local function complete(rid, ok, res)
   local co = take(rid)
   if co == nil then return end -- timed out already: a late reply is dropped
   resume(co, ok, res)
 end
-M.complete = complete
 
--- Routes a reply to the caller identified by rid. Replies always travel
--- encoded: `res` is the packed results, or an error object for a failure.
--- A reply made by a dispatcher the loop resumed wakes its caller at once;
--- one made deeper (a resumed handler replying in turn) goes through the
--- queue, so coroutines never nest more than one level.
-local function reply(rid, ok, res)
-  if rid > 0 then
-    if not ok then
-      local payload = codec.encode(errors.to_wire(res))
-      res = payload or codec.encode(errors.to_wire(new_error(res.kind, tostring(res.message))))
-    end
+-- Answers the message's reply-to: a call of this node (a number, its rid),
+-- or a caller on another node (a record that knows its link). A reply made
+-- by a dispatcher the loop resumed wakes its caller at once; one made deeper
+-- (a resumed handler replying in turn) goes through the queue, so
+-- coroutines never nest more than one level.
+local function reply(to, ok, res)
+  if type(to) == "number" then
     if depth == 0 and draining then
-      complete(rid, ok, res)
+      complete(to, ok, res)
     else
-      enqueue(REPLY, rid, ok, res)
+      enqueue(REPLY, to, ok, res)
     end
-  elseif M.remote then
-    M.remote.reply(rid, ok, res)
+  else
+    to:reply(ok, res)
   end
 end
 M.reply = reply
 
-local function fail_call(rid, err)
-  reply(rid, false, err)
+local function fail_call(to, err)
+  reply(to, false, err)
 end
 M.fail_call = fail_call
 
--- Queues the arrival of a reply (from another node) for the call rid.
+-- Queues the outcome of the call rid, from another node or from a link that
+-- failed: (true, payload) or (false, error object).
 function M.enqueue_reply(rid, ok, res)
   enqueue(REPLY, rid, ok, res)
-end
-
--- Fails a pending call with an error object (its link went down, ...).
-function M.fail_pending(rid, err)
-  enqueue(REPLY, rid, false, codec.encode(errors.to_wire(err)))
 end
 
 ---------------------------------------------------------------------------
@@ -487,12 +584,18 @@ local function capture(e)
   return { e, traceback("", 2) }
 end
 
+-- A call's handler: its results as a payload for a caller of this node, or
+-- encoded for one on another node.
 local function run_call(fn, state, payload)
-  return pack_results(fn(state, unpack_(payload)))
+  return results_of(fn(state, open(payload)))
+end
+
+local function run_remote_call(fn, state, payload)
+  return pack_results(fn(state, open(payload)))
 end
 
 local function run_send(fn, state, payload)
-  fn(state, unpack_(payload))
+  fn(state, open(payload))
 end
 
 -- Errors of these kinds, raised in a handler and not caught, reach its
@@ -549,8 +652,10 @@ local function handler_error(rec, method, caught)
   local te = type(e)
   if te == "string" or te == "number" or te == "boolean" then
     value = e
-  elseif te == "table" and getmetatable(e) == nil and codec.encode(e) then
-    value = e
+  elseif te == "table" and getmetatable(e) == nil then
+    -- A copy, as a caller on another node would get: the raiser keeps its own.
+    local bytes = codec.encode(e)
+    if bytes then value = codec.decode(bytes) end
   end
   return new_error("remote", message, {
     traceback = tb,
@@ -586,7 +691,8 @@ local function invoke(rec, method, payload, rid)
         .. (e.traceback and ("\n" .. e.traceback) or ""))
     end
   else
-    local ok, res, perr = xpcall(run_call, capture, fn, rec[R_STATE], payload)
+    local ok, res, perr = xpcall(type(rid) == "number" and run_call or run_remote_call, capture, fn,
+      rec[R_STATE], payload)
     if not ok then
       reply(rid, false, handler_error(rec, method, res))
     elseif res == nil then
@@ -1138,83 +1244,99 @@ local function is_local(ref)
 end
 M.is_local = is_local
 
-local function check_ref(ref, level)
-  if getmetatable(ref) ~= Ref then
-    error("expected an actor ref, got " .. (getmetatable(ref) == TimeoutView and "a timeout view"
-      or type(ref)), level + 1)
+-- The kinds of call targets: actor refs, and those the router knows
+-- (an actor named on another node, ...), each by its metatable.
+local target_kinds = { [Ref] = true }
+
+-- target_kind(mt): values with this metatable are call targets, which the
+-- router resolves (lib/atoll/cluster.lua registers its named-actor handles).
+function M.target_kind(mt)
+  target_kinds[mt] = true
+end
+
+local function check_target(target, level)
+  if not target_kinds[getmetatable(target)] then
+    error("expected an actor ref, got " .. (getmetatable(target) == TimeoutView and "a timeout view"
+      or type(target)), level + 1)
   end
+end
+
+local function no_route(target)
+  return new_error("unreachable", "no route to " .. tostring(target) .. ": this node has no "
+    .. "cluster transport (start it with --listen HOST:PORT)")
 end
 
 -- Suspends until the reply to the call just registered; returns its values
 -- or raises its error.
 local function await_reply()
   local ok, res = suspend()
-  if ok then return unpack_(res) end
-  error(errors.from_wire(codec.decode(res)), 0)
+  if ok then return open(res) end
+  error(res, 0)
 end
 M.await_reply = await_reply
 
-function call(ref, method, timeout, ...)
+-- The one call: to an actor of this node directly, to any other target
+-- through the router.
+function call(target, method, timeout, ...)
+  local rec = rawget(target, REF_REC)
+  if rec ~= nil then
+    local payload, err = args(select("#", ...), ...)
+    if payload == nil then error(new_error("bad_argument", err), 2) end
+    local co = co_running()
+    if co == nil or not managed[co] then suspendable("ref:" .. tostring(method) .. "(...)", 3) end
+    enqueue(rec, method, payload, new_call(timeout, co))
+    return await_reply()
+  end
   local payload, err = pack(...)
   if payload == nil then error(new_error("bad_argument", err), 2) end
   local co = co_running()
   if co == nil or not managed[co] then suspendable("ref:" .. tostring(method) .. "(...)", 3) end
-  local rec = rawget(ref, REF_REC)
-  if rec ~= nil then
-    enqueue(rec, method, payload, new_call(timeout, co))
-  elseif is_local(ref) then
-    error(new_error("no_such_actor", tostring(ref) .. " does not exist"), 2)
-  elseif M.remote then
-    local rid = new_call(timeout, co)
-    local ok, rerr = M.remote.call(ref, method, payload, rid)
-    if not ok then
-      cancel_call(rid)
-      error(rerr, 2)
-    end
-  else
-    error(new_error("unreachable", "no route to " .. tostring(ref) .. ": this node has no cluster "
-      .. "transport (start it with --listen HOST:PORT)"), 2)
+  if getmetatable(target) == Ref and is_local(target) then
+    error(new_error("no_such_actor", tostring(target) .. " does not exist"), 2)
+  end
+  if router == nil then error(no_route(target), 2) end
+  local rid = new_call(timeout, co)
+  local ok, rerr = router.call(target, method, payload, rid)
+  if not ok then
+    cancel_call(rid)
+    error(rerr, 2)
   end
   return await_reply()
 end
+M.call_with = call
 
--- call(ref, method, ...) with the default timeout, for dynamic method names.
-function M.call(ref, method, ...)
-  check_ref(ref, 2)
+-- call(target, method, ...) with the default timeout, for dynamic method names.
+function M.call(target, method, ...)
+  check_target(target, 2)
   if type(method) ~= "string" then error("call: method name must be a string", 2) end
-  return call(ref, method, DEFAULT_TIMEOUT, ...)
+  return call(target, method, DEFAULT_TIMEOUT, ...)
 end
 
-function M.call_timeout(seconds, ref, method, ...)
-  check_ref(ref, 2)
+function M.timeout(target, seconds)
+  check_target(target, 2)
   check_seconds(seconds, "the timeout")
-  return call(ref, method, seconds, ...)
+  return setmetatable({ target, seconds }, TimeoutView)
 end
 
-function M.timeout(ref, seconds)
-  check_ref(ref, 2)
-  check_seconds(seconds, "the timeout")
-  return setmetatable({ ref, seconds }, TimeoutView)
-end
-
--- send(ref, method, ...): one-way; returns true once queued. A message to an
--- actor that no longer exists is dropped.
-function M.send(ref, method, ...)
-  check_ref(ref, 2)
+-- send(target, method, ...): one-way; returns true once queued. A message to
+-- an actor that no longer exists is dropped.
+function M.send(target, method, ...)
+  check_target(target, 2)
   if type(method) ~= "string" then error("send: method name must be a string", 2) end
-  local payload, err = pack(...)
-  if payload == nil then error(new_error("bad_argument", err), 2) end
-  local rec = rawget(ref, REF_REC)
+  local rec = rawget(target, REF_REC)
   if rec ~= nil then
+    local payload, err = args(select("#", ...), ...)
+    if payload == nil then error(new_error("bad_argument", err), 2) end
     enqueue(rec, method, payload, 0)
     return true
-  elseif is_local(ref) then
-    return false
-  elseif M.remote then
-    return M.remote.send(ref, method, payload)
   end
-  error(new_error("unreachable", "no route to " .. tostring(ref) .. ": this node has no cluster "
-    .. "transport (start it with --listen HOST:PORT)"), 2)
+  local payload, err = pack(...)
+  if payload == nil then error(new_error("bad_argument", err), 2) end
+  if getmetatable(target) == Ref and is_local(target) then return false end
+  if router == nil then error(no_route(target), 2) end
+  local ok, rerr = router.send(target, method, payload)
+  if not ok then error(rerr, 2) end
+  return true
 end
 
 ---------------------------------------------------------------------------
@@ -1234,11 +1356,21 @@ local function keep(e)
   return e
 end
 
+-- Recovers a persistent actor before it takes messages (set once, by
+-- lib/atoll/persistence.lua).
+local activate_persistent = function()
+  error("persistent actors need atoll.persistence", 0)
+end
+
+function M.set_persistence(activate)
+  activate_persistent = activate
+end
+
 -- spawn(T, ...) -> ref. Runs T:init(...) at once, in the caller's coroutine,
 -- so an error in init raises from spawn; messages that arrive while init is
 -- suspended wait in the actor's mailbox.
 function M.spawn(T, ...)
-  local payload, err = pack(...)
+  local payload, err = args(select("#", ...), ...)
   if payload == nil then error(new_error("bad_argument", err), 3) end
   local id = next_id
   next_id = id + 1
@@ -1252,7 +1384,7 @@ function M.spawn(T, ...)
   if init then
     local saved = current
     current = rec
-    local ok, e = xpcall(init, keep, state, unpack_(payload))
+    local ok, e = xpcall(init, keep, state, open(payload))
     current = saved
     if not ok then
       M.stop_record(rec, true)
@@ -1261,7 +1393,7 @@ function M.spawn(T, ...)
   end
   if T.__options.persistent then
     -- It runs once recovered (lib/atoll/persistence.lua); messages wait.
-    local ok, e = xpcall(M.activate_persistent, keep, rec)
+    local ok, e = xpcall(activate_persistent, keep, rec)
     if not ok then
       M.stop_record(rec, true)
       error(e, 0)
@@ -1426,11 +1558,20 @@ end
 -- Wiring to the host
 ---------------------------------------------------------------------------
 
+-- What SIGINT and SIGTERM do (the first of them: a second ends the process
+-- from the C signal handler): stop at once, unless the command line set a
+-- graceful shutdown.
+local on_signal = function() host.stop(0) end
+
+function M.set_signal_handler(fn)
+  on_signal = fn
+end
+
 function M.install()
   codec.configure { ref_mt = Ref, error_mt = errors.Error }
   host.set_handlers { wake = on_wake, idle = on_idle, signal = function(name)
     refresh_now()
-    if M.on_signal then M.on_signal(name) else host.stop(0) end
+    on_signal(name)
     drain()
   end }
 end

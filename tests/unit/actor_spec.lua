@@ -35,6 +35,50 @@ describe("actors", function()
       assert.are_not.equal(mine, theirs)
     end))
 
+    it("carry values that cannot be mutated exactly as the codec does, and refuse what it refuses",
+      async(function()
+        local codec = require "atoll.codec"
+        local T = fresh "Mirror"
+        function T.distributed:back(...) return select("#", ...), ... end
+        function T.distributed:count(...) return select("#", ...) end
+        local m = atoll.spawn(T)
+        -- What a receiver on another node would see: the values through the codec.
+        local function through_codec(...) return codec.unpack(codec.pack(...)) end
+        local function same(a, b)
+          if a ~= a then return b ~= b end
+          return a == b and (a ~= 0 or 1 / a == 1 / b)
+        end
+        local cases = {
+          {}, { 1 }, { -0.0 }, { 0 / 0 }, { 1 / 0 }, { 2 ^ 53 }, { 2 ^ 60 }, { -129 }, { 0.1 },
+          { true, false }, { nil }, { nil, nil }, { 1, nil, 3 }, { "" }, { "\255\0bytes" },
+          { string.rep("x", 4096) }, { string.rep("y", 4097) }, { "a", 2, true, nil, "e" },
+        }
+        for _, c in ipairs(cases) do
+          local n = table.maxn(c)
+          if c == cases[11] then n = 1 elseif c == cases[12] then n = 2 end
+          local want = { n, through_codec(unpack(c, 1, n)) }
+          local got = { m:back(unpack(c, 1, n)) }
+          assert.equal(want[1], got[1])
+          for i = 2, n + 1 do assert.is_true(same(want[i], got[i]), ("value %d of case %d"):format(i - 1, _)) end
+        end
+        -- One-way sends too.
+        atoll.send(m, "count", nil)
+        assert.equal(0, m:count())
+        -- The codec's refusals: too many values, too large a message.
+        local many = {}
+        for i = 1, 251 do many[i] = i end
+        local err = catch(m.count, m, unpack(many))
+        assert.equal("bad_argument", err.kind)
+        assert.equal(select(2, codec.pack(unpack(many))), err.message)
+        assert.equal(250, m:count(unpack(many, 1, 250)))
+        local limits = codec.limits()
+        codec.limits { max_bytes = 1024 }
+        local err2 = catch(m.count, m, string.rep("z", 1000), string.rep("z", 1000))
+        codec.limits { max_bytes = limits.max_bytes }
+        assert.equal("bad_argument", err2.kind)
+        assert.matches("larger than the limit", err2.message)
+      end))
+
     it("work with a dynamic method name", async(function()
       local T = fresh "Dyn"
       function T.distributed:hello(who) return "hello " .. who end
