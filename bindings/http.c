@@ -1,8 +1,8 @@
 /* atoll.http_raw: the HTTP server (host/http.c) for lib/atoll/http.lua. Connections are named by
  * numeric ids; every event reaches one Lua handler:
- *   handler("request", id, method, target, headers, peer) -> "buffer" | "lines" | "websocket" | status
- *   handler("body", id, bytes)     handler("lines", id, { line | false, ... })   handler("end", id)
- *   handler("ws", id, text | nil)  handler("drain", id)   handler("gone", id, why) */
+ *   handler("request", id, method, target, headers, peer) -> "buffer" | "lines" | "websocket" |
+ * status handler("body", id, bytes)     handler("lines", id, { line | false, ... }) handler("end",
+ * id) handler("ws", id, text | nil)  handler("drain", id)   handler("gone", id, why) */
 #include <stdlib.h>
 #include <string.h>
 
@@ -59,9 +59,12 @@ static int ev_request(void *ud, http_conn_t *c, const http_request_t *r) {
     mode = (int)lua_tointeger(L, -1);
   } else if (lua_type(L, -1) == LUA_TSTRING) {
     const char *m = lua_tostring(L, -1);
-    if (strcmp(m, "buffer") == 0) mode = HTTP_BODY_BUFFER;
-    else if (strcmp(m, "lines") == 0) mode = HTTP_BODY_LINES;
-    else if (strcmp(m, "websocket") == 0) mode = HTTP_BODY_WEBSOCKET;
+    if (strcmp(m, "buffer") == 0)
+      mode = HTTP_BODY_BUFFER;
+    else if (strcmp(m, "lines") == 0)
+      mode = HTTP_BODY_LINES;
+    else if (strcmp(m, "websocket") == 0)
+      mode = HTTP_BODY_WEBSOCKET;
   }
   lua_pop(L, 1);
   return mode;
@@ -74,14 +77,17 @@ static void ev_body(void *ud, http_conn_t *c, const char *data, size_t len) {
   vm_pcall(h->L, 3, 0, "http body handler");
 }
 
-static void ev_lines(void *ud, http_conn_t *c, const char *const *lines, const size_t *lens, size_t n) {
+static void ev_lines(void *ud, http_conn_t *c, const char *const *lines, const size_t *lens,
+                     size_t n) {
   lhttp_t *h = ud;
   if (!push_handler(h, "lines", c)) return;
   lua_State *L = h->L;
   lua_createtable(L, (int)n, 0);
   for (size_t i = 0; i < n; i++) {
-    if (lens[i] == SIZE_MAX) lua_pushboolean(L, 0);
-    else lua_pushlstring(L, lines[i], lens[i]);
+    if (lens[i] == SIZE_MAX)
+      lua_pushboolean(L, 0);
+    else
+      lua_pushlstring(L, lines[i], lens[i]);
     lua_rawseti(L, -2, (int)i + 1);
   }
   vm_pcall(L, 3, 0, "http lines handler");
@@ -96,8 +102,10 @@ static void ev_end(void *ud, http_conn_t *c) {
 static void ev_ws(void *ud, http_conn_t *c, const char *data, size_t len) {
   lhttp_t *h = ud;
   if (!push_handler(h, "ws", c)) return;
-  if (data) lua_pushlstring(h->L, data, len);
-  else lua_pushnil(h->L);
+  if (data)
+    lua_pushlstring(h->L, data, len);
+  else
+    lua_pushnil(h->L);
   vm_pcall(h->L, 3, 0, "http websocket handler");
 }
 
@@ -114,7 +122,8 @@ static void ev_gone(void *ud, http_conn_t *c, const char *why) {
   vm_pcall(h->L, 3, 0, "http gone handler");
 }
 
-static const http_events_t events = {ev_request, ev_body, ev_lines, ev_end, ev_ws, ev_drain, ev_gone};
+static const http_events_t events = {ev_request, ev_body,  ev_lines, ev_end,
+                                     ev_ws,      ev_drain, ev_gone};
 
 static lhttp_t *check(lua_State *L) {
   lhttp_t **ud = luaL_checkudata(L, 1, HTTP_MT);
@@ -316,8 +325,8 @@ static int l_stats(lua_State *L) {
   http_stats_t st;
   http_stats(h->s, &st);
   lua_createtable(L, 0, 12);
-#define F(name)                                \
-  lua_pushnumber(L, (lua_Number)st.name);      \
+#define F(name)                                                                                    \
+  lua_pushnumber(L, (lua_Number)st.name);                                                          \
   lua_setfield(L, -2, #name)
   F(connections_total);
   F(requests_total);
@@ -365,12 +374,24 @@ static int l_gc(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"respond", l_respond},       {"stream_start", l_stream_start}, {"stream_write", l_stream_write},
-    {"stream_end", l_stream_end}, {"ws_accept", l_ws_accept},       {"ws_send", l_ws_send},
-    {"ws_ping", l_ws_ping},       {"ws_close", l_ws_close},         {"want_drain", l_want_drain},
-    {"pause", l_pause},           {"abort", l_abort},               {"queued", l_queued},
-    {"static", l_static},         {"port", l_port},                 {"stats", l_stats},
-    {"shutdown", l_shutdown},     {"close", l_close},               {NULL, NULL},
+    {"respond", l_respond},
+    {"stream_start", l_stream_start},
+    {"stream_write", l_stream_write},
+    {"stream_end", l_stream_end},
+    {"ws_accept", l_ws_accept},
+    {"ws_send", l_ws_send},
+    {"ws_ping", l_ws_ping},
+    {"ws_close", l_ws_close},
+    {"want_drain", l_want_drain},
+    {"pause", l_pause},
+    {"abort", l_abort},
+    {"queued", l_queued},
+    {"static", l_static},
+    {"port", l_port},
+    {"stats", l_stats},
+    {"shutdown", l_shutdown},
+    {"close", l_close},
+    {NULL, NULL},
 };
 
 /* The offset of the first byte that is not part of well-formed UTF-8, or n. The rules are

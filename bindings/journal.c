@@ -65,7 +65,9 @@ static void push_data(lua_State *L, const jreq_t *r) {
         p += 17 + len;
       }
       return;
-    default: lua_pushboolean(L, 0); return;
+    default:
+      lua_pushboolean(L, 0);
+      return;
   }
 }
 
@@ -80,11 +82,15 @@ static void on_done(journal_t *j, jreq_t *r, int last) {
   lua_rawseti(L, -2, n + 1);
   lua_pushstring(L, status_names[r->status]);
   lua_rawseti(L, -2, n + 2);
-  if (r->status != JOURNAL_OK) lua_pushstring(L, r->error);
-  else lua_pushboolean(L, 0);
+  if (r->status != JOURNAL_OK)
+    lua_pushstring(L, r->error);
+  else
+    lua_pushboolean(L, 0);
   lua_rawseti(L, -2, n + 3);
-  if (r->status == JOURNAL_OK) push_data(L, r);
-  else lua_pushboolean(L, 0);
+  if (r->status == JOURNAL_OK)
+    push_data(L, r);
+  else
+    lua_pushboolean(L, 0);
   lua_rawseti(L, -2, n + 4);
   lua_pop(L, 1);
   journal_req_free(r);
@@ -199,7 +205,8 @@ static int l_read(lua_State *L) {
   lj_t *lj = check(L);
   uint64_t seq = check_seq(L, 4);
   lua_Integer limit = luaL_optinteger(L, 5, JOURNAL_READ_PAGE);
-  if (limit < 1 || limit > JOURNAL_READ_PAGE) return luaL_error(L, "read at most %d events", JOURNAL_READ_PAGE);
+  if (limit < 1 || limit > JOURNAL_READ_PAGE)
+    return luaL_error(L, "read at most %d events", JOURNAL_READ_PAGE);
   jreq_t *r = new_req(L, JREQ_READ, 2, 3);
   r->seq = seq;
   r->count = (uint32_t)limit;
@@ -278,9 +285,15 @@ static int l_tostring(lua_State *L) {
 }
 
 static const luaL_Reg methods[] = {
-    {"append", l_append}, {"read", l_read}, {"save_snapshot", l_save_snapshot},
-    {"load_snapshot", l_load_snapshot}, {"list", l_list}, {"set_handler", l_set_handler},
-    {"info", l_info}, {"close", l_close}, {NULL, NULL},
+    {"append", l_append},
+    {"read", l_read},
+    {"save_snapshot", l_save_snapshot},
+    {"load_snapshot", l_load_snapshot},
+    {"list", l_list},
+    {"set_handler", l_set_handler},
+    {"info", l_info},
+    {"close", l_close},
+    {NULL, NULL},
 };
 
 static const luaL_Reg fns[] = {

@@ -23,8 +23,10 @@ static void emit(sock_t *s, const char *event, const char *data, size_t len) {
   lua_State *L = s->L;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_ref);
   lua_pushstring(L, event);
-  if (data) lua_pushlstring(L, data, len);
-  else lua_pushnil(L);
+  if (data)
+    lua_pushlstring(L, data, len);
+  else
+    lua_pushnil(L);
   vm_pcall(L, 2, 0, "tcp callback");
 }
 
@@ -51,8 +53,10 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
 
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
   sock_t *s = stream->data;
-  if (n > 0) emit(s, "data", b->base, (size_t)n);
-  else if (n == UV_EOF) emit(s, "eof", NULL, 0);
+  if (n > 0)
+    emit(s, "data", b->base, (size_t)n);
+  else if (n == UV_EOF)
+    emit(s, "eof", NULL, 0);
   else if (n < 0) {
     const char *msg = uv_strerror((int)n);
     emit(s, "error", msg, strlen(msg));

@@ -15,7 +15,7 @@
   X(RANGE, "integer out of range")                                                                 \
   X(TRAILING, "trailing bytes after message")                                                      \
   X(EXTTYPE, "unsupported MessagePack ext type")                                                   \
-  X(NOMEM, "out of memory") \
+  X(NOMEM, "out of memory")                                                                        \
   X(AUTH, "frame failed authentication")
 
 #define ATOLL_ERRNO_BASE (-30000)

@@ -63,8 +63,7 @@ typedef struct reader_s {
 } reader_t;
 
 static int rfail(reader_t *r, int code, const char *what) {
-  snprintf(r->err, r->errlen, "malformed envelope at byte %zu: %s", (size_t)(r->p - r->base),
-           what);
+  snprintf(r->err, r->errlen, "malformed envelope at byte %zu: %s", (size_t)(r->p - r->base), what);
   return code;
 }
 
@@ -168,7 +167,8 @@ int envelope_parse(const char *body, size_t len, unsigned max_depth, envelope_t 
         return rc;
       }
       break;
-    default: return rfail(&r, ATOLL_EMALFORMED, "unknown kind");
+    default:
+      return rfail(&r, ATOLL_EMALFORMED, "unknown kind");
   }
   /* The rest is the payload: exactly one value the codec accepts. Calls and
    * sends carry an argument list, which must be an array. */
@@ -242,7 +242,8 @@ static int wend(writer_t *w) {
       unsigned char *seq = (unsigned char *)out->data + w->start + FRAME_HEADER;
       put_be64(seq, w->seal->seq);
       size_t covered = out->len - w->start - FRAME_HEADER;
-      crypto_shorthash_siphashx24((unsigned char *)out->data + out->len, seq, covered, w->seal->key);
+      crypto_shorthash_siphashx24((unsigned char *)out->data + out->len, seq, covered,
+                                  w->seal->key);
       out->len += FRAME_TAG;
     }
   }

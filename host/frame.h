@@ -15,10 +15,10 @@
  * envelope | tag`, the tag a SipHash-128 of sequence and envelope under the
  * link's key for that direction. A frame injected, replayed, reordered or
  * reflected back fails. */
-#define FRAME_SEQ      8
-#define FRAME_TAG      16
-#define FRAME_KEY      16
-#define FRAME_SEALING  (FRAME_SEQ + FRAME_TAG)
+#define FRAME_SEQ     8
+#define FRAME_TAG     16
+#define FRAME_KEY     16
+#define FRAME_SEALING (FRAME_SEQ + FRAME_TAG)
 
 typedef struct frame_seal_s {
   unsigned char key[FRAME_KEY];
@@ -48,7 +48,7 @@ typedef struct envelope_s {
   size_t name_len;
   const char *method;
   size_t method_len;
-  int ok; /* REPLY */
+  int ok;              /* REPLY */
   const char *payload; /* args array, or the reply's value: one MessagePack value */
   size_t payload_len;
 } envelope_t;

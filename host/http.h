@@ -15,8 +15,8 @@ typedef struct http_conn_s http_conn_t;
 
 /* How a request's body is read, chosen when its head is complete. */
 enum {
-  HTTP_BODY_BUFFER = 1, /* whole, up to max_body bytes, delivered once with on_body */
-  HTTP_BODY_LINES = 2,  /* split on \n as it arrives (\r\n too), lines up to max_line bytes */
+  HTTP_BODY_BUFFER = 1,    /* whole, up to max_body bytes, delivered once with on_body */
+  HTTP_BODY_LINES = 2,     /* split on \n as it arrives (\r\n too), lines up to max_line bytes */
   HTTP_BODY_WEBSOCKET = 3, /* a WebSocket handshake: checked, its 101 held (http_ws_accept) */
 };
 
@@ -37,7 +37,8 @@ typedef struct http_events_s {
   void (*on_body)(void *ud, http_conn_t *c, const char *data, size_t len);
   /* HTTP_BODY_LINES: lines received in one read (without their \r\n). A line longer than
    * max_line arrives as len == SIZE_MAX, data NULL: the server dropped it. */
-  void (*on_lines)(void *ud, http_conn_t *c, const char *const *lines, const size_t *lens, size_t n);
+  void (*on_lines)(void *ud, http_conn_t *c, const char *const *lines, const size_t *lens,
+                   size_t n);
   /* The request body is complete. */
   void (*on_end)(void *ud, http_conn_t *c);
   /* A whole WebSocket text message (valid UTF-8; binary messages close the connection). */
@@ -62,8 +63,9 @@ typedef struct http_limits_s {
 void http_default_limits(http_limits_t *l);
 
 /* Starts listening; 0 or a libuv error (err says what). */
-int http_listen(http_server_t **out, host_t *h, const char *ip, int port, const http_limits_t *limits,
-                const http_events_t *events, void *ud, char *err, size_t errlen);
+int http_listen(http_server_t **out, host_t *h, const char *ip, int port,
+                const http_limits_t *limits, const http_events_t *events, void *ud, char *err,
+                size_t errlen);
 /* The bound port (useful with port 0). */
 int http_port(const http_server_t *s);
 /* Serves files under dir for GET and HEAD requests under prefix (which ends with '/'), tried

@@ -60,8 +60,10 @@ void journal_req_free(jreq_t *r) {
 void journal_complete(journal_t *j, jreq_t *r) {
   r->next = NULL;
   uv_mutex_lock(&j->lock);
-  if (j->done_tail) j->done_tail->next = r;
-  else j->done_head = r;
+  if (j->done_tail)
+    j->done_tail->next = r;
+  else
+    j->done_head = r;
   j->done_tail = r;
   uv_mutex_unlock(&j->lock);
   uv_async_send(&j->async);
@@ -92,8 +94,10 @@ static void async_cb(uv_async_t *a) {
   jreq_t *r = take_done(j);
   while (r) {
     jreq_t *next = r->next;
-    if (j->on_done && !j->host->closing) j->on_done(j, r, next == NULL);
-    else journal_req_free(r);
+    if (j->on_done && !j->host->closing)
+      j->on_done(j, r, next == NULL);
+    else
+      journal_req_free(r);
     r = next;
   }
 }
@@ -216,8 +220,10 @@ static size_t mem_after(const mem_stream_t *s, uint64_t seq) {
   size_t lo = 0, hi = s->n;
   while (lo < hi) {
     size_t mid = (lo + hi) / 2;
-    if (s->events[mid].seq <= seq) lo = mid + 1;
-    else hi = mid;
+    if (s->events[mid].seq <= seq)
+      lo = mid + 1;
+    else
+      hi = mid;
   }
   return lo;
 }

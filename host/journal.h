@@ -12,9 +12,9 @@
 #include "loop.h"
 
 #define JOURNAL_SCHEMA_VERSION 1
-#define JOURNAL_MAX_PID        255       /* bytes in a persistence id */
-#define JOURNAL_READ_PAGE      4096      /* events a read returns at most */
-#define JOURNAL_BATCH_MAX      4096      /* events one commit takes at most */
+#define JOURNAL_MAX_PID        255  /* bytes in a persistence id */
+#define JOURNAL_READ_PAGE      4096 /* events a read returns at most */
+#define JOURNAL_BATCH_MAX      4096 /* events one commit takes at most */
 
 typedef enum {
   JOURNAL_OK = 0,
@@ -44,9 +44,9 @@ struct jreq_s {
   /* The result. */
   int status;
   char error[512];
-  buf_t out;       /* read: rows as (u64 seq, u32 length, bytes)...; snapshot load: (u64 seq,
-                      bytes); list: (u8 pid length, pid, u64 count, u64 last seq)... */
-  uint32_t rows;   /* read, list: rows in out; snapshot load: 1 if found */
+  buf_t out;     /* read: rows as (u64 seq, u32 length, bytes)...; snapshot load: (u64 seq,
+                    bytes); list: (u8 pid length, pid, u64 count, u64 last seq)... */
+  uint32_t rows; /* read, list: rows in out; snapshot load: 1 if found */
 };
 
 typedef struct journal_s journal_t;

@@ -24,9 +24,9 @@ typedef enum { C_DOWN, C_CONNECTING, C_SETUP, C_READY } cstate_t;
 
 typedef enum {
   Q_NONE,
-  Q_SETUP,     /* the schema, then its version */
-  Q_APPEND,    /* a batch of appends, as one statement */
-  Q_ONE,       /* one append, while telling conflicts apart */
+  Q_SETUP,  /* the schema, then its version */
+  Q_APPEND, /* a batch of appends, as one statement */
+  Q_ONE,    /* one append, while telling conflicts apart */
   Q_SNAP_SAVE,
   Q_READ,
   Q_SNAP_LOAD,
@@ -47,15 +47,15 @@ typedef struct conn_s {
   uv_timer_t timer;
   int timer_open;
   uint64_t backoff_ms;
-  char error[512]; /* why it is down */
+  char error[512];         /* why it is down */
   jreq_t *q_head, *q_tail; /* waiting */
-  qkind_t qkind;          /* the query in flight */
-  jreq_t *inflight;       /* its requests */
-  jreq_t *sorting;        /* Q_ONE: the requests still to send one by one */
-  int failed;             /* the query in flight failed: the error is in qerror */
+  qkind_t qkind;           /* the query in flight */
+  jreq_t *inflight;        /* its requests */
+  jreq_t *sorting;         /* Q_ONE: the requests still to send one by one */
+  int failed;              /* the query in flight failed: the error is in qerror */
   char qerror[512];
   char sqlstate[6];
-  int setup_version;      /* the schema version read */
+  int setup_version; /* the schema version read */
   int closing;
   uv_getaddrinfo_t lookup; /* the server's host name, resolved off the loop thread */
   char hostaddr[64];
@@ -139,8 +139,10 @@ static void handle_closed(uv_handle_t *h) {
   conn_t *c = h->data;
   pg_t *pg = c->pg;
   int poll = h == (uv_handle_t *)&c->poll;
-  if (poll) c->poll_open = 0;
-  else c->timer_open = 0;
+  if (poll)
+    c->poll_open = 0;
+  else
+    c->timer_open = 0;
   if (--pg->handles == 0 && pg->released) {
     free_pg(pg);
     return;
@@ -149,7 +151,8 @@ static void handle_closed(uv_handle_t *h) {
 }
 
 static void close_poll(conn_t *c) {
-  if (c->poll_open && !uv_is_closing((uv_handle_t *)&c->poll)) uv_close((uv_handle_t *)&c->poll, handle_closed);
+  if (c->poll_open && !uv_is_closing((uv_handle_t *)&c->poll))
+    uv_close((uv_handle_t *)&c->poll, handle_closed);
 }
 
 /* Watches the connection's socket for `events` (it may change while
@@ -191,9 +194,11 @@ static void conn_down(conn_t *c, const char *why) {
   }
   int was_ready = c->state == C_READY || c->state == C_SETUP;
   c->state = C_DOWN;
-  if (was_ready) log_warn("journal", "PostgreSQL %s (%s): %s; connecting again", c->pg->j->where,
-                          c->role, c->error);
-  else log_debug("journal", "PostgreSQL %s (%s): %s", c->pg->j->where, c->role, c->error);
+  if (was_ready)
+    log_warn("journal", "PostgreSQL %s (%s): %s; connecting again", c->pg->j->where, c->role,
+             c->error);
+  else
+    log_debug("journal", "PostgreSQL %s (%s): %s", c->pg->j->where, c->role, c->error);
   jreq_t *held = c->inflight;
   c->inflight = NULL;
   if (c->sorting) {
@@ -244,7 +249,7 @@ static int send_appends(conn_t *c, jreq_t *list) {
   const char **values = malloc(rows * 3 * sizeof *values);
   int *lengths = malloc(rows * 3 * sizeof *lengths);
   int *formats = malloc(rows * 3 * sizeof *formats);
-  char (*seqs)[24] = malloc(rows * sizeof *seqs);
+  char(*seqs)[24] = malloc(rows * sizeof *seqs);
   int ok = values && lengths && formats && seqs;
   size_t k = 0;
   for (jreq_t *r = list; r && ok; r = r->next) {
@@ -269,8 +274,8 @@ static int send_appends(conn_t *c, jreq_t *list) {
     }
   }
   buf_append(&sql, "", 1);
-  int sent = ok && PQsendQueryParams(c->c, sql.data, (int)(rows * 3), NULL, values, lengths,
-                                     formats, 0);
+  int sent =
+      ok && PQsendQueryParams(c->c, sql.data, (int)(rows * 3), NULL, values, lengths, formats, 0);
   free(values);
   free(lengths);
   free(formats);
@@ -321,7 +326,8 @@ static int send_request(conn_t *c, jreq_t *r) {
                                0, NULL, NULL, NULL, NULL, 1)
                  ? 0
                  : -1;
-    default: return -1;
+    default:
+      return -1;
   }
 }
 
@@ -339,7 +345,8 @@ static void send_next(conn_t *c) {
     /* Every append at the front of the queue, up to a statement's worth. */
     jreq_t *last = c->q_head;
     size_t rows = last->count;
-    while (last->next && last->next->kind == JREQ_APPEND && rows + last->next->count <= PG_BATCH_ROWS) {
+    while (last->next && last->next->kind == JREQ_APPEND &&
+           rows + last->next->count <= PG_BATCH_ROWS) {
       rows += last->next->count;
       last = last->next;
     }
@@ -351,8 +358,10 @@ static void send_next(conn_t *c) {
     list = c->q_head;
     c->q_head = list->next;
     list->next = NULL;
-    static const qkind_t kinds[] = {[JREQ_SNAP_SAVE] = Q_SNAP_SAVE, [JREQ_READ] = Q_READ,
-                                    [JREQ_SNAP_LOAD] = Q_SNAP_LOAD, [JREQ_LIST] = Q_LIST};
+    static const qkind_t kinds[] = {[JREQ_SNAP_SAVE] = Q_SNAP_SAVE,
+                                    [JREQ_READ] = Q_READ,
+                                    [JREQ_SNAP_LOAD] = Q_SNAP_LOAD,
+                                    [JREQ_LIST] = Q_LIST};
     kind = kinds[list->kind];
   }
   if (c->q_head == NULL) c->q_tail = NULL;
@@ -415,7 +424,8 @@ static void take_result(conn_t *c, PGresult *res) {
         r->rows++;
       }
       break;
-    default: break;
+    default:
+      break;
   }
 }
 
@@ -434,7 +444,8 @@ static void query_done(conn_t *c) {
     }
     if (c->setup_version != JOURNAL_SCHEMA_VERSION) {
       char why[256];
-      snprintf(why, sizeof why, "the journal has schema version %d; this atoll knows version %d only",
+      snprintf(why, sizeof why,
+               "the journal has schema version %d; this atoll knows version %d only",
                c->setup_version, JOURNAL_SCHEMA_VERSION);
       c->closing = 1; /* no point trying again */
       conn_down(c, why);
@@ -450,7 +461,8 @@ static void query_done(conn_t *c) {
   } else {
     while (list) {
       jreq_t *next = list->next;
-      if (!c->failed) journal_complete(j, list);
+      if (!c->failed)
+        journal_complete(j, list);
       else if (unique && (kind == Q_APPEND || kind == Q_ONE)) {
         journal_fail(j, list, JOURNAL_CONFLICT, "events from %llu of %s are already written",
                      (unsigned long long)list->seq, list->pid);
@@ -499,10 +511,17 @@ static void poll_cb(uv_poll_t *p, int status, int events) {
   }
   if (c->state == C_CONNECTING) {
     switch (PQconnectPoll(c->c)) {
-      case PGRES_POLLING_READING: watch(c, UV_READABLE); return;
-      case PGRES_POLLING_WRITING: watch(c, UV_WRITABLE); return;
-      case PGRES_POLLING_FAILED: conn_down(c, PQerrorMessage(c->c)); return;
-      default: break; /* connected */
+      case PGRES_POLLING_READING:
+        watch(c, UV_READABLE);
+        return;
+      case PGRES_POLLING_WRITING:
+        watch(c, UV_WRITABLE);
+        return;
+      case PGRES_POLLING_FAILED:
+        conn_down(c, PQerrorMessage(c->c));
+        return;
+      default:
+        break; /* connected */
     }
     PQsetnonblocking(c->c, 1);
     PQsetNoticeProcessor(c->c, ignore_notice, NULL);
@@ -554,8 +573,10 @@ static void lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
   pg_t *pg = c->pg;
   char ip[64] = "";
   if (status == 0 && res) {
-    if (res->ai_family == AF_INET6) uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
-    else uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
+    if (res->ai_family == AF_INET6)
+      uv_ip6_name((struct sockaddr_in6 *)res->ai_addr, ip, sizeof ip);
+    else
+      uv_ip4_name((struct sockaddr_in *)res->ai_addr, ip, sizeof ip);
   }
   if (res) uv_freeaddrinfo(res);
   if (--pg->handles == 0 && pg->released) {
@@ -598,8 +619,10 @@ static void conn_connect(conn_t *c) {
 
 /* After a poll handle closed (the socket changed), the connection goes on. */
 static void conn_dispatch(conn_t *c) {
-  if (c->state == C_CONNECTING) watch(c, UV_WRITABLE);
-  else if (c->state == C_SETUP || c->state == C_READY) flush(c);
+  if (c->state == C_CONNECTING)
+    watch(c, UV_WRITABLE);
+  else if (c->state == C_SETUP || c->state == C_READY)
+    flush(c);
 }
 
 /* ---- the interface ------------------------------------------------------------------ */
@@ -614,8 +637,10 @@ static void pg_submit(journal_t *j, jreq_t *r) {
     return;
   }
   r->next = NULL;
-  if (c->q_tail) c->q_tail->next = r;
-  else c->q_head = r;
+  if (c->q_tail)
+    c->q_tail->next = r;
+  else
+    c->q_head = r;
   c->q_tail = r;
   send_next(c);
 }
@@ -623,7 +648,7 @@ static void pg_submit(journal_t *j, jreq_t *r) {
 static void conn_close(conn_t *c) {
   c->closing = 1;
   uv_cancel((uv_req_t *)&c->lookup); /* if one runs; its callback still comes */
-  close_poll(c); /* before the socket closes */
+  close_poll(c);                     /* before the socket closes */
   if (c->c) {
     PQfinish(c->c);
     c->c = NULL;
@@ -673,10 +698,14 @@ static void describe(const char *conninfo, char *out, size_t cap) {
   if (opts) {
     for (PQconninfoOption *o = opts; o->keyword; o++) {
       if (!o->val) continue;
-      if (strcmp(o->keyword, "user") == 0) user = o->val;
-      else if (strcmp(o->keyword, "host") == 0) host = o->val;
-      else if (strcmp(o->keyword, "port") == 0) port = o->val;
-      else if (strcmp(o->keyword, "dbname") == 0) db = o->val;
+      if (strcmp(o->keyword, "user") == 0)
+        user = o->val;
+      else if (strcmp(o->keyword, "host") == 0)
+        host = o->val;
+      else if (strcmp(o->keyword, "port") == 0)
+        port = o->val;
+      else if (strcmp(o->keyword, "dbname") == 0)
+        db = o->val;
     }
   }
   snprintf(out, cap, "%s%s%s%s%s/%s", user, user[0] ? "@" : "", host[0] ? host : "localhost",

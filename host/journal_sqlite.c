@@ -31,7 +31,7 @@ typedef struct sq_s {
   jreq_t *wq_head, *wq_tail; /* appends and snapshot saves */
   jreq_t *rq_head, *rq_tail; /* reads, snapshot loads, lists */
   int stopping;
-  sqlite3_stmt *ins, *snap_put; /* the writer's */
+  sqlite3_stmt *ins, *snap_put;        /* the writer's */
   sqlite3_stmt *sel, *snap_get, *list; /* the reader's */
 } sq_t;
 
@@ -65,7 +65,8 @@ static int is_conflict(int rc) {
 static int write_append(sq_t *q, jreq_t *r, int64_t at) {
   int multi = r->count > 1;
   int rc;
-  if (multi && (rc = sqlite3_exec(q->wdb, "SAVEPOINT req", NULL, NULL, NULL)) != SQLITE_OK) return rc;
+  if (multi && (rc = sqlite3_exec(q->wdb, "SAVEPOINT req", NULL, NULL, NULL)) != SQLITE_OK)
+    return rc;
   const char *p = r->data.data;
   rc = SQLITE_OK;
   for (uint32_t i = 0; i < r->count && rc == SQLITE_OK; i++) {
@@ -103,14 +104,21 @@ static int write_snapshot(sq_t *q, jreq_t *r, int64_t at) {
 /* SQLite's message, with what failed and the operating system's reason when SQLite kept
  * it: "disk I/O error" alone does not tell a failed write from a failed sync. */
 static const char *why(sqlite3 *db, char *buf, size_t len) {
-  static const struct { int code; const char *what; } io[] = {
-    {SQLITE_IOERR_READ, "a read failed"},        {SQLITE_IOERR_SHORT_READ, "a read came short"},
-    {SQLITE_IOERR_WRITE, "a write failed"},      {SQLITE_IOERR_FSYNC, "a sync failed"},
-    {SQLITE_IOERR_DIR_FSYNC, "a sync failed"},   {SQLITE_IOERR_TRUNCATE, "a truncate failed"},
-    {SQLITE_IOERR_FSTAT, "fstat failed"},        {SQLITE_IOERR_LOCK, "a lock failed"},
-    {SQLITE_IOERR_SHMOPEN, "the WAL index could not be opened"},
-    {SQLITE_IOERR_SHMSIZE, "the WAL index could not grow"},
-    {SQLITE_IOERR_SHMMAP, "the WAL index could not be mapped"},
+  static const struct {
+    int code;
+    const char *what;
+  } io[] = {
+      {SQLITE_IOERR_READ, "a read failed"},
+      {SQLITE_IOERR_SHORT_READ, "a read came short"},
+      {SQLITE_IOERR_WRITE, "a write failed"},
+      {SQLITE_IOERR_FSYNC, "a sync failed"},
+      {SQLITE_IOERR_DIR_FSYNC, "a sync failed"},
+      {SQLITE_IOERR_TRUNCATE, "a truncate failed"},
+      {SQLITE_IOERR_FSTAT, "fstat failed"},
+      {SQLITE_IOERR_LOCK, "a lock failed"},
+      {SQLITE_IOERR_SHMOPEN, "the WAL index could not be opened"},
+      {SQLITE_IOERR_SHMSIZE, "the WAL index could not grow"},
+      {SQLITE_IOERR_SHMMAP, "the WAL index could not be mapped"},
   };
   int code = sqlite3_extended_errcode(db), e = sqlite3_system_errno(db);
   const char *what = NULL;
@@ -272,9 +280,12 @@ static void reader_main(void *arg) {
     if (q->rq_head == NULL) q->rq_tail = NULL;
     r->next = NULL;
     uv_mutex_unlock(&q->mu);
-    if (r->kind == JREQ_READ) read_events(q, r);
-    else if (r->kind == JREQ_SNAP_LOAD) read_snapshot(q, r);
-    else read_list(q, r);
+    if (r->kind == JREQ_READ)
+      read_events(q, r);
+    else if (r->kind == JREQ_SNAP_LOAD)
+      read_snapshot(q, r);
+    else
+      read_list(q, r);
   }
 }
 
@@ -286,13 +297,17 @@ static void sq_submit(journal_t *j, jreq_t *r) {
   r->next = NULL;
   uv_mutex_lock(&q->mu);
   if (write) {
-    if (q->wq_tail) q->wq_tail->next = r;
-    else q->wq_head = r;
+    if (q->wq_tail)
+      q->wq_tail->next = r;
+    else
+      q->wq_head = r;
     q->wq_tail = r;
     uv_cond_signal(&q->wcond);
   } else {
-    if (q->rq_tail) q->rq_tail->next = r;
-    else q->rq_head = r;
+    if (q->rq_tail)
+      q->rq_tail->next = r;
+    else
+      q->rq_head = r;
     q->rq_tail = r;
     uv_cond_signal(&q->rcond);
   }
@@ -349,7 +364,8 @@ static int connect_db(sq_t *q, sqlite3 **db, char *err, size_t errlen) {
   return 0;
 }
 
-static int prepare(sq_t *q, sqlite3 *db, sqlite3_stmt **st, const char *sql, char *err, size_t errlen) {
+static int prepare(sq_t *q, sqlite3 *db, sqlite3_stmt **st, const char *sql, char *err,
+                   size_t errlen) {
   if (sqlite3_prepare_v3(db, sql, -1, SQLITE_PREPARE_PERSISTENT, st, NULL) != SQLITE_OK) {
     snprintf(err, errlen, "the journal %s: %s", q->path, sqlite3_errmsg(db));
     return ATOLL_EUSAGE;
@@ -432,8 +448,8 @@ int journal_sqlite_open(journal_t *j, const char *path, char *err, size_t errlen
   if (rc == 0) rc = connect_db(q, &q->rdb, err, errlen);
   if (rc == 0)
     rc = prepare(q, q->wdb, &q->ins,
-                 "INSERT INTO atoll_events (pid, seq, payload, written_at) VALUES (?, ?, ?, ?)", err,
-                 errlen);
+                 "INSERT INTO atoll_events (pid, seq, payload, written_at) VALUES (?, ?, ?, ?)",
+                 err, errlen);
   if (rc == 0)
     rc = prepare(q, q->wdb, &q->snap_put,
                  "INSERT INTO atoll_snapshots (pid, seq, payload, written_at) VALUES (?, ?, ?, ?) "

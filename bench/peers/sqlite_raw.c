@@ -38,11 +38,13 @@ int main(int argc, char **argv) {
   remove(path);
   sqlite3 *db;
   check(NULL, sqlite3_open(path, &db), "open");
-  check(db, sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
-                             "CREATE TABLE events (pid TEXT NOT NULL, seq INTEGER NOT NULL,"
-                             " payload BLOB NOT NULL, written_at INTEGER NOT NULL,"
-                             " UNIQUE (pid, seq));",
-                         NULL, NULL, NULL),
+  check(db,
+        sqlite3_exec(db,
+                     "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;"
+                     "CREATE TABLE events (pid TEXT NOT NULL, seq INTEGER NOT NULL,"
+                     " payload BLOB NOT NULL, written_at INTEGER NOT NULL,"
+                     " UNIQUE (pid, seq));",
+                     NULL, NULL, NULL),
         "schema");
   sqlite3_stmt *ins;
   check(db, sqlite3_prepare_v2(db, "INSERT INTO events VALUES (?, ?, ?, ?)", -1, &ins, NULL),

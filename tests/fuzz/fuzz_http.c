@@ -6,8 +6,8 @@
  * The owner's answers depend on the request target: /lines streams the body back line by line,
  * /wsno takes a WebSocket handshake and refuses it with 403 once the request is complete, /ws
  * accepts one then and echoes it, /wslate accepts it only after the next read (frames sent
- * before the 101 wait for it), /later answers only at the end of the body, /refuse refuses with 404, /now answers before the body, anything else
- * echoes the buffered body. */
+ * before the 101 wait for it), /later answers only at the end of the body, /refuse refuses with
+ * 404, /now answers before the body, anything else echoes the buffered body. */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,28 +44,37 @@ static void on_body(void *ud, http_conn_t *c, const char *data, size_t len) {
   http_respond(c, 200, "Content-Type: text/plain\r\n", 26, data, len);
 }
 
-static void on_lines(void *ud, http_conn_t *c, const char *const *lines, const size_t *lens, size_t n) {
+static void on_lines(void *ud, http_conn_t *c, const char *const *lines, const size_t *lens,
+                     size_t n) {
   (void)ud;
   for (size_t i = 0; i < n; i++) {
-    if (lens[i] == SIZE_MAX) http_stream_write(c, "{\"error\":\"long\"}\n", 17);
-    else http_stream_write(c, lines[i], lens[i]);
+    if (lens[i] == SIZE_MAX)
+      http_stream_write(c, "{\"error\":\"long\"}\n", 17);
+    else
+      http_stream_write(c, lines[i], lens[i]);
   }
 }
 
 static void on_end(void *ud, http_conn_t *c) {
   (void)ud;
   void *kind = http_conn_data(c);
-  if (kind == (void *)1) http_stream_end(c);
-  else if (kind == (void *)2) http_ws_accept(c);
-  else if (kind == (void *)3) http_respond(c, 403, NULL, 0, "no\n", 3);
+  if (kind == (void *)1)
+    http_stream_end(c);
+  else if (kind == (void *)2)
+    http_ws_accept(c);
+  else if (kind == (void *)3)
+    http_respond(c, 403, NULL, 0, "no\n", 3);
 }
 
 static void on_ws(void *ud, http_conn_t *c, const char *data, size_t len) {
   (void)ud;
   if (data == NULL) return;
-  if (len > 0 && data[0] == 'c') http_ws_close(c, 1000, "bye");
-  else if (len > 0 && data[0] == 'p') http_ws_ping(c);
-  else http_ws_send(c, data, len);
+  if (len > 0 && data[0] == 'c')
+    http_ws_close(c, 1000, "bye");
+  else if (len > 0 && data[0] == 'p')
+    http_ws_ping(c);
+  else
+    http_ws_send(c, data, len);
 }
 
 static void on_drain(void *ud, http_conn_t *c) {
@@ -79,7 +88,8 @@ static void on_gone(void *ud, http_conn_t *c, const char *why) {
   (void)why;
 }
 
-static const http_events_t events = {on_request, on_body, on_lines, on_end, on_ws, on_drain, on_gone};
+static const http_events_t events = {on_request, on_body,  on_lines, on_end,
+                                     on_ws,      on_drain, on_gone};
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
