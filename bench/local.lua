@@ -23,7 +23,7 @@ end
 
 local Sink = atoll.actor.define "BenchSink"
 function Sink:init() self.n = 0 end
-function Sink.distributed:ping(i) self.n = self.n + 1 end
+function Sink.distributed:ping() self.n = self.n + 1 end
 function Sink.distributed:count() return self.n end
 function Sink.distributed:echo(x) return x end
 
@@ -95,7 +95,7 @@ atoll.run(function()
   -- The refs table the benchmark keeps is not part of an actor's cost.
   bench("actor.idle.bytes", (rss1 - rss0) / N - 8, "bytes")
   for i = 1, N do atoll.stop(refs[i]) end
-  refs = nil
+  refs = nil -- luacheck: ignore 311 (dropped for the collector)
   collectgarbage()
 
   -- Hot reload: write the module, then call until the new code answers.

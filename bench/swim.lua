@@ -8,7 +8,6 @@
 local atoll = require "atoll"
 local host = require "atoll.host"
 local cluster = require "atoll.cluster"
-local process = require "atoll.process"
 
 package.path = "tests/?.lua;" .. package.path
 local members = require "helpers.members"

@@ -177,7 +177,7 @@ atoll.run(function()
     "-H", "player_team: fish" }
   local function curl(args)
     local cmd = { "curl", "-s", "-N" }
-    for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+    for _, arg_ in ipairs(args) do cmd[#cmd + 1] = arg_ end
     return assert(process.spawn(cmd))
   end
   say("   $ curl %s/health", base)
@@ -186,7 +186,7 @@ atoll.run(function()
   show("|", h:stdout())
   say("   $ curl -N -T . -X POST -H 'Content-Type: application/jsonl' -H player_... %s/matchmaking", base)
   local args = { "-T", ".", "-X", "POST", "-H", "Content-Type: application/jsonl", base .. "/matchmaking" }
-  for i, a in ipairs(player) do table.insert(args, i, a) end
+  for i, h_ in ipairs(player) do table.insert(args, i, h_) end
   local lobby = curl(args)
   next_line(lobby)
   say("   The client types a line; the answer comes back on the same request:")
@@ -202,7 +202,7 @@ atoll.run(function()
   lobby:wait(10)
   say("   The same stream as Server-Sent Events (curl -H 'Accept: text/event-stream'):")
   args = { "-H", "Accept: text/event-stream", base .. "/matchmaking" }
-  for i, a in ipairs(player) do table.insert(args, i, a) end
+  for i, h_ in ipairs(player) do table.insert(args, i, h_) end
   local sse = curl(args)
   next_line(sse)
   sse:kill("SIGTERM")
@@ -210,9 +210,10 @@ atoll.run(function()
   say("   $ curl %s/metrics  (some of it)", base)
   local m = curl { base .. "/metrics" }
   m:wait(10)
-  for line in m:stdout():gmatch("[^\n]+") do
-    if line:match("^atoll_http_requests_total") or line:match('code="2xx"') or line:match("^atoll_http_sent") then
-      show("|", line)
+  for metric in m:stdout():gmatch("[^\n]+") do
+    if metric:match("^atoll_http_requests_total") or metric:match('code="2xx"')
+      or metric:match("^atoll_http_sent") then
+      show("|", metric)
     end
   end
   web:kill("SIGTERM")

@@ -3,7 +3,7 @@ local atoll = require "atoll"
 
 local Sink = atoll.actor.define "BenchSink"
 function Sink:init() self.n = 0 end
-function Sink.distributed:ping(i) self.n = self.n + 1 end
+function Sink.distributed:ping() self.n = self.n + 1 end
 function Sink.distributed:count() return self.n end
 function Sink.distributed:reset() self.n = 0 end
 

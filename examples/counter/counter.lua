@@ -22,7 +22,7 @@ end
 
 -- Runs once per live counter after a reload, before its next message.
 -- `old` holds the previous code's fields (old.version, ...).
-function Counter:migrate(old)
+function Counter:migrate(old) -- luacheck: no unused args
 end
 
 return Counter

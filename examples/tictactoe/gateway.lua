@@ -48,8 +48,7 @@ http.stream("/matchmaking", function(req, stream)
   stream:send({ message = { player = player, status = "connect" } })
   for msg in stream:messages() do
     local m = type(msg) == "table" and msg.message
-    if is_heartbeat(m) then
-      -- alive; nothing to say
+    if is_heartbeat(m) then -- luacheck: ignore 542 (alive; nothing to say)
     elseif type(m) == "table" and STATUSES[m.status] then
       stream:send({ message = { player = player, status = m.status } })
       if m.status == "ready" then
@@ -69,8 +68,7 @@ http.stream("/game", function(req, stream)
   if not player then return stream:reject(400, why) end
   for msg in stream:messages() do
     local m = type(msg) == "table" and msg.message
-    if is_heartbeat(m) then
-      -- alive
+    if is_heartbeat(m) then -- luacheck: ignore 542 (alive)
     else
       local err = M.move_error(m, player)
       if err then

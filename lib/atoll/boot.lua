@@ -226,8 +226,8 @@ local function run_node(opts)
     -- Not a member, but it may still call other nodes: as a client, once
     -- it first does.
     require("atoll.cluster").on_demand(function()
-      local secret, err = cluster_secret(opts)
-      if secret == nil then return nil, err end
+      local secret, serr = cluster_secret(opts)
+      if secret == nil then return nil, serr end
       return cluster_options(opts, secret)
     end)
   end
@@ -247,10 +247,10 @@ local function run_node(opts)
   if opts.http then
     local http = require "atoll.http"
     for _, pd in ipairs(opts.http_static or {}) do http.static(pd[1], pd[2]) end
-    local server, err = http.listen(opts.http)
+    local server, herr = http.listen(opts.http)
     if not server then
-      say(err)
-      return err:find("bad HTTP address", 1, true) and EXIT_USAGE or EXIT_APP
+      say(herr)
+      return herr:find("bad HTTP address", 1, true) and EXIT_USAGE or EXIT_APP
     end
     host.log("info", "http", "serving on http://" .. server.address)
   end
@@ -259,17 +259,17 @@ local function run_node(opts)
     -- A journal or data directory named on the command line must work
     -- before anything runs.
     if opts.journal or opts.data_dir then
-      local ok, err = persistence.probe()
+      local ok, perr = persistence.probe()
       if not ok then
-        say(err)
+        say(perr)
         host.stop(EXIT_APP)
         return
       end
     end
     return chunk(...)
-  end, function(ok, err, tb)
+  end, function(ok, failure, tb)
     if not ok then
-      host.log("error", "node", (opts.script .. " failed: ") .. tostring(tb or err))
+      host.log("error", "node", (opts.script .. " failed: ") .. tostring(tb or failure))
       host.stop(EXIT_APP)
     end
   end, "main", unpack(opts.args))

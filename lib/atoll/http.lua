@@ -278,7 +278,8 @@ local function finish(st, why, code, reason)
   if st.gone then return end
   ensure_started(st)
   if st.kind == "websocket" then
-    st.srv:ws_close(st.id, code or (why == "error" and 1011 or 1000), reason or (why == "error" and "server error" or ""))
+    st.srv:ws_close(st.id, code or (why == "error" and 1011 or 1000),
+      reason or (why == "error" and "server error" or ""))
   else
     st.srv:stream_end(st.id)
   end

@@ -26,7 +26,7 @@ local host = require "atoll.host"
 
 local M = {}
 
-local R_STATE, R_TYPE, R_REF, R_STATUS = runtime.R_STATE, runtime.R_TYPE, runtime.R_REF, runtime.R_STATUS
+local R_STATE, R_TYPE, R_STATUS = runtime.R_STATE, runtime.R_TYPE, runtime.R_STATUS
 local STOPPED = runtime.STOPPED
 local new_error = errors.new
 local READ_PAGE = journal_c.READ_PAGE

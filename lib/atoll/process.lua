@@ -152,7 +152,6 @@ end
 -- pattern, and its captures. Lines before it are consumed. Raises, with what
 -- the process printed, if the stream ends or the time runs out first.
 function Process:expect(pattern, seconds, which)
-  local s = which == "stderr" and self.err or self.out
   local deadline = host.hrtime() / 1e9 + (seconds or 5)
   while true do
     local line, why = self:read_line(math.max(0, deadline - host.hrtime() / 1e9), which)

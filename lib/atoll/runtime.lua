@@ -60,7 +60,7 @@ M.STARTING, M.RUNNING, M.STOPPED = STARTING, RUNNING, STOPPED
 local stop_hooks = {} -- functions run when an actor stops (M.on_stop)
 
 -- Slots of a ref (set by the codec, which interns refs by their payload).
-local REF_KEY, REF_ADDR, REF_INC, REF_ID, REF_REC = 1, 2, 3, 4, 5
+local REF_ADDR, REF_INC, REF_ID, REF_REC = 2, 3, 4, 5 -- slot 1: the encoded payload, the intern key
 M.REF_ADDR, M.REF_INC, M.REF_ID = REF_ADDR, REF_INC, REF_ID
 
 -- Queue entry kinds other than a delivery (whose first slot is the actor record).
@@ -1136,19 +1136,19 @@ function M.task(fn, ...)
   if type(fn) ~= "function" then error("task needs a function", 2) end
   local f = M.future()
   local rec = current
-  local args, nargs = { ... }, select("#", ...)
+  local argv, nargs = { ... }, select("#", ...)
   local co = co_create(function()
     current = rec
     if rec then show_running(rec, "task") end
     local ok, res = xpcall(fn, function(e)
       if type(e) == "string" then return traceback(e, 2) end
       return e
-    end, unpack(args, 1, nargs))
+    end, unpack(argv, 1, nargs))
     if ok then f:set(res) else f:fail(res) end
     return nil
   end)
   managed[co] = true
-  roots[co] = { rec = { {}, RootType, nil, RUNNING, nil, nil, 0 } }
+  roots[co] = {}
   enqueue(WAKE, co)
   return f
 end
@@ -1501,7 +1501,8 @@ end
 -- it raises.
 local RootType = { __name = "main", distributed = {}, __instance_mt = {} }
 local root_types = setmetatable({}, { __mode = "v" }) -- label -> its pseudo-type
-local root_labels = {} -- every label used, kept: the watchdog may point at one
+-- Every label used, kept and never read: the watchdog may point at one.
+local root_labels = {} -- luacheck: ignore 241
 
 local function results(...)
   return { n = select("#", ...), ... }
@@ -1519,11 +1520,11 @@ function M.start_root(fn, on_done, label, ...)
     end
   end
   local rec = { {}, T, nil, RUNNING, nil, nil, 0 }
-  local args, nargs = { ... }, select("#", ...)
+  local argv, nargs = { ... }, select("#", ...)
   local co = co_create(function()
     current = rec
     show_running(rec, "")
-    return results(fn(unpack(args, 1, nargs)))
+    return results(fn(unpack(argv, 1, nargs)))
   end)
   managed[co] = true
   roots[co] = { on_done = on_done, rec = rec }

@@ -1,6 +1,5 @@
 -- The transport between real nodes: calls, sends, refs across nodes, failures, refusals, bad frames.
 local atoll = require "atoll"
-local host = require "atoll.host"
 local codec = require "atoll.codec"
 local cluster = require "atoll.cluster"
 local tcp = require "atoll.tcp"
@@ -284,7 +283,7 @@ atoll.exit(0)
     it("a node that dials itself is refused", async(function()
       local transport = require "atoll.transport"
       local link = assert(transport.dial(atoll.node().address))
-      local log = capture(function()
+      capture(function()
         while link:state() ~= "closed" do atoll.sleep(0.005) end
       end)
       assert.equal("closed", link:state())
@@ -350,10 +349,11 @@ atoll.exit(0)
     it("atoll call prints results as JSON and fails with the right exit codes", async(function()
       local _, addr = nodes.start("shell")
       local env = { env = { ATOLL_SECRET = nodes.secret } }
-      local code, out = node.exec({ "call", "--node", addr, "echo", "echo", '[1, "two", {"three": 3}, null, 9007199254740992]' }, env)
+      local code, out = node.exec({ "call", "--node", addr, "echo", "echo",
+        '[1, "two", {"three": 3}, null, 9007199254740992]' }, env)
       assert.equal(0, code)
       assert.equal('[1,"two",{"three":3},null,9007199254740992]\n', out)
-      code, out = node.exec({ "call", "--node", addr, "echo", "echo", '"just one"' }, env)
+      _, out = node.exec({ "call", "--node", addr, "echo", "echo", '"just one"' }, env)
       assert.equal('"just one"\n', out)
       local err
       code, _, err = node.exec({ "call", "--node", addr, "echo", "fail", '["bad thing"]' }, env)

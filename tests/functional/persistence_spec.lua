@@ -190,7 +190,7 @@ describe("persistent actors", function()
       code, out = node.exec { "journal", "show", "ledger/none", "--data-dir", data }
       assert.equal(0, code)
       assert.equal("", out)
-      local err
+      local _, err
       code, _, err = node.exec { "journal", "ls", "--data-dir", dir .. "/nothing-here" }
       assert.equal(1, code)
       assert.matches("no journal at .*nothing%-here/journal.db", err)

@@ -45,8 +45,10 @@ local function unbase64(s)
     return string.char(tonumber(byte, 2))
   end))
 end
-seeds.regression_hs_key = unbase64("AAAAX4ejaW5jBaVvbm5jZcQg//////////////////////////////////////////+kbmFtZaFup2NsdXN0ZXKlYWluYwWlb25uY2XEIP////////////////90b2xsoXSlaGVsbG+kYWRkcqsxMjcuMC4wLjE6MaF2AQ==")
-seeds.regression_kind_cast = unbase64("AAAAF5TOzs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7OzgWnubm5ubmvubm5ublOTk5OTi5BTjBOAQAA")
+seeds.regression_hs_key = unbase64("AAAAX4ejaW5jBaVvbm5jZcQg//////////////////////////////////////////+kbmFtZaFu"
+  .. "p2NsdXN0ZXKlYWluYwWlb25uY2XEIP////////////////90b2xsoXSlaGVsbG+kYWRkcqsxMjcuMC4wLjE6MaF2AQ==")
+seeds.regression_kind_cast = unbase64("AAAAF5TOzs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Oz"
+  .. "s7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7Ozs7OzgWnubm5ubmvubm5ublOTk5OTi5BTjBOAQAA")
 local function write_all(d, set)
   for name, bytes in pairs(set) do
     local f = assert(io.open(d .. "/" .. name, "wb"))

@@ -47,7 +47,6 @@ local function client(spec)
 end
 
 local server, dir
-local specs = {}
 
 setup(function()
   dir = tmp.dir("journal")

@@ -91,7 +91,7 @@ describe("hot reload", function()
   end))
 
   it("keeps the old code when the new file does not compile", async(function()
-    local mod, name = new_module(1)
+    local mod = new_module(1)
     local c = atoll.spawn(mod, 5)
     tmp.replace(dir .. "/" .. mod .. ".lua", "local x = = 1\n")
     local ok, err

@@ -56,7 +56,7 @@ end
 local function seconds(flag)
   return function(v)
     local n = tonumber(v)
-    if n == nil or not (n > 0) or n == math.huge then
+    if n == nil or n ~= n or n <= 0 or n == math.huge then
       return nil, ("%s needs a number of seconds above 0, got '%s'"):format(flag, v)
     end
     return n

@@ -27,7 +27,7 @@ end
 -- Allocates without bound; the garbage is the handler's own.
 function Stuck.distributed:hog()
   local t = {}
-  while true do t[#t + 1] = { 1, 2, 3 } end
+  while #t >= 0 do t[#t + 1] = { 1, 2, 3 } end
 end
 
 -- Allocates without bound into the actor's state, which keeps it.
