@@ -7,7 +7,6 @@ describe("the atoll command", function()
   local dir
   setup(function() dir = tmp.dir("cli") end)
   teardown(function() tmp.remove(dir) end)
-  after_each(node.cleanup)
 
   local function script(name, text)
     local path = dir .. "/" .. name

@@ -24,7 +24,6 @@ end
 
 describe("the cluster transport", function()
   before_each(function() nodes.self() end)
-  after_each(node.cleanup)
 
   describe("calls between nodes", function()
     it("returns results, and carries errors with their kinds", async(function()

@@ -2,7 +2,6 @@
 -- a reader is told to run runs as written and prints what the docs say.
 local async = require "helpers.async"
 local docs = require "helpers.docs"
-local node = require "helpers.node"
 local sh = require "helpers.shell"
 
 local files = { "README.md" }
@@ -11,7 +10,6 @@ for path in sh.capture("ls docs/*.md 2>/dev/null"):gmatch("[^\n]+") do files[#fi
 for _, path in ipairs(files) do
   describe(path, function()
     local blocks = docs.blocks(path)
-    after_each(node.cleanup)
 
     it("marks every code block as a file, commands to run, or not runnable and why", function()
       local problems = {}

@@ -58,7 +58,6 @@ end
 
 describe("connections that have not authenticated", function()
   before_each(function() nodes.self() end)
-  after_each(node.cleanup)
 
   for _, case in ipairs {
     -- more than the node takes at once (1024, or a quarter of its descriptors):

@@ -143,8 +143,6 @@ local function app_line(marker)
 end
 
 describe("the HTTP gateway", function()
-  -- Servers started in a describe's setup serve all of its tests; each group stops its own.
-  teardown(node.cleanup)
 
   describe("plain requests", function()
     local p, port, dir
@@ -360,7 +358,6 @@ describe("the HTTP gateway", function()
   end)
 
   describe("streams", function()
-    after_each(node.cleanup)
 
     it("keep the exchanges of two servers of one node apart", async(function()
       local p, port = web { WEB_SECOND = "1" }
@@ -623,7 +620,6 @@ describe("the HTTP gateway", function()
   end)
 
   describe("the command line and the API description", function()
-    after_each(node.cleanup)
     it("serves with --http and stops gracefully on SIGTERM, ending open streams", async(function()
       local p = node.start { "run", "examples/tictactoe/app.lua", "--http", "127.0.0.1:0" }
       local _, port = p:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")

@@ -63,7 +63,6 @@ end
 
 describe("membership", function()
   before_each(function() nodes.self() end)
-  after_each(node.cleanup)
 
   it("has five nodes that join through one see each other up, and `atoll members` shows it", async(function()
     local views = five("join")

@@ -77,7 +77,6 @@ describe("persistent actors", function()
   local dir
   setup(function() dir = tmp.dir("persistence") end)
   teardown(function() tmp.remove(dir) end)
-  after_each(node.cleanup)
 
   describe("on SQLite", function()
     it("recover every acknowledged emit after a SIGKILL, at 20 kill points", async(function()

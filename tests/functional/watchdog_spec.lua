@@ -23,7 +23,6 @@ end
 
 describe("the watchdog", function()
   before_each(function() nodes.self() end)
-  after_each(node.cleanup)
 
   it("logs a handler that runs past the warn limit, and only reports one that ends", async(function()
     local p, stuck = start("--watchdog", "warn=0.3,interrupt=0,exit=0")

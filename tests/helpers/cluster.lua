@@ -25,8 +25,9 @@ function M.start(name, extra, opts)
   local env = { ATOLL_SECRET = M.secret }
   for k, v in pairs(opts and opts.env or {}) do env[k] = v end
   local p = node.start(args, { env = env })
-  local _, address = p:expect("listening on (%S+)", 10, "stderr")
-  if not (opts and opts.no_ready) then p:expect("^ready$", 10) end
+  local seconds = require("helpers.wait").seconds(10)
+  local _, address = p:expect("listening on (%S+)", seconds, "stderr")
+  if not (opts and opts.no_ready) then p:expect("^ready$", seconds) end
   return p, address
 end
 

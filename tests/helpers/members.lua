@@ -65,7 +65,7 @@ end
 -- await(cond, seconds, what): reads the node's events until cond(view)
 -- holds; raises, with everything it saw, once `seconds` have passed.
 function View:await(cond, seconds, what)
-  local deadline = atoll.now() + (seconds or 10)
+  local deadline = atoll.now() + require("helpers.wait").seconds(seconds or 10)
   while not cond(self) do
     local left = deadline - atoll.now()
     if left <= 0 then
@@ -92,7 +92,7 @@ end
 
 -- await_all(views, cond, seconds, what): every view, against one deadline.
 function M.await_all(views, cond, seconds, what)
-  local deadline = atoll.now() + (seconds or 10)
+  local deadline = atoll.now() + require("helpers.wait").seconds(seconds or 10)
   for _, v in ipairs(views) do
     v:await(cond, math.max(0.001, deadline - atoll.now()), what)
   end

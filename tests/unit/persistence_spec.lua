@@ -8,6 +8,7 @@ local async = require "helpers.async"
 local spec = require "helpers.spec"
 local tmp = require "helpers.tmp"
 local logs = require "helpers.logs"
+local wait = require "helpers.wait"
 
 local catch, fresh = spec.catch, spec.fresh
 local dir
@@ -131,8 +132,11 @@ describe("persistent actors", function()
     local a = atoll.spawn(T, id)
     for i = 1, 25 do a:deposit(i) end
     atoll.stop(a)
-    atoll.sleep(0.05) -- the snapshot save is not awaited by emit
-    local snap_seq, snap = persistence.snapshot("account/" .. id)
+    -- The snapshot save is not awaited by emit: wait for it.
+    local snap_seq, snap = wait.retry(function()
+      local seq, value = persistence.snapshot("account/" .. id)
+      if seq == 20 then return seq, value end
+    end, 5, "the snapshot at 20")
     assert.equal(20, snap_seq)
     assert.equal(210, snap.balance)
     local b = atoll.spawn(T, id)
