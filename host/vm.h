@@ -15,8 +15,7 @@ void vm_close(lua_State *L);
 /* Calls the function below `nargs` arguments on the stack in protected mode,
  * with a traceback attached to any error. Every call from C into Lua goes
  * through here, so a Lua error never unwinds through a libuv callback. On
- * error, logs "<context>: <message> <traceback>" unless `quiet`, leaves the
- * message (with traceback) on the stack when nresults allows none, and
+ * error, logs "<context>: <message> <traceback>", pops the message and
  * returns the lua_pcall status. */
 int vm_pcall(lua_State *L, int nargs, int nresults, const char *context);
 

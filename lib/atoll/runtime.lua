@@ -131,10 +131,6 @@ local function dequeue()
   return a, b, c, d
 end
 
-function M.queued()
-  return qn
-end
-
 -- Coroutines that yielded, resumed at the start of the next loop turn:
 -- after everything queued now, and after the loop has polled for I/O.
 local next_turn, n_next = {}, 0
@@ -526,10 +522,6 @@ local function cancel_call(rid)
 end
 M.cancel_call = cancel_call
 
-function M.pending()
-  return npending
-end
-
 -- A pending call ends with (true, payload of its results) or (false, an
 -- error object): failures stay error objects on this node, and become bytes
 -- only to cross a link (lib/atoll/cluster.lua).
@@ -775,10 +767,6 @@ end
 function M.set_running(rec)
   rec[R_STATUS] = RUNNING
   if rec[R_MAILBOX] then enqueue(DRAIN, rec) end
-end
-
-function M.set_starting(rec)
-  rec[R_STATUS] = STARTING
 end
 
 ---------------------------------------------------------------------------
@@ -1485,10 +1473,6 @@ function M.whereis(name)
     return nil
   end
   return ref
-end
-
-function M.names()
-  return names
 end
 
 ---------------------------------------------------------------------------
