@@ -386,5 +386,7 @@ int luaopen_atoll_host(lua_State *L) {
   luaL_setfuncs(L, host_fns, 1);
   lua_pushliteral(L, ATOLL_VERSION);
   lua_setfield(L, -2, "version");
+  lua_pushstring(L, uv_version_string());
+  lua_setfield(L, -2, "libuv_version");
   return 1;
 }

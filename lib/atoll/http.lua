@@ -10,7 +10,7 @@
 --   http.listen("HOST:PORT" [, opts])   -> server
 local raw = require "atoll.http_raw"
 local host = require "atoll.host"
-local json = require "atoll.json"
+local json = require "atoll.util.json"
 local runtime = require "atoll.runtime"
 
 local M = {}

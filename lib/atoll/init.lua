@@ -3,7 +3,7 @@ local host = require "atoll.host"
 local codec = require "atoll.codec"
 local runtime = require "atoll.runtime"
 local actor = require "atoll.actor"
-local errors = require "atoll.errors"
+local errors = require "atoll.util.errors"
 local reload = require "atoll.reload"
 local log = require "atoll.log"
 
@@ -30,9 +30,9 @@ local function install()
   if ok and type(cjson) == "table" and cjson.array_mt then
     codec.configure { json_array_mt = cjson.array_mt }
   end
-  require("atoll.json").set_array_mt(ArrayMT)
+  require("atoll.util.json").set_array_mt(ArrayMT)
   actor.install_loader()
-  require("atoll.watch").install()
+  require("atoll.cluster.watch").install()
   local persistence = require "atoll.persistence"
   persistence.install(actor.Base)
   runtime.set_persistence(persistence.activate)
@@ -260,9 +260,9 @@ end
 -- membership: members(), member(address), subscribe(fn), join(addresses),
 -- leave(), down(address), has_majority(), stats(), config()
 -- (see lib/atoll/membership.lua)
-atoll.membership = require "atoll.membership"
+atoll.membership = require "atoll.cluster.membership"
 
-local watch = require "atoll.watch"
+local watch = require "atoll.cluster.watch"
 
 -- watch(ref) -> true: from inside an actor whose type has a
 -- terminated(ref, reason) hook; the hook runs once, when the watched actor

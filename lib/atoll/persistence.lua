@@ -21,7 +21,7 @@
 local journal_c = require "atoll.journal"
 local codec = require "atoll.codec"
 local runtime = require "atoll.runtime"
-local errors = require "atoll.errors"
+local errors = require "atoll.util.errors"
 local host = require "atoll.host"
 
 local M = {}

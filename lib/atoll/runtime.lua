@@ -16,8 +16,8 @@
 
 local host = require "atoll.host"
 local codec = require "atoll.codec"
-local errors = require "atoll.errors"
-local Heap = require "atoll.heap"
+local errors = require "atoll.util.errors"
+local Heap = require "atoll.util.heap"
 
 local co_create, co_resume, co_yield = coroutine.create, coroutine.resume, coroutine.yield
 local co_running, co_status = coroutine.running, coroutine.status
@@ -392,7 +392,7 @@ end
 local P_SLOTS = 16777216 -- 2^24 calls pending at once, at most
 local P_GENS = 268435456 -- 2^28 generations per slot, wrapping (rid < 2^53)
 local p_co, p_rid, p_tq = {}, {}, {} -- slot -> waiting coroutine, its rid, its timeout queue
-local p_slots = require("atoll.slots").new()
+local p_slots = require("atoll.util.slots").new()
 local npending = 0
 
 -- Calls time out in FIFO queues, one per distinct timeout: within a queue,

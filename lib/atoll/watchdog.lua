@@ -6,7 +6,7 @@
 -- raises in a stuck handler (kind `interrupted`), and says which actors hold
 -- the most memory when the heap meets its ceiling.
 local host = require "atoll.host"
-local errors = require "atoll.errors"
+local errors = require "atoll.util.errors"
 local runtime = require "atoll.runtime"
 
 local M = {}

@@ -49,7 +49,7 @@ describe("the atoll command", function()
 
   describe("atoll members", function()
     it("lines its columns up, with a suspect member, long incarnations and a UTF-8 name", function()
-      local boot = require "atoll.boot"
+      local boot = require "atoll.cli.client"
       local now = 1700000000
       local view = { members = {
         { name = "a", address = "127.0.0.1:7001", status = "up", incarnation = 0x123456789abc,

@@ -4,7 +4,7 @@
 local atoll = require "atoll"
 local bit = require "bit"
 local async = require "helpers.async"
-local json = require "atoll.json"
+local json = require "atoll.util.json"
 local node = require "helpers.node"
 local process = require "atoll.process"
 local tcp = require "atoll.tcp"

@@ -87,7 +87,7 @@ describe("membership", function()
     code, out = node.exec({ "members", "--node", views[2].address, "--json" },
       { env = { ATOLL_SECRET = nodes.secret } })
     assert.equal(0, code)
-    local view = require("atoll.json").decode(out)
+    local view = require("atoll.util.json").decode(out)
     assert.equal(5, #view.members)
     assert.is_true(view.majority)
     assert.is_number(view.stats.probes)
@@ -352,7 +352,7 @@ describe("membership", function()
       local code, out = node.exec({ "members", "--node", v.address, "--json" },
         { env = { ATOLL_SECRET = nodes.secret } })
       assert.equal(0, code)
-      local me = require("atoll.json").decode(out).members[1]
+      local me = require("atoll.util.json").decode(out).members[1]
       assert.equal(v.address, me.address)
       assert.is_true(me.since >= started, ("since %.3f, started %.3f"):format(me.since, started))
       assert.is_true(me.since <= require("atoll.host").wall() / 1000)
@@ -382,7 +382,7 @@ describe("membership", function()
     local code, out = node.exec({ "members", "--node", v.address, "--json" },
       { env = { ATOLL_SECRET = nodes.secret } })
     assert.equal(0, code)
-    local view = require("atoll.json").decode(out)
+    local view = require("atoll.util.json").decode(out)
     assert.equal(0.25, view.config.probe_interval)
     assert.equal(0.1, view.config.probe_timeout)
     assert.equal(5, view.config.suspicion_alpha)

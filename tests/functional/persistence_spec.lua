@@ -2,7 +2,7 @@
 -- order, with no gap and no duplicate; failures of the journal fail the emit and leave the node
 -- up; the journal can be read from the command line.
 local async = require "helpers.async"
-local json = require "atoll.json"
+local json = require "atoll.util.json"
 local namespace = require "helpers.namespace"
 local node = require "helpers.node"
 local postgres = require "helpers.postgres"

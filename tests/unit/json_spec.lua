@@ -1,6 +1,6 @@
 -- JSON for the tools: exact integers, escaping, arrays and objects.
 local atoll = require "atoll"
-local json = require "atoll.json"
+local json = require "atoll.util.json"
 
 describe("json", function()
   it("writes integers exactly up to 2^53, and floats that read back the same", function()

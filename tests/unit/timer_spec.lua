@@ -1,6 +1,6 @@
 -- Timers: sleep, after, every, cancellation; the heap under them.
 local atoll = require "atoll"
-local Heap = require "atoll.heap"
+local Heap = require "atoll.util.heap"
 local async = require "helpers.async"
 local capture = require "helpers.logs"
 

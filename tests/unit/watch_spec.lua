@@ -4,7 +4,7 @@ local atoll = require "atoll"
 local async = require "helpers.async"
 local spec = require "helpers.spec"
 local catch, fresh = spec.catch, spec.fresh
-local watch = require "atoll.watch"
+local watch = require "atoll.cluster.watch"
 local codec = require "atoll.codec"
 
 -- A watcher that records what it was told, and wakes a future on each.

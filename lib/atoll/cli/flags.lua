@@ -116,7 +116,7 @@ local function membership(v)
 end
 
 local function discovery(v)
-  return require("atoll.discovery").parse(v, nil)
+  return require("atoll.cluster.discovery").parse(v, nil)
 end
 
 -- --http-static [PREFIX=]DIR, repeatable: { { prefix, dir } ... }

@@ -3,8 +3,8 @@ local actor = require "atoll.actor"
 local runtime = require "atoll.runtime"
 local reload = require "atoll.reload"
 local host = require "atoll.host"
-local membership = require "atoll.membership"
-local watch = require "atoll.watch"
+local membership = require "atoll.cluster.membership"
+local watch = require "atoll.cluster.watch"
 
 local Node = actor.define "atoll.Node"
 

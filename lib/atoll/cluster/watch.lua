@@ -133,7 +133,7 @@ function M.watch(ref)
   end
   local address = ref[REF_ADDR]
   set_of(by_node, address)[key] = true
-  local membership = require "atoll.membership"
+  local membership = require "atoll.cluster.membership"
   local status, inc = membership.status(address)
   if status == "down" or address == node.address then
     fire(key, "node down") -- (or an earlier run of this very node)
@@ -236,7 +236,7 @@ end
 
 function M.install()
   runtime.on_stop(on_stopped)
-  local membership = require "atoll.membership"
+  local membership = require "atoll.cluster.membership"
   membership.listen(function(m, previous)
     if m.self then return end
     if m.status == "down" then

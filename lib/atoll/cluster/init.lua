@@ -13,7 +13,7 @@ local host = require "atoll.host"
 local codec = require "atoll.codec"
 local transport = require "atoll.transport"
 local runtime = require "atoll.runtime"
-local errors = require "atoll.errors"
+local errors = require "atoll.util.errors"
 
 local M = {}
 
@@ -38,7 +38,7 @@ local function log(level, msg)
   host.log(level, "cluster", msg)
 end
 
-local membership = require "atoll.membership"
+local membership = require "atoll.cluster.membership"
 local member_status = membership.status
 
 local function unreachable(fmt, ...)
@@ -369,7 +369,7 @@ local function on_down(link, reason, was_up)
   p.link = nil
   if reason ~= "duplicate" and member_status(p.address) == nil then
     -- Not a member: nothing else will say when its actors are gone.
-    require("atoll.watch").node_gone(p.address, li.incarnation, "unreachable")
+    require("atoll.cluster.watch").node_gone(p.address, li.incarnation, "unreachable")
   end
   if reason == "duplicate" then
     -- The peer keeps its own connection to us; wait for it.

@@ -9,7 +9,7 @@
 -- members that start later, or a cluster split and restarted, are found.
 local host = require "atoll.host"
 local runtime = require "atoll.runtime"
-local membership = require "atoll.membership"
+local membership = require "atoll.cluster.membership"
 
 local M = {}
 

@@ -1,0 +1,186 @@
+-- atoll call, atoll reload and atoll members: one call to a running node, as a client.
+local host = require "atoll.host"
+local atoll = require "atoll"
+local runtime = require "atoll.runtime"
+local common = require "atoll.cli.common"
+
+local M = {}
+
+local say, cluster_secret, cluster_options = common.say, common.cluster_secret, common.cluster_options
+local EXIT_APP, EXIT_USAGE, EXIT_UNREACHABLE = common.EXIT.APP, common.EXIT.USAGE, common.EXIT.UNREACHABLE
+
+-- Runs body(cluster, timeout) -> exit code against the node at opts.node, as
+-- a client: checks --node and the secret, connects, maps errors to exit
+-- codes. Returns nil (the loop runs) or an exit code.
+local function with_node(opts, body)
+  local cluster = require "atoll.cluster"
+  if not opts.node or not cluster.split_address(opts.node, "--node") then
+    say((select(2, cluster.split_address(opts.node or "", "--node"))))
+    return EXIT_USAGE
+  end
+  local secret, serr = cluster_secret(opts)
+  if secret == nil then
+    say(serr)
+    return EXIT_USAGE
+  end
+  host.name(opts.name or "atoll-cli")
+  cluster.client(cluster_options(opts, secret))
+  local code = EXIT_APP
+  local timeout = opts.timeout or 5
+  runtime.start_root(function()
+    local ok, err = cluster.connect(opts.node, timeout)
+    if not ok then
+      say(tostring(err.message or err))
+      code = EXIT_UNREACHABLE
+      return
+    end
+    code = body(cluster, timeout)
+  end, function(ok, err, tb)
+    if not ok then
+      say(tostring(tb or err))
+      code = EXIT_APP
+    end
+    host.stop(code)
+  end, opts.command)
+  runtime.drain()
+  return nil
+end
+
+-- The exit code for a failed call: 4 when the node did not answer.
+local function call_failed(opts, e)
+  local kind = atoll.errors.kind(e)
+  io.stderr:write("atoll ", opts.command, ": ", tostring(e), "\n")
+  if kind == "unreachable" or kind == "timeout" then return EXIT_UNREACHABLE end
+  return EXIT_APP
+end
+
+-- atoll call / atoll reload: one call to a named actor of a running node.
+local function run_client(opts)
+  local json = require "atoll.util.json"
+  local args = {}
+  local name, method
+  if opts.command == "reload" then
+    name, method, args = "atoll.node", "reload", { opts.module }
+  else
+    name, method = opts.target, opts.method
+    if opts.json then
+      -- A JSON array is the argument list; any other JSON value is the one argument.
+      local v, err = json.decode(opts.json)
+      if err then
+        say("the arguments are not valid JSON: " .. err)
+        return EXIT_USAGE
+      end
+      if opts.json:match("^%s*%[") then args = v else args = { v } end
+    end
+  end
+  return with_node(opts, function(cluster, timeout)
+    local results = { pcall(cluster.call_name, opts.node, name, method, timeout,
+      unpack(args, 1, table.maxn(args))) }
+    if not results[1] then return call_failed(opts, results[2]) end
+    if opts.command == "reload" then
+      if results[2] then
+        print(("reloaded %s on %s"):format(opts.module, opts.node))
+        return 0
+      end
+      io.stderr:write("atoll reload: ", tostring(results[3]), "\n")
+      return EXIT_APP
+    end
+    local n = table.maxn(results) - 1
+    if n <= 1 then
+      print(json.encode(results[2]))
+    else
+      local list = {}
+      for i = 1, n do list[i] = results[i + 1] == nil and json.null or results[i + 1] end
+      print(json.encode(atoll.array(list)))
+    end
+    return 0
+  end)
+end
+
+local function ago(seconds)
+  seconds = math.max(0, math.floor(seconds + 0.5))
+  if seconds < 120 then return seconds .. "s" end
+  if seconds < 7200 then return math.floor(seconds / 60) .. "m" end
+  if seconds < 172800 then return math.floor(seconds / 3600) .. "h" end
+  return math.floor(seconds / 86400) .. "d"
+end
+
+-- A cell's width on a terminal: its characters, not its bytes (names may be UTF-8).
+local function width(s)
+  return #s:gsub("[\128-\191]", "")
+end
+
+-- members_table(view, now) -> the lines of the member table `atoll members`
+-- prints (now: wall-clock seconds): members by name, then address; each
+-- column as wide as its widest cell, two spaces apart.
+function M.members_table(view, now)
+  local rows = { { "NAME", "ADDRESS", "STATUS", "INCARNATION", "SINCE" } }
+  local members = {}
+  for i, m in ipairs(view.members or {}) do members[i] = m end
+  table.sort(members, function(a, b)
+    if a.name ~= b.name then return a.name < b.name end
+    return a.address < b.address
+  end)
+  for _, m in ipairs(members) do
+    local status = m.status .. (m.suspect and " (suspect)" or "")
+    rows[#rows + 1] = { (m.name ~= "" and m.name or "-") .. (m.self and " *" or ""), m.address, status,
+                        ("%x"):format(m.incarnation), ago(now - m.since) .. " ago" }
+  end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, width(c)) end
+  end
+  local lines = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = i < #r and (c .. (" "):rep(widths[i] - width(c))) or c end
+    lines[#lines + 1] = table.concat(cells, "  ")
+  end
+  return lines
+end
+
+-- The member table `atoll members` prints, and the counters.
+local function print_members(view)
+  for _, line in ipairs(M.members_table(view, host.wall() / 1000)) do print(line) end
+  local s = view.stats or {}
+  print()
+  print(("majority: %s   (* is the node asked: %s)"):format(view.majority and "yes" or "NO", view.address))
+  local order = { "probes", "indirect_probes", "acks", "nacks", "suspicions", "refutations", "deaths",
+                  "leaves", "packets_sent", "packets_received", "bytes_sent", "dropped_malformed",
+                  "dropped_auth", "send_failed", "unresolved", "gossip_pending", "health" }
+  local line = {}
+  for _, k in ipairs(order) do
+    if s[k] then line[#line + 1] = ("%s %d"):format(k:gsub("_", " "), s[k]) end
+  end
+  for i = 1, #line, 4 do print(table.concat(line, ", ", i, math.min(i + 3, #line))) end
+end
+
+-- atoll members: a node's view of the cluster.
+function M.members(opts)
+  local json = require "atoll.util.json"
+  return with_node(opts, function(cluster, timeout)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "members", timeout)
+    if not ok then return call_failed(opts, view) end
+    if not view.started then
+      io.stderr:write("atoll members: ", opts.node, " is not a member of a cluster (it listens only)\n")
+      return EXIT_APP
+    end
+    if opts.json_output then
+      view.members = atoll.array(view.members)
+      print(json.encode(view))
+    else
+      print_members(view)
+    end
+    return 0
+  end)
+end
+
+function M.call(opts)
+  return run_client(opts)
+end
+
+function M.reload(opts)
+  return run_client(opts)
+end
+
+return M
