@@ -341,7 +341,7 @@ static int l_heap_limit(lua_State *L) {
 static int l_heap(lua_State *L) {
   lua_pushnumber(L, (double)watchdog_heap_used());
   lua_pushnumber(L, (double)watchdog_heap_limit());
-  lua_pushboolean(L, watchdog_heap_refused());
+  lua_pushboolean(L, watchdog_heap_over());
   lua_pushnumber(L, (double)uv_get_total_memory());
   return 4;
 }

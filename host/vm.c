@@ -3,6 +3,7 @@
 
 #include <lauxlib.h>
 #include <lualib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "../bindings/bindings.h"
@@ -63,10 +64,10 @@ static void preload(lua_State *L, host_t *h, const char *name, lua_CFunction ope
  * why in the node's log first, naming the heap ceiling when that was it. */
 static int panic(lua_State *L) {
   const char *msg = lua_tostring(L, -1);
-  if (watchdog_heap_refused()) {
+  if (msg && strcmp(msg, "not enough memory") == 0) {
     log_error("memory",
-              "the Lua heap is over its ceiling (--max-heap) where no error can be "
-              "handled: exiting with code %d",
+              "the system refused memory where no error can be handled: exiting "
+              "with code %d",
               WATCHDOG_EXIT_HEAP);
     _exit(WATCHDOG_EXIT_HEAP);
   }

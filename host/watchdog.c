@@ -22,14 +22,18 @@
  * runs. What stays out of reach is a loop inside one C function (a huge
  * string.rep, say): only the exit limit ends that.
  *
- * The heap ceiling wraps LuaJIT's allocator: past the ceiling a growing
- * allocation is refused, which LuaJIT raises as "not enough memory" where it
- * happened (a handler fails; the runtime names the cause). A reserve above
- * the ceiling then lets error handling and logging work until the next
- * safe point, where a full collection decides: the heap is back under the
- * ceiling (the failed handler's garbage is gone; the node goes on) or live
- * data holds it there, and the node exits with its own code before the
- * operating system's OOM killer ends it with nothing said. */
+ * The heap ceiling wraps LuaJIT's allocator, which never refuses: LuaJIT
+ * cannot raise "not enough memory" safely from compiled code (the stack
+ * walk crashes). Past the ceiling, the allocator asks for the same kind of
+ * interrupt as a stuck handler, with kind `memory`: the hook raises it in the
+ * next user code that runs, most likely the allocating handler, which fails
+ * while the node goes on. At the next safe point a full collection decides:
+ * the heap is back under the ceiling (the failed handler's garbage is gone)
+ * or live data holds it there, and the node exits with its own code before
+ * the operating system's OOM killer ends it with nothing said. An allocation
+ * past a hard limit above the ceiling (what the interrupt did not stop in
+ * time: a handler that catches its error and goes on, one C function) ends
+ * the node at once, with a message. */
 #include "watchdog.h"
 
 #include <errno.h>
@@ -62,6 +66,7 @@ static struct {
   int hook_set;        /* the interrupt hook is installed */
   uint32_t interrupts; /* handlers interrupted so far */
   int want_hook;       /* the watchdog asked for an interrupt of entry interrupt_seq */
+  int want;            /* the interrupt the hook raises: WANT_STUCK or WANT_MEMORY */
   uint32_t interrupt_seq;
   double interrupt_after_ms;
   int interrupt_ref;
@@ -80,9 +85,10 @@ static struct {
   lua_Alloc orig;
   void *orig_ud;
   size_t used;
-  size_t limit;   /* 0: no ceiling */
-  size_t reserve; /* allowed above the ceiling once it was hit, until the next collection */
-  int refused;
+  size_t limit;       /* 0: no ceiling */
+  size_t hard;        /* past this, the node exits at once */
+  int over;           /* the heap crossed the ceiling; not collected since */
+  char victim[160];   /* what the memory interrupt was raised in */
   int collected_high; /* a collection ran since the heap crossed 3/4 of the ceiling */
   int report_ref;
   int reporting;
@@ -138,41 +144,80 @@ static void describe(uint32_t seq, char *out, size_t cap) {
 
 /* ---- interrupting ------------------------------------------------------- */
 
+enum { WANT_NONE = 0, WANT_STUCK = 1, WANT_MEMORY = 2 };
+
+static void start_profiling(void);
+
 static int in_atoll_library(lua_State *L, lua_Debug *ar) {
   return lua_getinfo(L, "S", ar) && strncmp(ar->source, "@lib/atoll/", 11) == 0;
 }
 
-/* Runs every HOOK_COUNT instructions of interpreted code while an interrupt
- * is wanted: raises the runtime's `interrupted` error in the stuck handler. */
+/* Raises the runtime's error of `kind` with `message` (the constructor the
+ * runtime gave; a string without one). */
+static void raise_kind(lua_State *L, const char *kind, const char *message) {
+  if (wd.interrupt_ref == LUA_NOREF) {
+    lua_pushstring(L, message);
+  } else {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, wd.interrupt_ref);
+    lua_pushstring(L, kind);
+    lua_pushstring(L, message);
+    if (lua_pcall(L, 2, 1, 0) != 0) {
+      lua_pop(L, 1);
+      lua_pushstring(L, message);
+    }
+  }
+  lua_error(L);
+}
+
+static void remove_hook(lua_State *L) {
+  lua_sethook(L, NULL, 0, 0);
+  wd.hook_set = 0;
+}
+
+/* Runs at every instruction of interpreted code while an interrupt is
+ * wanted: raises its error in the next user code (a stuck handler, or what
+ * runs when the heap crossed its ceiling). */
 static void interrupt_hook(lua_State *L, lua_Debug *ar) {
-  if (!wd.busy || wd.seq != __atomic_load_n(&wd.interrupt_seq, __ATOMIC_ACQUIRE)) {
-    lua_sethook(L, NULL, 0, 0);
-    wd.hook_set = 0;
+  int want = wd.want;
+  if (want == WANT_NONE ||
+      (want == WANT_STUCK &&
+       (!wd.busy || wd.seq != __atomic_load_n(&wd.interrupt_seq, __ATOMIC_ACQUIRE)))) {
+    remove_hook(L);
     return;
   }
   /* Wait for user code: atoll's own, interrupted halfway, could leave the
    * runtime's tables inconsistent. */
   if (wd.running.method == NULL || in_atoll_library(L, ar)) return;
-  lua_sethook(L, NULL, 0, 0);
-  wd.hook_set = 0;
-  __atomic_store_n(&wd.interrupts, wd.interrupts + 1, __ATOMIC_RELEASE);
-  char what[160], msg[320];
+  remove_hook(L);
+  wd.want = WANT_NONE;
+  char what[160], msg[400];
   describe(wd.seq, what, sizeof what);
+  if (want == WANT_MEMORY) {
+    snprintf(wd.victim, sizeof wd.victim, "%s", what);
+    snprintf(msg, sizeof msg,
+             "the node's Lua heap reached its ceiling of %.0f MiB (--max-heap) while %s was "
+             "running",
+             (double)wd.limit / 1048576.0, what);
+    raise_kind(L, "memory", msg);
+  }
+  __atomic_store_n(&wd.interrupts, wd.interrupts + 1, __ATOMIC_RELEASE);
   snprintf(msg, sizeof msg,
            "%s ran for %.1f s without returning and was interrupted by the watchdog "
            "(--watchdog interrupt=%g)",
            what, wd.interrupt_after_ms / 1000, wd.cfg.interrupt_ms / 1000);
-  if (wd.interrupt_ref == LUA_NOREF) {
-    lua_pushstring(L, msg);
-  } else {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, wd.interrupt_ref);
-    lua_pushstring(L, msg);
-    if (lua_pcall(L, 1, 1, 0) != 0) {
-      lua_pop(L, 1);
-      lua_pushstring(L, msg);
-    }
-  }
-  lua_error(L);
+  raise_kind(L, "interrupted", msg);
+}
+
+/* Installs the hook at every instruction: after a trace exits, the first
+ * interpreted instruction (its JLOOP, before it re-enters the trace) must
+ * see it; and makes a running trace exit at its next source line.
+ * lua_sethook and the profiler's signal are both safe anywhere on the loop
+ * thread: in a signal handler, inside an allocation. */
+static void want_interrupt(int want) {
+  wd.want = want;
+  wd.hook_set = 1;
+  lua_sethook(wd.L, interrupt_hook, LUA_MASKCOUNT, 1);
+  if (wd.profiling) raise(PROFILE_SIGNAL);
 }
 
 /* On the loop thread, when the watchdog asks: installs the hook (lua_sethook
@@ -183,12 +228,7 @@ static void on_interrupt_signal(int signum) {
   if (wd.L && __atomic_load_n(&wd.want_hook, __ATOMIC_ACQUIRE) && wd.busy &&
       wd.seq == __atomic_load_n(&wd.interrupt_seq, __ATOMIC_ACQUIRE)) {
     wd.want_hook = 0;
-    wd.hook_set = 1;
-    /* Every instruction: after a trace exits, the first interpreted one
-     * (its JLOOP, before it re-enters the trace) must see the hook. */
-    lua_sethook(wd.L, interrupt_hook, LUA_MASKCOUNT, 1);
-    /* Make a running trace exit at its next source line. */
-    if (wd.profiling) raise(PROFILE_SIGNAL);
+    if (wd.want != WANT_MEMORY) want_interrupt(WANT_STUCK);
   }
   errno = saved;
 }
@@ -200,6 +240,14 @@ static void profile_cb(void *data, lua_State *L, int samples, int vmstate) {
   (void)L;
   (void)samples;
   (void)vmstate;
+}
+
+/* Runs LuaJIT's profiler (line mode, a timer that never fires), whose
+ * traces can then be left: for interrupts and for the heap's ceiling. */
+static void start_profiling(void) {
+  if (wd.profiling || wd.L == NULL) return;
+  luaJIT_profile_start(wd.L, PROFILE_MODE, profile_cb, NULL);
+  wd.profiling = 1;
 }
 
 /* ---- the thread ----------------------------------------------------------- */
@@ -303,10 +351,7 @@ int watchdog_start(const watchdog_config_t *cfg, int interrupt_ref) {
     luaL_unref(wd.L, LUA_REGISTRYINDEX, wd.interrupt_ref);
   }
   wd.interrupt_ref = interrupt_ref;
-  if (cfg->interrupt_ms > 0 && !wd.profiling) {
-    luaJIT_profile_start(wd.L, PROFILE_MODE, profile_cb, NULL);
-    wd.profiling = 1;
-  }
+  if (cfg->interrupt_ms > 0) start_profiling();
   if (wd.thread_on) {
     uv_mutex_lock(&wd.mu);
     wd.cfg = *cfg;
@@ -365,14 +410,26 @@ void watchdog_stop(void) {
 
 /* ---- the heap ------------------------------------------------------------ */
 
+/* Ends the node from inside an allocation: past the hard limit. */
+static void heap_exhausted(size_t want) {
+  log_error("memory",
+            "the Lua heap would reach %.0f MiB, past its ceiling of %.0f MiB (--max-heap) and "
+            "what the node allows above it before stopping what allocates: exiting with code %d "
+            "before the operating system kills the node",
+            (double)want / 1048576.0, (double)wd.limit / 1048576.0, WATCHDOG_EXIT_HEAP);
+  _exit(WATCHDOG_EXIT_HEAP);
+}
+
 static void *heap_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   (void)ud;
   if (ptr == NULL) osize = 0;
   if (nsize > osize && wd.limit > 0) {
-    size_t cap = wd.limit + (wd.refused ? wd.reserve : 0);
-    if (wd.used + (nsize - osize) > cap) {
-      wd.refused = 1;
-      return NULL; /* LuaJIT raises "not enough memory" where it happened */
+    size_t next = wd.used + (nsize - osize);
+    if (next > wd.hard && !wd.reporting) heap_exhausted(next);
+    if (next > wd.limit && !wd.over && !wd.reporting) {
+      wd.over = 1;
+      wd.victim[0] = '\0';
+      want_interrupt(WANT_MEMORY);
     }
   }
   void *p = wd.orig(wd.orig_ud, ptr, osize, nsize);
@@ -391,7 +448,10 @@ void watchdog_init(lua_State *L, void (*stop)(void *ctx, int code), void *ctx) {
 
 void watchdog_set_heap_limit(size_t bytes, int report_ref) {
   wd.limit = bytes;
-  wd.reserve = bytes / 16 > ((size_t)16 << 20) ? bytes / 16 : ((size_t)16 << 20);
+  /* A quarter more, and at least 32 MiB: room for the interrupt to reach
+   * user code and for the collection and report that follow. */
+  wd.hard = bytes + (bytes / 4 > ((size_t)32 << 20) ? bytes / 4 : ((size_t)32 << 20));
+  if (bytes > 0) start_profiling();
   if (wd.report_ref != LUA_NOREF && wd.report_ref != report_ref) {
     luaL_unref(wd.L, LUA_REGISTRYINDEX, wd.report_ref);
   }
@@ -406,8 +466,8 @@ size_t watchdog_heap_limit(void) {
   return wd.limit;
 }
 
-int watchdog_heap_refused(void) {
-  return wd.refused;
+int watchdog_heap_over(void) {
+  return wd.over;
 }
 
 static int full_collect(lua_State *L) {
@@ -434,32 +494,34 @@ static void report(lua_State *L, const char *msg) {
   }
 }
 
-/* At a safe point after the ceiling was hit: collect, then either go on or
- * end the node. */
-static void after_refusal(lua_State *L) {
+/* At a safe point after the heap crossed its ceiling: collect, then either
+ * go on or end the node. */
+static void after_ceiling(lua_State *L) {
   wd.reporting = 1;
+  if (wd.want == WANT_MEMORY) wd.want = WANT_NONE; /* no user code met it: too late now */
   collect(L);
   double mib = 1024.0 * 1024.0;
   size_t limit = wd.limit;
-  char msg[320];
+  char msg[400], who[200] = "";
+  if (wd.victim[0]) snprintf(who, sizeof who, "; %s failed with `memory`", wd.victim);
   /* The report weighs the actors, which takes memory of its own. */
   wd.limit = 0;
   if (wd.used <= limit - limit / 8) {
     snprintf(msg, sizeof msg,
-             "the Lua heap reached its ceiling of %.0f MiB (--max-heap); the allocation that "
-             "crossed it failed, and after a full collection the heap holds %.1f MiB",
-             (double)limit / mib, (double)wd.used / mib);
+             "the Lua heap crossed its ceiling of %.0f MiB (--max-heap)%s; after a full "
+             "collection it holds %.1f MiB",
+             (double)limit / mib, who, (double)wd.used / mib);
     report(L, msg);
     wd.limit = limit;
-    wd.refused = 0;
+    wd.over = 0;
     wd.collected_high = 1;
   } else {
     /* Too close to the ceiling to do any work: each step would fail. */
     snprintf(msg, sizeof msg,
              "after a full collection the Lua heap still holds %.1f MiB of its %.0f MiB ceiling "
-             "(--max-heap): live data fills it, so the node exits with code %d before the "
+             "(--max-heap)%s: live data fills it, so the node exits with code %d before the "
              "operating system kills it",
-             (double)wd.used / mib, (double)limit / mib, WATCHDOG_EXIT_HEAP);
+             (double)wd.used / mib, (double)limit / mib, who, WATCHDOG_EXIT_HEAP);
     report(L, msg);
     /* The node stops after this loop turn, so that answers already made
      * (the failed call's error) go out; the ceiling stays lifted for that. */
@@ -481,13 +543,10 @@ void watchdog_enter(void) {
 void watchdog_leave(lua_State *L) {
   if (--wd.depth > 0) return;
   __atomic_store_n(&wd.busy, 0, __ATOMIC_RELEASE);
-  if (wd.hook_set) {
-    lua_sethook(L, NULL, 0, 0);
-    wd.hook_set = 0;
-  }
+  if (wd.hook_set) remove_hook(L);
   if (wd.limit == 0 || wd.reporting) return;
-  if (wd.refused) {
-    after_refusal(L);
+  if (wd.over) {
+    after_ceiling(L);
   } else if (wd.used > wd.limit / 4 * 3) {
     /* LuaJIT's collector lets garbage grow to twice the live heap before a
      * cycle ends: near the ceiling, collect now rather than refuse later. */

@@ -42,8 +42,9 @@ watchdog_running_t *watchdog_running(void);
 
 /* Starts the watchdog thread for the loop running on the calling thread (or
  * reconfigures it). `interrupt_ref` is a registry reference to a Lua
- * function(message) -> error value, raised in an interrupted handler. 0 or a
- * negative error code. */
+ * function(kind, message) -> error value, raised in an interrupted handler
+ * (kind "interrupted", or "memory" past the heap's ceiling). 0 or a negative
+ * error code. */
 int watchdog_start(const watchdog_config_t *cfg, int interrupt_ref);
 
 /* Stops and joins the thread (at shutdown; harmless if never started). */
@@ -55,18 +56,18 @@ void watchdog_stop(void);
 void watchdog_enter(void);
 void watchdog_leave(lua_State *L);
 
-/* The Lua heap's ceiling in bytes (0: none). `report_ref`: a registry
- * reference to a Lua function(message) that logs it with what the runtime
- * knows (the largest actors), called after a full collection once the
- * ceiling was hit; LUA_NOREF for none. */
+/* The Lua heap's ceiling in bytes (0: none): past it, the next user code
+ * that runs raises `memory`, and past a quarter more (32 MiB at least) the
+ * node exits. `report_ref`: a registry reference to a Lua function(message)
+ * that logs it with what the runtime knows (the largest actors), called
+ * after a full collection once the ceiling was crossed; LUA_NOREF for none. */
 void watchdog_set_heap_limit(size_t bytes, int report_ref);
 
 /* Bytes the Lua heap holds now, and its ceiling (0: none). */
 size_t watchdog_heap_used(void);
 size_t watchdog_heap_limit(void);
 
-/* 1 once an allocation was refused for the ceiling and the heap has not been
- * collected since: the runtime uses it to tell a memory error by its cause. */
-int watchdog_heap_refused(void);
+/* 1 once the heap crossed its ceiling and has not been collected since. */
+int watchdog_heap_over(void);
 
 #endif

@@ -136,6 +136,7 @@ local function reload_module(info, source)
   if source == nil then return fail(info, "cannot read " .. info.path) end
   local chunk, cerr = loadstring(source, "@" .. info.path)
   if chunk == nil then return fail(info, cerr) end
+  runtime.running_as("reloading " .. info.path)
   local ok, res, staged = actor.stage(info.path, run_atomically, chunk, info.name, info.path)
   if not ok then return fail(info, tostring(res)) end
 

@@ -207,6 +207,15 @@ function M.set_current(rec)
   return prev
 end
 
+-- Tells the watchdog that code outside any actor runs, under this label
+-- (kept for the life of the node: the watchdog may point at it).
+local running_labels = {} -- luacheck: ignore 241 (kept, never read)
+function M.running_as(label)
+  running_labels[label] = true
+  current_method = nil
+  running.actor, running.type, running.method = 0, label, ""
+end
+
 -- Tells the watchdog that rec's code runs `method`.
 local function show_running(rec, method)
   current_method = method
@@ -595,11 +604,9 @@ end
 -- stopped it.
 local PASSED_ON = { conflict = true, journal = true, interrupted = true, memory = true }
 
--- LuaJIT's message for a refused allocation.
+-- LuaJIT's message for an allocation the system refused (the heap's own
+-- ceiling raises a `memory` error object instead; host/watchdog.c).
 local NOT_ENOUGH_MEMORY = "not enough memory"
-
--- The handler that met the heap's ceiling last (for the memory report).
-M.memory_victim = nil
 
 -- The part of a handler's traceback that is the application's: without the
 -- dispatcher's frames below the handler, nor the call to error() on top,
@@ -625,11 +632,9 @@ local function handler_error(rec, method, caught)
   local e, tb = caught, nil
   if type(caught) == "table" then e, tb = caught[1], caught[2] end
   tb = app_traceback(tb, rec[R_TYPE], method)
-  if e == NOT_ENOUGH_MEMORY and select(3, host.heap()) then
-    local label = actor_label(rec) .. "." .. tostring(method)
-    M.memory_victim = label
-    e = new_error("memory", ("the node's Lua heap reached its ceiling of %.0f MiB (--max-heap) "
-      .. "while %s was allocating"):format(select(2, host.heap()) / 1048576, label))
+  if e == NOT_ENOUGH_MEMORY then
+    e = new_error("memory", ("the system refused memory while %s.%s was allocating")
+      :format(actor_label(rec), tostring(method)))
   end
   if errors.is(e, "bad_argument") and e.decode then
     return new_error("bad_argument", e.message)
@@ -776,7 +781,7 @@ end
 local function run_timer(rec, fn, timer)
   if timer.cancelled or rec and rec[R_STATUS] == STOPPED then return end
   current = rec
-  if rec then show_running(rec, "timer") end
+  if rec then show_running(rec, timer.label or "timer") end
   local ok, caught = xpcall(fn, capture)
   if not ok then
     host.log("error", rec and actor_label(rec) or "timer",
@@ -900,7 +905,11 @@ local NEVER_CANCELLED = {}
 -- run_in(rec, fn [, token]): runs fn as a message of the actor of `rec` (in
 -- its context: it may call and sleep), unless token.cancelled is set or the
 -- actor has stopped by then. Entries run in the order they were queued.
-function M.run_in(rec, fn, token)
+function M.run_in(rec, fn, token, label)
+  if label then
+    -- The token carries what the watchdog calls this code ("terminated", ...).
+    token = setmetatable({ label = label }, { __index = token or NEVER_CANCELLED })
+  end
   enqueue(RUN, rec, fn, token or NEVER_CANCELLED)
 end
 
@@ -1370,10 +1379,12 @@ function M.spawn(T, ...)
   count = count + 1
   local init = T.init
   if init then
-    local saved = current
+    local saved, saved_method = current, current_method
     current = rec
+    show_running(rec, "init")
     local ok, e = xpcall(init, keep, state, open(payload))
     current = saved
+    if saved then show_running(saved, saved_method) end
     if not ok then
       M.stop_record(rec, true)
       error(e, 0)
@@ -1416,10 +1427,12 @@ function M.stop_record(rec, quiet, err)
   flush_mailbox(rec, err or stopped_error(rec))
   local stopped = rec[R_TYPE].stopped
   if stopped and not quiet then
-    local saved = current
+    local saved, saved_method = current, current_method
     current = rec
+    show_running(rec, "stopped")
     local ok, caught = xpcall(stopped, capture, rec[R_STATE])
     current = saved
+    if saved then show_running(saved, saved_method) end
     if not ok then
       host.log("error", actor_label(rec), "error in stopped(): " .. tostring(caught[1]))
     end

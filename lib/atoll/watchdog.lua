@@ -108,12 +108,7 @@ function M.largest(count)
 end
 
 local function report(message)
-  local parts = { message }
-  if runtime.memory_victim then
-    parts[#parts + 1] = ("; %s was allocating when it was hit, and may not be the one holding "
-      .. "the memory"):format(runtime.memory_victim)
-    runtime.memory_victim = nil
-  end
+  local parts = { message, " (what was running then may not be what holds the memory)" }
   local list, cut = M.largest(5)
   if #list > 0 then
     local items = {}
@@ -131,7 +126,7 @@ function M.start(cfg)
   local ok, err = host.watchdog {
     warn = cfg.warn or M.DEFAULTS.warn, interrupt = cfg.interrupt or M.DEFAULTS.interrupt,
     exit = cfg.exit or M.DEFAULTS.exit,
-    interrupt_error = function(message) return errors.new("interrupted", message) end,
+    interrupt_error = function(kind, message) return errors.new(kind, message) end,
   }
   if not ok then return nil, "cannot start the watchdog: " .. tostring(err) end
   local bytes = cfg.max_heap

@@ -52,6 +52,16 @@ describe("the watchdog", function()
       node.assert_clean(p)
     end, 30))
 
+  it("names the code that is stuck where it is: an actor's init, not the caller that spawned it",
+    async(function()
+      local p, stuck = start("--watchdog", "warn=0.2,interrupt=0.5,exit=20")
+      local kind, message = failure(stuck.spawn_spinner, stuck)
+      assert.equal("interrupted", kind)
+      assert.matches("Spinner#%d+%.init ran for 0%.%d s without returning", message)
+      p:expect("Spinner#%d+%.init has run for 0%.2 s", 5, "stderr")
+      assert.equal("pong", stuck:ping())
+    end, 30))
+
   it("ends the node with code 5 when a handler keeps the loop blocked past the exit limit",
     async(function()
       local p, _, address = start("--watchdog", "warn=0.2,interrupt=0.3,exit=1.5")
@@ -84,10 +94,10 @@ describe("the watchdog", function()
       local kind, message = failure(stuck.hog, stuck)
       assert.equal("memory", kind)
       assert.matches("the node's Lua heap reached its ceiling of 64 MiB %(%-%-max%-heap%) while "
-        .. "Stuck#%d+%.hog was allocating", message)
-      p:expect("the Lua heap reached its ceiling of 64 MiB.*after a full collection the heap holds "
-        .. "[%d%.]+ MiB; Stuck#%d+%.hog was allocating when it was hit, and may not be the one holding "
-        .. "the memory; the largest actors: ", 5, "stderr")
+        .. "Stuck#%d+%.hog was running", message)
+      p:expect("the Lua heap crossed its ceiling of 64 MiB %(%-%-max%-heap%); Stuck#%d+%.hog failed with "
+        .. "`memory`; after a full collection it holds [%d%.]+ MiB %(what was running then may not be "
+        .. "what holds the memory%); the largest actors: ", 5, "stderr")
       assert.equal("pong", stuck:ping())
       -- The ceiling holds again after the first time.
       assert.equal("memory", (failure(stuck.hog, stuck)))
@@ -104,8 +114,20 @@ describe("the watchdog", function()
       assert.equal(6, p:wait(10))
       local err = p:stderr()
       assert.matches("after a full collection the Lua heap still holds [%d%.]+ MiB of its 64 MiB ceiling "
-        .. "%(%-%-max%-heap%): live data fills it, so the node exits with code 6", err)
+        .. "%(%-%-max%-heap%); Stuck#%d+%.hoard failed with `memory`: live data fills it, so the node "
+        .. "exits with code 6", err)
       assert.matches("the largest actors[^:]*: Stuck#%d+ ~[%d%.]+ MiB", err)
+    end, 60))
+
+  it("crosses --max-heap from compiled code without crashing: the handler fails, then the node exits with 6",
+    async(function()
+      -- LuaJIT cannot raise an out-of-memory error from a trace: this crashed the node.
+      local p, stuck = start("--max-heap", "64M")
+      assert.equal(40960, stuck:keep(40))
+      local kind = failure(stuck.keep, stuck, 40)
+      assert.equal("memory", kind)
+      assert.equal(6, p:wait(10))
+      assert.matches("live data fills it, so the node exits with code 6", p:stderr())
     end, 60))
 
   it("refuses bad --watchdog and --max-heap values with a usage error", async(function()

@@ -65,7 +65,7 @@ local function fire(key, reason)
       if hook == nil then return end -- its code was reloaded without the hook
       local ok, err = xpcall(hook, debug.traceback, rec[R_STATE], ref, reason)
       if not ok then log("error", runtime.actor_label(rec) .. ": error in terminated(): " .. tostring(err)) end
-    end)
+    end, nil, "terminated")
   end
 end
 

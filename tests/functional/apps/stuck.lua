@@ -36,5 +36,20 @@ function Stuck.distributed:hoard()
   while true do self.kept[#self.kept + 1] = { 1, 2, 3 } end
 end
 
+-- Keeps `mb` more megabytes of strings in the actor's state, in a loop
+-- LuaJIT compiles: called twice it takes the heap over its ceiling from a
+-- trace.
+function Stuck.distributed:keep(mb)
+  self.strings = self.strings or {}
+  local kept = self.strings
+  for _ = 1, mb * 1024 do kept[#kept + 1] = string.rep("k", 1000) .. #kept end
+  return #kept
+end
+
+-- An actor whose init never returns, spawned from a handler.
+local Spinner = atoll.actor.define "Spinner"
+function Spinner:init() while true do end end
+function Stuck.distributed:spawn_spinner() return atoll.spawn(Spinner) end
+
 atoll.register("stuck", atoll.spawn(Stuck))
 print("ready")
