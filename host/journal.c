@@ -94,6 +94,7 @@ static void async_cb(uv_async_t *a) {
   jreq_t *r = take_done(j);
   while (r) {
     jreq_t *next = r->next;
+    if (--j->outstanding == 0 && j->async_open) uv_unref((uv_handle_t *)&j->async);
     if (j->on_done && !j->host->closing)
       j->on_done(j, r, next == NULL);
     else
@@ -103,6 +104,7 @@ static void async_cb(uv_async_t *a) {
 }
 
 void journal_submit(journal_t *j, jreq_t *r) {
+  if (j->outstanding++ == 0 && j->async_open) uv_ref((uv_handle_t *)&j->async);
   if (j->closed) {
     journal_fail(j, r, JOURNAL_FAILED, "the journal is closed");
     return;
@@ -137,6 +139,7 @@ int journal_open(journal_t *j, host_t *h, const char *spec, char *err, size_t er
   }
   j->async.data = j;
   j->async_open = 1;
+  uv_unref((uv_handle_t *)&j->async); /* until a request is under way */
   j->base.on_shutdown = journal_shutdown;
   if (strcmp(spec, "memory") == 0) {
     rc = journal_memory_open(j, err, errlen);

@@ -74,6 +74,10 @@ struct journal_s {
   void (*on_done)(journal_t *j, jreq_t *r, int last);
   void *data; /* the binding's */
   int closed;
+  /* Requests submitted and not yet handed back: while there are some, the
+   * journal keeps the loop alive (a node waits for its writes); an idle
+   * journal does not (a node with nothing left to do exits). */
+  int outstanding;
 };
 
 /* Opens a journal. spec: "memory", "sqlite:PATH", or a PostgreSQL URI

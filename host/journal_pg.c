@@ -166,6 +166,7 @@ static void watch(conn_t *c, int events) {
   if (fd < 0 || c->closing) return;
   if (!c->poll_open) {
     if (uv_poll_init_socket(&c->pg->j->host->loop, &c->poll, fd) != 0) return;
+    uv_unref((uv_handle_t *)&c->poll); /* the journal's own count keeps the loop alive */
     c->poll.data = c;
     c->poll_open = 1;
     c->pg->handles++;
@@ -685,6 +686,7 @@ static void conn_init(pg_t *pg, conn_t *c, const char *role) {
   c->role = role;
   c->state = C_DOWN;
   uv_timer_init(&pg->j->host->loop, &c->timer);
+  uv_unref((uv_handle_t *)&c->timer); /* the journal's own count keeps the loop alive */
   c->timer.data = c;
   c->timer_open = 1;
   pg->handles++;

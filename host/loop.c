@@ -187,12 +187,10 @@ static void report_walk_cb(uv_handle_t *handle, void *arg) {
 int host_close(host_t *h) {
   h->closing = 1;
   watchdog_stop();
-  if (h->signals_on) {
-    /* From here a signal ends the process at once: the handle it would post
-     * to is about to close. */
-    __atomic_store_n(&signals_seen, 1, __ATOMIC_SEQ_CST);
-    signal_host = NULL;
-  }
+  /* The node is stopping already: a first signal from here has nothing to
+   * ask (and the handle it would post to is about to close); a second one
+   * still ends the process at once. */
+  if (h->signals_on) signal_host = NULL;
   uv_walk(&h->loop, shutdown_walk_cb, NULL);
   uv_walk(&h->loop, close_walk_cb, NULL);
   /* Every handle is closing now; each turn runs close callbacks until none

@@ -1,8 +1,9 @@
 -- A persistent bank account: run it twice and the balance carries over.
 --   atoll run examples/bank/app.lua --data-dir /tmp/bank -- ann 25
--- deposits 25 into ann's account (a negative amount withdraws) and prints the statement. The
--- node keeps running, with the account registered as "account", until Ctrl-C:
---   atoll call --node ... account deposit '[10]'    (with --listen)
+-- deposits 25 into ann's account (a negative amount withdraws) and prints the statement, then
+-- exits. With --listen the node keeps running, with the account registered as "account",
+-- until Ctrl-C:
+--   atoll call --node ... account deposit '[10]
 local atoll = require "atoll"
 
 local owner, amount = arg[1] or "ann", tonumber(arg[2] or "0")

@@ -83,6 +83,12 @@ function M.delete(path, fn) add("DELETE", path, fn, "plain") end
 -- opts: heartbeat (seconds), idle_timeout (seconds), heartbeat_message (a value sent as the
 -- JSON-lines and WebSocket heartbeat instead of an empty line or a ping), methods.
 function M.stream(path, fn, opts)
+  for _, key in ipairs { "heartbeat", "idle_timeout" } do
+    local v = opts and opts[key]
+    if v ~= nil and v ~= false and not (type(v) == "number" and v >= 0 and v < math.huge) then
+      error(("stream: %s must be a number of seconds (0 or false: none), got %s"):format(key, tostring(v)), 2)
+    end
+  end
   if opts and opts.heartbeat_message ~= nil then
     local _, why = to_json(opts.heartbeat_message)
     if why then error("stream: the heartbeat_message cannot be sent: " .. why, 2) end
@@ -190,7 +196,10 @@ local function respond(ex, ok, a, b, c)
     return send_error(srv, id, 500, "the handler failed")
   end
   local status, value, headers = 200, a, b
-  if type(a) == "number" then status, value, headers = a, b, c end
+  -- A first result that is an HTTP status is one; any other number is the answer.
+  if type(a) == "number" and a == math.floor(a) and a >= 100 and a <= 599 then
+    status, value, headers = a, b, c
+  end
   headers = headers or {}
   local has_type = false
   for k in pairs(headers) do if k:lower() == "content-type" then has_type = true end end
@@ -471,8 +480,23 @@ end
 
 local heartbeat_tick
 
+-- A stream's heartbeat and idle limit, in seconds; 0 or false turns one off.
+local function stream_setting(st, key)
+  local v = st.opts[key]
+  if v == nil then v = M.config[key] end
+  return v and v > 0 and v or nil
+end
+
+-- The next tick: at the heartbeat, or (without one) often enough to see an
+-- idle client in time; none when neither is on.
 local function schedule_heartbeat(st)
-  st.timer = runtime.after_raw(st.opts.heartbeat or M.config.heartbeat, function()
+  local every = stream_setting(st, "heartbeat")
+  if every == nil then
+    local idle = stream_setting(st, "idle_timeout")
+    if idle == nil then return end
+    every = math.min(idle / 3, 1)
+  end
+  st.timer = runtime.after_raw(every, function()
     runtime.refresh_now()
     heartbeat_tick(st)
   end)
@@ -482,7 +506,7 @@ function heartbeat_tick(st)
   if st.closed then return end
   local opts = st.opts
   local now = runtime.now_ms()
-  local idle = (opts.idle_timeout or M.config.idle_timeout) * 1000
+  local idle = (stream_setting(st, "idle_timeout") or math.huge) * 1000
   -- A JSON-lines client whose body has ended has nothing more to say: only its socket tells.
   if st.kind ~= "sse" and not st.ended and now - st.seen > idle then
     log("info", ("%s %s: the client sent nothing for %g s; closing"):format(st.kind, st.path, idle / 1000))
@@ -491,7 +515,9 @@ function heartbeat_tick(st)
     st.srv:abort(st.id)
     return
   end
-  if st.kind == "sse" then
+  if stream_setting(st, "heartbeat") == nil then -- luacheck: ignore 542
+    -- no heartbeat: this tick only watched for an idle client
+  elseif st.kind == "sse" then
     write_raw(st, ": heartbeat\n\n")
   elseif opts.heartbeat_message ~= nil then
     write_raw(st, frame(st.kind, json.encode(opts.heartbeat_message)))

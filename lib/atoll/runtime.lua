@@ -647,6 +647,15 @@ local function handler_error(rec, method, caught)
   local message = tostring(e)
   local value = nil
   local te = type(e)
+  if te == "table" and getmetatable(e) == nil then
+    -- error{ message = ... } says its own message; another table shows what it holds.
+    if type(e.message) == "string" then
+      message = e.message
+    else
+      local ok, text = pcall(require("atoll.util.json").encode, e)
+      message = "a table was raised: " .. (ok and #text <= 300 and text or tostring(e))
+    end
+  end
   if te == "string" or te == "number" or te == "boolean" then
     value = e
   elseif te == "table" and getmetatable(e) == nil then

@@ -14,12 +14,31 @@ local M = {}
 M.DEFAULTS = { warn = 1, interrupt = 5, exit = 30 }
 local MIB = 1024 * 1024
 
--- The default ceiling: a quarter of the machine's memory (at least 256 MiB),
--- so that a runaway actor fails before the machine swaps or the OOM killer
--- picks a process, while several nodes fit on one machine.
-function M.default_max_heap()
+-- The memory this process may use: the machine's, or its control group's
+-- limit when that is lower (a container's, cgroup v2 or v1).
+local function memory_available()
   local total = select(4, host.heap())
-  return math.max(256 * MIB, math.floor(total / 4 / MIB) * MIB)
+  local own = io.open("/proc/self/cgroup", "rb")
+  local path = own and own:read("*a"):match("0::(%S+)") or nil
+  if own then own:close() end
+  for _, file in ipairs { path and ("/sys/fs/cgroup" .. path .. "/memory.max") or false,
+                          "/sys/fs/cgroup/memory.max",
+                          "/sys/fs/cgroup/memory/memory.limit_in_bytes" } do
+    local f = file and io.open(file, "rb")
+    if f then
+      local limit = tonumber(f:read("*l") or "")
+      f:close()
+      if limit and limit > 0 and limit < total then total = limit end
+    end
+  end
+  return total
+end
+
+-- The default ceiling: a quarter of the memory available (at least 256
+-- MiB), so that a runaway actor fails before the machine (or container)
+-- swaps or the OOM killer picks a process, while several nodes fit.
+function M.default_max_heap()
+  return math.max(256 * MIB, math.floor(memory_available() / 4 / MIB) * MIB)
 end
 
 -- parse(spec) -> { warn, interrupt, exit } | nil, message. spec is

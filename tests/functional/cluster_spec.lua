@@ -366,6 +366,17 @@ atoll.exit(0)
       assert.matches("cannot reach 127%.0%.0%.1:1", err)
     end))
 
+    it("reaches a node by a host name as well as by the address it gives", async(function()
+      local _, addr = nodes.start("by-name")
+      local port = addr:match(":(%d+)$")
+      local t0 = atoll.now()
+      local code, out, err = node.exec({ "call", "--node", "localhost:" .. port, "echo", "echo", '"named"' },
+        { env = { ATOLL_SECRET = nodes.secret } })
+      assert.equal(0, code, err)
+      assert.equal('"named"\n', out)
+      assert.is_true(atoll.now() - t0 < 2, "took " .. (atoll.now() - t0) .. " s")
+    end))
+
     it("atoll call shows an application error with the application's frames only", async(function()
       local _, addr = nodes.start("shell-error")
       local code, _, err = node.exec({ "call", "--node", addr, "echo", "fail", '["bad thing"]' },

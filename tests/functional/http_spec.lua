@@ -170,6 +170,9 @@ describe("the HTTP gateway", function()
       code, out = curl("-i", "-d", "not json", url("/echo"))
       assert.equal(0, code)
       assert.matches("^HTTP/1.1 400", out)
+      code, out = curl("-i", url("/number"))
+      assert.equal(0, code)
+      assert.matches("^HTTP/1.1 200 OK\r\n.*\r\n\r\n5$", out)
       code, out = curl("-i", url("/nowhere"))
       assert.equal(0, code)
       assert.matches("^HTTP/1.1 404", out)
@@ -456,6 +459,18 @@ describe("the HTTP gateway", function()
       d:expect('^{"echo":{"still":"here"}}$', 5)
       d:close_stdin()
       d:wait(5)
+      node.stop(p)
+    end, 20))
+
+    it("send no heartbeat at all when it is 0, and still close an idle client", async(function()
+      local p, port = web { WEB_HEARTBEAT = "0", WEB_IDLE = "0.6" }
+      local c = assert(process.spawn { "curl", "-s", "-S", "-N", "-T", ".", "-X", "POST", "-H",
+        "Content-Type: application/jsonl", "http://127.0.0.1:" .. port .. "/chat" })
+      c:expect('"welcome"', 5)
+      p:expect("^chat ended: the client disconnected: nothing received for 0%.6 s$", 5)
+      c:wait(5)
+      -- Nothing came after the welcome: no heartbeat (a heartbeat of 0 once sent them without pause).
+      assert.equal(1, select(2, c:stdout():gsub("\n", "")), c:stdout())
       node.stop(p)
     end, 20))
 

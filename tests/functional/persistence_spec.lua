@@ -197,6 +197,14 @@ describe("persistent actors", function()
   end)
 
   describe("in memory", function()
+    it("let a node with nothing left to do exit by itself, its journal idle", async(function()
+      -- An idle journal does not keep the loop alive (it once did, for ever).
+      local code, out, err = node.exec({ "run", "examples/bank/app.lua", "--journal", "memory", "--",
+        "ann", "5" }, { timeout = 10 })
+      assert.equal(0, code, err)
+      assert.matches("ann has 5 after 1 events", out)
+    end))
+
     it("keep events for the life of the process only", async(function()
       local p = ledger { "--journal", "memory", "--", "--stream" }
       assert.equal(0, #recovered(p))

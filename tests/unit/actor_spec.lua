@@ -111,6 +111,21 @@ describe("actors", function()
   end)
 
   describe("errors carry a kind", function()
+    it("remote: a table raised says its message, or what it holds, and travels as the value",
+      async(function()
+        local T = fresh "TableRaiser"
+        function T.distributed:coded() error({ code = 42 }) end
+        function T.distributed:said() error({ message = "out of stock", code = 7 }) end
+        local t = atoll.spawn(T)
+        local e1 = catch(t.coded, t)
+        assert.equal("remote", e1.kind)
+        assert.equal('a table was raised: {"code":42}', e1.message)
+        assert.equal(42, e1.value.code)
+        local e2 = catch(t.said, t)
+        assert.equal("out of stock", e2.message)
+        assert.equal(7, e2.value.code)
+      end))
+
     it("remote: the callee raised, with its message and traceback", async(function()
       local T = fresh "Boom"
       function T.distributed:explode(what) error("exploded: " .. what) end

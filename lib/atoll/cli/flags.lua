@@ -14,8 +14,19 @@ local function split_list(s)
 end
 M.split_list = split_list
 
--- HOST:PORT, or [IPv6]:PORT; port 0 only where `any_port` allows it.
-local function address(flag, any_port)
+local function ip_literal(h)
+  if h:match("^%d+%.%d+%.%d+%.%d+$") then
+    for octet in h:gmatch("%d+") do
+      if tonumber(octet) > 255 then return false end
+    end
+    return true
+  end
+  return h:find(":", 1, true) ~= nil and h:match("^[%x:%.]+$") ~= nil -- IPv6
+end
+
+-- HOST:PORT, or [IPv6]:PORT; port 0 only where `any_port` allows it; an IP
+-- address, not a name, where the flag binds a socket (`bind`).
+local function address(flag, any_port, bind)
   return function(v)
     local h, port = tostring(v):match("^%[?([^%]]*)%]?:(%d+)$")
     port = tonumber(port)
@@ -25,6 +36,10 @@ local function address(flag, any_port)
         return nil, ("bad HTTP address '%s' (want HOST:PORT, with %s)"):format(tostring(v), range)
       end
       return nil, ("%s must be HOST:PORT with %s, got '%s'"):format(flag, range, tostring(v))
+    end
+    if bind and not ip_literal(h) then
+      return nil, ("%s binds a socket: give an IP address (such as 127.0.0.1, 0.0.0.0 or ::), "
+        .. "not the name '%s'"):format(flag, h)
     end
     return v
   end
@@ -43,11 +58,11 @@ local function list_of(check)
   end
 end
 
-local function bytes(flag, min)
+local function bytes(flag, min, max)
   return function(v)
     local n = tonumber(v)
-    if n == nil or n < min or n ~= math.floor(n) then
-      return nil, ("%s needs a whole number of bytes, at least %d, got '%s'"):format(flag, min, v)
+    if n == nil or n < min or n > max or n ~= math.floor(n) then
+      return nil, ("%s needs a whole number of bytes from %d to %d, got '%s'"):format(flag, min, max, v)
     end
     return n
   end
@@ -92,6 +107,9 @@ local function journal(v)
     .. "postgres://USER:PASSWORD@HOST:PORT/DB"):format(v)
 end
 
+-- Membership settings that count things, not seconds: whole numbers.
+local COUNTS = { indirect_probes = true, confirmations = true, gossip_fanout = true, max_lhm = true }
+
 -- --membership KEY=VALUE,... -> settings
 local function membership(v)
   local swim = require "atoll.swim"
@@ -109,6 +127,9 @@ local function membership(v)
       return nil, "unknown membership setting '" .. k .. "' (known: " .. table.concat(keys, ", ") .. ")"
     end
     cfg[k] = tonumber(val)
+    if COUNTS[k] and cfg[k] ~= math.floor(cfg[k]) then
+      return nil, ("--membership: %s counts, so it takes a whole number, got %s"):format(k, val)
+    end
   end
   local ok, err = pcall(swim.config, cfg)
   if not ok then return nil, "--membership: " .. tostring(err):gsub("^.-: ", "") end
@@ -137,7 +158,9 @@ local function readable(flag)
   return function(v)
     local f, err = io.open(v, "rb")
     if f == nil then return nil, ("%s: cannot read %s"):format(flag, err) end
+    local _, rerr = f:read(0) -- a directory opens, and then cannot be read
     f:close()
+    if rerr then return nil, ("%s: cannot read %s: %s"):format(flag, v, rerr) end
     return v
   end
 end
@@ -155,13 +178,13 @@ local checks = {
   { "name", text("--name", 63) },
   { "cluster", text("--cluster", 63) },
   { "secret_file", readable("--secret-file") },
-  { "listen", address("--listen", true) },
+  { "listen", address("--listen", true, true) },
   { "advertise", address("--advertise", false) },
   { "node", address("--node", false) },
-  { "http", address("--http", true) },
+  { "http", address("--http", true, true) },
   { "http_static", http_static },
-  { "max_frame", bytes("--max-frame", 64) },
-  { "max_queue", bytes("--max-queue", 64) },
+  { "max_frame", bytes("--max-frame", 64, 1073741824) },
+  { "max_queue", bytes("--max-queue", 64, 1073741824) },
   { "join", list_of(address("--join", false)) },
   { "discovery", list_of(discovery) },
   { "membership", membership },

@@ -344,11 +344,18 @@ local function on_up(link, peer)
     log("debug", "client " .. peer.name .. " connected from " .. peer.target)
     return
   end
+  -- A node dialed by another name than the address it gives (a host name,
+  -- say) is the same node: what waited under that name goes on this link.
+  local dialed_as = li.dialed and li.peer or nil
   local p = peer_for(peer.address)
   li.peer = p
   p.name, p.incarnation = peer.name, peer.incarnation
   log("info", "link to " .. peer.address .. " (" .. peer.name .. ") is up")
   attach(p, link)
+  if dialed_as and dialed_as ~= p then
+    dialed_as.name, dialed_as.incarnation = peer.name, peer.incarnation
+    attach(dialed_as, link)
+  end
   runtime.drain()
 end
 

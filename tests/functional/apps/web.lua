@@ -23,6 +23,9 @@ http.get("/slow", function(req)
   return "slow done\n"
 end)
 
+-- A number that is not an HTTP status is the answer itself.
+http.get("/number", function() return 5 end)
+
 http.get("/fail", function()
   error("this handler fails on purpose")
 end)
