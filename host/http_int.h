@@ -115,8 +115,8 @@ void http__arm(http_conn_t *c, int kind, double seconds);
 void http__set_reading(http_conn_t *c);
 /* Has held input parsed on the next turn of the loop (in the fuzz target: the next feed). */
 void http__schedule_resume(http_conn_t *c);
-/* An error answered by the server itself (when no answer began); the connection closes after
- * it. */
+/* An error the server answers itself, unless an answer has begun; the connection closes after
+ * it either way. */
 void http__fail(http_conn_t *c, int status, const char *why);
 /* A request header's value by lower-case name, or NULL. */
 const char *http__header(const http_request_t *r, const char *name);
