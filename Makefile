@@ -102,7 +102,8 @@ asan:
 FUZZ_SRC := tests/fuzz/fuzz_frames.c host/frame.c host/codec.c host/handshake.c host/mpk.c \
 	host/buf.c host/utf8.c host/error.c
 FUZZ_SWIM_SRC := tests/fuzz/fuzz_swim.c host/swim.c host/mpk.c host/buf.c host/error.c
-FUZZ_HTTP_SRC := tests/fuzz/fuzz_http.c host/http.c host/buf.c host/utf8.c host/log.c host/error.c
+FUZZ_HTTP_SRC := tests/fuzz/fuzz_http.c host/http.c host/http_static.c host/http_ws.c host/buf.c \
+	host/utf8.c host/log.c host/error.c
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-std=c11 -D_GNU_SOURCE $(PKG_CFLAGS)
 fuzz-build: build/fuzz/fuzz_frames build/fuzz/fuzz_swim build/fuzz/fuzz_http

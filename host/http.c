@@ -1,110 +1,20 @@
-/* The HTTP/1.1 server (see http.h). One parser per connection (Debian's http-parser); requests
- * on a kept-alive connection are answered in order: when a response is still being made, the
- * parser pauses at the end of the next request's head and the bytes after it wait. */
-#include "http.h"
-
+/* The HTTP/1.1 server's core (see http.h): connections, requests parsed by http-parser, answers
+ * (fixed, chunked streams), JSON-lines bodies, limits and timeouts. Requests on a kept-alive
+ * connection are answered in order: when a response is still being made, the parser pauses at
+ * the end of the next request's head and the bytes after it wait. Static files are in
+ * http_static.c, WebSocket in http_ws.c; what they share is in http_int.h. */
 #include <ctype.h>
-#include <errno.h>
-#include <fcntl.h>
-#include <http_parser.h>
-#include <limits.h>
-#include <nettle/base64.h>
-#include <nettle/sha1.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
+#include <strings.h>
 #include <time.h>
-#include <unistd.h>
-#include <wslay/wslay.h>
 
-#include "buf.h"
-#include "log.h"
-#include "utf8.h"
-
-#define STATIC_CACHE          128
-#define STATIC_CACHE_MAX_FILE (1u << 20)
-#define STATIC_MAX_FILE       (64u << 20)
-
-enum { RESP_NONE = 0, RESP_STREAMING = 1, RESP_DONE = 2 };
-enum { TIMER_OFF, TIMER_HEADER, TIMER_BODY, TIMER_IDLE };
-
-typedef struct mount_s {
-  char *prefix, *dir;
-  size_t plen;
-} mount_t;
-
-typedef struct cached_s {
-  char *path;
-  char *data;
-  size_t len;
-  time_t mtime;
-  off_t size;
-  ino_t ino;
-} cached_t;
-
-struct http_conn_s {
-  host_handle_t base; /* first: the handles' data */
-  uv_tcp_t tcp;
-  uv_timer_t timer;
-  int handles, timer_kind;
-  http_server_t *s;
-  http_conn_t *prev, *next; /* the server's connections */
-  http_conn_t *ready_next;  /* the server's list of connections with input to resume */
-  int in_ready;
-  uint64_t id;
-  uint32_t slot;
-  char peer[64];
-  void *data;
-
-  http_parser p;
-  buf_t head; /* method\0target\0 then name\0value\0 pairs */
-  size_t target_at, nheaders;
-  int in_field, error_status, head_done;
-  int mode;
-  buf_t body; /* HTTP_BODY_BUFFER: the body; HTTP_BODY_LINES: a partial line */
-  int line_overflow;
-
-  int in_message, body_done, expect_body, resp, keep_alive, is_head, chunked_out, owner_knows,
-      gone_sent;
-  int held_waiting, owner_paused, reading;
-  buf_t held; /* input not parsed yet */
-  size_t queued;
-  int want_drain, close_after_write, closing, test, eof, resuming;
-
-  wslay_event_context_ptr ws;
-  int ws_held;        /* a valid handshake whose 101 waits for the owner (or a refusal) */
-  int ws_head_unsent; /* accepted: the 101 goes with the next bytes written */
-  char ws_accept_key[32];
-  const char *ws_in;
-  size_t ws_in_len;
-};
-
-struct http_server_s {
-  host_handle_t base; /* first: the listener's data */
-  uv_tcp_t tcp;
-  uv_idle_t idle;
-  int tcp_open, idle_open, idle_on, port, shutting, test;
-  host_t *host;
-  http_limits_t lim;
-  http_events_t ev;
-  void *ud;
-  http_conn_t *conns, *ready;
-  mount_t *mounts;
-  size_t nmounts;
-  cached_t cache[STATIC_CACHE];
-  http_stats_t st;
-  size_t live;         /* connections not freed yet (closing ones included) */
-  http_conn_t **slots; /* connections by the low 24 bits of their id */
-  uint32_t nslots, cap_slots, *free_slots, nfree;
-  uint64_t generation;
-  char date[40];
-  time_t date_at;
-  char readbuf[65536];
-};
+#include "http_int.h"
 
 static http_parser_settings settings;
 
+/* The reason phrase for a status ("Unknown" for one not listed). */
 const char *http_status_text(int status) {
   switch (status) {
     case 101:
@@ -170,6 +80,8 @@ const char *http_status_text(int status) {
   }
 }
 
+/* The defaults: a 16 KiB head; 1 MiB bodies, lines and messages; 10 s to send a head, 60 s
+ * idle; 256 KiB queued before writers wait. */
 void http_default_limits(http_limits_t *l) {
   l->max_header = 16384;
   l->max_body = 1u << 20;
@@ -189,12 +101,10 @@ typedef struct wreq_s {
   char data[];
 } wreq_t;
 
-static void conn_close(http_conn_t *c, const char *why);
-static void set_reading(http_conn_t *c);
-static void schedule_resume(http_conn_t *c);
 static void tell_gone(http_conn_t *c, const char *why);
-static void fail(http_conn_t *c, int status, const char *why);
 
+/* A queued write went (or failed): a close waiting for it happens, a writer waiting for the
+ * queue to drain is told, and reading resumes once the queue is low again. */
 static void write_cb(uv_write_t *req, int status) {
   wreq_t *w = (wreq_t *)req;
   http_conn_t *c = w->c;
@@ -203,22 +113,24 @@ static void write_cb(uv_write_t *req, int status) {
   free(w);
   if (c->closing) return;
   if (status < 0) {
-    conn_close(c, uv_strerror(status));
+    http__conn_close(c, uv_strerror(status));
   } else if (c->close_after_write && c->queued == 0) {
-    conn_close(c, NULL);
+    http__conn_close(c, NULL);
   } else {
     if (c->want_drain && c->queued <= c->s->lim.high_water / 2) {
       c->want_drain = 0;
       if (c->s->ev.on_drain) c->s->ev.on_drain(c->s->ud, c);
     }
     if (!c->closing && !c->reading && c->queued <= c->s->lim.high_water / 2) {
-      set_reading(c);
-      if (!c->held_waiting) schedule_resume(c);
+      http__set_reading(c);
+      if (!c->held_waiting) http__schedule_resume(c);
     }
   }
 }
 
-static int conn_write(http_conn_t *c, uv_buf_t *bufs, int n) {
+/* See http_int.h. Only what the socket did not take at once is copied and queued. Without a
+ * socket (the fuzz target) the bytes are counted and dropped. */
+int http__conn_write(http_conn_t *c, uv_buf_t *bufs, int n) {
   if (c->closing) return UV_EPIPE;
   size_t total = 0, done = 0;
   for (int i = 0; i < n; i++) total += bufs[i].len;
@@ -232,17 +144,17 @@ static int conn_write(http_conn_t *c, uv_buf_t *bufs, int n) {
       done = (size_t)rc;
       c->s->st.bytes_out += done;
     } else if (rc < 0 && rc != UV_EAGAIN) {
-      conn_close(c, uv_strerror(rc));
+      http__conn_close(c, uv_strerror(rc));
       return rc;
     }
   }
   if (done == total) {
-    if (c->close_after_write) conn_close(c, NULL);
+    if (c->close_after_write) http__conn_close(c, NULL);
     return 0;
   }
   wreq_t *w = malloc(sizeof *w + (total - done));
   if (w == NULL) {
-    conn_close(c, "out of memory");
+    http__conn_close(c, "out of memory");
     return UV_ENOMEM;
   }
   size_t skip = done, at = 0;
@@ -262,13 +174,14 @@ static int conn_write(http_conn_t *c, uv_buf_t *bufs, int n) {
   int rc = uv_write(&w->req, (uv_stream_t *)&c->tcp, &b, 1, write_cb);
   if (rc) {
     free(w);
-    conn_close(c, uv_strerror(rc));
+    http__conn_close(c, uv_strerror(rc));
     return rc;
   }
   c->queued += at;
   return 0;
 }
 
+/* The Date header's value, formatted at most once a second. */
 static const char *date_header(http_server_t *s) {
   time_t now = time(NULL);
   if (now != s->date_at) {
@@ -282,35 +195,36 @@ static const char *date_header(http_server_t *s) {
 
 /* ---- timers ---------------------------------------------------------------------------- */
 
-static void arm(http_conn_t *c, int kind, double seconds);
-
 /* Closes once what is written has gone; a client that never reads it has the idle timeout. */
 static void close_after(http_conn_t *c, const char *why) {
   c->close_after_write = 1;
   if (c->queued == 0)
-    conn_close(c, why);
+    http__conn_close(c, why);
   else
-    arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
+    http__arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
 }
 
+/* The connection's timer ran out: an idle connection closes; a request not sent in time is
+ * answered 408; one whose answer has begun closes. */
 static void timer_cb(uv_timer_t *t) {
   http_conn_t *c = t->data;
   int kind = c->timer_kind;
   c->timer_kind = TIMER_OFF;
   if (c->closing) return;
   if (kind == TIMER_IDLE) {
-    conn_close(c, NULL);
+    http__conn_close(c, NULL);
   } else if (c->resp == RESP_NONE) {
     if (c->owner_knows) tell_gone(c, "the client stopped sending its request");
     c->owner_knows = 0;
     c->expect_body = 1; /* what is left of it will not be read */
-    fail(c, 408, "the request was not sent in time");
+    http__fail(c, 408, "the request was not sent in time");
   } else {
-    conn_close(c, "timed out");
+    http__conn_close(c, "timed out");
   }
 }
 
-static void arm(http_conn_t *c, int kind, double seconds) {
+/* See http_int.h. Without a socket there is no timer. */
+void http__arm(http_conn_t *c, int kind, double seconds) {
   if (c->test) return;
   c->timer_kind = kind;
   if (kind == TIMER_OFF || !(seconds > 0)) {
@@ -323,6 +237,7 @@ static void arm(http_conn_t *c, int kind, double seconds) {
 
 /* ---- closing --------------------------------------------------------------------------- */
 
+/* Takes c off the server's list of connections whose held input waits to be resumed. */
 static void ready_remove(http_server_t *s, http_conn_t *c) {
   if (!c->in_ready) return;
   for (http_conn_t **p = &s->ready; *p; p = &(*p)->ready_next) {
@@ -334,17 +249,20 @@ static void ready_remove(http_server_t *s, http_conn_t *c) {
   c->in_ready = 0;
 }
 
+/* Frees a connection (its handles closed, or it never had any). */
 static void conn_free(http_conn_t *c) {
   c->s->live--;
   buf_close(&c->head);
   buf_close(&c->body);
   buf_close(&c->held);
-  if (c->ws) wslay_event_context_free(c->ws);
+  http__ws_free(c);
   free(c);
 }
 
 static void server_maybe_free(http_server_t *s);
 
+/* One of a connection's handles closed: the last one frees it, and the server if it waits for
+ * that. */
 static void handle_closed(uv_handle_t *h) {
   http_conn_t *c = h->data;
   if (--c->handles > 0) return;
@@ -353,6 +271,8 @@ static void handle_closed(uv_handle_t *h) {
   server_maybe_free(s);
 }
 
+/* Tells the owner, once per exchange, that an exchange it knows of ended before its answer did
+ * (an open WebSocket is an answer that has not ended). */
 static void tell_gone(http_conn_t *c, const char *why) {
   if (c->gone_sent || !c->owner_knows) return;
   if (c->resp == RESP_DONE && !c->ws) return;
@@ -360,7 +280,9 @@ static void tell_gone(http_conn_t *c, const char *why) {
   if (c->s->ev.on_gone) c->s->ev.on_gone(c->s->ud, c, why);
 }
 
-static void conn_close(http_conn_t *c, const char *why) {
+/* See http_int.h. The connection leaves the server at once (its id finds nothing); its memory
+ * goes when its handles have closed. */
+void http__conn_close(http_conn_t *c, const char *why) {
   if (c->closing) return;
   c->closing = 1;
   http_server_t *s = c->s;
@@ -385,15 +307,16 @@ static void conn_close(http_conn_t *c, const char *why) {
     c->handles--;
 }
 
+/* Closes the connection now (http.h); the owner hears on_gone if an exchange was open. */
 void http_abort(http_conn_t *c) {
-  conn_close(c, "closed by the server");
+  http__conn_close(c, "closed by the server");
 }
 
 /* ---- reading and resuming -------------------------------------------------------------- */
 
 static void feed(http_conn_t *c, const char *data, size_t len);
-static void ws_feed(http_conn_t *c, const char *data, size_t len);
 
+/* Every read lands in the server's one buffer: feed copies out what it keeps. */
 static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   (void)suggested;
   http_conn_t *c = h->data;
@@ -401,15 +324,17 @@ static void alloc_cb(uv_handle_t *h, size_t suggested, uv_buf_t *b) {
   b->len = sizeof c->s->readbuf;
 }
 
+/* Bytes from the client (fed to the parser, restarting the head's or the body's clock), its
+ * end of sending, or an error. */
 static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
   http_conn_t *c = stream->data;
   if (n > 0) {
     c->s->st.bytes_in += (uint64_t)n;
     if (c->timer_kind == TIMER_BODY) {
-      arm(c, TIMER_BODY, c->s->lim.idle_timeout);
+      http__arm(c, TIMER_BODY, c->s->lim.idle_timeout);
     } else if (c->timer_kind == TIMER_IDLE) {
       /* Bytes between requests begin a head (or are blank lines): the head's clock runs. */
-      arm(c, TIMER_HEADER, c->s->lim.header_timeout);
+      http__arm(c, TIMER_HEADER, c->s->lim.header_timeout);
     }
     feed(c, b->base, (size_t)n);
   } else if (n == UV_EOF) {
@@ -421,14 +346,15 @@ static void read_cb(uv_stream_t *stream, ssize_t n, const uv_buf_t *b) {
     c->reading = 0;
     if (c->ws || c->resp == RESP_STREAMING || (c->in_message && !c->body_done) ||
         (!c->in_message && c->held.len == 0)) {
-      conn_close(c, "closed by the client");
+      http__conn_close(c, "closed by the client");
     }
   } else if (n < 0) {
-    conn_close(c, uv_strerror((int)n));
+    http__conn_close(c, uv_strerror((int)n));
   }
 }
 
-static void set_reading(http_conn_t *c) {
+/* See http_int.h. */
+void http__set_reading(http_conn_t *c) {
   if (c->test || c->closing) return;
   /* Not while the owner pauses, nor while answers pile up unread (pipelined requests answered
    * at once), nor while requests wait behind the one being answered. */
@@ -442,14 +368,17 @@ static void set_reading(http_conn_t *c) {
   }
 }
 
+/* The owner stops or resumes reading (http.h); a pause ends with its exchange. */
 void http_pause(http_conn_t *c, int paused) {
   c->owner_paused = paused;
-  set_reading(c);
+  http__set_reading(c);
 }
 
 static void idle_cb(uv_idle_t *h);
 
-static void schedule_resume(http_conn_t *c) {
+/* See http_int.h. Nothing to do while no input is held, while a handshake waits for its
+ * owner, or while answers pile up unread. */
+void http__schedule_resume(http_conn_t *c) {
   http_server_t *s = c->s;
   /* With answers piling up unread, the write callback resumes it later. */
   if (c->in_ready || c->held.len == 0 || c->queued > s->lim.high_water || c->ws_held) return;
@@ -474,9 +403,10 @@ static void resume(http_conn_t *c) {
   buf_close(&held);
   /* A client that half-closed has had every answer it asked for. */
   if (!c->closing && c->eof && !c->in_message && c->held.len == 0) close_after(c, NULL);
-  set_reading(c); /* held input past max_header stopped it */
+  http__set_reading(c); /* held input past max_header stopped it */
 }
 
+/* Resumes every connection on the ready list, then stops until one is added. */
 static void idle_cb(uv_idle_t *h) {
   http_server_t *s = h->data;
   http_conn_t *list = s->ready;
@@ -500,7 +430,7 @@ static void exchange_done(http_conn_t *c) {
   c->resp = RESP_NONE;
   if (c->owner_paused) {
     c->owner_paused = 0; /* a pause belonged to the exchange that ended */
-    set_reading(c);
+    http__set_reading(c);
   }
   buf_reset(&c->body);
   buf_shrink(&c->body, 16384);
@@ -512,14 +442,16 @@ static void exchange_done(http_conn_t *c) {
   }
   if (c->held_waiting) {
     c->held_waiting = 0;
-    set_reading(c);
+    http__set_reading(c);
   }
-  arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
-  schedule_resume(c);
+  http__arm(c, TIMER_IDLE, c->s->lim.idle_timeout);
+  http__schedule_resume(c);
 }
 
 /* ---- responses ------------------------------------------------------------------------- */
 
+/* Writes a status line, Date, the framing header, Connection when needed, the owner's headers
+ * and the body, in one write; decides whether the connection closes after this answer. */
 static int write_head(http_conn_t *c, int status, const char *headers, size_t hlen,
                       const char *framing, const char *body, size_t blen) {
   char head[512];
@@ -536,22 +468,16 @@ static int write_head(http_conn_t *c, int status, const char *headers, size_t hl
       uv_buf_init("\r\n", 2), uv_buf_init((char *)(body ? body : ""), (unsigned)blen)};
   int sc = status / 100;
   if (sc >= 1 && sc <= 5) c->s->st.by_status[sc]++;
-  return conn_write(c, bufs, blen ? 4 : 3);
+  return http__conn_write(c, bufs, blen ? 4 : 3);
 }
 
+/* A whole answer (http.h), also to a held WebSocket handshake (a refusal). Answered before the
+ * body was read, the connection closes after it. */
 int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, const char *body,
                  size_t blen) {
   if (c->closing) return UV_EPIPE;
   if (!c->in_message) return UV_EINVAL; /* no request waits for an answer */
-  if (c->ws && c->ws_held) {
-    /* A WebSocket handshake refused: no 101 went, so this is its answer. The parser stopped at
-     * the upgrade, so the connection ends with it. No frame was read (ws_input holds them), so
-     * the context is not in use. */
-    wslay_event_context_free(c->ws);
-    c->ws = NULL;
-    c->ws_held = 0;
-    c->keep_alive = 0;
-  }
+  http__ws_refuse(c);                   /* a held WebSocket handshake: this is its answer */
   if (c->resp != RESP_NONE || c->ws) return UV_EALREADY;
   char framing[64];
   snprintf(framing, sizeof framing, "Content-Length: %zu\r\n", blen);
@@ -566,6 +492,7 @@ int http_respond(http_conn_t *c, int status, const char *headers, size_t hlen, c
   return rc;
 }
 
+/* Starts a streamed answer: chunked to HTTP/1.1, to HTTP/1.0 a body that the close ends. */
 int http_stream_start(http_conn_t *c, int status, const char *headers, size_t hlen) {
   if (c->closing) return UV_EPIPE;
   if (!c->in_message) return UV_EINVAL;
@@ -578,21 +505,24 @@ int http_stream_start(http_conn_t *c, int status, const char *headers, size_t hl
                     c->chunked_out ? "Transfer-Encoding: chunked\r\n" : "", NULL, 0);
 }
 
+/* A chunk of a stream (nothing for HEAD, nor for an empty write). */
 int http_stream_write(http_conn_t *c, const char *data, size_t len) {
   if (c->closing) return UV_EPIPE;
   if (c->resp != RESP_STREAMING) return UV_EINVAL;
   if (len == 0 || c->is_head) return 0;
   if (!c->chunked_out) {
     uv_buf_t b = uv_buf_init((char *)data, (unsigned)len);
-    return conn_write(c, &b, 1);
+    return http__conn_write(c, &b, 1);
   }
   char size[24];
   int n = snprintf(size, sizeof size, "%zx\r\n", len);
   uv_buf_t bufs[3] = {uv_buf_init(size, (unsigned)n), uv_buf_init((char *)data, (unsigned)len),
                       uv_buf_init("\r\n", 2)};
-  return conn_write(c, bufs, 3);
+  return http__conn_write(c, bufs, 3);
 }
 
+/* Ends a stream: its last chunk, then the next request, or the close when the connection cannot
+ * be reused. */
 int http_stream_end(http_conn_t *c) {
   if (c->closing) return UV_EPIPE;
   if (c->resp != RESP_STREAMING) return UV_EINVAL;
@@ -601,7 +531,7 @@ int http_stream_end(http_conn_t *c) {
   int rc = 0;
   if (c->chunked_out && !c->is_head) {
     uv_buf_t b = uv_buf_init("0\r\n\r\n", 5);
-    rc = conn_write(c, &b, 1);
+    rc = http__conn_write(c, &b, 1);
   }
   if (c->closing) return rc;
   if (!c->body_done && c->expect_body) {
@@ -618,10 +548,12 @@ int http_stream_end(http_conn_t *c) {
   return rc;
 }
 
+/* Bytes written and not yet taken by the client (http.h). */
 size_t http_queued(const http_conn_t *c) {
   return c->queued;
 }
 
+/* Asks for on_drain, at once if the queue is low already (http.h). */
 void http_want_drain(http_conn_t *c) {
   if (c->queued <= c->s->lim.high_water / 2) {
     c->want_drain = 0;
@@ -632,7 +564,7 @@ void http_want_drain(http_conn_t *c) {
 }
 
 /* An error answered by the server itself; the connection closes after it. */
-static void fail(http_conn_t *c, int status, const char *why) {
+void http__fail(http_conn_t *c, int status, const char *why) {
   c->s->st.errors_total++;
   c->keep_alive = 0;
   if (c->resp == RESP_NONE && !c->ws) {
@@ -649,265 +581,10 @@ static void fail(http_conn_t *c, int status, const char *why) {
   close_after(c, why);
 }
 
-/* ---- static files ---------------------------------------------------------------------- */
+/* ---- the parser's callbacks ------------------------------------------------------------ */
 
-static const char *content_type(const char *path) {
-  static const struct {
-    const char *ext, *type;
-  } types[] = {
-      {".html", "text/html; charset=utf-8"},
-      {".htm", "text/html; charset=utf-8"},
-      {".css", "text/css; charset=utf-8"},
-      {".js", "text/javascript; charset=utf-8"},
-      {".mjs", "text/javascript; charset=utf-8"},
-      {".json", "application/json"},
-      {".svg", "image/svg+xml"},
-      {".png", "image/png"},
-      {".jpg", "image/jpeg"},
-      {".jpeg", "image/jpeg"},
-      {".gif", "image/gif"},
-      {".webp", "image/webp"},
-      {".ico", "image/x-icon"},
-      {".txt", "text/plain; charset=utf-8"},
-      {".yaml", "application/yaml"},
-      {".yml", "application/yaml"},
-      {".wasm", "application/wasm"},
-      {".woff2", "font/woff2"},
-      {".map", "application/json"},
-  };
-  const char *dot = strrchr(path, '.');
-  if (dot && !strchr(dot, '/')) {
-    for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-      if (strcasecmp(dot, types[i].ext) == 0) return types[i].type;
-    }
-  }
-  return "application/octet-stream";
-}
-
-static int hexval(int ch) {
-  if (ch >= '0' && ch <= '9') return ch - '0';
-  ch = tolower(ch);
-  if (ch >= 'a' && ch <= 'f') return ch - 'a' + 10;
-  return -1;
-}
-
-/* The file a target names under a mount, or 0 when it names none. */
-static int static_path(http_server_t *s, const char *target, char *out, size_t cap) {
-  for (size_t m = 0; m < s->nmounts; m++) {
-    mount_t *mt = &s->mounts[m];
-    if (strncmp(target, mt->prefix, mt->plen) != 0) continue;
-    char rel[PATH_MAX];
-    size_t n = 0;
-    for (const char *p = target + mt->plen; *p && *p != '?' && *p != '#'; p++) {
-      int ch = (unsigned char)*p;
-      if (ch == '%') {
-        int hi = hexval(p[1]), lo = hi >= 0 ? hexval(p[2]) : -1;
-        if (lo < 0) return 0;
-        ch = hi * 16 + lo;
-        p += 2;
-      }
-      if (ch == 0 || n + 1 >= sizeof rel) return 0;
-      rel[n++] = (char)ch;
-    }
-    rel[n] = '\0';
-    /* No way out of the directory: no "..", no hidden files. */
-    if (strstr(rel, "/.") || rel[0] == '.' || rel[0] == '/') return 0;
-    const char *index = (n == 0 || rel[n - 1] == '/') ? "index.html" : "";
-    if ((size_t)snprintf(out, cap, "%s/%s%s", mt->dir, rel, index) >= cap) return 0;
-    return 1;
-  }
-  return 0;
-}
-
-static cached_t *cache_slot(http_server_t *s, const char *path) {
-  unsigned h = 5381;
-  for (const char *p = path; *p; p++) h = h * 33 + (unsigned char)*p;
-  return &s->cache[h % STATIC_CACHE];
-}
-
-/* Serves a static file: 1 if it answered, 0 if no file is there. */
-static int serve_static(http_conn_t *c, const char *method, const char *target) {
-  http_server_t *s = c->s;
-  if (s->nmounts == 0 || (strcmp(method, "GET") != 0 && strcmp(method, "HEAD") != 0)) return 0;
-  char path[PATH_MAX];
-  if (!static_path(s, target, path, sizeof path)) return 0;
-  struct stat st;
-  if (stat(path, &st) != 0 || !S_ISREG(st.st_mode)) return 0;
-  char headers[160];
-  int hn = snprintf(headers, sizeof headers, "Content-Type: %s\r\nCache-Control: no-cache\r\n",
-                    content_type(path));
-  cached_t *e = cache_slot(s, path);
-  if (e->path && strcmp(e->path, path) == 0 && e->mtime == st.st_mtime && e->size == st.st_size &&
-      e->ino == st.st_ino) {
-    http_respond(c, 200, headers, (size_t)hn, e->data, e->len);
-    return 1;
-  }
-  if ((size_t)st.st_size > STATIC_MAX_FILE) {
-    fail(c, 500, "the file is too large to serve");
-    return 1;
-  }
-  int fd = open(path, O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return 0;
-  size_t len = (size_t)st.st_size, got = 0;
-  char *data = malloc(len ? len : 1);
-  while (data && got < len) {
-    ssize_t r = read(fd, data + got, len - got);
-    if (r <= 0) break;
-    got += (size_t)r;
-  }
-  close(fd);
-  if (data == NULL || got != len) {
-    free(data);
-    fail(c, 500, "the file could not be read");
-    return 1;
-  }
-  http_respond(c, 200, headers, (size_t)hn, data, len);
-  if (len <= STATIC_CACHE_MAX_FILE) {
-    free(e->path);
-    free(e->data);
-    e->path = strdup(path);
-    e->data = data;
-    e->len = len;
-    e->mtime = st.st_mtime;
-    e->size = st.st_size;
-    e->ino = st.st_ino;
-    if (e->path == NULL) {
-      free(e->data);
-      e->data = NULL;
-    }
-  } else {
-    free(data);
-  }
-  return 1;
-}
-
-int http_static(http_server_t *s, const char *prefix, const char *dir) {
-  size_t plen = strlen(prefix);
-  if (plen == 0 || prefix[0] != '/' || prefix[plen - 1] != '/') return UV_EINVAL;
-  mount_t *m = realloc(s->mounts, (s->nmounts + 1) * sizeof *m);
-  if (m == NULL) return UV_ENOMEM;
-  s->mounts = m;
-  m[s->nmounts].prefix = strdup(prefix);
-  m[s->nmounts].dir = strdup(dir);
-  m[s->nmounts].plen = plen;
-  if (!m[s->nmounts].prefix || !m[s->nmounts].dir) return UV_ENOMEM;
-  s->nmounts++;
-  return 0;
-}
-
-/* ---- WebSocket ------------------------------------------------------------------------- */
-
-static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *buf, size_t len, int flags,
-                          void *ud) {
-  (void)flags;
-  http_conn_t *c = ud;
-  if (c->ws_in_len == 0) {
-    wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    return -1;
-  }
-  size_t n = len < c->ws_in_len ? len : c->ws_in_len;
-  memcpy(buf, c->ws_in, n);
-  c->ws_in += n;
-  c->ws_in_len -= n;
-  return (ssize_t)n;
-}
-
-/* Writes WebSocket bytes, after the 101 if it has not gone yet: a handler's first message shares
- * its write (and most often its packet) with the 101. */
-static int ws_write(http_conn_t *c, const char *data, size_t len) {
-  uv_buf_t bufs[2];
-  unsigned n = 0;
-  char head[256];
-  if (c->ws_head_unsent) {
-    c->ws_head_unsent = 0;
-    int hn =
-        snprintf(head, sizeof head,
-                 "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 "Sec-WebSocket-Accept: %s\r\n\r\n",
-                 c->ws_accept_key);
-    bufs[n++] = uv_buf_init(head, (unsigned)hn);
-  }
-  if (len) bufs[n++] = uv_buf_init((char *)data, (unsigned)len);
-  return n ? conn_write(c, bufs, (int)n) : 0;
-}
-
-static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len, int flags,
-                          void *ud) {
-  (void)flags;
-  http_conn_t *c = ud;
-  if (ws_write(c, (const char *)data, len) != 0) {
-    wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    return -1;
-  }
-  return (ssize_t)len;
-}
-
-static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *arg,
-                      void *ud) {
-  http_conn_t *c = ud;
-  if (c->closing) return;
-  switch (arg->opcode) {
-    case WSLAY_TEXT_FRAME:
-      if (!utf8_valid((const char *)arg->msg, arg->msg_length)) {
-        wslay_event_queue_close(ctx, WSLAY_CODE_INVALID_FRAME_PAYLOAD_DATA,
-                                (const uint8_t *)"invalid UTF-8", 13);
-        return;
-      }
-      if (c->s->ev.on_ws_message)
-        c->s->ev.on_ws_message(c->s->ud, c, (const char *)arg->msg, arg->msg_length);
-      break;
-    case WSLAY_BINARY_FRAME:
-      wslay_event_queue_close(ctx, WSLAY_CODE_UNSUPPORTED_DATA,
-                              (const uint8_t *)"text messages only", 18);
-      break;
-    case WSLAY_PING:
-    case WSLAY_PONG:
-      /* A sign of life: the owner's heartbeat timer restarts. */
-      if (c->s->ev.on_ws_message) c->s->ev.on_ws_message(c->s->ud, c, NULL, 0);
-      break;
-    default:
-      break;
-  }
-}
-
-static void ws_pump(http_conn_t *c) {
-  if (c->closing || c->ws == NULL || c->ws_held) return;
-  if (wslay_event_want_write(c->ws) && wslay_event_send(c->ws) != 0) {
-    conn_close(c, "the WebSocket failed");
-    return;
-  }
-  if (c->closing) return;
-  if (!wslay_event_want_read(c->ws) && !wslay_event_want_write(c->ws)) {
-    conn_close(c, wslay_event_get_close_received(c->ws) ? "closed by the client" : "closed");
-  }
-}
-
-static void ws_feed(http_conn_t *c, const char *data, size_t len) {
-  if (c->closing || c->ws == NULL) return;
-  c->ws_in = data;
-  c->ws_in_len = len;
-  int rc = wslay_event_recv(c->ws);
-  c->ws_in_len = 0;
-  if (rc != 0) {
-    conn_close(c, "a bad WebSocket frame");
-    return;
-  }
-  ws_pump(c);
-}
-
-/* Bytes after a WebSocket handshake. A client must not send before the 101 (RFC 6455, 4.1): what
- * one sends anyway waits with it, and what follows, in order. */
-static void ws_input(http_conn_t *c, const char *data, size_t len) {
-  if (c->ws_held || c->held.len) {
-    buf_append(&c->held, data, len);
-    schedule_resume(c);
-    set_reading(c);
-    return;
-  }
-  ws_feed(c, data, len);
-}
-
-static const char *header(const http_request_t *r, const char *name) {
+/* See http_int.h: headers are name\0value\0 pairs, names in lower case. */
+const char *http__header(const http_request_t *r, const char *name) {
   const char *p = r->headers;
   for (size_t i = 0; i < r->nheaders; i++) {
     const char *v = p + strlen(p) + 1;
@@ -917,103 +594,8 @@ static const char *header(const http_request_t *r, const char *name) {
   return NULL;
 }
 
-static int has_token(const char *value, const char *token) {
-  size_t tl = strlen(token);
-  for (const char *p = value; p && *p;) {
-    while (*p == ' ' || *p == ',' || *p == '\t') p++;
-    const char *e = p;
-    while (*e && *e != ',') e++;
-    const char *t = e;
-    while (t > p && (t[-1] == ' ' || t[-1] == '\t')) t--;
-    if ((size_t)(t - p) == tl && strncasecmp(p, token, tl) == 0) return 1;
-    p = e;
-  }
-  return 0;
-}
-
-/* Checks the handshake of RFC 6455 section 4.2 and readies the connection for frames; the 101
- * waits for http_ws_accept, so that the owner may still refuse. 0, or a status to answer with. */
-static int ws_handshake(http_conn_t *c, const http_request_t *r) {
-  const char *key = header(r, "sec-websocket-key");
-  const char *version = header(r, "sec-websocket-version");
-  if (strcmp(r->method, "GET") != 0 || !r->upgrade ||
-      !has_token(header(r, "upgrade"), "websocket") ||
-      !has_token(header(r, "connection"), "upgrade") || key == NULL || strlen(key) != 24) {
-    return 400;
-  }
-  if (version == NULL || strcmp(version, "13") != 0) return 426;
-  struct sha1_ctx sha;
-  uint8_t digest[SHA1_DIGEST_SIZE];
-  static const char guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-  sha1_init(&sha);
-  sha1_update(&sha, 24, (const uint8_t *)key);
-  sha1_update(&sha, sizeof guid - 1, (const uint8_t *)guid);
-  sha1_digest(&sha, SHA1_DIGEST_SIZE, digest);
-  _Static_assert(BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE) < sizeof c->ws_accept_key,
-                 "the accept key fits");
-  base64_encode_raw(c->ws_accept_key, SHA1_DIGEST_SIZE, digest);
-  c->ws_accept_key[BASE64_ENCODE_RAW_LENGTH(SHA1_DIGEST_SIZE)] = '\0';
-  static const struct wslay_event_callbacks cbs = {ws_recv_cb, ws_send_cb, NULL,     NULL,
-                                                   NULL,       NULL,       ws_msg_cb};
-  if (wslay_event_context_server_init(&c->ws, &cbs, c) != 0) return 500;
-  wslay_event_config_set_max_recv_msg_length(c->ws, c->s->lim.max_ws_message);
-  c->ws_held = 1;
-  arm(c, TIMER_OFF, 0);
-  return 0;
-}
-
-/* Accepts a held handshake: its 101 goes with the next bytes written. */
-static void ws_open(http_conn_t *c) {
-  if (!c->ws_held) return;
-  c->ws_held = 0;
-  c->ws_head_unsent = 1;
-  c->resp = RESP_DONE;
-  c->s->st.by_status[1]++;
-  c->s->st.open_websockets++;
-  schedule_resume(c); /* frames the client sent too early */
-}
-
-int http_ws_accept(http_conn_t *c) {
-  if (c->closing || c->ws == NULL) return UV_EPIPE;
-  ws_open(c);
-  return ws_write(c, NULL, 0);
-}
-
-/* Queues a frame (accepting the handshake first) and sends it, with the 101 if it waits. */
-static int ws_queue(http_conn_t *c, const struct wslay_event_msg *m) {
-  if (c->closing || c->ws == NULL) return UV_EPIPE;
-  ws_open(c);
-  if (wslay_event_queue_msg(c->ws, m) != 0) return UV_EPIPE;
-  ws_pump(c);
-  return ws_write(c, NULL, 0); /* the 101, had the frame not gone */
-}
-
-int http_ws_send(http_conn_t *c, const char *data, size_t len) {
-  struct wslay_event_msg m = {WSLAY_TEXT_FRAME, (const uint8_t *)data, len};
-  return ws_queue(c, &m);
-}
-
-int http_ws_ping(http_conn_t *c) {
-  struct wslay_event_msg m = {WSLAY_PING, NULL, 0};
-  return ws_queue(c, &m);
-}
-
-int http_ws_close(http_conn_t *c, uint16_t code, const char *reason) {
-  if (c->closing || c->ws == NULL) return UV_EPIPE;
-  ws_open(c);
-  c->gone_sent = 1;    /* the owner closes it: it needs no telling */
-  c->owner_paused = 0; /* the client's close frame must be read */
-  set_reading(c);
-  arm(c, TIMER_IDLE, 5); /* and if it never comes, the connection closes anyway */
-  size_t rl = reason ? strlen(reason) : 0;
-  if (rl > 123) rl = 123;
-  wslay_event_queue_close(c->ws, code, (const uint8_t *)reason, rl);
-  ws_pump(c);
-  return ws_write(c, NULL, 0); /* the 101, had the close not gone */
-}
-
-/* ---- the parser's callbacks ------------------------------------------------------------ */
-
+/* Appends to the head (lower-cased, for names); past max_header the parse fails with 414 while
+ * in the request line, 431 after. */
 static int head_add(http_conn_t *c, const char *at, size_t len, int lower) {
   http_server_t *s = c->s;
   if (c->head.len + len + 2 > s->lim.max_header) {
@@ -1032,6 +614,7 @@ static int head_add(http_conn_t *c, const char *at, size_t len, int lower) {
   return 0;
 }
 
+/* A request begins: its state is reset and the clock for its head starts. */
 static int on_message_begin(http_parser *p) {
   http_conn_t *c = p->data;
   buf_reset(&c->head);
@@ -1050,10 +633,11 @@ static int on_message_begin(http_parser *p) {
   c->s->st.requests_total++;
   /* The method is read at the end of the head: here the parser has seen one letter of it. */
   c->target_at = 0;
-  arm(c, TIMER_HEADER, c->s->lim.header_timeout);
+  http__arm(c, TIMER_HEADER, c->s->lim.header_timeout);
   return 0;
 }
 
+/* Part of the target; one longer than 8 KiB is refused 414. */
 static int on_url(http_parser *p, const char *at, size_t len) {
   http_conn_t *c = p->data;
   if (c->head.len - c->target_at + len > 8192) {
@@ -1063,6 +647,7 @@ static int on_url(http_parser *p, const char *at, size_t len) {
   return head_add(c, at, len, 0);
 }
 
+/* Part of a header's name; a NUL ends the target or the previous value first. */
 static int on_header_field(http_parser *p, const char *at, size_t len) {
   http_conn_t *c = p->data;
   if (!c->in_field) {
@@ -1073,6 +658,7 @@ static int on_header_field(http_parser *p, const char *at, size_t len) {
   return head_add(c, at, len, 1);
 }
 
+/* Part of a header's value; a NUL ends its name first. */
 static int on_header_value(http_parser *p, const char *at, size_t len) {
   http_conn_t *c = p->data;
   if (c->in_field) {
@@ -1083,6 +669,8 @@ static int on_header_value(http_parser *p, const char *at, size_t len) {
   return head_add(c, at, len, 0);
 }
 
+/* The head is complete: a static file answers it, or the owner says how its body is read (or
+ * refuses it); 100 Continue, WebSocket handshakes and a body too large are dealt with here. */
 static int on_headers_complete(http_parser *p) {
   http_conn_t *c = p->data;
   http_server_t *s = c->s;
@@ -1093,7 +681,7 @@ static int on_headers_complete(http_parser *p) {
     buf_append(&c->head, "", 1);
     c->nheaders++;
   }
-  arm(c, TIMER_OFF, 0);
+  http__arm(c, TIMER_OFF, 0);
   if (p->http_major != 1) {
     c->error_status = 505;
     return -1;
@@ -1112,18 +700,18 @@ static int on_headers_complete(http_parser *p) {
   r.upgrade = p->upgrade;
   r.keep_alive = c->keep_alive;
   r.http_minor = p->http_minor;
-  if (!r.upgrade && serve_static(c, r.method, r.target)) {
+  if (!r.upgrade && http__static_serve(c, r.method, r.target)) {
     c->mode = 0; /* a body, if any, is read and dropped */
     return 0;
   }
   /* A client that waits for leave to send its body (curl does, for uploads) gets it before the
    * owner sees the request, since the owner may start its response at once. A refusal after it
    * is allowed (RFC 9110, 10.1.1). */
-  const char *expect = header(&r, "expect");
+  const char *expect = http__header(&r, "expect");
   if (expect && strcasecmp(expect, "100-continue") == 0 && c->expect_body && p->http_minor >= 1 &&
       !(r.content_length > (int64_t)s->lim.max_body && !r.chunked)) {
     uv_buf_t b = uv_buf_init("HTTP/1.1 100 Continue\r\n\r\n", 25);
-    conn_write(c, &b, 1);
+    http__conn_write(c, &b, 1);
   }
   c->owner_knows = 1;
   int mode = s->ev.on_request(s->ud, c, &r);
@@ -1131,12 +719,12 @@ static int on_headers_complete(http_parser *p) {
   if (mode >= 400) {
     c->owner_knows = 0;
     c->error_status = mode;
-    fail(c, mode, http_status_text(mode));
+    http__fail(c, mode, http_status_text(mode));
     return 0;
   }
   if (mode != HTTP_BODY_WEBSOCKET) p->upgrade = 0; /* e.g. h2c: answered as HTTP/1.1 */
   if (mode == HTTP_BODY_WEBSOCKET) {
-    int status = ws_handshake(c, &r);
+    int status = http__ws_handshake(c, &r);
     if (status) {
       tell_gone(c, "not a valid WebSocket handshake");
       c->owner_knows = 0;
@@ -1146,7 +734,7 @@ static int on_headers_complete(http_parser *p) {
         write_head(c, 426, "Sec-WebSocket-Version: 13\r\n", 27, "Content-Length: 0\r\n", NULL, 0);
         close_after(c, NULL);
       } else {
-        fail(c, status, "not a valid WebSocket handshake");
+        http__fail(c, status, "not a valid WebSocket handshake");
       }
     }
     return 0;
@@ -1155,14 +743,17 @@ static int on_headers_complete(http_parser *p) {
     c->error_status = 413;
     tell_gone(c, "the request body is too large");
     c->owner_knows = 0;
-    fail(c, 413, "the request body is too large");
+    http__fail(c, 413, "the request body is too large");
     return 0;
   }
   c->mode = mode;
-  if (mode == HTTP_BODY_BUFFER && c->resp == RESP_NONE) arm(c, TIMER_BODY, s->lim.idle_timeout);
+  if (mode == HTTP_BODY_BUFFER && c->resp == RESP_NONE)
+    http__arm(c, TIMER_BODY, s->lim.idle_timeout);
   return 0;
 }
 
+/* Splits a lines body on \n (a partial line waits in c->body for the next read) and hands the
+ * lines to on_lines, up to 64 a call; a line past max_line is reported dropped. */
 static void deliver_lines(http_conn_t *c, const char *at, size_t len) {
   http_server_t *s = c->s;
   const char *lines[64];
@@ -1211,6 +802,7 @@ static void deliver_lines(http_conn_t *c, const char *at, size_t len) {
   }
 }
 
+/* Body bytes: buffered (413 past max_body), split into lines, or dropped. */
 static int on_body(http_parser *p, const char *at, size_t len) {
   http_conn_t *c = p->data;
   http_server_t *s = c->s;
@@ -1235,11 +827,13 @@ static int on_body(http_parser *p, const char *at, size_t len) {
   return 0;
 }
 
+/* The request is read: the owner has its body and on_end; the next request is parsed now if
+ * this one is answered, or waits (the parser paused) while its answer is being made. */
 static int on_message_complete(http_parser *p) {
   http_conn_t *c = p->data;
   http_server_t *s = c->s;
   c->body_done = 1;
-  if (c->timer_kind == TIMER_BODY) arm(c, TIMER_OFF, 0);
+  if (c->timer_kind == TIMER_BODY) http__arm(c, TIMER_OFF, 0);
   if (c->owner_knows && !c->gone_sent && !c->closing) {
     if (c->mode == HTTP_BODY_BUFFER && s->ev.on_body)
       s->ev.on_body(s->ud, c, c->body.data, c->body.len);
@@ -1279,13 +873,13 @@ static const char *parse_error(const http_conn_t *c, enum http_errno e) {
 static void feed(http_conn_t *c, const char *data, size_t len) {
   if (c->closing || c->close_after_write) return;
   if (c->ws) {
-    ws_input(c, data, len);
+    http__ws_input(c, data, len);
     return;
   }
   if (c->held_waiting || c->held.len) {
     buf_append(&c->held, data, len);
-    if (!c->held_waiting) schedule_resume(c);
-    set_reading(c);
+    if (!c->held_waiting) http__schedule_resume(c);
+    http__set_reading(c);
     return;
   }
   size_t off = 0;
@@ -1305,31 +899,33 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
       if (c->owner_knows) tell_gone(c, why);
       c->owner_knows = 0;
       if (c->resp == RESP_STREAMING) {
-        conn_close(c, "a malformed request body");
+        http__conn_close(c, "a malformed request body");
       } else {
         c->resp = c->resp == RESP_DONE ? RESP_DONE : RESP_NONE;
-        fail(c, status, status == 400 ? why : http_status_text(status));
+        http__fail(c, status, status == 400 ? why : http_status_text(status));
       }
       return;
     }
     if (c->p.upgrade) {
       /* A refused handshake was answered during the parse, and the connection ends with it. */
       if (c->ws)
-        ws_input(c, data + off, len - off);
+        http__ws_input(c, data + off, len - off);
       else if (!c->closing && !c->close_after_write)
-        fail(c, 400, "an upgrade this server does not do");
+        http__fail(c, 400, "an upgrade this server does not do");
       return;
     }
     if (n == 0) break;
   }
   if (off < len && !c->closing && !c->close_after_write && !c->ws) {
     buf_append(&c->held, data + off, len - off);
-    set_reading(c);
+    http__set_reading(c);
   }
 }
 
 /* ---- accepting ------------------------------------------------------------------------- */
 
+/* A connection with a fresh id (a generation and a free slot), linked into the server; NULL when
+ * out of memory or of slots. */
 static http_conn_t *conn_new(http_server_t *s) {
   http_conn_t *c = calloc(1, sizeof *c);
   if (c == NULL) return NULL;
@@ -1372,6 +968,7 @@ static http_conn_t *conn_new(http_server_t *s) {
 
 static void conn_shutdown(host_handle_t *owner);
 
+/* A client connected: its handles, its peer's address, and the clock for its first head. */
 static void accept_cb(uv_stream_t *server, int status) {
   http_server_t *s = server->data;
   if (status < 0) return;
@@ -1384,7 +981,7 @@ static void accept_cb(uv_stream_t *server, int status) {
   c->tcp.data = c->timer.data = c;
   c->handles = 2;
   if (uv_accept(server, (uv_stream_t *)&c->tcp) != 0) {
-    conn_close(c, "accept failed");
+    http__conn_close(c, "accept failed");
     return;
   }
   uv_tcp_nodelay(&c->tcp, 1);
@@ -1402,12 +999,13 @@ static void accept_cb(uv_stream_t *server, int status) {
     }
     snprintf(c->peer, sizeof c->peer, "%s:%d", ip, port);
   }
-  arm(c, TIMER_HEADER, s->lim.header_timeout);
-  set_reading(c);
+  http__arm(c, TIMER_HEADER, s->lim.header_timeout);
+  http__set_reading(c);
 }
 
 /* ---- the server ------------------------------------------------------------------------ */
 
+/* The parser's callbacks, set once for every server. */
 static void init_settings(void) {
   static int done;
   if (done) return;
@@ -1422,29 +1020,25 @@ static void init_settings(void) {
   settings.on_message_complete = on_message_complete;
 }
 
+/* Frees the server (its connections freed, its handles closed). */
 static void server_free(http_server_t *s) {
-  for (size_t i = 0; i < s->nmounts; i++) {
-    free(s->mounts[i].prefix);
-    free(s->mounts[i].dir);
-  }
-  free(s->mounts);
+  http__static_free(s);
   free(s->slots);
   free(s->free_slots);
-  for (size_t i = 0; i < STATIC_CACHE; i++) {
-    free(s->cache[i].path);
-    free(s->cache[i].data);
-  }
   free(s);
 }
 
+/* Whether nothing of the server is in use any longer. */
 static int released(http_server_t *s) {
   return s->shutting == 2 && s->live == 0 && !s->tcp_open && !s->idle_open;
 }
 
+/* Frees the server if it was closed and nothing of it is in use any longer. */
 static void server_maybe_free(http_server_t *s) {
   if (released(s)) server_free(s);
 }
 
+/* The listener or the idle handle closed. */
 static void server_handle_closed(uv_handle_t *h) {
   http_server_t *s = h->data;
   if (h == (uv_handle_t *)&s->tcp)
@@ -1454,15 +1048,18 @@ static void server_handle_closed(uv_handle_t *h) {
   server_maybe_free(s);
 }
 
+/* The host shuts down (host_handle_t's on_shutdown): every connection closes now. */
 static void server_shutdown(host_handle_t *owner) {
   http_shutdown((http_server_t *)owner, 1);
 }
 
+/* The host shuts down while a connection is open: every connection of its server closes now. */
 static void conn_shutdown(host_handle_t *owner) {
   http_conn_t *c = (http_conn_t *)owner;
   http_shutdown(c->s, 1);
 }
 
+/* Binds and listens on ip (v4 or v6) and port (http.h); 0, or an error that err explains. */
 int http_listen(http_server_t **out, host_t *h, const char *ip, int port,
                 const http_limits_t *limits, const http_events_t *events, void *ud, char *err,
                 size_t errlen) {
@@ -1507,10 +1104,14 @@ int http_listen(http_server_t **out, host_t *h, const char *ip, int port,
   return 0;
 }
 
+/* The bound port (http.h). */
 int http_port(const http_server_t *s) {
   return s->port;
 }
 
+/* Stops accepting and closes idle connections (http.h). An open exchange ends first unless now: a
+ * held handshake is refused 503, a WebSocket closed 1001, a kept-alive connection closed after its
+ * answer. */
 void http_shutdown(http_server_t *s, int now) {
   if (s->shutting == 0) s->shutting = 1;
   if (s->tcp_open && !s->test && !uv_is_closing((uv_handle_t *)&s->tcp)) {
@@ -1519,7 +1120,7 @@ void http_shutdown(http_server_t *s, int now) {
   for (http_conn_t *c = s->conns, *next; c; c = next) {
     next = c->next;
     if (now || !c->in_message) {
-      conn_close(c, "the server is shutting down");
+      http__conn_close(c, "the server is shutting down");
     } else if (c->ws && c->ws_held) {
       /* Its handler has not accepted it: it is refused, as a new connection would be. */
       http_respond(c, 503, "Content-Type: text/plain; charset=utf-8\r\n", 41,
@@ -1532,6 +1133,7 @@ void http_shutdown(http_server_t *s, int now) {
   }
 }
 
+/* Shuts down now and frees the server once its handles have closed (http.h). */
 void http_close(http_server_t *s) {
   http_shutdown(s, 1);
   s->shutting = 2;
@@ -1541,14 +1143,17 @@ void http_close(http_server_t *s) {
   server_maybe_free(s);
 }
 
+/* A copy of the counters (http.h). */
 void http_stats(const http_server_t *s, http_stats_t *out) {
   *out = s->st;
 }
 
+/* The connection's id, unique for the server's life (http.h). */
 uint64_t http_conn_id(const http_conn_t *c) {
   return c->id;
 }
 
+/* The open connection with this id, or NULL once it has closed (its slot reused or empty). */
 http_conn_t *http_find(const http_server_t *s, uint64_t id) {
   uint32_t slot = (uint32_t)(id & 0xffffff);
   if (slot >= s->nslots) return NULL;
@@ -1556,20 +1161,24 @@ http_conn_t *http_find(const http_server_t *s, uint64_t id) {
   return c && c->id == id ? c : NULL;
 }
 
+/* The client's "ip:port" (empty without a socket). */
 const char *http_conn_peer(const http_conn_t *c) {
   return c->peer;
 }
 
+/* The owner's pointer for this connection (http.h). */
 void http_conn_set_data(http_conn_t *c, void *data) {
   c->data = data;
 }
 
+/* The owner's pointer, NULL until set. */
 void *http_conn_data(const http_conn_t *c) {
   return c->data;
 }
 
 /* ---- without sockets (the fuzz target) ------------------------------------------------- */
 
+/* A server without sockets, timers or a loop, for the fuzz target (http.h). */
 http_server_t *http_test_server(const http_limits_t *limits, const http_events_t *events,
                                 void *ud) {
   init_settings();
@@ -1582,16 +1191,19 @@ http_server_t *http_test_server(const http_limits_t *limits, const http_events_t
   return s;
 }
 
+/* Frees a server made by http_test_server (the caller has freed its connections). */
 void http_test_server_free(http_server_t *s) {
   server_free(s);
 }
 
+/* A connection without a socket: what it writes is counted and dropped. */
 http_conn_t *http_test_conn(http_server_t *s) {
   http_conn_t *c = conn_new(s);
   if (c) c->test = 1;
   return c;
 }
 
+/* Feeds bytes as one read, then resumes held input as the idle callback would. */
 void http_test_feed(http_conn_t *c, const char *data, size_t len) {
   feed(c, data, len);
   /* What the idle callback would resume. */
@@ -1601,7 +1213,8 @@ void http_test_feed(http_conn_t *c, const char *data, size_t len) {
   }
 }
 
+/* Closes and frees a connection made by http_test_conn. */
 void http_test_free(http_conn_t *c) {
-  conn_close(c, "done");
+  http__conn_close(c, "done");
   conn_free(c);
 }

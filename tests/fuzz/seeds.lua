@@ -94,28 +94,56 @@ write_all(swim_dir, {
     .. u16(#gossip_only) .. gossip_only,
 })
 
--- HTTP: the first byte picks how the input is cut into reads.
+-- HTTP (tests/fuzz/fuzz_http.c): an input is a cut byte (how the rest is cut
+-- into reads), a plan of 4 bytes (the application's answer to each request
+-- that reaches it, in turn), then what the client sends.
 local http_dir = arg[3]
 if http_dir then
+  -- The target's answer_t, in its order.
+  local ECHO, NOW, REFUSE, LINES, WS, WS_REFUSE, WS_LATE, LATE = 0, 1, 2, 3, 4, 5, 6, 7
+  local function input(cut, plan, bytes)
+    local p = {}
+    for i = 1, 4 do p[i] = plan[i] or ECHO end
+    return string.char(cut, p[1], p[2], p[3], p[4]) .. bytes
+  end
   local key = "dGhlIHNhbXBsZSBub25jZQ=="
   -- A masked client frame: FIN + opcode, MASK + length, a zero mask, the payload.
   local function ws_frame(opcode, payload)
     return string.char(0x80 + opcode, 0x80 + #payload) .. "\0\0\0\0" .. payload
   end
-  local ws_head = "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+  local ws_head = "GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
     .. "Sec-WebSocket-Key: " .. key .. "\r\nSec-WebSocket-Version: 13\r\n\r\n"
+  local ws_talk = ws_frame(1, "hello") .. ws_frame(9, "") .. ws_frame(1, "p")
+    .. string.char(0x01, 0x82) .. "\0\0\0\0ab" .. string.char(0x80, 0x81) .. "\0\0\0\0c"
+    .. ws_frame(1, "close") .. ws_frame(8, "\3\232")
+  local function get(target, extra)
+    return "GET " .. target .. " HTTP/1.1\r\nHost: x\r\n" .. (extra or "") .. "\r\n"
+  end
   write_all(http_dir, {
-    get = "\3GET /hello?x=1 HTTP/1.1\r\nHost: x\r\n\r\n",
-    pipelined = "\0GET /later HTTP/1.1\r\nHost: x\r\n\r\nGET /now HTTP/1.1\r\nHost: x\r\n\r\n"
-      .. "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-    post = "\7POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\nhello",
-    chunked = "\1POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n",
-    lines = "\2POST /lines HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Type: application/jsonl\r\n\r\n"
-      .. "c\r\n{\"a\":1}\n{\"b\r\n6\r\n\":2}\r\n\r\n0\r\n\r\n",
-    refuse = "\5POST /refuse HTTP/1.1\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\n\r\n",
-    http10 = "\9GET / HTTP/1.0\r\n\r\n",
-    websocket = "\31" .. ws_head .. ws_frame(1, "hello") .. ws_frame(9, "") .. ws_frame(1, "p")
-      .. string.char(0x01, 0x82) .. "\0\0\0\0ab" .. string.char(0x80, 0x81) .. "\0\0\0\0c"
-      .. ws_frame(1, "close") .. ws_frame(8, "\3\232"),
+    get = input(3, { ECHO }, get("/hello?x=1")),
+    pipelined = input(0, { ECHO, NOW, ECHO }, get("/later") .. get("/now")
+      .. "HEAD / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+    post = input(7, { ECHO }, "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+      .. "Expect: 100-continue\r\n\r\nhello"),
+    now = input(4, { NOW }, "POST /now HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello" .. get("/")),
+    chunked = input(1, { ECHO }, "POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"
+      .. "5\r\nhello\r\n3;x=y\r\nabc\r\n0\r\n\r\n"),
+    lines = input(2, { LINES }, "POST /lines HTTP/1.1\r\nTransfer-Encoding: chunked\r\n"
+      .. "Content-Type: application/jsonl\r\n\r\nc\r\n{\"a\":1}\n{\"b\r\n6\r\n\":2}\r\n\r\n0\r\n\r\n"),
+    too_large = input(2, { ECHO }, "POST /big HTTP/1.1\r\nContent-Length: 5000\r\n\r\nabc"),
+    long_line = input(8, { LINES }, "POST /lines HTTP/1.1\r\nContent-Length: 304\r\n\r\n"
+      .. string.rep("x", 300) .. "\n{}\n"),
+    refuse = input(5, { REFUSE, ECHO }, "POST /refuse HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"
+      .. "GET / HTTP/1.1\r\n\r\n"),
+    late = input(0, { LATE, ECHO, NOW }, "POST /late HTTP/1.1\r\nContent-Length: 2\r\n\r\nhi"
+      .. get("/next") .. get("/last", "Connection: close\r\n")),
+    http10 = input(9, { ECHO }, "GET / HTTP/1.0\r\n\r\n"),
+    static = input(6, { ECHO }, get("/static/") .. get("/static/app.js") .. get("/static/app.js")
+      .. "HEAD /static/%61pp.js HTTP/1.1\r\n\r\n" .. get("/static/sub/a%20b.css")
+      .. get("/static/sub/") .. get("/static/empty.txt") .. get("/static/.hidden")
+      .. get("/static/../etc/passwd") .. get("/static/nothing.css")),
+    websocket = input(31, { WS }, ws_head .. ws_talk),
+    websocket_refused = input(31, { WS_REFUSE }, ws_head .. ws_frame(1, "early")),
+    websocket_late = input(0, { WS_LATE }, ws_head .. ws_talk),
   })
 end
