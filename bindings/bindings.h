@@ -9,15 +9,6 @@
 
 #include "../host/loop.h"
 
-/* Module names. The C layer is `atoll.c.<name>`, opened by `luaopen_atoll_<name>`:
- * - one rule says which modules are C (lib/atoll/ holds the Lua ones, and a Lua module may
- *   wrap a C one of the same name, as atoll.http wraps atoll.c.http and atoll.tcp atoll.c.tcp,
- *   without a `_raw` suffix on some and not on others);
- * - it is the name Lua's own C searcher derives the entry point from (dots become
- *   underscores), so each module could also be built as a shared library and found by
- *   require without a table of exceptions;
- * - a reader of `require "atoll.c.transport"` knows the values it returns are userdata and
- *   C functions, with the failure shape below. */
 int luaopen_atoll_host(lua_State *L);       /* loop, clock, logging, scheduler hooks */
 int luaopen_atoll_codec(lua_State *L);      /* MessagePack encode/decode, refs */
 int luaopen_atoll_fswatch(lua_State *L);    /* directory change notifications */

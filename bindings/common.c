@@ -10,7 +10,7 @@
 /* ---- failures ------------------------------------------------------------ */
 
 int binding_fail(lua_State *L, const char *kind, const char *fmt, ...) {
-  char msg[512];
+  char msg[1024];
   va_list ap;
   va_start(ap, fmt);
   vsnprintf(msg, sizeof msg, fmt, ap);
