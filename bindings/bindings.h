@@ -9,15 +9,24 @@
 
 #include "../host/loop.h"
 
-int luaopen_atoll_host(lua_State *L);       /* loop, clock, logging, scheduler hooks */
-int luaopen_atoll_codec(lua_State *L);      /* MessagePack encode/decode, refs */
-int luaopen_atoll_fswatch(lua_State *L);    /* directory change notifications */
-int luaopen_atoll_subprocess(lua_State *L); /* child processes with piped stdio */
-int luaopen_atoll_transport(lua_State *L);  /* links to other nodes */
-int luaopen_atoll_tcp(lua_State *L);        /* a plain TCP client socket */
-int luaopen_atoll_swim(lua_State *L);       /* SWIM membership over UDP */
-int luaopen_atoll_journal(lua_State *L);    /* event journals */
-int luaopen_atoll_http_raw(lua_State *L);   /* the HTTP server */
+/* Module names. The C layer is `atoll.c.<name>`, opened by `luaopen_atoll_c_<name>`:
+ * - one rule says which modules are C (lib/atoll/ holds the Lua ones, and a Lua module may
+ *   wrap a C one of the same name, as atoll.http wraps atoll.c.http and atoll.tcp atoll.c.tcp,
+ *   without a `_raw` suffix on some and not on others);
+ * - it is the name Lua's own C searcher derives the entry point from (dots become
+ *   underscores), so each module could also be built as a shared library and found by
+ *   require without a table of exceptions;
+ * - a reader of `require "atoll.c.transport"` knows the values it returns are userdata and
+ *   C functions, with the failure shape below. */
+int luaopen_atoll_c_host(lua_State *L);       /* loop, clock, logging, scheduler hooks */
+int luaopen_atoll_c_codec(lua_State *L);      /* MessagePack encode/decode, refs */
+int luaopen_atoll_c_fswatch(lua_State *L);    /* directory change notifications */
+int luaopen_atoll_c_subprocess(lua_State *L); /* child processes with piped stdio */
+int luaopen_atoll_c_transport(lua_State *L);  /* links to other nodes */
+int luaopen_atoll_c_tcp(lua_State *L);        /* a plain TCP client socket */
+int luaopen_atoll_c_swim(lua_State *L);       /* SWIM membership over UDP */
+int luaopen_atoll_c_journal(lua_State *L);    /* event journals */
+int luaopen_atoll_c_http(lua_State *L);       /* the HTTP server */
 
 /* The host passed to luaopen_* as upvalue 1. */
 #define BINDING_HOST(L) ((host_t *)lua_touserdata((L), lua_upvalueindex(1)))

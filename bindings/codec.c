@@ -1,4 +1,4 @@
-/* atoll.codec: MessagePack for Lua values and actor refs, with limits and path-naming errors. */
+/* atoll.c.codec: MessagePack for Lua values and actor refs, with limits and path-naming errors. */
 #include <string.h>
 
 #include "../host/codec.h"
@@ -216,7 +216,7 @@ static const luaL_Reg codec_fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_codec(lua_State *L) {
+int luaopen_atoll_c_codec(lua_State *L) {
   codec_t *c = lua_newuserdata(L, sizeof *c); /* [c] */
   codec_init(c, L);
   lua_createtable(L, 0, 1);

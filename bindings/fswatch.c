@@ -1,11 +1,11 @@
-/* atoll.fswatch: change notifications for a directory (inotify through libuv). */
+/* atoll.c.fswatch: change notifications for a directory (inotify through libuv). */
 #include <stdlib.h>
 
 #include "../host/error.h"
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define FSWATCH_MT "atoll.fswatch"
+#define FSWATCH_MT "atoll.c.fswatch"
 
 typedef struct fswatch_s {
   host_handle_t base; /* first: shutdown closes the handle through it */
@@ -76,7 +76,7 @@ static int l_gc(lua_State *L) {
 static const luaL_Reg methods[] = {{"close", l_close}, {NULL, NULL}};
 static const luaL_Reg fns[] = {{"watch", l_watch}, {NULL, NULL}};
 
-int luaopen_atoll_fswatch(lua_State *L) {
+int luaopen_atoll_c_fswatch(lua_State *L) {
   binding_class(L, FSWATCH_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

@@ -1,4 +1,4 @@
-/* atoll.host: the loop, clocks, logging and the scheduler's hooks, for lib/atoll. */
+/* atoll.c.host: the loop, clocks, logging and the scheduler's hooks, for lib/atoll. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -378,7 +378,7 @@ static const luaL_Reg host_fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_host(lua_State *L) {
+int luaopen_atoll_c_host(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   lua_createtable(L, 0, sizeof host_fns / sizeof host_fns[0] + 1);
   lua_pushlightuserdata(L, h);

@@ -1,4 +1,4 @@
-/* atoll.http_raw: the HTTP server (host/http.c) for lib/atoll/http.lua. Connections are named by
+/* atoll.c.http: the HTTP server (host/http.c) for lib/atoll/http.lua. Connections are named by
  * numeric ids; every event reaches one Lua handler:
  *   handler("request", id, method, target, headers, peer) -> "buffer" | "lines" | "websocket" |
  * status handler("body", id, bytes)     handler("lines", id, { line | false, ... }) handler("end",
@@ -12,7 +12,7 @@
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define HTTP_MT "atoll.http_server"
+#define HTTP_MT "atoll.c.http.server"
 
 /* The server as Lua holds it: anchored while it listens, released when closed. */
 typedef struct lhttp_s {
@@ -406,7 +406,7 @@ static int l_utf8_valid(lua_State *L) {
 
 static const luaL_Reg fns[] = {{"listen", l_listen}, {"utf8_valid", l_utf8_valid}, {NULL, NULL}};
 
-int luaopen_atoll_http_raw(lua_State *L) {
+int luaopen_atoll_c_http(lua_State *L) {
   binding_class(L, HTTP_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

@@ -1,4 +1,4 @@
-/* atoll.journal: event journals (host/journal.c), for lib/atoll/persistence.lua and the tools. */
+/* atoll.c.journal: event journals (host/journal.c), for lib/atoll/persistence.lua and the tools. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -7,7 +7,7 @@
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define JOURNAL_MT "atoll.journal"
+#define JOURNAL_MT "atoll.c.journal"
 
 typedef struct lj_s {
   journal_t j; /* first: its base is the async handle's owner */
@@ -298,7 +298,7 @@ static const luaL_Reg fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_journal(lua_State *L) {
+int luaopen_atoll_c_journal(lua_State *L) {
   binding_class(L, JOURNAL_MT, methods, l_gc, l_tostring);
   binding_module(L, fns);
   lua_pushinteger(L, JOURNAL_READ_PAGE);

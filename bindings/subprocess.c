@@ -1,4 +1,4 @@
-/* atoll.subprocess: child processes with piped stdin, stdout and stderr. */
+/* atoll.c.subprocess: child processes with piped stdin, stdout and stderr. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -7,7 +7,7 @@
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define PROC_MT   "atoll.subprocess"
+#define PROC_MT   "atoll.c.subprocess"
 #define READ_SIZE 65536
 
 /* The callbacks, in the handle's slots. */
@@ -250,7 +250,7 @@ static const luaL_Reg methods[] = {
 };
 static const luaL_Reg fns[] = {{"spawn", l_spawn}, {NULL, NULL}};
 
-int luaopen_atoll_subprocess(lua_State *L) {
+int luaopen_atoll_c_subprocess(lua_State *L) {
   binding_class(L, PROC_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

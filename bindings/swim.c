@@ -1,4 +1,4 @@
-/* atoll.swim: the node's SWIM membership (host/membership.c), for lib/atoll/membership.lua. */
+/* atoll.c.swim: the node's SWIM membership (host/membership.c), for lib/atoll/membership.lua. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -342,7 +342,7 @@ static const luaL_Reg fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_swim(lua_State *L) {
+int luaopen_atoll_c_swim(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   membership_t *m = lua_newuserdata(L, sizeof *m); /* [m] */
   membership_init(m, h);

@@ -1,4 +1,4 @@
-/* atoll.tcp_raw: a plain TCP client socket, for tools and tests that speak raw bytes. */
+/* atoll.c.tcp: a plain TCP client socket, for tools and tests that speak raw bytes. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -6,7 +6,7 @@
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define TCP_MT "atoll.tcp"
+#define TCP_MT "atoll.c.tcp"
 
 typedef struct sock_s {
   host_handle_t base; /* first: shutdown closes the handle through it */
@@ -132,7 +132,7 @@ static int l_gc(lua_State *L) {
 static const luaL_Reg methods[] = {{"write", l_write}, {"close", l_close}, {NULL, NULL}};
 static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
 
-int luaopen_atoll_tcp(lua_State *L) {
+int luaopen_atoll_c_tcp(lua_State *L) {
   binding_class(L, TCP_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

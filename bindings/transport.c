@@ -1,4 +1,4 @@
-/* atoll.transport: links to other nodes (host/transport.c), for lib/atoll/cluster.lua. The
+/* atoll.c.transport: links to other nodes (host/transport.c), for lib/atoll/cluster.lua. The
  * only place links become Lua values: the transport's events become calls of the Lua handlers,
  * its envelopes slots of the inbox table. */
 #include <stdlib.h>
@@ -509,7 +509,7 @@ static const luaL_Reg fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_transport(lua_State *L) {
+int luaopen_atoll_c_transport(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   binding_class(L, LINK_MT, link_methods, l_link_gc, l_tostring);
   ltransport_t *lt = lua_newuserdata(L, sizeof *lt); /* [lt] */

@@ -1,5 +1,5 @@
 -- Starts the Lua side of a node for the command line: `atoll run` and `atoll lua`.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local atoll = require "atoll"
 local runtime = require "atoll.runtime"
 local reload = require "atoll.reload"

@@ -1,6 +1,6 @@
 -- The transport's policy: one link per peer, dialing on demand, backoff, and routing remote calls.
 --
--- The C transport (atoll.transport) owns sockets, the handshake and frames.
+-- The C transport (atoll.c.transport) owns sockets, the handshake and frames.
 -- This module decides which link carries traffic to which node, and turns
 -- frames into run-queue entries and back.
 --
@@ -9,9 +9,9 @@
 -- peer's messages wait here in order, so that when two nodes dial each other
 -- at once the connection that wins (the one dialed by the node with the
 -- lower address) gets every message, in order, and the loser none.
-local host = require "atoll.host"
-local codec = require "atoll.codec"
-local transport = require "atoll.transport"
+local host = require "atoll.c.host"
+local codec = require "atoll.c.codec"
+local transport = require "atoll.c.transport"
 local runtime = require "atoll.runtime"
 local errors = require "atoll.errors"
 

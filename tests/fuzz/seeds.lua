@@ -1,6 +1,6 @@
 -- Writes seed inputs for the fuzzers:
 --   atoll lua tests/fuzz/seeds.lua FRAMES-DIR SWIM-DIR [HTTP-DIR [TRANSPORT-DIR]]
-local codec = require "atoll.codec"
+local codec = require "atoll.c.codec"
 local atoll = require "atoll"
 local dir = assert(arg[1], "usage: seeds.lua FRAMES-DIR SWIM-DIR")
 local swim_dir = assert(arg[2], "usage: seeds.lua FRAMES-DIR SWIM-DIR")

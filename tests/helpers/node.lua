@@ -1,5 +1,5 @@
 -- Runs real atoll processes for functional specs: start, read output with deadlines, stop.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local process = require "atoll.process"
 
 local M = {}

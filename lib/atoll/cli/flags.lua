@@ -94,7 +94,7 @@ end
 
 -- --membership KEY=VALUE,... -> settings
 local function membership(v)
-  local swim = require "atoll.swim"
+  local swim = require "atoll.c.swim"
   local known = swim.config()
   local cfg = {}
   for item in v:gmatch("[^,]+") do
