@@ -97,16 +97,19 @@ asan:
 	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
 
 # The libFuzzer targets, with ASan and UBSan: frames, envelopes, handshakes
-# and the codec; SWIM packets and states; HTTP requests and WebSocket frames. `make fuzz` runs each for
+# and the codec; SWIM packets and states; HTTP requests and WebSocket frames; a link's input
+# (handshake, then sealed frames, split, batched, corrupted). `make fuzz` runs each for
 # FUZZ_SECONDS (10 minutes).
 FUZZ_SRC := tests/fuzz/fuzz_frames.c host/frame.c host/codec.c host/handshake.c host/mpk.c \
 	host/buf.c host/utf8.c host/error.c
 FUZZ_SWIM_SRC := tests/fuzz/fuzz_swim.c host/swim.c host/mpk.c host/buf.c host/error.c
 FUZZ_HTTP_SRC := tests/fuzz/fuzz_http.c host/http.c host/http_static.c host/http_ws.c host/buf.c \
 	host/utf8.c host/log.c host/error.c
+FUZZ_TRANSPORT_SRC := tests/fuzz/fuzz_transport.c host/transport.c host/frame.c host/handshake.c \
+	host/codec.c host/mpk.c host/buf.c host/utf8.c host/log.c host/error.c
 FUZZ_FLAGS = -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
 	-std=c11 -D_GNU_SOURCE $(PKG_CFLAGS)
-fuzz-build: build/fuzz/fuzz_frames build/fuzz/fuzz_swim build/fuzz/fuzz_http
+fuzz-build: build/fuzz/fuzz_frames build/fuzz/fuzz_swim build/fuzz/fuzz_http build/fuzz/fuzz_transport
 build/fuzz/fuzz_frames: $(FUZZ_SRC) $(wildcard host/*.h) | deps
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $(FUZZ_SRC) $(PKG_LIBS) -lm
@@ -116,6 +119,9 @@ build/fuzz/fuzz_swim: $(FUZZ_SWIM_SRC) $(wildcard host/*.h) | deps
 build/fuzz/fuzz_http: $(FUZZ_HTTP_SRC) $(wildcard host/*.h) | deps
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $(FUZZ_HTTP_SRC) $(PKG_LIBS) -lm
+build/fuzz/fuzz_transport: $(FUZZ_TRANSPORT_SRC) $(wildcard host/*.h) | deps
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $(FUZZ_TRANSPORT_SRC) $(PKG_LIBS) -lm
 
 fuzz:
 	@tools/deps fuzz

@@ -46,7 +46,7 @@ local function wrk(url)
 end
 
 local function free_port()
-  local s = assert(require("atoll.http_raw").listen("127.0.0.1", 0, {}, function() end))
+  local s = assert(require("atoll.c.http").listen("127.0.0.1", 0, {}, function() end))
   local port = s:port()
   s:close()
   return port

@@ -7,7 +7,7 @@
 --   actor.idle.bytes       RSS growth per idle actor, with 1,000,000 of them
 --   reload.latency.ms      file write to the first answer from the new code (median of 10)
 local atoll = require "atoll"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local reload = require "atoll.reload"
 atoll.log.level("warn") -- reload logs each reload at info
 

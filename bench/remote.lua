@@ -6,7 +6,7 @@
 --   remote.call.p50.us     latency of calls made at a steady 10,000 calls/s,
 --   remote.call.p99.us     measured from when each call was due to start
 local atoll = require "atoll"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local cluster = require "atoll.cluster"
 local process = require "atoll.process"
 

@@ -6,7 +6,7 @@
 --   swim.real.n10.detect.p50.s   median over the kills
 --   swim.real.n10.detect.p99.s   99th percentile (nearest rank: the worst of fewer than 100)
 local atoll = require "atoll"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local cluster = require "atoll.cluster"
 
 package.path = "tests/?.lua;" .. package.path

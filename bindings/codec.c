@@ -1,4 +1,4 @@
-/* atoll.codec: MessagePack for Lua values and actor refs, with limits and path-naming errors. */
+/* atoll.c.codec: MessagePack for Lua values and actor refs, with limits and path-naming errors. */
 #include <string.h>
 
 #include "../host/codec.h"
@@ -13,12 +13,9 @@
 
 static int push_encoded(lua_State *L, codec_t *c, int rc) {
   if (rc) {
-    lua_pushnil(L);
-    lua_pushstring(L, c->err);
-    lua_pushstring(L, atoll_err_name(rc));
     buf_reset(&c->scratch);
     buf_shrink(&c->scratch, SCRATCH_KEEP);
-    return 3;
+    return binding_fail(L, atoll_err_name(rc), "%s", c->err);
   }
   lua_pushlstring(L, c->scratch.data, c->scratch.len);
   buf_reset(&c->scratch);
@@ -39,15 +36,6 @@ static int push_payload(lua_State *L, codec_t *c, int rc) {
   return 1;
 }
 
-/* The bytes of a payload (userdata) or of an encoding (string). */
-static const char *check_bytes(lua_State *L, int idx, size_t *len) {
-  if (lua_type(L, idx) == LUA_TUSERDATA && lua_getmetatable(L, idx) == 0) {
-    *len = lua_objlen(L, idx);
-    return lua_touserdata(L, idx);
-  }
-  return luaL_checklstring(L, idx, len);
-}
-
 /* Raises a decode failure as an error object { kind = "bad_argument", message }. */
 static int raise_decode(lua_State *L, codec_t *c) {
   lua_createtable(L, 0, 2);
@@ -64,14 +52,14 @@ static int raise_decode(lua_State *L, codec_t *c) {
   return lua_error(L);
 }
 
-/* pack(...) -> payload | nil, message, code    (the values of a call: "args[i]") */
+/* pack(...) -> payload | nil, message, kind    (the values of a call: "args[i]") */
 static int l_pack(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   buf_reset(&c->scratch);
   return push_payload(L, c, codec_encode_list(c, L, 1, lua_gettop(L), "args", &c->scratch));
 }
 
-/* pack_results(...) -> payload | nil, message, code    (what a function returned: "result[i]") */
+/* pack_results(...) -> payload | nil, message, kind    (what a function returned: "result[i]") */
 static int l_pack_results(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   buf_reset(&c->scratch);
@@ -81,12 +69,12 @@ static int l_pack_results(lua_State *L) {
 /* bytes(payload_or_string) -> the encoding as a string */
 static int l_bytes(lua_State *L) {
   size_t len;
-  const char *s = check_bytes(L, 1, &len);
+  const char *s = binding_check_bytes(L, 1, &len);
   lua_pushlstring(L, s, len);
   return 1;
 }
 
-/* pack_list(root, ...) -> string | nil, message, code    (errors name values "root[i]") */
+/* pack_list(root, ...) -> string | nil, message, kind    (errors name values "root[i]") */
 static int l_pack_list(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   const char *root = luaL_checkstring(L, 1);
@@ -98,7 +86,7 @@ static int l_pack_list(lua_State *L) {
 static int l_unpack(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = check_bytes(L, 1, &len);
+  const char *s = binding_check_bytes(L, 1, &len);
   int count = 0;
   if (codec_decode_list(c, L, s, len, &count) != 0) return raise_decode(L, c);
   return count;
@@ -108,7 +96,7 @@ static int l_unpack(lua_State *L) {
 static int l_try_unpack(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = check_bytes(L, 1, &len);
+  const char *s = binding_check_bytes(L, 1, &len);
   int count = 0;
   lua_pushboolean(L, 1);
   if (codec_decode_list(c, L, s, len, &count) != 0) {
@@ -119,7 +107,7 @@ static int l_try_unpack(lua_State *L) {
   return count + 1;
 }
 
-/* encode(value [, root]) -> bytes | nil, message, code */
+/* encode(value [, root]) -> bytes | nil, message, kind */
 static int l_encode(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   luaL_checkany(L, 1);
@@ -132,7 +120,7 @@ static int l_encode(lua_State *L) {
 static int l_decode(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = check_bytes(L, 1, &len);
+  const char *s = binding_check_bytes(L, 1, &len);
   if (codec_decode_value(c, L, s, len) != 0) return raise_decode(L, c);
   return 1;
 }
@@ -141,7 +129,7 @@ static int l_decode(lua_State *L) {
 static int l_try_decode(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   size_t len;
-  const char *s = check_bytes(L, 1, &len);
+  const char *s = binding_check_bytes(L, 1, &len);
   lua_pushboolean(L, 1);
   if (codec_decode_value(c, L, s, len) != 0) {
     lua_pushboolean(L, 0);
@@ -192,20 +180,12 @@ static int l_configure(lua_State *L) {
 /* limits([{ max_depth = n, max_bytes = n }]) -> the limits in force, after applying any given */
 static int l_limits(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
-  if (lua_istable(L, 1)) {
-    lua_getfield(L, 1, "max_depth");
-    if (!lua_isnil(L, -1)) {
-      lua_Integer d = luaL_checkinteger(L, -1);
-      luaL_argcheck(L, d >= 1 && d <= CODEC_MAX_DEPTH_CAP, 1, "max_depth must be 1..256");
-      c->limits.max_depth = (unsigned)d;
-    }
-    lua_getfield(L, 1, "max_bytes");
-    if (!lua_isnil(L, -1)) {
-      double b = luaL_checknumber(L, -1);
-      luaL_argcheck(L, b >= 16 && b <= 4294967295.0, 1, "max_bytes must be 16..2^32-1");
-      c->limits.max_bytes = (size_t)b;
-    }
-    lua_pop(L, 2);
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    c->limits.max_depth = (unsigned)binding_opt_number(L, 1, "limits", "max_depth",
+                                                       c->limits.max_depth, 1, CODEC_MAX_DEPTH_CAP);
+    c->limits.max_bytes = (size_t)binding_opt_number(L, 1, "limits", "max_bytes",
+                                                     (double)c->limits.max_bytes, 16, 4294967295.0);
   }
   lua_createtable(L, 0, 2);
   lua_pushinteger(L, (lua_Integer)c->limits.max_depth);
@@ -236,7 +216,7 @@ static const luaL_Reg codec_fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_codec(lua_State *L) {
+int luaopen_atoll_c_codec(lua_State *L) {
   codec_t *c = lua_newuserdata(L, sizeof *c); /* [c] */
   codec_init(c, L);
   lua_createtable(L, 0, 1);

@@ -1,4 +1,4 @@
-/* atoll.host: the loop, clocks, logging and the scheduler's hooks, for lib/atoll. */
+/* atoll.c.host: the loop, clocks, logging and the scheduler's hooks, for lib/atoll. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -253,7 +253,8 @@ static void lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
     } else {
       lua_pushnil(L);
       lua_pushstring(L, uv_strerror(status));
-      vm_pcall(L, 2, 0, "name lookup callback");
+      lua_pushstring(L, uv_err_name(status));
+      vm_pcall(L, 3, 0, "name lookup callback");
     }
   }
   luaL_unref(L, LUA_REGISTRYINDEX, lk->fn_ref);
@@ -262,7 +263,7 @@ static void lookup_cb(uv_getaddrinfo_t *req, int status, struct addrinfo *res) {
 }
 
 /* resolve(name, fn) -- looks up name's addresses on the loop's thread pool;
- * fn({ "ip", ... }) or fn(nil, message) when done */
+ * fn({ "ip", ... }) or fn(nil, message, kind) when done */
 static int l_resolve(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   const char *name = luaL_checkstring(L, 1);
@@ -293,23 +294,21 @@ static int l_watchdog_running(lua_State *L) {
   return 1;
 }
 
-static double ms_field(lua_State *L, int idx, const char *key, double dflt) {
-  lua_getfield(L, idx, key);
-  double v = lua_isnil(L, -1) ? dflt : luaL_checknumber(L, -1) * 1000;
-  lua_pop(L, 1);
-  if (!(v >= 0)) luaL_error(L, "watchdog: %s must be a number of seconds, 0 or more", key);
-  return v;
+/* A limit in seconds from the options (argument 1), in milliseconds. */
+static double ms_field(lua_State *L, const char *key, double dflt_ms) {
+  return binding_opt_number(L, 1, "watchdog", key, dflt_ms / 1000, 0, 31536000) * 1000;
 }
 
 /* watchdog{ warn = s, interrupt = s, exit = s, interrupt_error = fn(message) -> err }
- * -- starts (or reconfigures) the watchdog thread; 0 turns a limit off */
+ * -> true | nil, message, kind -- starts (or reconfigures) the watchdog thread; 0 turns a
+ * limit off */
 static int l_watchdog(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   watchdog_config_t cfg;
   watchdog_default_config(&cfg);
-  cfg.warn_ms = ms_field(L, 1, "warn", cfg.warn_ms);
-  cfg.interrupt_ms = ms_field(L, 1, "interrupt", cfg.interrupt_ms);
-  cfg.exit_ms = ms_field(L, 1, "exit", cfg.exit_ms);
+  cfg.warn_ms = ms_field(L, "warn", cfg.warn_ms);
+  cfg.interrupt_ms = ms_field(L, "interrupt", cfg.interrupt_ms);
+  cfg.exit_ms = ms_field(L, "exit", cfg.exit_ms);
   lua_getfield(L, 1, "interrupt_error");
   int ref = LUA_NOREF;
   if (!lua_isnil(L, -1)) {
@@ -379,7 +378,7 @@ static const luaL_Reg host_fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_host(lua_State *L) {
+int luaopen_atoll_c_host(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   lua_createtable(L, 0, sizeof host_fns / sizeof host_fns[0] + 1);
   lua_pushlightuserdata(L, h);

@@ -1,4 +1,4 @@
-/* atoll.http_raw: the HTTP server (host/http.c) for lib/atoll/http.lua. Connections are named by
+/* atoll.c.http: the HTTP server (host/http.c) for lib/atoll/http.lua. Connections are named by
  * numeric ids; every event reaches one Lua handler:
  *   handler("request", id, method, target, headers, peer) -> "buffer" | "lines" | "websocket" |
  * status handler("body", id, bytes)     handler("lines", id, { line | false, ... }) handler("end",
@@ -6,24 +6,24 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/error.h"
 #include "../host/http.h"
 #include "../host/utf8.h"
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define HTTP_MT "atoll.http_server"
+#define HTTP_MT "atoll.c.http.server"
 
+/* The server as Lua holds it: anchored while it listens, released when closed. */
 typedef struct lhttp_s {
+  binding_handle_t h; /* callback 0: the handler */
   http_server_t *s;
   lua_State *L;
-  int handler_ref;
-  int closed;
 } lhttp_t;
 
 static int push_handler(lhttp_t *h, const char *kind, http_conn_t *c) {
-  if (h->closed) return 0;
+  if (!binding_handle_callback(&h->h, 0)) return 0;
   lua_State *L = h->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, h->handler_ref);
   lua_pushstring(L, kind);
   lua_pushnumber(L, (lua_Number)http_conn_id(c));
   return 1;
@@ -126,26 +126,17 @@ static const http_events_t events = {ev_request, ev_body,  ev_lines, ev_end,
                                      ev_ws,      ev_drain, ev_gone};
 
 static lhttp_t *check(lua_State *L) {
-  lhttp_t **ud = luaL_checkudata(L, 1, HTTP_MT);
-  if (*ud == NULL || (*ud)->closed) luaL_error(L, "the HTTP server is closed");
-  return *ud;
+  binding_handle_t *bh = binding_handle_check(L, 1, HTTP_MT);
+  if (bh == NULL) luaL_error(L, "the HTTP server is closed");
+  return BINDING_CONTAINER(bh, lhttp_t, h);
 }
 
-static size_t opt_size(lua_State *L, int t, const char *k, size_t def) {
-  lua_getfield(L, t, k);
-  size_t v = lua_isnumber(L, -1) ? (size_t)lua_tonumber(L, -1) : def;
-  lua_pop(L, 1);
-  return v;
+/* A size limit from the options (argument 3). */
+static size_t opt_size(lua_State *L, const char *name, size_t def, double lo) {
+  return (size_t)binding_opt_number(L, 3, "listen", name, (double)def, lo, 1099511627776.0);
 }
 
-static double opt_num(lua_State *L, int t, const char *k, double def) {
-  lua_getfield(L, t, k);
-  double v = lua_isnumber(L, -1) ? lua_tonumber(L, -1) : def;
-  lua_pop(L, 1);
-  return v;
-}
-
-/* listen(ip, port, limits, handler) -> server | nil, message */
+/* listen(ip, port, limits, handler) -> server | nil, message, kind */
 static int l_listen(lua_State *L) {
   host_t *host = BINDING_HOST(L);
   const char *ip = luaL_checkstring(L, 1);
@@ -154,31 +145,27 @@ static int l_listen(lua_State *L) {
   luaL_checktype(L, 4, LUA_TFUNCTION);
   http_limits_t lim;
   http_default_limits(&lim);
-  lim.max_header = opt_size(L, 3, "max_header", lim.max_header);
-  lim.max_body = opt_size(L, 3, "max_body", lim.max_body);
-  lim.max_line = opt_size(L, 3, "max_line", lim.max_line);
-  lim.max_ws_message = opt_size(L, 3, "max_ws_message", lim.max_ws_message);
-  lim.header_timeout = opt_num(L, 3, "header_timeout", lim.header_timeout);
-  lim.idle_timeout = opt_num(L, 3, "idle_timeout", lim.idle_timeout);
-  lim.high_water = opt_size(L, 3, "high_water", lim.high_water);
+  lim.max_header = opt_size(L, "max_header", lim.max_header, 64);
+  lim.max_body = opt_size(L, "max_body", lim.max_body, 0);
+  lim.max_line = opt_size(L, "max_line", lim.max_line, 1);
+  lim.max_ws_message = opt_size(L, "max_ws_message", lim.max_ws_message, 1);
+  lim.header_timeout =
+      binding_opt_number(L, 3, "listen", "header_timeout", lim.header_timeout, 0.001, 86400);
+  lim.idle_timeout =
+      binding_opt_number(L, 3, "listen", "idle_timeout", lim.idle_timeout, 0.001, 86400);
+  lim.high_water = opt_size(L, "high_water", lim.high_water, 1);
   lhttp_t *h = calloc(1, sizeof *h);
   if (h == NULL) return luaL_error(L, "out of memory");
+  binding_handle_init(&h->h, host);
   h->L = host->L;
-  lua_pushvalue(L, 4);
-  h->handler_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   char err[256];
   int rc = http_listen(&h->s, host, ip, port, &lim, &events, h, err, sizeof err);
   if (rc) {
-    luaL_unref(L, LUA_REGISTRYINDEX, h->handler_ref);
     free(h);
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
+    return binding_fail(L, atoll_err_name(rc), "%s", err);
   }
-  lhttp_t **ud = lua_newuserdata(L, sizeof *ud);
-  *ud = h;
-  luaL_getmetatable(L, HTTP_MT);
-  lua_setmetatable(L, -2);
+  binding_handle_set_callback(L, &h->h, 0, 4);
+  binding_handle_new(L, &h->h, HTTP_MT);
   return 1;
 }
 
@@ -187,9 +174,7 @@ static http_conn_t *conn_arg(lua_State *L, lhttp_t *h) {
 }
 
 static int gone(lua_State *L) {
-  lua_pushnil(L);
-  lua_pushliteral(L, "the connection is gone");
-  return 2;
+  return binding_fail(L, "ENOTCONN", "the connection is gone");
 }
 
 static int result(lua_State *L, int rc) {
@@ -353,23 +338,23 @@ static int l_shutdown(lua_State *L) {
   return 0;
 }
 
-static void release(lua_State *L, lhttp_t **ud) {
-  lhttp_t *h = *ud;
-  if (h == NULL) return;
-  *ud = NULL;
-  h->closed = 1;
+/* The server frees itself once its connections have closed (http_close); the Lua side goes
+ * now, so that no event reaches Lua after close. */
+static void release(lhttp_t *h) {
+  binding_handle_release(&h->h);
   http_close(h->s);
-  luaL_unref(L, LUA_REGISTRYINDEX, h->handler_ref);
   free(h);
 }
 
 static int l_close(lua_State *L) {
-  release(L, luaL_checkudata(L, 1, HTTP_MT));
+  binding_handle_t *bh = binding_handle_check(L, 1, HTTP_MT);
+  if (bh) release(BINDING_CONTAINER(bh, lhttp_t, h));
   return 0;
 }
 
 static int l_gc(lua_State *L) {
-  release(L, luaL_checkudata(L, 1, HTTP_MT));
+  binding_handle_t *bh = binding_handle_gc(L, 1, HTTP_MT);
+  if (bh) release(BINDING_CONTAINER(bh, lhttp_t, h));
   return 0;
 }
 
@@ -421,7 +406,7 @@ static int l_utf8_valid(lua_State *L) {
 
 static const luaL_Reg fns[] = {{"listen", l_listen}, {"utf8_valid", l_utf8_valid}, {NULL, NULL}};
 
-int luaopen_atoll_http_raw(lua_State *L) {
+int luaopen_atoll_c_http(lua_State *L) {
   binding_class(L, HTTP_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

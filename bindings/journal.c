@@ -1,12 +1,13 @@
-/* atoll.journal: event journals (host/journal.c), for lib/atoll/persistence.lua and the tools. */
+/* atoll.c.journal: event journals (host/journal.c), for lib/atoll/persistence.lua and the tools. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/error.h"
 #include "../host/journal.h"
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define JOURNAL_MT "atoll.journal"
+#define JOURNAL_MT "atoll.c.journal"
 
 typedef struct lj_s {
   journal_t j; /* first: its base is the async handle's owner */
@@ -112,7 +113,7 @@ static void async_closed(uv_handle_t *h) {
   lj->self_ref = LUA_NOREF;
 }
 
-/* open(spec) -> journal | nil, message */
+/* open(spec) -> journal | nil, message, kind */
 static int l_open(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   const char *spec = luaL_checkstring(L, 1);
@@ -122,11 +123,7 @@ static int l_open(lua_State *L) {
   lj->self_ref = lj->handler_ref = lj->results_ref = LUA_NOREF;
   char err[512];
   int rc = journal_open(&lj->j, h, spec, err, sizeof err);
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushstring(L, err);
-    return 2;
-  }
+  if (rc) return binding_fail(L, atoll_err_name(rc), "%s", err);
   lj->j.on_done = on_done;
   lj->j.base.on_close = NULL; /* the host's shutdown closes the handle; Lua is going too */
   luaL_getmetatable(L, JOURNAL_MT);
@@ -301,7 +298,7 @@ static const luaL_Reg fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_journal(lua_State *L) {
+int luaopen_atoll_c_journal(lua_State *L) {
   binding_class(L, JOURNAL_MT, methods, l_gc, l_tostring);
   binding_module(L, fns);
   lua_pushinteger(L, JOURNAL_READ_PAGE);

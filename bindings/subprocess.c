@@ -1,35 +1,36 @@
-/* atoll.subprocess: child processes with piped stdin, stdout and stderr. */
+/* atoll.c.subprocess: child processes with piped stdin, stdout and stderr. */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/error.h"
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define PROC_MT   "atoll.subprocess"
+#define PROC_MT   "atoll.c.subprocess"
 #define READ_SIZE 65536
+
+/* The callbacks, in the handle's slots. */
+enum { ON_STDOUT, ON_STDERR, ON_EXIT };
 
 typedef struct proc_s {
   host_handle_t base; /* first: every handle below points here through ->data */
+  binding_handle_t h;
   uv_process_t process;
   uv_pipe_t io[3]; /* stdin, stdout, stderr */
   int open_handles;
   int exited;
-  lua_State *L;
-  int on_stdout, on_stderr, on_exit; /* Lua callbacks */
-  int self_ref;
-  struct proc_s **slot;
 } proc_t;
+
+static proc_t *check_proc(lua_State *L) {
+  binding_handle_t *bh = binding_handle_check(L, 1, PROC_MT);
+  return bh ? BINDING_CONTAINER(bh, proc_t, h) : NULL;
+}
 
 static void on_closed(uv_handle_t *handle) {
   proc_t *p = handle->data;
   if (--p->open_handles > 0) return;
-  lua_State *L = p->L;
-  luaL_unref(L, LUA_REGISTRYINDEX, p->on_stdout);
-  luaL_unref(L, LUA_REGISTRYINDEX, p->on_stderr);
-  luaL_unref(L, LUA_REGISTRYINDEX, p->on_exit);
-  luaL_unref(L, LUA_REGISTRYINDEX, p->self_ref);
-  if (p->slot) *p->slot = NULL;
+  binding_handle_release(&p->h);
   free(p);
 }
 
@@ -50,14 +51,14 @@ static void alloc_cb(uv_handle_t *handle, size_t suggested, uv_buf_t *buf) {
 
 static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   proc_t *p = stream->data;
-  int ref = stream == (uv_stream_t *)&p->io[1] ? p->on_stdout : p->on_stderr;
+  int cb = stream == (uv_stream_t *)&p->io[1] ? ON_STDOUT : ON_STDERR;
   if (nread == 0) {
     free(buf->base);
     return;
   }
-  lua_State *L = p->L;
-  if (ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_State *L = p->h.L;
+  int called = binding_handle_callback(&p->h, cb);
+  if (called) {
     if (nread > 0)
       lua_pushlstring(L, buf->base, (size_t)nread);
     else
@@ -65,28 +66,30 @@ static void read_cb(uv_stream_t *stream, ssize_t nread, const uv_buf_t *buf) {
   }
   free(buf->base);
   if (nread < 0) uv_read_stop(stream);
-  if (ref != LUA_NOREF) vm_pcall(L, 1, 0, "subprocess output callback");
+  if (called) vm_pcall(L, 1, 0, "subprocess output callback");
 }
 
 static void exit_cb(uv_process_t *process, int64_t status, int term_signal) {
   proc_t *p = process->data;
   p->exited = 1;
-  if (p->on_exit == LUA_NOREF) return;
-  lua_State *L = p->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, p->on_exit);
+  if (!binding_handle_callback(&p->h, ON_EXIT)) return;
+  lua_State *L = p->h.L;
   lua_pushinteger(L, (lua_Integer)status);
   lua_pushinteger(L, term_signal);
   vm_pcall(L, 2, 0, "subprocess exit callback");
 }
 
-static int opt_ref(lua_State *L, int t, const char *field) {
-  lua_getfield(L, t, field);
-  if (lua_isnil(L, -1)) {
+static const char *const callback_names[] = {"on_stdout", "on_stderr", "on_exit"};
+
+/* Raises unless each callback in the options (argument 1) is a function or nil. */
+static void check_callbacks(lua_State *L) {
+  for (int i = 0; i < 3; i++) {
+    lua_getfield(L, 1, callback_names[i]);
+    if (!lua_isnil(L, -1) && !lua_isfunction(L, -1)) {
+      luaL_error(L, "spawn: %s must be a function", callback_names[i]);
+    }
     lua_pop(L, 1);
-    return LUA_NOREF;
   }
-  luaL_argcheck(L, lua_isfunction(L, -1), t, field);
-  return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* Reads t[field] as an array of strings into a NULL-terminated vector
@@ -115,23 +118,29 @@ static char **string_vector(lua_State *L, int t, const char *field, const char *
 
 /* spawn{ file = path, args = {...}, env = {"K=V", ...}, cwd = dir,
  *        on_stdout = fn(data|nil), on_stderr = fn(data|nil), on_exit = fn(code, signal) }
- * -> handle | nil, message */
+ * -> handle | nil, message, kind */
 static int l_spawn(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   luaL_checktype(L, 1, LUA_TTABLE);
-  lua_getfield(L, 1, "file");
-  const char *file = luaL_checkstring(L, -1);
+  /* The strings stay in the options table, which outlives uv_spawn. */
+  const char *file = binding_opt_string(L, 1, "spawn", "file", NULL, 4096, NULL);
+  if (file == NULL) return luaL_error(L, "spawn: file must be a string");
+  const char *cwd = binding_opt_string(L, 1, "spawn", "cwd", NULL, 4096, NULL);
   int base = lua_gettop(L);
   char **args = string_vector(L, 1, "args", file);
   char **env = string_vector(L, 1, "env", NULL);
-  lua_getfield(L, 1, "cwd");
-  const char *cwd = lua_tostring(L, -1);
+  check_callbacks(L);
 
   proc_t *p = calloc(1, sizeof *p);
   if (p == NULL) return luaL_error(L, "out of memory");
   p->base.on_close = on_closed;
-  p->L = h->L; /* callbacks run on the main thread, never on the caller's coroutine */
-  p->on_stdout = p->on_stderr = p->on_exit = p->self_ref = LUA_NOREF;
+  binding_handle_init(&p->h, h);
+  /* Callbacks first: nothing that can raise may come after a successful spawn. */
+  for (int i = 0; i < 3; i++) {
+    lua_getfield(L, 1, callback_names[i]);
+    binding_handle_set_callback(L, &p->h, i, -1);
+    lua_pop(L, 1);
+  }
   for (int i = 0; i < 3; i++) {
     uv_pipe_init(&h->loop, &p->io[i], 0);
     p->io[i].data = p;
@@ -157,34 +166,20 @@ static int l_spawn(lua_State *L) {
   opts.stdio = stdio;
 
   p->process.data = p;
-  /* Callbacks first: nothing that can raise may come after a successful spawn. */
-  p->on_stdout = opt_ref(L, 1, "on_stdout");
-  p->on_stderr = opt_ref(L, 1, "on_stderr");
-  p->on_exit = opt_ref(L, 1, "on_exit");
   int rc = uv_spawn(&h->loop, &p->process, &opts);
   p->open_handles++; /* uv_spawn initializes the process handle even on failure */
   if (rc) {
     close_all(p);
     lua_settop(L, base);
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot start %s: %s", file, uv_strerror(rc));
-    return 2;
+    return binding_fail(L, atoll_err_name(rc), "cannot start %s: %s", file, uv_strerror(rc));
   }
   uv_read_start((uv_stream_t *)&p->io[1], alloc_cb, read_cb);
   uv_read_start((uv_stream_t *)&p->io[2], alloc_cb, read_cb);
 
   lua_settop(L, base);
-  proc_t **ud = lua_newuserdata(L, sizeof *ud);
-  *ud = p;
-  p->slot = ud;
-  luaL_getmetatable(L, PROC_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  p->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  binding_handle_new(L, &p->h, PROC_MT);
   return 1;
 }
-
-#define check_proc(L) ((proc_t **)luaL_checkudata((L), 1, PROC_MT))
 
 static int signal_number(lua_State *L, int idx) {
   if (lua_type(L, idx) == LUA_TNUMBER) return (int)lua_tointeger(L, idx);
@@ -201,63 +196,51 @@ static int signal_number(lua_State *L, int idx) {
   return luaL_argerror(L, idx, "unknown signal name");
 }
 
-/* handle:kill([signal]) -> true | nil, message    (signal: "SIGTERM" by default, a name or number)
- */
+/* handle:kill([signal]) -> true | nil, message, kind
+ * (signal: "SIGTERM" by default, a name or number) */
 static int l_kill(lua_State *L) {
-  proc_t **ud = check_proc(L);
+  proc_t *p = check_proc(L);
   int sig = signal_number(L, 2);
-  if (*ud == NULL || (*ud)->exited) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "the process has exited");
-    return 2;
-  }
-  return binding_result(L, uv_process_kill(&(*ud)->process, sig));
+  if (p == NULL || p->exited) return binding_fail(L, "ESRCH", "the process has exited");
+  return binding_result(L, uv_process_kill(&p->process, sig));
 }
 
 /* handle:pid() -> the child's process id */
 static int l_pid(lua_State *L) {
-  proc_t **ud = check_proc(L);
-  if (*ud == NULL) return 0;
-  lua_pushinteger(L, (*ud)->process.pid);
+  proc_t *p = check_proc(L);
+  if (p == NULL) return 0;
+  lua_pushinteger(L, p->process.pid);
   return 1;
 }
 
-/* handle:write(data) -> true | nil, message */
+/* handle:write(data) -> true | nil, message, kind */
 static int l_write(lua_State *L) {
-  proc_t **ud = check_proc(L);
+  proc_t *p = check_proc(L);
   size_t n;
-  const char *data = luaL_checklstring(L, 2, &n);
-  if (*ud == NULL || uv_is_closing((uv_handle_t *)&(*ud)->io[0])) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "stdin is closed");
-    return 2;
+  const char *data = binding_check_bytes(L, 2, &n);
+  if (p == NULL || uv_is_closing((uv_handle_t *)&p->io[0])) {
+    return binding_fail(L, "EPIPE", "stdin is closed");
   }
-  return binding_write(L, (uv_stream_t *)&(*ud)->io[0], data, n);
+  return binding_write(L, (uv_stream_t *)&p->io[0], data, n);
 }
 
 /* handle:close_stdin() -- the child reads end of file */
 static int l_close_stdin(lua_State *L) {
-  proc_t **ud = check_proc(L);
-  if (*ud && !uv_is_closing((uv_handle_t *)&(*ud)->io[0])) {
-    uv_close((uv_handle_t *)&(*ud)->io[0], on_closed);
-  }
+  proc_t *p = check_proc(L);
+  if (p && !uv_is_closing((uv_handle_t *)&p->io[0])) uv_close((uv_handle_t *)&p->io[0], on_closed);
   return 0;
 }
 
 /* handle:close() -- releases the handles (the child keeps running if alive) */
 static int l_close(lua_State *L) {
-  proc_t **ud = check_proc(L);
-  if (*ud) close_all(*ud);
+  proc_t *p = check_proc(L);
+  if (p) close_all(p);
   return 0;
 }
 
 static int l_gc(lua_State *L) {
-  proc_t **ud = check_proc(L);
-  if (*ud) {
-    (*ud)->slot = NULL;
-    close_all(*ud);
-    *ud = NULL;
-  }
+  binding_handle_t *bh = binding_handle_gc(L, 1, PROC_MT);
+  if (bh && !bh->host->closing) close_all(BINDING_CONTAINER(bh, proc_t, h));
   return 0;
 }
 
@@ -267,7 +250,7 @@ static const luaL_Reg methods[] = {
 };
 static const luaL_Reg fns[] = {{"spawn", l_spawn}, {NULL, NULL}};
 
-int luaopen_atoll_subprocess(lua_State *L) {
+int luaopen_atoll_c_subprocess(lua_State *L) {
   binding_class(L, PROC_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

@@ -1,4 +1,4 @@
-/* atoll.swim: the node's SWIM membership (host/membership.c), for lib/atoll/membership.lua. */
+/* atoll.c.swim: the node's SWIM membership (host/membership.c), for lib/atoll/membership.lua. */
 #include <stdlib.h>
 #include <string.h>
 
@@ -78,17 +78,9 @@ static void on_news(membership_t *m) {
   vm_pcall(L, 2, 0, "membership handler");
 }
 
+/* A setting from the table at t: a number from lo to hi. */
 static double opt_field(lua_State *L, int t, const char *field, double def, double lo, double hi) {
-  lua_getfield(L, t, field);
-  double v = def;
-  if (!lua_isnil(L, -1)) {
-    if (!lua_isnumber(L, -1)) luaL_error(L, "membership setting %s must be a number", field);
-    v = lua_tonumber(L, -1);
-    if (!(v >= lo && v <= hi))
-      luaL_error(L, "membership setting %s must be from %g to %g", field, lo, hi);
-  }
-  lua_pop(L, 1);
-  return v;
+  return binding_opt_number(L, t, "membership", field, def, lo, hi);
 }
 
 /* Reads settings (seconds for times) over the defaults. */
@@ -147,8 +139,8 @@ static void push_config(lua_State *L, const swim_config_t *c) {
 #undef F
 }
 
-/* start{ bind_host, port, address, name, incarnation, cluster, secret, config } -> true | nil, msg
- */
+/* start{ bind_host, port, address, name, incarnation, cluster, secret, config }
+ * -> true | nil, message, kind */
 static int l_start(lua_State *L) {
   membership_t *m = MEMBERSHIP(L);
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -176,10 +168,8 @@ static int l_start(lua_State *L) {
   int rc = membership_start(m, m->host, &cfg, bind_host, port, address, name, (uint64_t)inc,
                             cluster, secret, slen);
   if (rc) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "cannot open the membership socket on UDP %s:%d: %s", bind_host, port,
-                    uv_strerror(rc));
-    return 2;
+    return binding_fail(L, atoll_err_name(rc), "cannot open the membership socket on UDP %s:%d: %s",
+                        bind_host, port, atoll_strerror(rc));
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -275,7 +265,7 @@ static int l_state(lua_State *L) {
   return 1;
 }
 
-/* merge(bytes) -> true | nil, message */
+/* merge(bytes) -> true | nil, message, kind */
 static int l_merge(lua_State *L) {
   membership_t *m = started(L);
   size_t len;
@@ -283,9 +273,8 @@ static int l_merge(lua_State *L) {
   int rc = swim_merge(m->swim, uv_now(&m->host->loop), s, len);
   membership_kick(m);
   if (rc) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "a membership state that does not decode: %s", atoll_strerror(rc));
-    return 2;
+    return binding_fail(L, atoll_err_name(rc), "a membership state that does not decode: %s",
+                        atoll_strerror(rc));
   }
   lua_pushboolean(L, 1);
   return 1;
@@ -321,7 +310,7 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
-/* send_raw(address, bytes [, seal]) -> true | nil, message: for tests */
+/* send_raw(address, bytes [, seal]) -> true | nil, message, kind: for tests */
 static int l_send_raw(lua_State *L) {
   membership_t *m = started(L);
   size_t len;
@@ -353,7 +342,7 @@ static const luaL_Reg fns[] = {
     {NULL, NULL},
 };
 
-int luaopen_atoll_swim(lua_State *L) {
+int luaopen_atoll_c_swim(lua_State *L) {
   host_t *h = BINDING_HOST(L);
   membership_t *m = lua_newuserdata(L, sizeof *m); /* [m] */
   membership_init(m, h);

@@ -1,27 +1,29 @@
-/* atoll.tcp: a plain TCP client socket, for tools and tests that speak raw bytes. */
+/* atoll.c.tcp: a plain TCP client socket, for tools and tests that speak raw bytes. */
 #include <stdlib.h>
 #include <string.h>
 
+#include "../host/error.h"
 #include "../host/vm.h"
 #include "bindings.h"
 
-#define TCP_MT "atoll.tcp"
+#define TCP_MT "atoll.c.tcp"
 
 typedef struct sock_s {
   host_handle_t base; /* first: shutdown closes the handle through it */
+  binding_handle_t h; /* callback 0: fn(event, data) */
   uv_tcp_t tcp;
   uv_connect_t connect;
-  lua_State *L;
-  host_t *host;
-  int cb_ref;   /* fn(event, data) */
-  int self_ref; /* keeps the userdata alive while the socket is open */
-  struct sock_s **slot;
   int closing;
 } sock_t;
 
+static sock_t *check_sock(lua_State *L) {
+  binding_handle_t *bh = binding_handle_check(L, 1, TCP_MT);
+  return bh ? BINDING_CONTAINER(bh, sock_t, h) : NULL;
+}
+
 static void emit(sock_t *s, const char *event, const char *data, size_t len) {
-  lua_State *L = s->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, s->cb_ref);
+  if (!binding_handle_callback(&s->h, 0)) return;
+  lua_State *L = s->h.L;
   lua_pushstring(L, event);
   if (data)
     lua_pushlstring(L, data, len);
@@ -32,10 +34,8 @@ static void emit(sock_t *s, const char *event, const char *data, size_t len) {
 
 static void on_closed(uv_handle_t *h) {
   sock_t *s = h->data;
-  if (!s->host->closing) emit(s, "closed", NULL, 0);
-  luaL_unref(s->L, LUA_REGISTRYINDEX, s->cb_ref);
-  luaL_unref(s->L, LUA_REGISTRYINDEX, s->self_ref);
-  if (s->slot) *s->slot = NULL;
+  emit(s, "closed", NULL, 0);
+  binding_handle_release(&s->h);
   free(s);
 }
 
@@ -79,7 +79,7 @@ static void connect_cb(uv_connect_t *req, int status) {
   if (!s->closing) uv_read_start((uv_stream_t *)&s->tcp, alloc_cb, read_cb);
 }
 
-/* connect(host, port, fn(event, data)) -> socket | nil, message
+/* connect(host, port, fn(event, data)) -> socket | nil, message, kind
  * events: "connected", "data" (bytes), "eof", "error" (message), "closed" */
 static int l_connect(lua_State *L) {
   host_t *h = BINDING_HOST(L);
@@ -89,71 +89,50 @@ static int l_connect(lua_State *L) {
   struct sockaddr_storage ss;
   int rc = uv_ip4_addr(host, port, (struct sockaddr_in *)&ss);
   if (rc) rc = uv_ip6_addr(host, port, (struct sockaddr_in6 *)&ss);
-  if (rc) {
-    lua_pushnil(L);
-    lua_pushfstring(L, "not an IP address: %s", host);
-    return 2;
-  }
+  if (rc) return binding_fail(L, atoll_err_name(rc), "not an IP address: %s", host);
   sock_t *s = calloc(1, sizeof *s);
   if (s == NULL) return luaL_error(L, "out of memory");
   s->base.on_close = on_closed;
-  s->L = h->L; /* callbacks run on the main thread */
-  s->host = h;
+  binding_handle_init(&s->h, h);
+  binding_handle_set_callback(L, &s->h, 0, 3);
+  binding_handle_new(L, &s->h, TCP_MT);
   uv_tcp_init(&h->loop, &s->tcp);
   s->tcp.data = s;
-  lua_pushvalue(L, 3);
-  s->cb_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  sock_t **ud = lua_newuserdata(L, sizeof *ud);
-  *ud = s;
-  s->slot = ud;
-  luaL_getmetatable(L, TCP_MT);
-  lua_setmetatable(L, -2);
-  lua_pushvalue(L, -1);
-  s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   s->connect.data = s;
   rc = uv_tcp_connect(&s->connect, &s->tcp, (struct sockaddr *)&ss, connect_cb);
   if (rc) {
     sock_close(s);
-    lua_pushnil(L);
-    lua_pushstring(L, uv_strerror(rc));
-    return 2;
+    return binding_result(L, rc);
   }
   return 1;
 }
 
-/* sock:write(bytes) -> true | nil, message */
+/* sock:write(bytes) -> true | nil, message, kind */
 static int l_write(lua_State *L) {
-  sock_t **ud = luaL_checkudata(L, 1, TCP_MT);
+  sock_t *s = check_sock(L);
   size_t n;
-  const char *data = luaL_checklstring(L, 2, &n);
-  if (*ud == NULL || (*ud)->closing) {
-    lua_pushnil(L);
-    lua_pushliteral(L, "the socket is closed");
-    return 2;
-  }
-  return binding_write(L, (uv_stream_t *)&(*ud)->tcp, data, n);
+  const char *data = binding_check_bytes(L, 2, &n);
+  if (s == NULL || s->closing) return binding_fail(L, "ENOTCONN", "the socket is closed");
+  return binding_write(L, (uv_stream_t *)&s->tcp, data, n);
 }
 
 /* sock:close() */
 static int l_close(lua_State *L) {
-  sock_t **ud = luaL_checkudata(L, 1, TCP_MT);
-  if (*ud) sock_close(*ud);
+  sock_t *s = check_sock(L);
+  if (s) sock_close(s);
   return 0;
 }
 
 static int l_gc(lua_State *L) {
-  sock_t **ud = luaL_checkudata(L, 1, TCP_MT);
-  if (*ud) {
-    (*ud)->slot = NULL;
-    sock_close(*ud);
-  }
+  binding_handle_t *bh = binding_handle_gc(L, 1, TCP_MT);
+  if (bh && !bh->host->closing) sock_close(BINDING_CONTAINER(bh, sock_t, h));
   return 0;
 }
 
 static const luaL_Reg methods[] = {{"write", l_write}, {"close", l_close}, {NULL, NULL}};
 static const luaL_Reg fns[] = {{"connect", l_connect}, {NULL, NULL}};
 
-int luaopen_atoll_tcp(lua_State *L) {
+int luaopen_atoll_c_tcp(lua_State *L) {
   binding_class(L, TCP_MT, methods, l_gc, NULL);
   binding_module(L, fns);
   return 1;

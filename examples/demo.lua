@@ -2,7 +2,7 @@
 --
 --   atoll lua examples/demo.lua [BUILD/atoll]
 local atoll = require "atoll"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local process = require "atoll.process"
 
 local bin = arg[1] or host.exepath()

@@ -1,8 +1,7 @@
-/* TCP links between nodes: handshake, framing, batching into Lua, write coalescing, bounded queues.
- */
+/* TCP links between nodes: handshake, framing, batching what one read brings, write coalescing,
+ * bounded queues (see transport.h). */
 #include "transport.h"
 
-#include <lauxlib.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -11,15 +10,91 @@
 
 #include "codec.h"
 #include "error.h"
-#include "frame.h"
 #include "log.h"
-#include "vm.h"
 
 /* Handshake progress: which message the link waits for. */
 enum { HS_WAIT_HELLO = 1, HS_WAIT_CHALLENGE, HS_WAIT_PROOF, HS_WAIT_WELCOME };
 
-/* Inbox slots per envelope handed to Lua: kind, rid, a, b, method, payload. */
-#define INBOX_SLOTS 6
+struct link_s {
+  host_handle_t base; /* first: shutdown closes the handles through it */
+  transport_t *t;
+  uv_tcp_t tcp;
+  uv_timer_t timer; /* the handshake deadline */
+  uv_connect_t connect;
+  uv_getaddrinfo_t resolve;
+  int open_handles;
+  int dialer; /* this node dialed */
+  link_state_t state;
+  int hs_step;                       /* the handshake message the link waits for */
+  frame_seal_t send_seal, recv_seal; /* set when the link goes up */
+  int handshaking;                   /* counted in t->handshaking */
+  /* Accepted and not yet authenticated: on the transport's admission list. */
+  int admitted;
+  link_t *adm_prev, *adm_next;
+  unsigned char source[16]; /* the peer's address: IPv4 as v4-mapped IPv6, IPv6 as its /64 */
+  uint64_t accepted_at;     /* loop time, ms */
+  uint64_t stage_at;        /* when it began to wait for its hello, or its proof */
+  unsigned accepted_turn;   /* the loop turn it was accepted in */
+  int overdue;              /* its deadline passed: closed after one more poll */
+  int was_up;
+  hs_msg_t hello;           /* the dialer's hello */
+  hs_msg_t challenge;       /* the acceptor's challenge */
+  char target[HS_MAX_TEXT]; /* what was dialed, or the peer's socket address */
+  buf_t in;
+  size_t in_off;  /* bytes of `in` already parsed */
+  buf_t out;      /* frames queued, not yet handed to the socket */
+  buf_t inflight; /* frames a uv_write owns (a test link: what transport_test_output gave) */
+  buf_t sent;     /* a test link: what it wrote since transport_test_output */
+  uv_write_t wreq;
+  int writing;
+  int unflushed; /* frames queued since the last write */
+  int flush_at;  /* write early once this many are queued */
+  unsigned turn; /* the loop turn flush_at belongs to */
+  int dirty;
+  link_t *next_dirty;
+  void *data; /* the events' owner's */
+  link_counters_t counters;
+  char reason[256]; /* why it closed */
+};
+
+struct transport_s {
+  host_handle_t base; /* first: the listener's and flusher's handle->data */
+  host_t *host;       /* NULL for a test transport */
+  transport_events_t ev;
+  void *ud;
+  transport_config_t cfg;
+  unsigned char key[HS_KEY];
+  int has_key;
+  void (*nonce)(void *ctx, unsigned char *out, size_t n);
+  void *nonce_ctx;
+  uv_tcp_t listener;
+  int listening;
+  uv_prepare_t flusher;
+  link_t *dirty;
+  /* The envelopes of the read being parsed, handed over together. */
+  envelope_t *batch;
+  size_t batch_cap;
+  int handshaking; /* links that have not finished their handshake */
+  unsigned turn;   /* counts loop turns (flushes), for write batching and admission */
+  double refused, dropped_frames;
+  /* Admission: accepted links not yet authenticated, oldest first. */
+  link_t *adm_head, *adm_tail;
+  int admitted;
+  int max_handshakes;     /* TRANSPORT_MAX_HANDSHAKES, or fewer */
+  uv_check_t pruner;      /* enforces the limits after a turn's input is read */
+  uv_timer_t prune_timer; /* wakes the pruner when a connection's grace ends */
+  double evicted, timed_out, not_accepted;
+  /* What was shed in the current report period, not yet logged. */
+  uv_timer_t reporter;
+  struct {
+    int open;  /* a period runs: the reporter ends it */
+    int burst; /* failed handshakes still logged in full this period */
+    double by_address, table_full, timed_out, not_accepted, failed;
+    unsigned char top[16]; /* the source seen most (Misra-Gries, one counter) */
+    char top_name[64];
+    double top_weight;
+  } report;
+};
 
 const char *link_state_name(link_state_t s) {
   switch (s) {
@@ -34,6 +109,11 @@ const char *link_state_name(link_state_t s) {
   }
 }
 
+/* A link of a test transport: no socket, no timer, no loop. */
+static int is_test(const link_t *l) {
+  return l->t->host == NULL;
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 static const char *peer_label(const link_t *l) {
@@ -41,10 +121,6 @@ static const char *peer_label(const link_t *l) {
     return l->dialer ? l->challenge.address : l->hello.address;
   }
   return l->target;
-}
-
-static void push_link(lua_State *L, const link_t *l) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, l->self_ref);
 }
 
 /* Takes a link off the list the flusher walks: it may be freed before the
@@ -62,22 +138,13 @@ static void admission_leave(link_t *l);
 
 static void finalize(link_t *l) {
   transport_t *t = l->t;
-  lua_State *L = t->L;
   if (l->handshaking) t->handshaking--;
   admission_leave(l);
-  /* While the host shuts down, Lua hears nothing more: its loop is closing. */
-  if (t->on_down_ref != LUA_NOREF && !t->host->closing) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_down_ref);
-    push_link(L, l);
-    lua_pushstring(L, l->reason[0] ? l->reason : "closed");
-    lua_pushboolean(L, l->was_up);
-    vm_pcall(L, 3, 0, "link down handler");
-  }
-  luaL_unref(L, LUA_REGISTRYINDEX, l->self_ref);
-  if (l->slot) *l->slot = NULL;
+  if (t->ev.on_down) t->ev.on_down(t->ud, l, l->reason[0] ? l->reason : "closed", l->was_up);
   buf_close(&l->in);
   buf_close(&l->out);
   buf_close(&l->inflight);
+  buf_close(&l->sent);
   free(l);
 }
 
@@ -100,6 +167,7 @@ static void close_link(link_t *l, const char *reason, int reset) {
   l->state = LINK_CLOSED;
   undirty(l);
   admission_leave(l);
+  if (is_test(l)) return; /* freed by transport_test_free_link */
   uv_handle_t *tcp = (uv_handle_t *)&l->tcp, *timer = (uv_handle_t *)&l->timer;
   if (!uv_is_closing(tcp) && !(reset && uv_tcp_close_reset(&l->tcp, on_handle_closed) == 0)) {
     uv_close(tcp, on_handle_closed);
@@ -120,6 +188,16 @@ static void close_logged(link_t *l, log_level_t level, const char *fmt, const ch
   link_close(l, why);
 }
 
+/* The peer broke the protocol: logs why, tells the events' owner, and closes. */
+static void protocol_error(link_t *l, int code, const char *fmt, const char *arg) {
+  char why[256];
+  snprintf(why, sizeof why, fmt, arg);
+  log_write(failure_level(l, LOG_WARN), "link", "%s: %s", peer_label(l), why);
+  transport_t *t = l->t;
+  if (t->ev.on_error) t->ev.on_error(t->ud, l, code, why);
+  link_close(l, why);
+}
+
 static link_t *link_new(transport_t *t, int dialer) {
   link_t *l = calloc(1, sizeof *l);
   if (l == NULL) return NULL;
@@ -129,6 +207,11 @@ static link_t *link_new(transport_t *t, int dialer) {
   l->t = t;
   l->dialer = dialer;
   l->state = dialer ? LINK_CONNECTING : LINK_HANDSHAKE;
+  buf_init(&l->in);
+  buf_init(&l->out);
+  buf_init(&l->inflight);
+  buf_init(&l->sent);
+  if (is_test(l)) return l;
   uv_tcp_init(&t->host->loop, &l->tcp);
   uv_timer_init(&t->host->loop, &l->timer);
   /* A link alone does not keep a node running: a call waiting on it does
@@ -138,18 +221,35 @@ static link_t *link_new(transport_t *t, int dialer) {
   uv_unref((uv_handle_t *)&l->timer);
   l->tcp.data = l->timer.data = l;
   l->open_handles = 2;
-  buf_init(&l->in);
-  buf_init(&l->out);
-  buf_init(&l->inflight);
-  /* The Lua userdata that stands for the link, kept alive by the link. */
-  lua_State *L = t->L;
-  link_t **ud = lua_newuserdata(L, sizeof *ud);
-  *ud = l;
-  l->slot = ud;
-  luaL_getmetatable(L, "atoll.link");
-  lua_setmetatable(L, -2);
-  l->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   return l;
+}
+
+link_state_t link_state(const link_t *l) {
+  return l->state;
+}
+
+const char *link_target(const link_t *l) {
+  return l->target;
+}
+
+int link_dialer(const link_t *l) {
+  return l->dialer;
+}
+
+size_t link_max_frame(const link_t *l) {
+  return l->t->cfg.max_frame;
+}
+
+void link_counters(const link_t *l, link_counters_t *out) {
+  *out = l->counters;
+}
+
+void link_set_data(link_t *l, void *data) {
+  l->data = data;
+}
+
+void *link_data(const link_t *l) {
+  return l->data;
 }
 
 /* ---- admission: accepted connections that have not authenticated ------ */
@@ -270,7 +370,7 @@ static void source_name(const link_t *l, char *out, size_t cap) {
 
 /* An accepted connection's deadline for its hello. */
 static uint64_t hello_ms(const transport_t *t) {
-  return t->handshake_ms < TRANSPORT_HELLO_MS ? t->handshake_ms : TRANSPORT_HELLO_MS;
+  return t->cfg.handshake_ms < TRANSPORT_HELLO_MS ? t->cfg.handshake_ms : TRANSPORT_HELLO_MS;
 }
 
 static void report_cb(uv_timer_t *timer);
@@ -281,7 +381,7 @@ static int report_open(transport_t *t) {
   memset(&t->report, 0, sizeof t->report);
   t->report.open = 1;
   t->report.burst = TRANSPORT_REPORT_BURST;
-  uv_timer_start(&t->reporter, report_cb, t->report_ms, 0);
+  uv_timer_start(&t->reporter, report_cb, t->cfg.report_ms, 0);
   return 1;
 }
 
@@ -318,7 +418,7 @@ static void report_cb(uv_timer_t *timer) {
   if (parts[0] == '\0') return; /* a quiet period: the next event is logged at once */
   log_warn("link",
            "unauthenticated connections in the last %.0f s: %s%s%s; %d in the handshake now",
-           t->report_ms / 1000.0, parts, t->report.top_weight > 0 ? "; most from " : "",
+           t->cfg.report_ms / 1000.0, parts, t->report.top_weight > 0 ? "; most from " : "",
            t->report.top_weight > 0 ? t->report.top_name : "", t->admitted);
   report_open(t);
 }
@@ -351,7 +451,7 @@ static void shed(link_t *l, shed_why_t why) {
     log_warn("link",
              "shedding unauthenticated connections (the first: %s, %s); a summary follows at most "
              "every %.0f s, each one at debug level",
-             l->target, reason, t->report_ms / 1000.0);
+             l->target, reason, t->cfg.report_ms / 1000.0);
   } else {
     (*count)++;
     log_debug("link", "%s: shed: %s", l->target, reason);
@@ -383,7 +483,7 @@ static void not_accepted(transport_t *t, int status) {
     log_warn("link",
              "shedding unauthenticated connections (the first: not accepted: %s); a summary "
              "follows at most every %.0f s, each one at debug level",
-             uv_strerror(status), t->report_ms / 1000.0);
+             uv_strerror(status), t->cfg.report_ms / 1000.0);
   } else {
     t->report.not_accepted++;
     log_debug("link", "cannot accept a connection: %s", uv_strerror(status));
@@ -552,6 +652,15 @@ static void write_cb(uv_write_t *req, int status) {
 static void flush_link(link_t *l) {
   if (l->state != LINK_UP || l->writing || l->out.len == 0) return;
   l->unflushed = 0;
+  if (is_test(l)) {
+    /* No socket: what would go out is kept for transport_test_output. */
+    l->counters.bytes_out += l->out.len;
+    if (l->sent.len < (1u << 20) && buf_append(&l->sent, l->out.data, l->out.len) != 0) {
+      l->sent.len = 0;
+    }
+    l->out.len = 0;
+    return;
+  }
   buf_t tmp = l->inflight;
   l->inflight = l->out;
   l->out = tmp;
@@ -559,7 +668,7 @@ static void flush_link(link_t *l) {
   uv_buf_t b = uv_buf_init(l->inflight.data, (unsigned)l->inflight.len);
   int n = uv_try_write((uv_stream_t *)&l->tcp, &b, 1);
   if (n == (int)l->inflight.len) {
-    l->bytes_out += n;
+    l->counters.bytes_out += n;
     l->inflight.len = 0;
     buf_shrink(&l->inflight, 1 << 20);
     return;
@@ -569,7 +678,7 @@ static void flush_link(link_t *l) {
     return;
   }
   if (n > 0) {
-    l->bytes_out += n;
+    l->counters.bytes_out += n;
     b = uv_buf_init(l->inflight.data + n, (unsigned)(l->inflight.len - (size_t)n));
   }
   l->wreq.data = l;
@@ -599,6 +708,10 @@ static void flush_cb(uv_prepare_t *p) {
  * queued during the turn goes out in one write. */
 static void mark_dirty(link_t *l) {
   if (l->dirty || l->state != LINK_UP) return;
+  if (is_test(l)) {
+    flush_link(l); /* no loop turn ends for it */
+    return;
+  }
   l->dirty = 1;
   l->next_dirty = l->t->dirty;
   l->t->dirty = l;
@@ -611,14 +724,14 @@ size_t link_queued(const link_t *l) {
 /* Checks room before writing a frame of about `size` bytes. */
 static int room(link_t *l, size_t size) {
   if (l->state != LINK_UP) return UV_ENOTCONN;
-  if (size > l->t->max_frame) return ATOLL_ETOOBIG;
-  if (link_queued(l) + size > l->t->max_queue) return UV_ENOBUFS;
+  if (size > l->t->cfg.max_frame) return ATOLL_ETOOBIG;
+  if (link_queued(l) + size > l->t->cfg.max_queue) return UV_ENOBUFS;
   return 0;
 }
 
 static int queued(link_t *l, int rc) {
   if (rc == 0) {
-    l->frames_out++;
+    l->counters.frames_out++;
     /* Writes are coalesced per loop turn, but a long turn hands frames on
      * as it goes, so the peer can work on them meanwhile: the first time
      * after TRANSPORT_FLUSH_FRAMES frames, then after twice as many each
@@ -706,12 +819,16 @@ static void hs_send(link_t *l, const hs_msg_t *msg) {
   buf_init(&body);
   buf_init(&frame);
   if (hs_encode(&body, msg) == 0 && frame_write_raw(&frame, NULL, body.data, body.len) == 0) {
-    hs_write_t *w = malloc(sizeof *w + frame.len);
-    if (w) {
-      memcpy(w->data, frame.data, frame.len);
-      w->len = frame.len;
-      uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
-      if (uv_write(&w->req, (uv_stream_t *)&l->tcp, &b, 1, hs_write_cb) != 0) free(w);
+    if (is_test(l)) {
+      buf_append(&l->sent, frame.data, frame.len);
+    } else {
+      hs_write_t *w = malloc(sizeof *w + frame.len);
+      if (w) {
+        memcpy(w->data, frame.data, frame.len);
+        w->len = frame.len;
+        uv_buf_t b = uv_buf_init(w->data, (unsigned)w->len);
+        if (uv_write(&w->req, (uv_stream_t *)&l->tcp, &b, 1, hs_write_cb) != 0) free(w);
+      }
     }
   }
   buf_close(&body);
@@ -722,11 +839,11 @@ static void fill_identity(transport_t *t, hs_msg_t *m, hs_type_t type) {
   memset(m, 0, sizeof *m);
   m->type = type;
   m->version = HS_VERSION;
-  snprintf(m->cluster, sizeof m->cluster, "%s", t->cluster);
-  snprintf(m->name, sizeof m->name, "%s", t->name);
-  snprintf(m->address, sizeof m->address, "%s", t->address);
-  m->incarnation = t->incarnation;
-  randombytes_buf(m->nonce, HS_NONCE);
+  snprintf(m->cluster, sizeof m->cluster, "%s", t->cfg.cluster);
+  snprintf(m->name, sizeof m->name, "%s", t->cfg.name);
+  snprintf(m->address, sizeof m->address, "%s", t->cfg.address);
+  m->incarnation = t->cfg.incarnation;
+  t->nonce(t->nonce_ctx, m->nonce, HS_NONCE);
   m->has_nonce = 1;
 }
 
@@ -744,19 +861,21 @@ static void refuse(link_t *l, log_level_t level, const char *reason) {
   link_close(l, reason);
 }
 
-static void push_peer(lua_State *L, const link_t *l) {
-  const hs_msg_t *p = l->dialer ? &l->challenge : &l->hello;
-  lua_createtable(L, 0, 6);
-  lua_pushstring(L, p->name);
-  lua_setfield(L, -2, "name");
-  lua_pushstring(L, p->address);
-  lua_setfield(L, -2, "address");
-  lua_pushnumber(L, p->incarnation);
-  lua_setfield(L, -2, "incarnation");
-  lua_pushboolean(L, l->dialer);
-  lua_setfield(L, -2, "dialer");
-  lua_pushstring(L, l->target);
-  lua_setfield(L, -2, "target");
+/* The authenticated peer, as the events report it. */
+static void peer_of_link(const link_t *l, transport_peer_t *p) {
+  const hs_msg_t *m = l->dialer ? &l->challenge : &l->hello;
+  p->name = m->name;
+  p->address = m->address;
+  p->incarnation = m->incarnation;
+  p->dialer = l->dialer;
+  p->target = l->target;
+}
+
+/* A MAC that does not check out: the peer does not know this node's secret. */
+static void refuse_auth(link_t *l) {
+  transport_t *t = l->t;
+  if (t->ev.on_error) t->ev.on_error(t->ud, l, ATOLL_EAUTH, HS_SECRETS_DIFFER);
+  refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
 }
 
 static void went_up(link_t *l) {
@@ -769,7 +888,7 @@ static void went_up(link_t *l) {
   admission_leave(l);
   l->state = LINK_UP;
   l->was_up = 1;
-  uv_timer_stop(&l->timer);
+  if (!is_test(l)) uv_timer_stop(&l->timer);
   unsigned char d2a[FRAME_KEY], a2d[FRAME_KEY];
   hs_session_keys(t->key, &l->hello, &l->challenge, d2a, a2d);
   memcpy(l->send_seal.key, l->dialer ? d2a : a2d, FRAME_KEY);
@@ -778,33 +897,23 @@ static void went_up(link_t *l) {
   sodium_memzero(d2a, sizeof d2a);
   sodium_memzero(a2d, sizeof a2d);
   log_debug("link", "%s is up (%s)", peer_label(l), l->dialer ? "dialed" : "accepted");
-  if (t->on_up_ref != LUA_NOREF) {
-    lua_State *L = t->L;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_up_ref);
-    push_link(L, l);
-    push_peer(L, l);
-    vm_pcall(L, 2, 0, "link up handler");
+  if (t->ev.on_up) {
+    transport_peer_t peer;
+    peer_of_link(l, &peer);
+    t->ev.on_up(t->ud, l, &peer);
   }
   if (l->state == LINK_UP && l->out.len) mark_dirty(l);
 }
 
-/* Asks Lua whether to take an authenticated connection (it refuses
- * duplicates); returns 1, or 0 with reason filled in. */
+/* Asks the events' owner whether to take an authenticated connection (it
+ * refuses duplicates); returns 1, or 0 with reason filled in. */
 static int decide(link_t *l, char *reason, size_t cap) {
   transport_t *t = l->t;
-  if (t->decide_ref == LUA_NOREF) return 1;
-  lua_State *L = t->L;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, t->decide_ref);
-  push_link(L, l);
-  push_peer(L, l);
-  if (vm_pcall(L, 2, 2, "link decision") != 0) {
-    snprintf(reason, cap, "internal error");
-    return 0;
-  }
-  int ok = lua_toboolean(L, -2);
-  if (!ok) snprintf(reason, cap, "%s", lua_isstring(L, -1) ? lua_tostring(L, -1) : "refused");
-  lua_pop(L, 2);
-  return ok;
+  if (t->ev.decide == NULL) return 1;
+  transport_peer_t peer;
+  peer_of_link(l, &peer);
+  snprintf(reason, cap, "refused");
+  return t->ev.decide(t->ud, l, &peer, reason, cap);
 }
 
 static void handshake_timeout(uv_timer_t *timer);
@@ -813,8 +922,9 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
   transport_t *t = l->t;
   hs_msg_t m;
   char err[256];
-  if (hs_parse(body, len, &m, err, sizeof err) != 0) {
-    close_logged(l, LOG_WARN, "handshake failed: %s", err);
+  int rc = hs_parse(body, len, &m, err, sizeof err);
+  if (rc != 0) {
+    protocol_error(l, rc, "handshake failed: %s", err);
     return;
   }
   if (m.type == HS_REFUSE) {
@@ -839,13 +949,13 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
         refuse(l, LOG_WARN, reason);
         return;
       }
-      if (strcmp(m.cluster, t->cluster) != 0) {
+      if (strcmp(m.cluster, t->cfg.cluster) != 0) {
         snprintf(reason, sizeof reason, "cluster '%.80s', but this node is in cluster '%.80s'",
-                 m.cluster, t->cluster);
+                 m.cluster, t->cfg.cluster);
         refuse(l, LOG_WARN, reason);
         return;
       }
-      if (m.incarnation == t->incarnation) {
+      if (m.incarnation == t->cfg.incarnation) {
         /* This node's own hello, played back to it. */
         refuse(l, LOG_WARN, "the peer claims this node's own incarnation");
         return;
@@ -861,17 +971,17 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
         uint64_t spent = l->stage_at - l->accepted_at;
         l->overdue = 0;
         uv_timer_start(&l->timer, handshake_timeout,
-                       spent < t->handshake_ms ? t->handshake_ms - spent : 0, 0);
+                       spent < t->cfg.handshake_ms ? t->cfg.handshake_ms - spent : 0, 0);
       }
       return;
     case HS_WAIT_CHALLENGE:
       if (m.type != HS_CHALLENGE) break;
       l->challenge = m;
-      if (m.version != HS_VERSION || strcmp(m.cluster, t->cluster) != 0) {
+      if (m.version != HS_VERSION || strcmp(m.cluster, t->cfg.cluster) != 0) {
         refuse(l, LOG_WARN, "the peer answered with another protocol version or cluster");
         return;
       }
-      if (m.incarnation == t->incarnation ||
+      if (m.incarnation == t->cfg.incarnation ||
           sodium_memcmp(m.nonce, l->hello.nonce, HS_NONCE) == 0) {
         /* A challenge this node's own listener made, reflected back. */
         refuse(l, LOG_WARN, "the peer answered with this node's own identity");
@@ -879,7 +989,7 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       }
       hs_mac(t->key, 'A', &l->hello, &l->challenge, mac);
       if (!hs_mac_equal(mac, m.mac)) {
-        refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
+        refuse_auth(l);
         return;
       }
       {
@@ -897,7 +1007,7 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
       if (m.type != HS_PROOF) break;
       hs_mac(t->key, 'D', &l->hello, &l->challenge, mac);
       if (!hs_mac_equal(mac, m.mac)) {
-        refuse(l, LOG_WARN, HS_SECRETS_DIFFER);
+        refuse_auth(l);
         return;
       }
       if (!decide(l, reason, sizeof reason)) {
@@ -921,11 +1031,11 @@ static void handshake_step(link_t *l, const char *body, size_t len) {
     default:
       break;
   }
-  close_logged(l, LOG_WARN, "handshake failed: unexpected message (type %s)",
-               m.type == HS_HELLO       ? "hello"
-               : m.type == HS_CHALLENGE ? "challenge"
-               : m.type == HS_PROOF     ? "proof"
-                                        : "welcome");
+  protocol_error(l, ATOLL_EMALFORMED, "handshake failed: unexpected message (type %s)",
+                 m.type == HS_HELLO       ? "hello"
+                 : m.type == HS_CHALLENGE ? "challenge"
+                 : m.type == HS_PROOF     ? "proof"
+                                          : "welcome");
 }
 
 static void handshake_timeout(uv_timer_t *timer) {
@@ -948,99 +1058,46 @@ static void handshake_timeout(uv_timer_t *timer) {
 
 /* ---- reading ---------------------------------------------------------- */
 
-/* Pushes one envelope into the inbox (table at stack top) at slot n. */
-static int push_envelope(link_t *l, const char *body, size_t len, int n) {
-  lua_State *L = l->t->L;
-  envelope_t e;
-  char err[300];
-  int rc = envelope_parse(body, len, l->t->max_depth, &e, err, sizeof err);
-  if (rc) {
-    l->t->dropped_frames++;
-    close_logged(l, LOG_WARN, "closing the link: %s", err);
-    return rc;
-  }
-  int base = n * INBOX_SLOTS;
-  lua_pushinteger(L, e.kind);
-  lua_rawseti(L, -2, base + 1);
-  lua_pushnumber(L, e.rid);
-  lua_rawseti(L, -2, base + 2);
-  switch (e.kind) {
-    case ENV_REPLY:
-      lua_pushboolean(L, e.ok);
-      lua_rawseti(L, -2, base + 3);
-      lua_pushnil(L);
-      lua_rawseti(L, -2, base + 4);
-      lua_pushnil(L);
-      lua_rawseti(L, -2, base + 5);
-      break;
-    case ENV_CALL_NAME:
-    case ENV_SEND_NAME:
-      lua_pushlstring(L, e.name, e.name_len);
-      lua_rawseti(L, -2, base + 3);
-      lua_pushnil(L);
-      lua_rawseti(L, -2, base + 4);
-      lua_pushlstring(L, e.method, e.method_len);
-      lua_rawseti(L, -2, base + 5);
-      break;
-    default:
-      lua_pushnumber(L, e.incarnation);
-      lua_rawseti(L, -2, base + 3);
-      lua_pushnumber(L, e.id);
-      lua_rawseti(L, -2, base + 4);
-      lua_pushlstring(L, e.method, e.method_len);
-      lua_rawseti(L, -2, base + 5);
-      break;
-  }
-  void *p = lua_newuserdata(L, e.payload_len);
-  memcpy(p, e.payload, e.payload_len);
-  lua_rawseti(L, -2, base + 6);
-  l->frames_in++;
+/* Makes room for one more envelope in the batch; 0 or ATOLL_ENOMEM. */
+static int batch_room(transport_t *t, size_t n) {
+  if (n < t->batch_cap) return 0;
+  size_t cap = t->batch_cap ? t->batch_cap * 2 : 256;
+  envelope_t *b = realloc(t->batch, cap * sizeof *b);
+  if (b == NULL) return ATOLL_ENOMEM;
+  t->batch = b;
+  t->batch_cap = cap;
   return 0;
 }
 
-static void deliver_batch(link_t *l, int n) {
-  transport_t *t = l->t;
-  lua_State *L = t->L;
-  /* [inbox] */
-  if (n > 0 && t->on_frames_ref != LUA_NOREF) {
-    lua_rawgeti(L, LUA_REGISTRYINDEX, t->on_frames_ref);
-    push_link(L, l);
-    lua_pushinteger(L, n);
-    l->in_callback = 1;
-    vm_pcall(L, 2, 0, "link frames handler");
-    l->in_callback = 0;
-  }
-}
-
-/* Parses every whole frame read so far; envelopes go to Lua in one batch. */
+/* Parses every whole frame read so far; the envelopes go to the events' owner
+ * in one batch, then a frame that broke the protocol (if one did) closes the
+ * link. Not reentrant: the owner must not run the loop from inside an event. */
 static void process_input(link_t *l) {
   transport_t *t = l->t;
-  lua_State *L = t->L;
-  int n = 0;
-  int have_inbox = 0;
+  size_t n = 0;
+  int err = 0; /* why parsing stopped early, if the peer broke the protocol */
+  char why[320];
   while (l->state == LINK_HANDSHAKE || l->state == LINK_UP) {
     const char *body;
     size_t blen;
-    size_t max = l->state == LINK_UP ? t->max_frame : FRAME_HANDSHAKE_MAX;
+    size_t max = l->state == LINK_UP ? t->cfg.max_frame : FRAME_HANDSHAKE_MAX;
     int rc = frame_next(l->in.data + l->in_off, l->in.len - l->in_off, max, &body, &blen);
     if (rc == 0) break;
     if (rc < 0) {
       const unsigned char *u = (const unsigned char *)l->in.data + l->in_off;
-      char why[160];
       snprintf(why, sizeof why, "a frame of %lu bytes is over the limit of %zu",
                ((unsigned long)u[0] << 24) | ((unsigned long)u[1] << 16) |
                    ((unsigned long)u[2] << 8) | (unsigned long)u[3],
                max);
-      t->dropped_frames++;
-      close_logged(l, LOG_WARN, "closing the link: %s", why);
+      err = ATOLL_ETOOBIG;
       break;
     }
     l->in_off += FRAME_HEADER + blen;
-    l->bytes_in += FRAME_HEADER + blen;
+    l->counters.bytes_in += FRAME_HEADER + blen;
     if (l->state == LINK_UP && frame_open(body, blen, &l->recv_seal, &body, &blen) != 0) {
-      t->dropped_frames++;
-      close_logged(l, LOG_WARN, "closing the link: %s",
-                   "a frame failed authentication (tampered, replayed, or not from the peer)");
+      snprintf(why, sizeof why, "%s",
+               "a frame failed authentication (tampered, replayed, or not from the peer)");
+      err = ATOLL_EAUTH;
       break;
     }
     if (l->state == LINK_HANDSHAKE) {
@@ -1050,16 +1107,29 @@ static void process_input(link_t *l) {
       handshake_step(l, body, blen);
       continue;
     }
-    if (!have_inbox) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, t->inbox_ref); /* [inbox] */
-      have_inbox = 1;
+    if (batch_room(t, n) != 0) {
+      if (n == 0) {
+        snprintf(why, sizeof why, "%s", "out of memory for the frames read");
+        err = ATOLL_ENOMEM;
+        break;
+      }
+      /* What fits goes now, the rest in another batch. */
+      if (t->ev.on_frames) t->ev.on_frames(t->ud, l, t->batch, n);
+      n = 0;
+      if (l->state != LINK_UP) break;
     }
-    if (push_envelope(l, body, blen, n) != 0) break;
+    rc = envelope_parse(body, blen, t->cfg.max_depth, &t->batch[n], why, sizeof why);
+    if (rc) {
+      err = rc;
+      break;
+    }
+    l->counters.frames_in++;
     n++;
   }
-  if (have_inbox) {
-    deliver_batch(l, n);
-    lua_pop(L, 1);
+  if (n > 0 && t->ev.on_frames) t->ev.on_frames(t->ud, l, t->batch, n);
+  if (err) {
+    t->dropped_frames++;
+    if (l->state != LINK_CLOSED) protocol_error(l, err, "closing the link: %s", why);
   }
   /* Keep the unparsed tail at the front of the buffer. */
   if (l->in_off == l->in.len) {
@@ -1101,17 +1171,8 @@ static void read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *b) {
   if (l->state != LINK_CLOSED) buf_shrink(&l->in, TRANSPORT_READ_CHUNK * 4);
 }
 
-static void start_link(link_t *l) {
-  uv_tcp_nodelay(&l->tcp, 1); /* writes are already coalesced per loop turn */
-  uv_tcp_keepalive(&l->tcp, 1, 30);
-  /* An accepted connection must send its hello first, and soon. */
-  uv_timer_start(&l->timer, handshake_timeout, l->admitted ? hello_ms(l->t) : l->t->handshake_ms,
-                 0);
-  int rc = uv_read_start((uv_stream_t *)&l->tcp, alloc_cb, read_cb);
-  if (rc) {
-    close_logged(l, LOG_WARN, "cannot read: %s", uv_strerror(rc));
-    return;
-  }
+/* The first step of the handshake: a dialer says hello, an acceptor waits for one. */
+static void start_handshake(link_t *l) {
   if (l->dialer) {
     fill_identity(l->t, &l->hello, HS_HELLO);
     hs_send(l, &l->hello);
@@ -1119,6 +1180,20 @@ static void start_link(link_t *l) {
   } else {
     l->hs_step = HS_WAIT_HELLO;
   }
+}
+
+static void start_link(link_t *l) {
+  uv_tcp_nodelay(&l->tcp, 1); /* writes are already coalesced per loop turn */
+  uv_tcp_keepalive(&l->tcp, 1, 30);
+  /* An accepted connection must send its hello first, and soon. */
+  uv_timer_start(&l->timer, handshake_timeout,
+                 l->admitted ? hello_ms(l->t) : l->t->cfg.handshake_ms, 0);
+  int rc = uv_read_start((uv_stream_t *)&l->tcp, alloc_cb, read_cb);
+  if (rc) {
+    close_logged(l, LOG_WARN, "cannot read: %s", uv_strerror(rc));
+    return;
+  }
+  start_handshake(l);
 }
 
 /* ---- accepting and dialing ------------------------------------------- */
@@ -1164,6 +1239,7 @@ static void on_connection(uv_stream_t *server, int status) {
 }
 
 int transport_listen(transport_t *t, const char *host, int *port) {
+  if (t->listening) return UV_EALREADY;
   struct sockaddr_storage ss;
   int rc = uv_ip4_addr(host, *port, (struct sockaddr_in *)&ss);
   if (rc) rc = uv_ip6_addr(host, *port, (struct sockaddr_in6 *)&ss);
@@ -1236,7 +1312,7 @@ int transport_dial(transport_t *t, const char *address, link_t **out) {
   link_t *l = link_new(t, 1);
   if (l == NULL) return UV_ENOMEM;
   snprintf(l->target, sizeof l->target, "%s", address);
-  uv_timer_start(&l->timer, handshake_timeout, t->handshake_ms, 0);
+  uv_timer_start(&l->timer, handshake_timeout, t->cfg.handshake_ms, 0);
   struct sockaddr_storage ss;
   int rc = uv_ip4_addr(host, (int)port, (struct sockaddr_in *)&ss);
   if (rc) rc = uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)&ss);
@@ -1269,30 +1345,44 @@ static void transport_shutdown(host_handle_t *owner) {
   flush_cb(&((transport_t *)owner)->flusher);
 }
 
-void transport_init(transport_t *t, host_t *h) {
-  memset(t, 0, sizeof *t);
+static void default_nonce(void *ctx, unsigned char *out, size_t n) {
+  (void)ctx;
+  randombytes_buf(out, n);
+}
+
+/* Defaults shared by a real transport and a test one. */
+static transport_t *transport_alloc(const transport_events_t *events, void *ud,
+                                    double incarnation) {
+  transport_t *t = calloc(1, sizeof *t);
+  if (t == NULL) return NULL;
+  t->ev = *events;
+  t->ud = ud;
+  snprintf(t->cfg.cluster, sizeof t->cfg.cluster, "atoll");
+  t->cfg.incarnation = incarnation;
+  t->cfg.max_frame = FRAME_DEFAULT_MAX;
+  t->cfg.max_queue = TRANSPORT_DEFAULT_MAX_QUEUE;
+  t->cfg.max_depth = CODEC_DEFAULT_MAX_DEPTH;
+  t->cfg.handshake_ms = TRANSPORT_HANDSHAKE_MS;
+  t->cfg.report_ms = TRANSPORT_REPORT_MS;
+  t->nonce = default_nonce;
+  t->max_handshakes = TRANSPORT_MAX_HANDSHAKES;
+  return t;
+}
+
+int transport_new(transport_t **out, host_t *h, const transport_events_t *events, void *ud) {
+  transport_t *t = transport_alloc(events, ud, h->incarnation);
+  if (t == NULL) return UV_ENOMEM;
   t->base.on_close = NULL; /* the listener and flusher live in t itself */
   t->base.on_shutdown = transport_shutdown;
   t->host = h;
-  t->L = h->L;
-  snprintf(t->cluster, sizeof t->cluster, "atoll");
-  t->incarnation = h->incarnation;
-  t->max_frame = FRAME_DEFAULT_MAX;
-  t->max_queue = TRANSPORT_DEFAULT_MAX_QUEUE;
-  t->max_depth = CODEC_DEFAULT_MAX_DEPTH;
-  t->handshake_ms = TRANSPORT_HANDSHAKE_MS;
-  t->report_ms = TRANSPORT_REPORT_MS;
   /* Each connection in the handshake holds a descriptor: leave three
    * quarters of them to everything else (a soft limit of 1024 gives 256). */
-  t->max_handshakes = TRANSPORT_MAX_HANDSHAKES;
   struct rlimit rl;
   if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY &&
       rl.rlim_cur / 4 < (rlim_t)t->max_handshakes) {
     t->max_handshakes = rl.rlim_cur / 4 > TRANSPORT_HANDSHAKES_PER_IP ? (int)(rl.rlim_cur / 4)
                                                                       : TRANSPORT_HANDSHAKES_PER_IP;
   }
-  t->on_up_ref = t->on_frames_ref = t->on_down_ref = t->decide_ref = LUA_NOREF;
-  t->inbox_ref = LUA_NOREF;
   uv_prepare_init(&h->loop, &t->flusher);
   t->flusher.data = t;
   uv_prepare_start(&t->flusher, flush_cb);
@@ -1305,4 +1395,90 @@ void transport_init(transport_t *t, host_t *h) {
   uv_unref((uv_handle_t *)&t->pruner);
   uv_unref((uv_handle_t *)&t->prune_timer);
   uv_unref((uv_handle_t *)&t->reporter);
+  *out = t;
+  return 0;
+}
+
+void transport_free(transport_t *t) {
+  if (t == NULL) return;
+  sodium_memzero(t->key, sizeof t->key);
+  free(t->batch);
+  free(t);
+}
+
+void transport_get_config(const transport_t *t, transport_config_t *out) {
+  *out = t->cfg;
+}
+
+void transport_set_config(transport_t *t, const transport_config_t *cfg) {
+  t->cfg = *cfg;
+}
+
+void transport_set_secret(transport_t *t, const char *secret, size_t len) {
+  hs_key(secret, len, t->key);
+  t->has_key = 1;
+}
+
+int transport_has_secret(const transport_t *t) {
+  return t->has_key;
+}
+
+int transport_listening(const transport_t *t) {
+  return t->listening;
+}
+
+void transport_stop_listening(transport_t *t) {
+  if (t->listening && !uv_is_closing((uv_handle_t *)&t->listener)) {
+    uv_close((uv_handle_t *)&t->listener, NULL);
+  }
+}
+
+/* ---- links without sockets, for the fuzz target ----------------------- */
+
+transport_t *transport_test_new(const transport_config_t *cfg, const char *secret, size_t slen,
+                                const transport_events_t *events, void *ud,
+                                void (*nonce)(void *ctx, unsigned char *out, size_t n),
+                                void *nonce_ctx) {
+  transport_t *t = transport_alloc(events, ud, cfg->incarnation);
+  if (t == NULL) return NULL;
+  t->cfg = *cfg;
+  transport_set_secret(t, secret, slen);
+  if (nonce) {
+    t->nonce = nonce;
+    t->nonce_ctx = nonce_ctx;
+  }
+  return t;
+}
+
+void transport_test_free(transport_t *t) {
+  transport_free(t);
+}
+
+link_t *transport_test_link(transport_t *t, int dialer) {
+  link_t *l = link_new(t, dialer);
+  if (l == NULL) return NULL;
+  l->state = LINK_HANDSHAKE;
+  snprintf(l->target, sizeof l->target, "%s", "test");
+  start_handshake(l);
+  return l;
+}
+
+void transport_test_feed(link_t *l, const char *data, size_t len) {
+  if (l->state == LINK_CLOSED || buf_append(&l->in, data, len) != 0) return;
+  process_input(l);
+  if (l->state != LINK_CLOSED) buf_shrink(&l->in, TRANSPORT_READ_CHUNK * 4);
+}
+
+const char *transport_test_output(link_t *l, size_t *len) {
+  buf_t tmp = l->inflight;
+  l->inflight = l->sent;
+  l->sent = tmp;
+  l->sent.len = 0;
+  *len = l->inflight.len;
+  return l->inflight.data;
+}
+
+void transport_test_free_link(link_t *l) {
+  close_link(l, "the test is over", 0);
+  finalize(l);
 }

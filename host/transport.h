@@ -1,11 +1,12 @@
-/* TCP links between nodes: handshake, framing, write coalescing, bounded queues. */
+/* TCP links between nodes: handshake, framing, write coalescing, bounded queues. It knows no
+ * Lua: what it reads and what happens to links reaches the events' owner (bindings/transport.c)
+ * through transport_events_t, which is also how the fuzz target drives it without sockets. */
 #ifndef ATOLL_TRANSPORT_H
 #define ATOLL_TRANSPORT_H
 
-#include <lua.h>
-#include <uv.h>
+#include <stddef.h>
+#include <stdint.h>
 
-#include "buf.h"
 #include "frame.h"
 #include "handshake.h"
 #include "loop.h"
@@ -34,94 +35,64 @@ typedef enum {
 typedef struct transport_s transport_t;
 typedef struct link_s link_t;
 
-struct link_s {
-  host_handle_t base; /* first: shutdown closes the handles through it */
-  transport_t *t;
-  uv_tcp_t tcp;
-  uv_timer_t timer; /* the handshake deadline */
-  uv_connect_t connect;
-  uv_getaddrinfo_t resolve;
-  int open_handles;
-  int dialer; /* this node dialed */
-  link_state_t state;
-  int hs_step;                       /* the handshake message the link waits for */
-  frame_seal_t send_seal, recv_seal; /* set when the link goes up */
-  int handshaking;                   /* counted in t->handshaking */
-  /* Accepted and not yet authenticated: on the transport's admission list. */
-  int admitted;
-  link_t *adm_prev, *adm_next;
-  unsigned char source[16]; /* the peer's address: IPv4 as v4-mapped IPv6, IPv6 as its /64 */
-  uint64_t accepted_at;     /* loop time, ms */
-  uint64_t stage_at;        /* when it began to wait for its hello, or its proof */
-  unsigned accepted_turn;   /* the loop turn it was accepted in */
-  int overdue;              /* its deadline passed: closed after one more poll */
-  int was_up;
-  hs_msg_t hello;           /* the dialer's hello */
-  hs_msg_t challenge;       /* the acceptor's challenge */
-  char target[HS_MAX_TEXT]; /* what was dialed, or the peer's socket address */
-  buf_t in;
-  size_t in_off;  /* bytes of `in` already parsed */
-  buf_t out;      /* frames queued, not yet handed to the socket */
-  buf_t inflight; /* frames a uv_write owns */
-  uv_write_t wreq;
-  int writing;
-  int unflushed; /* frames queued since the last write */
-  int flush_at;  /* write early once this many are queued */
-  unsigned turn; /* the loop turn flush_at belongs to */
-  int dirty;
-  link_t *next_dirty;
-  int in_callback; /* frames are being handed to Lua */
-  int self_ref;    /* keeps the Lua userdata alive until the link is gone */
-  link_t **slot;   /* the userdata's pointer, cleared when the link is freed */
-  double frames_in, frames_out, bytes_in, bytes_out;
-  char reason[256]; /* why it closed */
-};
-
-struct transport_s {
-  host_handle_t base; /* first: the listener's and flusher's handle->data */
-  host_t *host;
-  lua_State *L;
-  char cluster[HS_MAX_TEXT];
-  char name[HS_MAX_TEXT];
-  char address[HS_MAX_TEXT];
+/* Who is at the other end of a link, once the handshake has authenticated it. The strings live
+ * as long as the link. */
+typedef struct transport_peer_s {
+  const char *name;
+  const char *address; /* where it listens; "" for a node that does not (a client) */
   double incarnation;
-  unsigned char key[HS_KEY];
-  int has_key;
-  size_t max_frame;
-  size_t max_queue;
-  unsigned max_depth;
-  uint64_t handshake_ms;
-  uint64_t report_ms; /* the report period (TRANSPORT_REPORT_MS) */
-  uv_tcp_t listener;
-  int listening;
-  uv_prepare_t flusher;
-  int flusher_on;
-  link_t *dirty;
-  int on_up_ref, on_frames_ref, on_down_ref, decide_ref, inbox_ref;
-  int handshaking; /* links that have not finished their handshake */
-  unsigned turn;   /* counts loop turns (flushes), for write batching and admission */
-  double refused, dropped_frames;
-  /* Admission: accepted links not yet authenticated, oldest first. */
-  link_t *adm_head, *adm_tail;
-  int admitted;
-  int max_handshakes;     /* TRANSPORT_MAX_HANDSHAKES, or fewer */
-  uv_check_t pruner;      /* enforces the limits after a turn's input is read */
-  uv_timer_t prune_timer; /* wakes the pruner when a connection's grace ends */
-  double evicted, timed_out, not_accepted;
-  /* What was shed in the current report period, not yet logged. */
-  uv_timer_t reporter;
-  struct {
-    int open;  /* a period runs: the reporter ends it */
-    int burst; /* failed handshakes still logged in full this period */
-    double by_address, table_full, timed_out, not_accepted, failed;
-    unsigned char top[16]; /* the source seen most (Misra-Gries, one counter) */
-    char top_name[64];
-    double top_weight;
-  } report;
-};
+  int dialer;         /* this node dialed */
+  const char *target; /* what was dialed, or the peer's socket address */
+} transport_peer_t;
 
-/* Sets defaults; the Lua binding fills in identity, secret and limits. */
-void transport_init(transport_t *t, host_t *h);
+/* What the transport reports. Each callback gets the owner's `ud`. A callback may close the link
+ * (link_close) or queue frames on it; the link stays valid until on_down has returned. */
+typedef struct transport_events_s {
+  /* An authenticated peer whose proof this node checked (it accepted the connection): return 1
+   * to take it, or 0 with a reason (at most cap bytes, sent to the peer) to refuse it. NULL:
+   * every peer is taken. */
+  int (*decide)(void *ud, link_t *l, const transport_peer_t *peer, char *reason, size_t cap);
+  /* The handshake is over: the link carries envelopes from now on. */
+  void (*on_up)(void *ud, link_t *l, const transport_peer_t *peer);
+  /* The envelopes of every whole frame one read brought, in order (n >= 1); each passed
+   * authentication and envelope_parse. They point into the link's read buffer: valid during
+   * the call only. */
+  void (*on_frames)(void *ud, link_t *l, const envelope_t *env, size_t n);
+  /* The peer broke the protocol (code: ATOLL_ETOOBIG for a frame over the limit, ATOLL_EAUTH
+   * for one that failed authentication, ATOLL_EMALFORMED for a handshake message or envelope
+   * that does not parse, ATOLL_ETYPE for an unexpected handshake message): why, already
+   * logged. The link closes after it; frames read before the bad one were delivered. NULL:
+   * not reported. */
+  void (*on_error)(void *ud, link_t *l, int code, const char *why);
+  /* The link is gone (also while the host shuts down: loop.h's closing tells): why, and whether
+   * it was ever up. The last event for l, which is freed when it returns. */
+  void (*on_down)(void *ud, link_t *l, const char *reason, int was_up);
+} transport_events_t;
+
+/* What a transport says about itself and checks its peers against. */
+typedef struct transport_config_s {
+  char cluster[HS_MAX_TEXT]; /* "atoll" by default */
+  char name[HS_MAX_TEXT];
+  char address[HS_MAX_TEXT]; /* where this node listens, as peers should dial it; "" if not */
+  double incarnation;        /* the host's, by default */
+  size_t max_frame;          /* FRAME_DEFAULT_MAX */
+  size_t max_queue;          /* bytes queued per link: TRANSPORT_DEFAULT_MAX_QUEUE */
+  unsigned max_depth;        /* of a payload's nesting: CODEC_DEFAULT_MAX_DEPTH */
+  uint64_t handshake_ms;     /* TRANSPORT_HANDSHAKE_MS */
+  uint64_t report_ms;        /* between summaries of shed connections: TRANSPORT_REPORT_MS */
+} transport_config_t;
+
+/* Creates the node's transport on h's loop, reporting to events (copied) with ud. Its handles
+ * close with the host's (host_close); free it with transport_free after that. 0 or UV_ENOMEM. */
+int transport_new(transport_t **out, host_t *h, const transport_events_t *events, void *ud);
+void transport_free(transport_t *t);
+
+void transport_get_config(const transport_t *t, transport_config_t *out);
+/* Takes effect for links whose handshake starts after it. */
+void transport_set_config(transport_t *t, const transport_config_t *cfg);
+/* The cluster secret, of which only a derived key is kept. */
+void transport_set_secret(transport_t *t, const char *secret, size_t len);
+int transport_has_secret(const transport_t *t);
 
 /* Counters for stats: what was refused, shed and dropped, and how many
  * accepted connections are in the handshake now. */
@@ -137,10 +108,14 @@ typedef struct transport_stats_s {
 
 void transport_stats(const transport_t *t, transport_stats_t *out);
 
-/* Binds and listens; *port may be 0 (the chosen port is written back). */
+/* Binds and listens; *port may be 0 (the chosen port is written back). 0, UV_EALREADY when it
+ * listens already, or a libuv error. */
 int transport_listen(transport_t *t, const char *host, int *port);
+int transport_listening(const transport_t *t);
+void transport_stop_listening(transport_t *t);
 
-/* Starts dialing "host:port"; the link queues frames until it is up. */
+/* Starts dialing "host:port" (a name is resolved on the thread pool); the link is handed back
+ * at once and goes up later, or down. 0, UV_EINVAL (not HOST:PORT) or UV_ENOMEM. */
 int transport_dial(transport_t *t, const char *address, link_t **out);
 
 /* Queue a frame on a link that is up. Returns 0, ATOLL_ETOOBIG (over the
@@ -162,12 +137,42 @@ int link_send_name(link_t *l, const char *name, size_t nlen, const char *method,
 int link_write_raw(link_t *l, const char *bytes, size_t len);
 int link_write_sealed(link_t *l, const char *body, size_t len);
 
-/* Closes the link; Lua hears about it once libuv has let go. */
+/* Closes the link; on_down follows once libuv has let go. */
 void link_close(link_t *l, const char *reason);
 
+link_state_t link_state(const link_t *l);
+const char *link_state_name(link_state_t s);
+/* What was dialed, or the peer's socket address. */
+const char *link_target(const link_t *l);
+int link_dialer(const link_t *l);
 /* Bytes queued on the link, written or not. */
 size_t link_queued(const link_t *l);
+/* The transport's frame limit, as the link checks it. */
+size_t link_max_frame(const link_t *l);
 
-const char *link_state_name(link_state_t s);
+typedef struct link_counters_s {
+  double frames_in, frames_out, bytes_in, bytes_out;
+} link_counters_t;
+void link_counters(const link_t *l, link_counters_t *out);
+
+/* The events' owner's pointer for the link (NULL until set). */
+void link_set_data(link_t *l, void *data);
+void *link_data(const link_t *l);
+
+/* Links without sockets, for the fuzz target: a transport without a loop (no listening, no
+ * dialing, no deadlines, no admission), whose links take their input from transport_test_feed
+ * and write what they send to a buffer the caller reads with transport_test_output. Nonces come
+ * from `nonce` (the caller's, so that a run can be repeated), and links close only at
+ * transport_test_free_link, which reports on_down. */
+transport_t *transport_test_new(const transport_config_t *cfg, const char *secret, size_t slen,
+                                const transport_events_t *events, void *ud,
+                                void (*nonce)(void *ctx, unsigned char *out, size_t n),
+                                void *nonce_ctx);
+void transport_test_free(transport_t *t);
+link_t *transport_test_link(transport_t *t, int dialer);
+void transport_test_feed(link_t *l, const char *data, size_t len);
+/* What the link has sent since the last call; *len bytes, valid until the next feed. */
+const char *transport_test_output(link_t *l, size_t *len);
+void transport_test_free_link(link_t *l);
 
 #endif

@@ -87,15 +87,15 @@ lua_State *vm_open(host_t *h) {
   luaL_openlibs(L);
   /* C modules; the Lua library (lib/atoll) is linked in as LuaJIT bytecode
    * and found by require through its luaJIT_BC_* symbols. */
-  preload(L, h, "atoll.host", luaopen_atoll_host);
-  preload(L, h, "atoll.codec", luaopen_atoll_codec);
-  preload(L, h, "atoll.fswatch", luaopen_atoll_fswatch);
-  preload(L, h, "atoll.subprocess", luaopen_atoll_subprocess);
-  preload(L, h, "atoll.transport", luaopen_atoll_transport);
-  preload(L, h, "atoll.tcp_raw", luaopen_atoll_tcp);
-  preload(L, h, "atoll.swim", luaopen_atoll_swim);
-  preload(L, h, "atoll.journal", luaopen_atoll_journal);
-  preload(L, h, "atoll.http_raw", luaopen_atoll_http_raw);
+  preload(L, h, "atoll.c.host", luaopen_atoll_c_host);
+  preload(L, h, "atoll.c.codec", luaopen_atoll_c_codec);
+  preload(L, h, "atoll.c.fswatch", luaopen_atoll_c_fswatch);
+  preload(L, h, "atoll.c.subprocess", luaopen_atoll_c_subprocess);
+  preload(L, h, "atoll.c.transport", luaopen_atoll_c_transport);
+  preload(L, h, "atoll.c.tcp", luaopen_atoll_c_tcp);
+  preload(L, h, "atoll.c.swim", luaopen_atoll_c_swim);
+  preload(L, h, "atoll.c.journal", luaopen_atoll_c_journal);
+  preload(L, h, "atoll.c.http", luaopen_atoll_c_http);
   h->L = L;
   return L;
 }

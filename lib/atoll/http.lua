@@ -1,15 +1,15 @@
 -- The HTTP gateway: routes declared in Lua, handled in coroutines of their own that may call
 -- any actor; message streams carried as JSON lines (both ways on one request), WebSocket or
 -- Server-Sent Events; static files, /health and /metrics. The bytes are the C server's
--- (host/http.c, through atoll.http_raw).
+-- (host/http.c, through atoll.c.http).
 --
 --   http.get(path, fn) / http.post(path, fn) / http.route(method, path, fn)
 --       fn(req) -> value | status, value [, headers]   (a table is sent as JSON)
 --   http.stream(path, fn [, opts])      fn(req, stream): stream:send(msg), stream:receive()
 --   http.static(prefix, dir)            files under dir, tried before the routes
 --   http.listen("HOST:PORT" [, opts])   -> server
-local raw = require "atoll.http_raw"
-local host = require "atoll.host"
+local raw = require "atoll.c.http"
+local host = require "atoll.c.host"
 local json = require "atoll.util.json"
 local runtime = require "atoll.runtime"
 

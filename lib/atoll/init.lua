@@ -1,6 +1,6 @@
 -- atoll: the API for actor code and apps (spawn, calls, sends, timers, names, run, reload).
-local host = require "atoll.host"
-local codec = require "atoll.codec"
+local host = require "atoll.c.host"
+local codec = require "atoll.c.codec"
 local runtime = require "atoll.runtime"
 local actor = require "atoll.actor"
 local errors = require "atoll.util.errors"

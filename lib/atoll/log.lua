@@ -1,5 +1,5 @@
 -- Logging for actors and apps: leveled lines on stderr, tagged with the running actor.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local runtime = require "atoll.runtime"
 
 local M = {}

@@ -18,11 +18,11 @@
 -- commit), and a later recovery decides; with `conflict` another instance
 -- of the same persistence id wrote first, and this one stops, because its
 -- state is stale. History never forks.
-local journal_c = require "atoll.journal"
-local codec = require "atoll.codec"
+local journal_c = require "atoll.c.journal"
+local codec = require "atoll.c.codec"
 local runtime = require "atoll.runtime"
 local errors = require "atoll.util.errors"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 
 local M = {}
 

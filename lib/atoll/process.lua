@@ -4,8 +4,8 @@
 --   local p = process.spawn{ "build/atoll", "run", "app.lua", env = {...} }
 --   local line = p:expect("listening on (%S+)", 5)   -- suspends until it prints that
 --   p:kill("SIGTERM"); local code = p:wait(5)
-local host = require "atoll.host"
-local subprocess = require "atoll.subprocess"
+local host = require "atoll.c.host"
+local subprocess = require "atoll.c.subprocess"
 local runtime = require "atoll.runtime"
 
 local M = {}

@@ -10,7 +10,7 @@
 -- loading, a migrate that raises - restores the old functions and every
 -- actor's state as it was, and is logged with file and line.
 
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local actor = require "atoll.actor"
 local runtime = require "atoll.runtime"
 
@@ -271,7 +271,7 @@ local function watch_module(info)
   by_path[path] = info
   if sources[path] == nil then sources[path] = read_file(info.path) end
   if watchers[dir] then return end
-  local fswatch = require "atoll.fswatch"
+  local fswatch = require "atoll.c.fswatch"
   local handle, err = fswatch.watch(dir, runtime.callback(function(filename)
     on_dir_event(dir, filename)
   end))

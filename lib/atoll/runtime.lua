@@ -14,8 +14,8 @@
 -- A handed-over dispatcher, once its handler finishes, yields DONE to whoever
 -- resumed it and goes back to the pool.
 
-local host = require "atoll.host"
-local codec = require "atoll.codec"
+local host = require "atoll.c.host"
+local codec = require "atoll.c.codec"
 local errors = require "atoll.util.errors"
 local Heap = require "atoll.util.heap"
 

@@ -4,7 +4,7 @@
 --   local s = assert(tcp.connect("127.0.0.1", 7000, 5))
 --   s:write("hello")
 --   local data = s:read(5)        -- what has arrived, or nil, "eof" | "timeout"
-local raw = require "atoll.tcp_raw"
+local raw = require "atoll.c.tcp"
 local runtime = require "atoll.runtime"
 
 local M = {}

@@ -5,7 +5,7 @@
 -- module parses `--watchdog` and `--max-heap`, gives the thread the error it
 -- raises in a stuck handler (kind `interrupted`), and says which actors hold
 -- the most memory when the heap meets its ceiling.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local errors = require "atoll.util.errors"
 local runtime = require "atoll.runtime"
 

@@ -41,7 +41,7 @@ describe("the atoll command", function()
       assert.equal(0, code)
       local settings = out:match("%-%-membership KEY=VALUE.-\n(.-)\n  %-")
       assert.truthy(settings, out)
-      for key, value in pairs(require("atoll.swim").config()) do
+      for key, value in pairs(require("atoll.c.swim").config()) do
         assert.truthy(settings:find(key .. " (" .. value .. ")", 1, true), key .. " missing from:\n" .. settings)
       end
     end))

@@ -1,6 +1,6 @@
 -- The transport between real nodes: calls, sends, refs across nodes, failures, refusals, bad frames.
 local atoll = require "atoll"
-local codec = require "atoll.codec"
+local codec = require "atoll.c.codec"
 local cluster = require "atoll.cluster"
 local tcp = require "atoll.tcp"
 local async = require "helpers.async"
@@ -280,7 +280,7 @@ atoll.exit(0)
     end))
 
     it("a node that dials itself is refused", async(function()
-      local transport = require "atoll.transport"
+      local transport = require "atoll.c.transport"
       local link = assert(transport.dial(atoll.node().address))
       capture(function()
         while link:state() ~= "closed" do atoll.sleep(0.005) end

@@ -346,7 +346,7 @@ describe("membership", function()
     end, 30))
 
   it("shows a node's own `since` no earlier than its process started", async(function()
-    local started = require("atoll.host").wall() / 1000
+    local started = require("atoll.c.host").wall() / 1000
     local v = members.start("since")
     for _ = 1, 3 do
       local code, out = node.exec({ "members", "--node", v.address, "--json" },
@@ -355,7 +355,7 @@ describe("membership", function()
       local me = require("atoll.util.json").decode(out).members[1]
       assert.equal(v.address, me.address)
       assert.is_true(me.since >= started, ("since %.3f, started %.3f"):format(me.since, started))
-      assert.is_true(me.since <= require("atoll.host").wall() / 1000)
+      assert.is_true(me.since <= require("atoll.c.host").wall() / 1000)
     end
   end, 30))
 

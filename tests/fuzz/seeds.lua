@@ -1,5 +1,6 @@
--- Writes seed inputs for the fuzzers: atoll lua tests/fuzz/seeds.lua FRAMES-DIR SWIM-DIR [HTTP-DIR]
-local codec = require "atoll.codec"
+-- Writes seed inputs for the fuzzers:
+--   atoll lua tests/fuzz/seeds.lua FRAMES-DIR SWIM-DIR [HTTP-DIR [TRANSPORT-DIR]]
+local codec = require "atoll.c.codec"
 local atoll = require "atoll"
 local dir = assert(arg[1], "usage: seeds.lua FRAMES-DIR SWIM-DIR")
 local swim_dir = assert(arg[2], "usage: seeds.lua FRAMES-DIR SWIM-DIR")
@@ -17,13 +18,22 @@ end
 
 local ref = codec.make_ref("127.0.0.1:7000", 12345, 7)
 local args = codec.bytes(codec.pack(1, "two", { three = 3 }, ref, atoll.array(), 0.5, -7))
+-- Envelope bodies, one of each kind (host/frame.h).
+local bodies = {
+  call = cat(codec.encode(1):sub(1, 0), "\150\1\42\205\48\57\7\163add", args),
+  send = cat("\149\2\205\48\57\7\164note", args),
+  reply = cat("\148\3\42\195", args),
+  error_reply = cat("\148\3\42\194", codec.encode { kind = "remote", message = "boom" }),
+  call_name = cat("\149\4\42\167counter\163add", args),
+  send_name = cat("\148\5\167counter\163add", args),
+}
 local seeds = {
-  call = frame(cat(codec.encode(1):sub(1, 0), "\150\1\42\205\48\57\7\163add", args)),
-  send = frame(cat("\149\2\205\48\57\7\164note", args)),
-  reply = frame(cat("\148\3\42\195", args)),
-  error_reply = frame(cat("\148\3\42\194", codec.encode { kind = "remote", message = "boom" })),
-  call_name = frame(cat("\149\4\42\167counter\163add", args)),
-  send_name = frame(cat("\148\5\167counter\163add", args)),
+  call = frame(bodies.call),
+  send = frame(bodies.send),
+  reply = frame(bodies.reply),
+  error_reply = frame(bodies.error_reply),
+  call_name = frame(bodies.call_name),
+  send_name = frame(bodies.send_name),
   hello = frame(codec.encode { t = "hello", v = 1, cluster = "atoll", name = "n", addr = "127.0.0.1:1",
                                inc = 5, nonce = string.rep("\255", 32) }),
   refuse = frame(codec.encode { t = "refuse", v = 1, reason = "duplicate" }),
@@ -145,5 +155,41 @@ if http_dir then
     websocket = input(31, { WS }, ws_head .. ws_talk),
     websocket_refused = input(31, { WS_REFUSE }, ws_head .. ws_frame(1, "early")),
     websocket_late = input(0, { WS_LATE }, ws_head .. ws_talk),
+  })
+end
+
+-- A link's input (tests/fuzz/fuzz_transport.c): flags, where to flip a byte and with what
+-- mask, a split seed, then records `u16 n | body` (sealed by the fuzzer) or `u16 0x8000 + n |
+-- raw bytes`.
+local transport_dir = arg[4]
+if transport_dir then
+  local DIALER, CORRUPT, REFUSE, CLOSE_ON_UP, WRONG_SECRET, OTHER_CLUSTER, REPLY = 1, 2, 4, 8, 16, 32, 64
+  local function record(body, raw)
+    local n = #body + (raw and 0x8000 or 0)
+    return string.char(math.floor(n / 256), n % 256) .. body
+  end
+  local all = {}
+  for _, kind in ipairs { "call", "send", "reply", "error_reply", "call_name", "send_name" } do
+    all[#all + 1] = record(bodies[kind])
+  end
+  local envelopes = table.concat(all)
+  local function input(flags, flip_at, mask, seed, records)
+    return string.char(flags, math.floor(flip_at / 256), flip_at % 256, mask,
+      math.floor(seed / 256), seed % 256) .. records
+  end
+  write_all(transport_dir, {
+    accepted = input(REPLY, 0, 0, 1, envelopes),
+    dialed = input(DIALER + REPLY, 0, 0, 2, envelopes),
+    many = input(0, 0, 0, 3, string.rep(record(bodies.send), 200)),
+    corrupt_frame = input(CORRUPT, 400, 1, 4, envelopes),
+    corrupt_handshake = input(CORRUPT + DIALER, 20, 0x20, 5, envelopes),
+    refused = input(REFUSE, 0, 0, 6, envelopes),
+    closed_on_up = input(CLOSE_ON_UP + DIALER, 0, 0, 7, envelopes),
+    wrong_secret = input(WRONG_SECRET, 0, 0, 8, envelopes),
+    other_cluster = input(OTHER_CLUSTER + DIALER, 0, 0, 9, envelopes),
+    raw_after = input(0, 0, 0, 10, record(bodies.call) .. record("\0\0\0\5hello", true)
+      .. record(bodies.send)),
+    bad_envelope = input(0, 0, 0, 11, record(bodies.call) .. record("\147\1\2") .. record(bodies.send)),
+    too_big = input(0, 0, 0, 12, record(bodies.call) .. record(string.rep("x", 5000))),
   })
 end

@@ -1,6 +1,6 @@
 -- Real nodes for cluster specs, with the spec process as a node of the same cluster.
 local atoll = require "atoll"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local cluster = require "atoll.cluster"
 local node = require "helpers.node"
 

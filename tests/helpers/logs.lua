@@ -1,5 +1,5 @@
 -- Captures the log lines Lua code writes while fn runs, instead of printing them.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 
 return function(fn, ...)
   local lines = {}

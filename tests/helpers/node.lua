@@ -5,7 +5,7 @@
 -- have closed every handle, and no sanitizer or unprotected Lua error may
 -- show in its stderr. Requiring this helper registers that with busted, as
 -- neovim's test helpers do; a spec asks for nothing.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local process = require "atoll.process"
 
 local wait = require "helpers.wait"

@@ -1,7 +1,7 @@
 -- A real PostgreSQL server for specs (and benchmarks): initdb into a temporary directory, pg_ctl
 -- on a loopback port and a socket in that directory; stop() removes it all. Password
 -- authentication over TCP (scram-sha-256), so that a wrong password can be tested.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 
 local M = {}
 

@@ -37,7 +37,7 @@ describe("actors", function()
 
     it("carry values that cannot be mutated exactly as the codec does, and refuse what it refuses",
       async(function()
-        local codec = require "atoll.codec"
+        local codec = require "atoll.c.codec"
         local T = fresh "Mirror"
         function T.distributed:back(...) return select("#", ...), ... end
         function T.distributed:count(...) return select("#", ...) end

@@ -1,6 +1,6 @@
 -- The codec: Lua values <-> MessagePack, exact and strict, with errors that name the bad value.
 local atoll = require "atoll"
-local codec = require "atoll.codec"
+local codec = require "atoll.c.codec"
 local async = require "helpers.async"
 
 local function roundtrip(v)

@@ -1,5 +1,5 @@
 -- The host bindings the runtime stands on: clocks, logging, the loop.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local atoll = require "atoll"
 
 describe("host", function()

@@ -2,7 +2,7 @@
 -- commit, reads in pages, snapshots, listing, and what they say when they fail. PostgreSQL runs
 -- as a real server started for this file (tests/helpers/postgres.lua).
 local atoll = require "atoll"
-local journal = require "atoll.journal"
+local journal = require "atoll.c.journal"
 local runtime = require "atoll.runtime"
 local async = require "helpers.async"
 local postgres = require "helpers.postgres"

@@ -5,7 +5,7 @@ local async = require "helpers.async"
 local spec = require "helpers.spec"
 local catch, fresh = spec.catch, spec.fresh
 local watch = require "atoll.cluster.watch"
-local codec = require "atoll.codec"
+local codec = require "atoll.c.codec"
 
 -- A watcher that records what it was told, and wakes a future on each.
 local function watcher_type()

@@ -171,7 +171,7 @@ function M.parse(argv0, argv, version)
     end
     if name == "--version" or name == "-v" or name == "version" then
       io.stdout:write(("atoll %s (%s, libuv %s)\n"):format(version, jit.version,
-        require("atoll.host").libuv_version))
+        require("atoll.c.host").libuv_version))
       return nil, EXIT.OK
     end
     if name == "--help" or name == "-h" or name == "help" then

@@ -1,5 +1,5 @@
 -- atoll call, atoll reload and atoll members: one call to a running node, as a client.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local atoll = require "atoll"
 local runtime = require "atoll.runtime"
 local common = require "atoll.cli.common"

@@ -1,5 +1,5 @@
 -- What the commands share: messages, exit codes, loading scripts, the cluster secret.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local commands = require "atoll.cli.commands"
 
 local M = {}

@@ -112,7 +112,7 @@ local COUNTS = { indirect_probes = true, confirmations = true, gossip_fanout = t
 
 -- --membership KEY=VALUE,... -> settings
 local function membership(v)
-  local swim = require "atoll.swim"
+  local swim = require "atoll.c.swim"
   local known = swim.config()
   local cfg = {}
   for item in v:gmatch("[^,]+") do

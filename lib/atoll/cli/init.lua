@@ -1,5 +1,5 @@
 -- The command line: the host calls main(argv0, argv) and, once the loop has run, finish().
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local args = require "atoll.cli.args"
 local common = require "atoll.cli.common"
 

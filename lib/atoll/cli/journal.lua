@@ -1,5 +1,5 @@
 -- atoll journal ls | show ID: what a journal holds, for people and scripts.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local runtime = require "atoll.runtime"
 local common = require "atoll.cli.common"
 

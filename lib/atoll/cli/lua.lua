@@ -1,5 +1,5 @@
 -- atoll lua: a LuaJIT interpreter with atoll's modules, as `lua SCRIPT` is.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local common = require "atoll.cli.common"
 
 local M = {}

@@ -1,5 +1,5 @@
 -- atoll run and atoll clusterd: a node, from its flags to its graceful shutdown.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local atoll = require "atoll"
 local runtime = require "atoll.runtime"
 local reload = require "atoll.reload"

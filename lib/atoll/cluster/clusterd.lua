@@ -3,7 +3,7 @@
 -- is not a member itself.
 local actor = require "atoll.actor"
 local runtime = require "atoll.runtime"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 
 local Registry = actor.define "atoll.Clusterd"
 

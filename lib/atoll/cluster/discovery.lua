@@ -7,7 +7,7 @@
 --
 -- Both are looked up every few seconds for as long as the node runs, so that
 -- members that start later, or a cluster split and restarted, are found.
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local runtime = require "atoll.runtime"
 local membership = require "atoll.cluster.membership"
 

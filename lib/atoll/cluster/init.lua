@@ -1,6 +1,6 @@
 -- The transport's policy: one link per peer, dialing on demand, backoff, and routing remote calls.
 --
--- The C transport (atoll.transport) owns sockets, the handshake and frames.
+-- The C transport (atoll.c.transport) owns sockets, the handshake and frames.
 -- This module decides which link carries traffic to which node, and turns
 -- frames into run-queue entries and back.
 --
@@ -9,9 +9,9 @@
 -- peer's messages wait here in order, so that when two nodes dial each other
 -- at once the connection that wins (the one dialed by the node with the
 -- lower address) gets every message, in order, and the loser none.
-local host = require "atoll.host"
-local codec = require "atoll.codec"
-local transport = require "atoll.transport"
+local host = require "atoll.c.host"
+local codec = require "atoll.c.codec"
+local transport = require "atoll.c.transport"
 local runtime = require "atoll.runtime"
 local errors = require "atoll.util.errors"
 
@@ -83,19 +83,19 @@ local function fail_queue(p, err)
 end
 
 local function write(link, li, m)
-  local ok, kind, msg
+  local ok, msg, kind
   local kd = m.kind
   if kd == CALL then
-    ok, kind, msg = link:call(m.rid, m.inc, m.id, m.method, m.payload)
+    ok, msg, kind = link:call(m.rid, m.inc, m.id, m.method, m.payload)
   elseif kd == SEND then
-    ok, kind, msg = link:send(m.inc, m.id, m.method, m.payload)
+    ok, msg, kind = link:send(m.inc, m.id, m.method, m.payload)
   elseif kd == CALL_NAME then
-    ok, kind, msg = link:call_name(m.rid, m.name, m.method, m.payload)
+    ok, msg, kind = link:call_name(m.rid, m.name, m.method, m.payload)
   else
-    ok, kind, msg = link:send_name(m.name, m.method, m.payload)
+    ok, msg, kind = link:send_name(m.name, m.method, m.payload)
   end
   if ok and m.rid then li.pending[m.rid] = true end
-  return ok, kind, msg
+  return ok, msg, kind
 end
 
 -- A link went up: it carries the peer's traffic from now on, starting with
@@ -114,7 +114,7 @@ local function attach(p, link)
   p.queue, p.nqueue, p.queued_bytes = {}, 0, 0
   for i = 1, n do
     local m = q[i]
-    local ok, kind, msg = write(link, li, m)
+    local ok, msg, kind = write(link, li, m)
     if not ok and m.rid then fail(m.rid, new_error(kind, msg)) end
   end
   if old and old ~= link and old:state() ~= "closed" then old:close("replaced by a newer connection") end
@@ -159,7 +159,7 @@ local function route(address, m)
   if link then
     local st = link:state()
     if st == "up" then
-      local ok, kind, msg = write(link, link_info[link], m)
+      local ok, msg, kind = write(link, link_info[link], m)
       if ok then return true end
       return nil, new_error(kind, msg)
     end
@@ -240,7 +240,7 @@ function ReplyTo:reply(ok, res)
   local link = self.link
   if link:state() ~= "up" then return end -- the caller's link is gone
   local bytes = ok and res or error_bytes(res)
-  local sent, kind, msg = link:reply(self.rid, ok, bytes)
+  local sent, msg, kind = link:reply(self.rid, ok, bytes)
   if not sent and ok and kind == "bad_argument" then
     -- The result is too large for a frame: tell the caller instead.
     link:reply(self.rid, false, error_bytes(new_error("bad_argument", "the result: " .. msg)))

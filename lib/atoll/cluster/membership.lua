@@ -13,8 +13,8 @@
 -- A member that is down but turns out to be alive (a healed partition) comes
 -- back up at a higher version: down is the detector's verdict, not an exile.
 -- Refs to its actors work again; watches fired at the verdict stay fired.
-local swim = require "atoll.swim"
-local host = require "atoll.host"
+local swim = require "atoll.c.swim"
+local host = require "atoll.c.host"
 local runtime = require "atoll.runtime"
 
 local M = {}

@@ -2,7 +2,7 @@
 local actor = require "atoll.actor"
 local runtime = require "atoll.runtime"
 local reload = require "atoll.reload"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 local membership = require "atoll.cluster.membership"
 local watch = require "atoll.cluster.watch"
 
@@ -11,13 +11,13 @@ local Node = actor.define "atoll.Node"
 Node.NAME = "atoll.node"
 
 -- info() -> { name, address, incarnation, actors, version, pid, peers, transport }
--- (transport: the links' counters, atoll.transport.stats())
+-- (transport: the links' counters, atoll.c.transport.stats())
 function Node.distributed:info()
   local n = runtime.node
   local cluster = require "atoll.cluster"
   return { name = n.name, address = n.address, incarnation = n.incarnation,
            actors = runtime.count(), version = host.version, pid = host.pid(),
-           peers = cluster.peers(), transport = require("atoll.transport").stats() }
+           peers = cluster.peers(), transport = require("atoll.c.transport").stats() }
 end
 
 function Node.distributed:ping()

@@ -12,7 +12,7 @@
 -- "node down", "node left", "unreachable" (the watch could not be placed, or
 -- the link to a node that is not a member was lost).
 local runtime = require "atoll.runtime"
-local host = require "atoll.host"
+local host = require "atoll.c.host"
 
 local M = {}
 

@@ -4,7 +4,7 @@ local M = {}
 
 local cjson_ok, cjson = pcall(require, "cjson")
 -- host/utf8.c's validator, which the HTTP binding exposes with where a string stops being UTF-8.
-local utf8_valid = require("atoll.http_raw").utf8_valid
+local utf8_valid = require("atoll.c.http").utf8_valid
 -- lua-cjson's marker for arrays, in versions that have one.
 local cjson_array_mt = cjson_ok and cjson.array_mt or false
 

@@ -62,12 +62,12 @@ function Keeper.distributed:down_then_call(address)
   end
   local by_name = { try(function() return atoll.remote(address, "keeper"):majority() end) }
   local exchange = { try(require("atoll.cluster").call_system, address, "atoll.node", "exchange", 5,
-    require("atoll.swim").state()) }
+    require("atoll.c.swim").state()) }
   return by_name[1], by_name[2], by_name[3], exchange[1], exchange[2], exchange[3]
 end
 -- Sends raw bytes to a member's membership port, sealed or not.
 function Keeper.distributed:send_raw(address, bytes, seal)
-  return require("atoll.swim").send_raw(address, bytes, seal)
+  return require("atoll.c.swim").send_raw(address, bytes, seal)
 end
 
 atoll.register("watcher", atoll.spawn(Watcher))
