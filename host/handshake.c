@@ -62,6 +62,15 @@ static void blob(mpk_reader_t *r, unsigned char *dst, size_t len) {
   if (r->rc == 0) memcpy(dst, s, len);
 }
 
+/* 1 if s holds no control character: what a peer says of itself ends up in
+ * logs, where a newline could forge a line. */
+static int printable(const char *s) {
+  for (; *s; s++) {
+    if ((unsigned char)*s < 0x20 || *s == 0x7f) return 0;
+  }
+  return 1;
+}
+
 int hs_parse(const char *body, size_t len, hs_msg_t *m, char *err, size_t errlen) {
   memset(m, 0, sizeof *m);
   mpk_reader_t r;
@@ -110,6 +119,12 @@ int hs_parse(const char *body, size_t len, hs_msg_t *m, char *err, size_t errlen
       mpk_skip(&r, 8); /* an unknown key's value, from a newer peer */
     }
     if (r.rc) goto fail;
+  }
+  bad = "a control character in a name, address, cluster or reason";
+  if (!printable(m->cluster) || !printable(m->name) || !printable(m->address) ||
+      !printable(m->reason)) {
+    r.rc = ATOLL_EMALFORMED;
+    goto fail;
   }
   bad = "trailing bytes";
   if (!mpk_done(&r)) {

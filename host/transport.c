@@ -116,10 +116,13 @@ static int is_test(const link_t *l) {
 
 /* ---- lifecycle -------------------------------------------------------- */
 
+/* Who the link is with, for logs: what was dialed, or for an accepted link
+ * the socket's address until the peer has proved who it is (what it only
+ * claims could be anyone's). */
 static const char *peer_label(const link_t *l) {
-  if (l->state >= LINK_HANDSHAKE && (l->dialer ? l->challenge.address[0] : l->hello.address[0])) {
-    return l->dialer ? l->challenge.address : l->hello.address;
-  }
+  if (l->dialer && l->state >= LINK_HANDSHAKE && l->challenge.address[0])
+    return l->challenge.address;
+  if (!l->dialer && l->state == LINK_UP && l->hello.address[0]) return l->hello.address;
   return l->target;
 }
 
@@ -536,7 +539,8 @@ static void by_address(transport_t *t, adm_entry_t *e, adm_source_t *src, int st
  * none, its oldest waiting for the proof; NULL if that one has not been read
  * yet (it is judged after the next poll: a flood's newest connections do
  * not push out one that sent its hello). */
-static link_t *oldest(transport_t *t, adm_entry_t *e, adm_source_t *src, int *stage_out) {
+static link_t *oldest(transport_t *t, adm_entry_t *e, adm_source_t *src, int *stage_out,
+                      unsigned *order_out) {
   for (int stage = 0; stage < 2; stage++) {
     for (size_t i = src->next[stage]; i < src->end; i++) {
       link_t *l = e[i].l;
@@ -546,6 +550,7 @@ static link_t *oldest(transport_t *t, adm_entry_t *e, adm_source_t *src, int *st
       }
       if (l->accepted_turn == t->turn) return NULL; /* the rest are this turn's too */
       *stage_out = stage;
+      *order_out = e[i].order;
       return l;
     }
   }
@@ -584,20 +589,38 @@ static void prune(transport_t *t) {
     for (size_t s = 0; s < nsrc; s++) {
       for (int stage = 0; stage < 2; stage++) by_address(t, e, &src[s], stage, now, &due, &fresh);
     }
-    /* Over the table's limit: the address holding the most sheds its oldest. */
+    /* Over the table's limit: the address holding the most sheds its
+     * oldest; among addresses holding as many (a flood from many addresses,
+     * one connection each), a connection without a hello goes before one
+     * with, and the oldest before a newer one, so that a peer whose hello
+     * was read, and whose proof is one round trip away, goes last. */
     while (t->admitted > t->max_handshakes) {
-      size_t most = 0;
-      for (size_t s = 1; s < nsrc; s++) {
-        if (src[s].live[0] + src[s].live[1] > src[most].live[0] + src[most].live[1]) most = s;
+      link_t *victim = NULL;
+      size_t from = 0;
+      int vstage = 0, vlive = -1;
+      unsigned vorder = 0;
+      for (size_t s = 0; s < nsrc; s++) {
+        int live = src[s].live[0] + src[s].live[1];
+        if (live == 0 || live < vlive) continue;
+        int stage;
+        unsigned order;
+        link_t *l = oldest(t, e, &src[s], &stage, &order);
+        if (l == NULL) continue;
+        if (victim == NULL || live > vlive || stage < vstage ||
+            (stage == vstage && order < vorder)) {
+          victim = l;
+          from = s;
+          vstage = stage;
+          vlive = live;
+          vorder = order;
+        }
       }
-      int stage;
-      link_t *l = oldest(t, e, &src[most], &stage);
-      if (l == NULL) {
-        fresh = 1; /* not read yet: after the next poll */
+      if (victim == NULL) {
+        fresh = 1; /* nothing read yet: after the next poll */
         break;
       }
-      shed(l, SHED_TABLE_FULL);
-      src[most].live[stage]--;
+      shed(victim, SHED_TABLE_FULL);
+      src[from].live[vstage]--;
     }
     free(e);
     free(src);

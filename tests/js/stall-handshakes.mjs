@@ -3,20 +3,30 @@
 // closes is opened again at once, for as long as this runs: a client without the secret trying to
 // keep every handshake slot busy. Prints "flooding" once COUNT connections have been accepted, and
 // on SIGTERM (or when stdin ends) one line of JSON, {"opened":N,"closed":N,"failed":N}, and exits.
-//   node tests/js/stall-handshakes.mjs PORT COUNT [LOCAL_ADDRESS]
+// With SOURCES, the connections come from that many local addresses, LOCAL_ADDRESS and the ones
+// after it (127.0.1.1, 127.0.1.2, ...: the whole of 127/8 is loopback), one connection each in turn.
+//   node tests/js/stall-handshakes.mjs PORT COUNT [LOCAL_ADDRESS [SOURCES]]
 import net from "node:net";
 
 const port = Number(process.argv[2]);
 const count = Number(process.argv[3]);
 const localAddress = process.argv[4] || "127.0.0.1";
+const sources = Number(process.argv[5] || 1);
+const base = localAddress.split(".").map(Number);
+
+// The i-th source address: LOCAL_ADDRESS plus i, carried over the last two bytes.
+function source(i) {
+  const n = base[2] * 256 + base[3] + (i % sources);
+  return `${base[0]}.${base[1] + (n >> 16)}.${(n >> 8) & 255}.${n & 255}`;
+}
 const stall = Buffer.from([0x00, 0x00, 0x00, 0x50, 0x87]);
 
 let opened = 0, closed = 0, failed = 0, announced = false, stopping = false;
 
-function open() {
+function open(i) {
   if (stopping) return;
   let connected = false;
-  const s = net.connect({ port, host: "127.0.0.1", localAddress }, () => {
+  const s = net.connect({ port, host: "127.0.0.1", localAddress: source(i) }, () => {
     connected = true;
     opened++;
     s.write(stall);
@@ -31,8 +41,8 @@ function open() {
   s.on("close", () => {
     if (connected) closed++;
     // Refused outright (no listener, no port): try again a little later, not in a hot loop.
-    if (connected) setImmediate(open);
-    else setTimeout(open, 10);
+    if (connected) setImmediate(open, i);
+    else setTimeout(open, 10, i);
   });
 }
 
@@ -46,4 +56,4 @@ function stop() {
 process.on("SIGTERM", stop);
 process.stdin.on("end", stop);
 process.stdin.resume();
-for (let i = 0; i < count; i++) open();
+for (let i = 0; i < count; i++) open(i);
