@@ -859,12 +859,29 @@ static int on_message_complete(http_parser *p) {
   return 0;
 }
 
-/* What the parser refused, in words for the client. http-parser reads a chunk size into its
- * content length and reports its overflow as an invalid Content-Length header, which the request
- * may not even have: past the head of a chunked request, that error is the chunk size's. */
-static const char *parse_error(const http_conn_t *c, enum http_errno e) {
+/* 1 if the header whose value the parser is reading is Content-Length: its name is the last
+ * part of the head, not yet followed by a NUL. */
+static int in_content_length(const http_conn_t *c) {
+  static const char name[] = "content-length";
+  size_t n = sizeof name - 1;
+  if (c->head_done || !c->in_field || c->head.len < n + 1) return 0;
+  const char *end = c->head.data + c->head.len;
+  return end[-(long)n - 1] == '\0' && strncasecmp(end - n, name, n) == 0;
+}
+
+/* What the parser refused, in words for the client; *status is set where 400 is not it.
+ * http-parser reports a number too large for 64 bits as an invalid Content-Length, and reads a
+ * chunk size into the same field: past the head of a chunked request, that error is the chunk
+ * size's; in the header, a digit where it stopped means the number overflowed. */
+static const char *parse_error(const http_conn_t *c, enum http_errno e, const char *start,
+                               const char *stop, const char *end, int *status) {
   if (e == HPE_INVALID_CONTENT_LENGTH && c->head_done && (c->p.flags & F_CHUNKED))
     return "chunk size too large";
+  if (e == HPE_INVALID_CONTENT_LENGTH && in_content_length(c) && stop > start && stop < end &&
+      isdigit((unsigned char)stop[0]) && isdigit((unsigned char)stop[-1])) {
+    *status = 413;
+    return "the request body is too large (its Content-Length does not fit in 64 bits)";
+  }
   if (e == HPE_INVALID_CHUNK_SIZE) return "invalid chunk size";
   return http_errno_description(e);
 }
@@ -886,6 +903,7 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
   while (off < len && !c->closing && !c->close_after_write && !c->held_waiting && !c->ws &&
          c->queued <= c->s->lim.high_water) {
     size_t n = http_parser_execute(&c->p, &settings, data + off, len - off);
+    const char *start = data + off;
     off += n;
     enum http_errno e = HTTP_PARSER_ERRNO(&c->p);
     if (e == HPE_PAUSED) {
@@ -895,14 +913,14 @@ static void feed(http_conn_t *c, const char *data, size_t len) {
     if (e != HPE_OK) {
       if (c->closing) return;
       int status = c->error_status ? c->error_status : 400;
-      const char *why = parse_error(c, e);
+      const char *why = parse_error(c, e, start, data + off, data + len, &status);
       if (c->owner_knows) tell_gone(c, why);
       c->owner_knows = 0;
       if (c->resp == RESP_STREAMING) {
         http__conn_close(c, "a malformed request body");
       } else {
         c->resp = c->resp == RESP_DONE ? RESP_DONE : RESP_NONE;
-        http__fail(c, status, status == 400 ? why : http_status_text(status));
+        http__fail(c, status, status == 400 || !c->error_status ? why : http_status_text(status));
       }
       return;
     }
