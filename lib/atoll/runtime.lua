@@ -1115,6 +1115,7 @@ end
 
 -- future:wait([seconds]) -> the value; raises the failure, or a timeout error
 function Future:wait(seconds)
+  self.seen = true
   if not self.done then
     local w = M.waiter()
     local ws = self.waiters
@@ -1135,6 +1136,22 @@ function Future:wait(seconds)
   return self.value
 end
 
+-- A task's failure that nobody retrieves is logged, once its future is
+-- garbage: waiting for it later (a fan-out awaiting each in turn) is not an
+-- error, and nothing fails silently either. The guard is a userdata whose
+-- finalizer sees the future (Lua 5.1 runs __gc only on userdata).
+local function watch_failure(f, rec)
+  local guard = newproxy(true)
+  local label = rec and actor_label(rec) or "main"
+  getmetatable(guard).__gc = function()
+    if f.done and not f.ok and not f.seen then
+      local ok, text = pcall(tostring, f.value)
+      pcall(host.log, "error", label, "a task failed and nothing waited for it: " .. (ok and text or "?"))
+    end
+  end
+  f.guard = guard
+end
+
 -- task(fn, ...) -> future. Runs fn(...) concurrently, as the running actor
 -- (so its calls and timers are that actor's); the future resolves to fn's
 -- first result, or fails with its error.
@@ -1153,6 +1170,7 @@ function M.task(fn, ...)
     if ok then f:set(res) else f:fail(res) end
     return nil
   end)
+  watch_failure(f, rec)
   managed[co] = true
   roots[co] = {}
   enqueue(WAKE, co)

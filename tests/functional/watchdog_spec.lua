@@ -52,6 +52,16 @@ describe("the watchdog", function()
       node.assert_clean(p)
     end, 30))
 
+  it("logs a task interrupted while nothing waited for it", async(function()
+    local p, stuck = start("--watchdog", "warn=0.2,interrupt=0.5,exit=20")
+    assert.equal("started", stuck:spin_task())
+    p:expect("interrupting Stuck#%d+%.task after 0%.%d s", 5, "stderr")
+    stuck:collect()
+    p:expect("Stuck#%d+: a task failed and nothing waited for it: interrupted: Stuck#%d+%.task ran for", 5,
+      "stderr")
+    assert.equal("pong", stuck:ping())
+  end, 30))
+
   it("names the code that is stuck where it is: an actor's init, not the caller that spawned it",
     async(function()
       local p, stuck = start("--watchdog", "warn=0.2,interrupt=0.5,exit=20")

@@ -276,10 +276,14 @@ function visit_seeds()
     warned_joining = true
     local list = {}
     for _, s in ipairs(seeds) do list[#list + 1] = s.address end
-    log("warn", ("still joining after %d s: no answer from %s"):format(STILL_JOINING,
-      table.concat(list, ", ")))
+    log("warn", ("still joining after %d s: no answer from %s"):format(
+      math.floor(now - joining_since + 0.5), table.concat(list, ", ")))
   end
-  seed_timer = runtime.after_raw(join_delay, visit_seeds)
+  -- The next visit, no later than the warning is due (backoff would put it off by up to
+  -- JOIN_RETRY_MAX).
+  local delay = join_delay
+  if not warned_joining then delay = math.max(0, math.min(delay, joining_since + STILL_JOINING - now)) end
+  seed_timer = runtime.after_raw(delay, visit_seeds)
   join_delay = math.min(join_delay * 2, JOIN_RETRY_MAX)
 end
 

@@ -51,5 +51,18 @@ local Spinner = atoll.actor.define "Spinner"
 function Spinner:init() while true do end end
 function Stuck.distributed:spawn_spinner() return atoll.spawn(Spinner) end
 
+-- Starts a task that never returns, and keeps nothing of it: its failure
+-- has no one to go to.
+function Stuck.distributed:spin_task()
+  atoll.task(function() while true do end end)
+  return "started"
+end
+
+-- Collects garbage (futures nothing holds any more among it).
+function Stuck.distributed:collect()
+  collectgarbage()
+  collectgarbage()
+end
+
 atoll.register("stuck", atoll.spawn(Stuck))
 print("ready")
