@@ -29,7 +29,7 @@ LUA_OBJ := $(LUA_SRC:%.lua=$(BUILD)/obj/%.o)
 # lib/atoll/init.lua -> atoll, lib/atoll/runtime.lua -> atoll.runtime
 modname = $(patsubst %.init,%,$(subst /,.,$(patsubst lib/%.lua,%,$(1))))
 
-.PHONY: all deps test unit functional demo bench asan fuzz fuzz-build format clean
+.PHONY: all deps test unit functional demo bench asan asan-build fuzz fuzz-build format clean
 
 all: $(BUILD)/atoll $(BUILD)/atoll-lua $(BUILD)/swimsim
 
@@ -53,6 +53,13 @@ $(BUILD)/obj/lib/%.o: lib/%.lua | deps
 
 -include $(C_OBJ:.o=.d)
 
+# What the specs send that a correct node never would (tests/hooks), as a module
+# apart: the executable a user runs has no Lua function for it.
+$(BUILD)/atoll_testhooks.so: tests/hooks/testhooks.c bindings/bindings.h host/transport.h \
+		host/membership.h | deps
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -shared -fPIC -o $@ $<
+
 # The SWIM simulator (tests/sim): the membership core alone, on a virtual
 # clock and network.
 SIM_SRC := tests/sim/swimsim.c host/swim.c host/mpk.c host/buf.c
@@ -63,14 +70,17 @@ $(BUILD)/swimsim: $(SIM_SRC) host/swim.h host/mpk.h host/buf.h host/error.h | de
 # Every test: the formatting and lint checks, unit specs inside the host,
 # functional specs against real node processes, the leak check, and some
 # fuzzing per target (FUZZ_SECONDS, whose default tests/run holds).
+# Then the unit specs and the specs of the network's C (links, handshakes,
+# SWIM, HTTP) again on the sanitizer build (`make asan` runs all of them so).
 test:
 	@tools/deps test
-	@$(MAKE) --no-print-directory all fuzz-build
+	@$(MAKE) --no-print-directory all $(BUILD)/atoll_testhooks.so fuzz-build asan-build
 	@tests/run $(BUILD)/atoll
+	@ATOLL_SANITIZED=1 tests/run build-asan/atoll unit network
 
 unit functional:
 	@tools/deps test
-	@$(MAKE) --no-print-directory all
+	@$(MAKE) --no-print-directory all $(BUILD)/atoll_testhooks.so
 	@tests/run $(BUILD)/atoll $@
 
 demo:
@@ -91,10 +101,13 @@ $(BUILD)/sqlite_raw: bench/peers/sqlite_raw.c | deps
 # The whole suite on an AddressSanitizer + UndefinedBehaviorSanitizer build.
 asan:
 	@tools/deps asan
+	@$(MAKE) --no-print-directory asan-build
+	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
+
+asan-build:
 	@$(MAKE) --no-print-directory BUILD=build-asan CC=clang \
 		OPT="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all" \
-		build-asan/atoll build-asan/atoll-lua build-asan/swimsim
-	@ATOLL_SANITIZED=1 tests/run build-asan/atoll
+		build-asan/atoll build-asan/atoll-lua build-asan/swimsim build-asan/atoll_testhooks.so
 
 # The libFuzzer targets, with ASan and UBSan: frames, envelopes, handshakes
 # and the codec; SWIM packets and states; HTTP requests and WebSocket frames; a link's input
@@ -129,7 +142,8 @@ fuzz:
 	@FUZZ_SECONDS=$${FUZZ_SECONDS:-600} tests/run $(BUILD)/atoll fuzz
 
 format:
-	clang-format -i host/*.c host/*.h bindings/*.c bindings/*.h
+	clang-format -i host/*.c host/*.h bindings/*.c bindings/*.h tests/fuzz/*.c tests/hooks/*.c tests/sim/*.c \
+		bench/peers/*.c
 
 clean:
 	rm -rf build build-asan

@@ -28,6 +28,11 @@ int luaopen_atoll_c_swim(lua_State *L);       /* SWIM membership over UDP */
 int luaopen_atoll_c_journal(lua_State *L);    /* event journals */
 int luaopen_atoll_c_http(lua_State *L);       /* the HTTP server */
 
+/* The link of an atoll.c.transport link userdata at idx (raises if it is not one), NULL once
+ * closed: for modules built apart from the library (tests/hooks). */
+typedef struct link_s link_t;
+link_t *binding_link(lua_State *L, int idx);
+
 /* The host passed to luaopen_* as upvalue 1. */
 #define BINDING_HOST(L) ((host_t *)lua_touserdata((L), lua_upvalueindex(1)))
 

@@ -310,15 +310,6 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
-/* send_raw(address, bytes [, seal]) -> true | nil, message, kind: for tests */
-static int l_send_raw(lua_State *L) {
-  membership_t *m = started(L);
-  size_t len;
-  const char *addr = luaL_checkstring(L, 1);
-  const char *data = luaL_checklstring(L, 2, &len);
-  return binding_result(L, membership_send_raw(m, addr, data, len, lua_toboolean(L, 3)));
-}
-
 static int l_gc(lua_State *L) {
   membership_t *m = lua_touserdata(L, 1);
   binding_t *b = m->data;
@@ -338,8 +329,7 @@ static const luaL_Reg fns[] = {
     {"stats", l_stats},   {"state", l_state},
     {"merge", l_merge},   {"has_majority", l_has_majority},
     {"config", l_config}, {"now", l_now},
-    {"stop", l_stop},     {"send_raw", l_send_raw},
-    {NULL, NULL},
+    {"stop", l_stop},     {NULL, NULL},
 };
 
 int luaopen_atoll_c_swim(lua_State *L) {

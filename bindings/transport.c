@@ -35,6 +35,10 @@ static link_t *check_link(lua_State *L, int idx) {
   return bh ? BINDING_CONTAINER(bh, llink_t, h)->link : NULL;
 }
 
+link_t *binding_link(lua_State *L, int idx) {
+  return check_link(L, idx);
+}
+
 /* Pushes the link's userdata, made the first time Lua meets the link (nil if there is no
  * memory for it). */
 static void push_link(lua_State *L, ltransport_t *lt, link_t *l) {
@@ -262,26 +266,6 @@ static int l_send_name(lua_State *L) {
   return queue_result(L, l, link_send_name(l, name, nlen, method, mlen, payload, plen));
 }
 
-/* link:write_raw(bytes) -> true | nil, message, kind: queues bytes as they are, frames or not,
- * for tests that must send what a correct node never would */
-static int l_write_raw(lua_State *L) {
-  link_t *l = check_link(L, 1);
-  if (l == NULL) return closed_link(L);
-  size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
-  return queue_result(L, l, link_write_raw(l, s, n));
-}
-
-/* link:write_sealed(body) -> true | nil, message, kind: queues body as a sealed frame,
- * whatever it holds (for tests: a malformed envelope that passes authentication) */
-static int l_write_sealed(lua_State *L) {
-  link_t *l = check_link(L, 1);
-  if (l == NULL) return closed_link(L);
-  size_t n;
-  const char *s = luaL_checklstring(L, 2, &n);
-  return queue_result(L, l, link_write_sealed(l, s, n));
-}
-
 /* link:close([reason]) */
 static int l_close(lua_State *L) {
   link_t *l = check_link(L, 1);
@@ -484,18 +468,9 @@ static int l_transport_gc(lua_State *L) {
 }
 
 static const luaL_Reg link_methods[] = {
-    {"call", l_call},
-    {"send", l_send},
-    {"reply", l_reply},
-    {"call_name", l_call_name},
-    {"send_name", l_send_name},
-    {"write_raw", l_write_raw},
-    {"write_sealed", l_write_sealed},
-    {"close", l_close},
-    {"state", l_state},
-    {"queued", l_queued},
-    {"info", l_info},
-    {NULL, NULL},
+    {"call", l_call},           {"send", l_send},   {"reply", l_reply}, {"call_name", l_call_name},
+    {"send_name", l_send_name}, {"close", l_close}, {"state", l_state}, {"queued", l_queued},
+    {"info", l_info},           {NULL, NULL},
 };
 
 static const luaL_Reg fns[] = {

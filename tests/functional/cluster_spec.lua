@@ -253,7 +253,8 @@ atoll.exit(0)
         end)
         atoll.yield()
         capture(function()
-          if case[1] == "raw" then link:write_raw(case[2]) else link:write_sealed(case[2]) end
+          local hooks = require "atoll_testhooks"
+          if case[1] == "raw" then hooks.write_raw(link, case[2]) else hooks.write_sealed(link, case[2]) end
           assert.equal("unreachable", pending:wait(5))
         end)
         a:expect(case[3], 5, "stderr")
