@@ -217,13 +217,41 @@ end
 
 local router = {}
 
+-- The common case first: a ref to an actor of a member that is not down, over a
+-- link that is up, goes straight to the link, with no message table made (route()
+-- holds the same checks, in the same order, for everything else).
+local function link_up_to(target)
+  if not started or getmetatable(target) == Named then return nil end
+  local address = target[REF_ADDR]
+  local p = peers[address]
+  local link = p and p.link
+  if link == nil or address == node.address then return nil end
+  local status, incarnation = member_status(address)
+  if status == "down" and target[REF_INC] == incarnation then return nil end
+  if link:state() ~= "up" then return nil end
+  return link
+end
+
 function router.call(target, method, payload, rid)
+  local link = link_up_to(target)
+  if link then
+    local ok, msg, kind = link:call(rid, target[REF_INC], target[REF_ID], method, payload)
+    if not ok then return nil, new_error(kind, msg) end
+    link_info[link].pending[rid] = true
+    return true
+  end
   local ok, err = ensure_started()
   if not ok then return nil, err end
   return route(message_to(target, method, payload, rid))
 end
 
 function router.send(target, method, payload)
+  local link = link_up_to(target)
+  if link then
+    local ok, msg, kind = link:send(target[REF_INC], target[REF_ID], method, payload)
+    if not ok then return nil, new_error(kind, msg) end
+    return true
+  end
   local ok, err = ensure_started()
   if not ok then return nil, err end
   return route(message_to(target, method, payload, nil))
