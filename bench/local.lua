@@ -46,24 +46,26 @@ atoll.run(function()
   -- A million idle actors: spawn rate, and memory each. First, in a fresh process: after the
   -- other runs, the heap they grew and freed would take the actors in without growing the
   -- RSS, and the figure would depend on what ran before.
-  collectgarbage()
-  collectgarbage()
-  local rss0 = host.rss()
-  local N = 1000000
-  local refs = {}
-  local t0 = now()
-  for i = 1, N do refs[i] = atoll.spawn(Idle, i) end
-  local spawn_rate = N / (now() - t0)
-  collectgarbage()
-  collectgarbage()
-  local rss1 = host.rss()
-  assert(refs[N]:get() == N)
-  bench("actor.spawn.rate", spawn_rate, "actors/s")
-  -- The refs table the benchmark keeps is not part of an actor's cost.
-  bench("actor.idle.bytes", (rss1 - rss0) / N - 8, "bytes")
-  for i = 1, N do atoll.stop(refs[i]) end
-  refs = nil -- luacheck: ignore 311 (dropped for the collector)
-  collectgarbage()
+  do
+    collectgarbage()
+    collectgarbage()
+    local rss0 = host.rss()
+    local N = 1000000
+    local refs = {}
+    local t0 = now()
+    for i = 1, N do refs[i] = atoll.spawn(Idle, i) end
+    local spawn_rate = N / (now() - t0)
+    collectgarbage()
+    collectgarbage()
+    local rss1 = host.rss()
+    assert(refs[N]:get() == N)
+    bench("actor.spawn.rate", spawn_rate, "actors/s")
+    -- The refs table the benchmark keeps is not part of an actor's cost.
+    bench("actor.idle.bytes", (rss1 - rss0) / N - 8, "bytes")
+    for i = 1, N do atoll.stop(refs[i]) end
+    refs = nil -- luacheck: ignore 311 (dropped for the collector)
+    collectgarbage()
+  end
 
   -- One-way: a burst of N sends, timed until the receiver has them all.
   local send_rate = best_of(3, function()
