@@ -35,6 +35,7 @@ typedef struct host_s {
   int closing;     /* host_close is closing every handle: no more calls into Lua */
   int stopping;    /* shutdown was requested */
   int exit_code;
+  int restart;        /* once the loop has ended, run the same command again (a downed node) */
   double incarnation; /* drawn at start: refs of an earlier run of this node are dead */
   char name[64];
 } host_t;

@@ -289,6 +289,22 @@ atoll.persistence = require "atoll.persistence"
 atoll.http = require "atoll.http"
 
 ---------------------------------------------------------------------------
+-- Cluster services, loaded when first used
+---------------------------------------------------------------------------
+
+-- singleton: host(name, T, ...), ref(name) (see lib/atoll/cluster/singleton.lua)
+-- receptionist: check_in(ref, key), check_out(ref, key), lookup(key), listing(key, fn)
+-- (see lib/atoll/cluster/receptionist.lua)
+local services = { singleton = "atoll.cluster.singleton", receptionist = "atoll.cluster.receptionist" }
+setmetatable(atoll, { __index = function(t, k)
+  local module = services[k]
+  if module == nil then return nil end
+  local v = require(module)
+  rawset(t, k, v)
+  return v
+end })
+
+---------------------------------------------------------------------------
 -- Hot reload
 ---------------------------------------------------------------------------
 

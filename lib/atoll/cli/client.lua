@@ -175,6 +175,63 @@ function M.members(opts)
   end)
 end
 
+-- singletons_table(list, now) -> the lines `atoll singletons` prints.
+function M.singletons_table(list, now)
+  local rows = { { "NAME", "HOST", "SINCE", "HELD", "HANDOVERS", "FAILOVERS", "OVERFLOWED" } }
+  for _, s in ipairs(list) do
+    rows[#rows + 1] = { s.name, s.host or "-", s.since and (ago(now - s.since) .. " ago") or "-",
+                        tostring(s.held or 0), tostring(s.handovers or 0), tostring(s.failovers or 0),
+                        tostring(s.overflowed or 0) }
+  end
+  local widths = {}
+  for _, r in ipairs(rows) do
+    for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, width(c)) end
+  end
+  local lines = {}
+  for _, r in ipairs(rows) do
+    local cells = {}
+    for i, c in ipairs(r) do cells[i] = i < #r and (c .. (" "):rep(widths[i] - width(c))) or c end
+    lines[#lines + 1] = table.concat(cells, "  ")
+  end
+  return lines
+end
+
+-- atoll singletons: the singletons a node knows, with when each started where it runs.
+function M.singletons(opts)
+  local json = require "atoll.util.json"
+  return with_node(opts, function(cluster, timeout)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "singletons", timeout)
+    if not ok then return call_failed(opts, view) end
+    -- How long each has run is known where it runs: ask those nodes (best effort).
+    local asked = {}
+    for _, s in ipairs(view.singletons) do
+      if s.host and s.host ~= view.address and s.since == nil then
+        local there = asked[s.host]
+        if there == nil then
+          local got, other = pcall(cluster.call_name, s.host, "atoll.node", "singletons", timeout)
+          there = got and other or false
+          asked[s.host] = there
+        end
+        for _, o in ipairs(there and there.singletons or {}) do
+          if o.name == s.name then s.since = o.since end
+        end
+      end
+    end
+    if opts.json_output then
+      view.singletons = atoll.array(view.singletons)
+      print(json.encode(view))
+      return 0
+    end
+    for _, line in ipairs(M.singletons_table(view.singletons, host.wall() / 1000)) do print(line) end
+    local d = view.downing or {}
+    print()
+    print(("%s: %s (%s of %s members reached), downing %s%s"):format(view.address, d.status or "?",
+      tostring(d.reached or "?"), tostring(d.counted or "?"), d.strategy or "?",
+      d.quorum and ("=" .. d.quorum) or ""))
+    return 0
+  end)
+end
+
 function M.call(opts)
   return run_client(opts)
 end

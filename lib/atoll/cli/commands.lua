@@ -2,7 +2,7 @@
 local M = {}
 
 -- Exit codes, as `atoll --help` and the README list them.
-M.EXIT = { OK = 0, APP = 1, USAGE = 2, LOAD = 3, UNREACHABLE = 4, STUCK = 5, HEAP = 6 }
+M.EXIT = { OK = 0, APP = 1, USAGE = 2, LOAD = 3, UNREACHABLE = 4, STUCK = 5, HEAP = 6, DOWNED = 7 }
 
 -- Flags come in groups; a command takes a list of groups. A flag sets a
 -- field of the options table: true (a switch), a string (a value), or the
@@ -25,7 +25,8 @@ local node = group {
   { "--watch", "watch", SWITCH }, { "--max-frame", "max_frame", VALUE }, { "--max-queue", "max_queue", VALUE },
   { "--join", "join", REPEATABLE }, { "--discovery", "discovery", REPEATABLE },
   { "--membership", "membership", REPEATABLE }, { "--watchdog", "watchdog", REPEATABLE },
-  { "--max-heap", "max_heap", VALUE },
+  { "--max-heap", "max_heap", VALUE }, { "--downing", "downing", VALUE },
+  { "--stable-after", "stable_after", VALUE }, { "--when-downed", "when_downed", VALUE },
 }
 local journal = group { { "--journal", "journal", VALUE }, { "--data-dir", "data_dir", VALUE } }
 local http = group { { "--http", "http", VALUE }, { "--http-static", "http_static", REPEATABLE } }
@@ -45,6 +46,7 @@ Exit codes:
      not answer
   5  the watchdog ended a node whose loop a handler kept blocked (--watchdog exit)
   6  the node's Lua heap stayed over its ceiling (--max-heap) after a collection
+  7  the cluster downed the node and --when-downed is exit
   130, 143  a second SIGINT or SIGTERM stopped the node without waiting
 ]]
 
@@ -128,6 +130,22 @@ Membership (a listening node is a member of its cluster; see the README):
                         suspicion_beta (4), confirmations (2), retransmit_lambda (4),
                         gossip_interval (0.2), gossip_fanout (3), max_lhm (8),
                         push_pull_interval (30), leave_grace (1.5), tombstone (300)
+
+Split brains (see the README's "Cluster services"):
+  --downing STRATEGY    keep-majority (the default): the side of a partition that
+                        reaches more than half of the members (half, with the
+                        oldest) downs the others once nothing has changed for
+                        --stable-after, and a side without it stops its
+                        singletons; static-quorum=N: a side needs N members;
+                        off: nobody is downed, a member declared dead is down
+                        and comes back up if it answers (no split-brain safety)
+  --stable-after SECONDS
+                        how long the unreachable members must stay the same
+                        before a side acts (default: the shortest suspicion plus
+                        one probe interval: 2.5 s up to 10 members)
+  --when-downed ACTION  restart (the default): a node the cluster downed starts
+                        again as a new run, in the same process; exit: it exits
+                        with code 7, for a supervisor to restart
   -h, --help            show this help
 ]],
   },
@@ -188,6 +206,27 @@ probe and has not refuted yet is marked suspect.
 Options:
   --node HOST:PORT      the node to ask (required)
   --json                print the member list and counters as JSON
+  --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
+]],
+  },
+  {
+    name = "singletons", synopsis = { "atoll singletons --node HOST:PORT", "show the cluster's singletons" },
+    groups = { common, secret, client, json }, quiet = true,
+    run = { "atoll.cli.client", "singletons" },
+    usage = [[
+Usage: atoll singletons --node HOST:PORT [options]
+
+Prints the cluster singletons the node at HOST:PORT knows: each one's name,
+the member that runs it (or should: the oldest up member that hosts it), how
+long its instance has run there, the calls held for it on the node asked
+(while it moves), and that node's counters: hand-overs (its instance stopped
+here for another host), failovers (started here after a host was downed),
+calls held in all, calls refused as overloaded. Then the node's side of the
+cluster: whether it holds a majority, and its downing strategy.
+
+Options:
+  --node HOST:PORT      the node to ask (required)
+  --json                print the same as JSON
   --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
 ]],
   },

@@ -46,10 +46,25 @@ local function log(level, msg)
   host.log(level, "membership", msg)
 end
 
+-- With a downing strategy (atoll.cluster.downing), a member SWIM declares dead is only
+-- unreachable: it keeps its status, with reachable = false, until a majority downs it (SWIM's
+-- `downed`, final for that run). Without one (--downing off), dead is down, and a member that
+-- answers again comes back up.
+local final_downs = false
+
+function M.set_downing(on)
+  final_downs = on and true or false
+end
+
 local function status_of(state, phase)
-  if state == "dead" then return "down" end
+  if state == "downed" then return "down" end
+  if state == "dead" then return final_downs and phase or "down" end
   if state == "left" then return "removed" end
   return phase -- joining, up, leaving
+end
+
+local function reachable_of(state)
+  return state ~= "suspect" and state ~= "dead"
 end
 
 -- Host milliseconds (the core's clock) to wall-clock seconds, to the millisecond.
@@ -60,7 +75,8 @@ end
 -- A member as apps see it: a fresh table they may keep.
 local function copy(m)
   return { address = m.address, name = m.name, incarnation = m.incarnation, status = m.status,
-           suspect = m.suspect, since = wall(m.since_ms), self = m.self or nil }
+           suspect = m.suspect, reachable = m.reachable, upno = m.upno or 0,
+           since = wall(m.since_ms), self = m.self or nil }
 end
 
 ---------------------------------------------------------------------------
@@ -118,20 +134,23 @@ local function apply(e)
   end
   local status = status_of(e.state, e.phase)
   local suspect = e.state == "suspect"
+  local reachable = e.self or reachable_of(e.state)
   if old and old.incarnation ~= e.incarnation then old = nil end
   if old == nil then
     if status == "removed" then return end -- news of a member already gone
     local m = { address = e.address, name = e.name, incarnation = e.incarnation, status = status,
-                suspect = suspect, since_ms = e.since, self = e.self }
+                suspect = suspect, reachable = reachable, upno = e.upno or 0, since_ms = e.since,
+                self = e.self }
     members[e.address] = m
     order[#order + 1] = e.address
     notify(m, nil)
     return
   end
   if e.name ~= "" then old.name = e.name end
-  if old.status == status and old.suspect == suspect then return end
+  if e.upno and e.upno ~= 0 then old.upno = e.upno end
+  if old.status == status and old.suspect == suspect and old.reachable == reachable then return end
   local previous = old.status
-  old.status, old.suspect, old.since_ms = status, suspect, e.since
+  old.status, old.suspect, old.reachable, old.since_ms = status, suspect, reachable, e.since
   if status == "removed" then forget(e.address) end
   notify(old, previous)
 end
@@ -340,7 +359,8 @@ function M.start(opts)
   swim.set_handler(on_news)
   -- The core announces this node to itself first.
   local me = { address = opts.address, name = opts.name or "", incarnation = opts.incarnation,
-               status = "joining", suspect = false, since_ms = swim.now(), self = true }
+               status = "joining", suspect = false, reachable = true, upno = 0, since_ms = swim.now(),
+               self = true }
   members[me.address] = me
   order[#order + 1] = me.address
   joining_since = runtime.now_ms() / 1000
@@ -385,6 +405,14 @@ function M.down(address)
   return swim.down(address)
 end
 
+-- down_final(address) -> true if the member was downed: final for its run (its watchers are
+-- told, and it can only come back as a new run). What keep-majority downing does.
+function M.down_final(address)
+  if not started then error("membership is not started on this node", 2) end
+  if address == self_address then error("down: a node cannot down itself (use leave)", 2) end
+  return swim.down(address, true)
+end
+
 function M.stop()
   if seed_timer then
     seed_timer:cancel()
@@ -418,11 +446,14 @@ function M.status(address)
   return m.status, m.incarnation
 end
 
--- has_majority() -> whether the members this node sees alive are more than
+-- has_majority() -> whether this node's side holds a majority, by the downing strategy's rule
+-- (atoll.cluster.downing); with --downing off, whether the members it sees alive are more than
 -- half of the last known members (those down included, those that left not).
 function M.has_majority()
   if not started then return true end
-  return swim.has_majority()
+  local downing = require "atoll.cluster.downing"
+  if downing.strategy() == "off" then return swim.has_majority() end
+  return downing.decide(M.members(), downing.config()).majority
 end
 
 -- stats() -> the counters: probes, indirect_probes, acks, nacks, suspicions,

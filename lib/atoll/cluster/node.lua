@@ -38,9 +38,18 @@ end
 -- members() -> { members = { member... }, stats = { counters }, majority, config }
 -- (what `atoll members` prints)
 function Node.distributed:members()
+  local downing = require "atoll.cluster.downing"
   return { members = membership.members(), stats = membership.stats(),
-           majority = membership.has_majority(), started = membership.started(),
+           majority = downing.status() == "majority", downing = downing.info(), started = membership.started(),
            config = membership.started() and membership.config() or nil,
+           address = runtime.node.address }
+end
+
+-- singletons() -> { singletons = { singleton... }, downing = { ... } } (what `atoll singletons`
+-- prints; see atoll.cluster.singleton.info and atoll.cluster.downing.info)
+function Node.distributed:singletons()
+  local loaded = package.loaded["atoll.cluster.singleton"]
+  return { singletons = loaded and loaded.info() or {}, downing = require("atoll.cluster.downing").info(),
            address = runtime.node.address }
 end
 

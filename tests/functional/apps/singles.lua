@@ -1,0 +1,71 @@
+-- A member that hosts the singleton "counter" (persistent when SINGLE_PERSISTENT=1), with a
+-- caller actor that calls it steadily, for the singleton specs. Prints, on the monotonic clock
+-- that every process of a machine shares (atoll.now()):
+--
+--   start COUNTER_RUN T            an instance started (COUNTER_RUN: pid and a number)
+--   serve COUNTER_RUN N T          that instance served its Nth add
+--   stop COUNTER_RUN T             its stopped hook ran
+--
+-- and the membership events the member app prints (see member.lua).
+local atoll = require "atoll"
+local host = require "atoll.c.host"
+
+local persistent = os.getenv("SINGLE_PERSISTENT") == "1"
+local runs = 0
+
+local Counter = atoll.actor.define("Counter", { persistent = persistent })
+function Counter:persistence_id() return "singleton/counter" end
+function Counter:init()
+  self.n = 0
+  runs = runs + 1
+  self.run = host.pid() .. "." .. runs
+  print(("start %s %.6f"):format(self.run, atoll.now()))
+end
+function Counter:apply(event) self.n = self.n + event.k end
+function Counter.distributed:add(k)
+  if persistent then self:emit { k = k } else self.n = self.n + k end
+  print(("serve %s %d %.6f"):format(self.run, self.n, atoll.now()))
+  return self.n
+end
+function Counter.distributed:get() return self.n end
+function Counter.distributed:where() return atoll.node().address end
+function Counter:stopped() print(("stop %s %.6f"):format(self.run, atoll.now())) end
+
+local counter = atoll.singleton.host("counter", Counter)
+
+-- Calls the counter in a loop: made, ok, failed (by kind), until stopped.
+local Caller = atoll.actor.define "Caller"
+function Caller:init() self.made, self.ok, self.failed, self.kinds, self.running = 0, 0, 0, {}, false end
+function Caller.distributed:start(pause, timeout)
+  if self.running then return false end
+  self.running = true
+  local c = atoll.singleton.ref("counter", timeout or 10)
+  atoll.task(function()
+    while self.running do
+      self.made = self.made + 1
+      local ok, err = pcall(c.add, c, 1)
+      if ok then
+        self.ok = self.ok + 1
+      else
+        self.failed = self.failed + 1
+        local kind = atoll.errors.kind(err) or tostring(err)
+        self.kinds[kind] = (self.kinds[kind] or 0) + 1
+        print(("failed %s %.6f"):format(tostring(err), atoll.now()))
+      end
+      atoll.sleep(pause or 0.01)
+    end
+    self.done = true
+  end)
+  return true
+end
+function Caller.distributed:stop()
+  self.running = false
+  while not self.done do atoll.sleep(0.01) end
+  return { made = self.made, ok = self.ok, failed = self.failed, kinds = self.kinds }
+end
+function Caller.distributed:counter() return counter:get() end
+function Caller.distributed:where() return counter:where() end
+function Caller.distributed:info() return require("atoll.cluster.singleton").info() end
+
+atoll.register("caller", atoll.spawn(Caller))
+require "member" -- membership events, the watcher and keeper actors; prints "ready"
