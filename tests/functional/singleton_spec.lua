@@ -13,9 +13,12 @@ local tmp = require "helpers.tmp"
 local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
 local APP = "tests/functional/apps/singles.lua"
 
+local dirs = {}
+
 -- Five members hosting the counter; persistent ones share one SQLite journal.
 local function five(prefix, persistent)
-  local dir = tmp.dir()
+  local dir = tmp.dir("singleton")
+  dirs[#dirs + 1] = dir
   local opts = { app = APP, env = { SINGLE_PERSISTENT = persistent and "1" or "0" } }
   local extra = { "--data-dir", dir }
   local first = members.start(prefix .. "1", extra, opts)
@@ -109,6 +112,10 @@ end
 
 describe("a cluster singleton", function()
   before_each(function() nodes.self() end)
+  -- (after every spec's nodes have been stopped)
+  teardown(function()
+    for _, dir in ipairs(dirs) do tmp.remove(dir) end
+  end)
 
   it("moves when its host leaves without failing a call or serving one twice", async(function()
     local views = five("leave", true)

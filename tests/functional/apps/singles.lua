@@ -29,6 +29,7 @@ function Counter.distributed:add(k)
 end
 function Counter.distributed:get() return self.n end
 function Counter.distributed:where() return atoll.node().address end
+function Counter.distributed:run_id() return self.run end
 function Counter:stopped() print(("stop %s %.6f"):format(self.run, atoll.now())) end
 
 local counter = atoll.singleton.host("counter", Counter)
@@ -63,6 +64,29 @@ function Caller.distributed:stop()
   while not self.done do atoll.sleep(0.01) end
   return { made = self.made, ok = self.ok, failed = self.failed, kinds = self.kinds }
 end
+-- Asks the counter which instance answers, every `pause` seconds, and prints each change:
+--   answer RUN T     the first answer from instance RUN
+--   fail KIND T      a failed call
+function Caller.distributed:probe(pause)
+  if self.probing then return false end
+  self.probing = true
+  local c = atoll.singleton.ref("counter", 30)
+  atoll.task(function()
+    local last
+    while self.probing do
+      local ok, run = pcall(c.run_id, c)
+      if ok and run ~= last then
+        last = run
+        print(("answer %s %.6f"):format(run, atoll.now()))
+      elseif not ok then
+        print(("fail %s %.6f"):format(atoll.errors.kind(run) or "?", atoll.now()))
+      end
+      atoll.sleep(pause or 0.002)
+    end
+  end)
+  return true
+end
+function Caller.distributed:unprobe() self.probing = false end
 function Caller.distributed:counter() return counter:get() end
 function Caller.distributed:where() return counter:where() end
 function Caller.distributed:info() return require("atoll.cluster.singleton").info() end
