@@ -63,7 +63,6 @@
 enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5 };
 
 #define MAX_HELPING       256 /* ping-reqs served at once */
-#define GOSSIP_ENTRY_MAX  160 /* bytes an update may take on the wire */
 #define GOSSIP_PER_PACKET 32  /* updates a packet may carry */
 #define PINGERS           16  /* recent pingers remembered */
 #define LAST_CALLS        2   /* pings to a suspect before declaring it dead */
@@ -507,12 +506,19 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
   }
   uint32_t limit = retransmit_limit(s);
   /* The queue is kept sorted by transmissions, so its front is the news
-   * that travelled least. */
-  for (size_t i = 0;
-       i < s->ngossip && tmp->len + GOSSIP_ENTRY_MAX <= room && count < GOSSIP_PER_PACKET; i++) {
+   * that travelled least. An update that does not fit is taken back (the
+   * writer's tokens are whole, so cutting the buffer is safe): a packet
+   * over the limit would not be sent at all, and an update with two long
+   * addresses and a name takes about 180 bytes. */
+  for (size_t i = 0; i < s->ngossip && count < GOSSIP_PER_PACKET; i++) {
     gossip_t *g = &s->gossip[i];
     if (g->member == buddy) continue;
+    size_t before = tmp->len;
     write_update(&gw, &s->m[g->member], g->from_addr[0] ? g->from_addr : NULL);
+    if (tmp->len > room) {
+      tmp->len = before;
+      break;
+    }
     g->transmitted++;
     count++;
   }
