@@ -46,10 +46,23 @@
  *   excepted): a node joining a large cluster would otherwise flood it with
  *   news everyone has.
  *
+ * Seniority: a node that goes up numbers its run with upno = 1 + the
+ * largest upno it knows of (of any member, gone or forgotten ones too), once
+ * per run. A joining node goes up only after its first push-pull, so it
+ * knows the members up before it and counts as younger than all of them;
+ * (upno, addr) orders members totally, without clocks, and alike on every
+ * member, since the upno travels with every update about the run. Nodes
+ * that go up at the same moment may share a number; the address decides.
+ * A member's upno, once known, never changes: a known one replaces 0 (news
+ * from a node that does not send it), and of two different ones, which no
+ * correct node sends, the smaller stays.
+ *
  * Wire format: each packet is a MessagePack array
  *   [type, seq, from_addr, from_uid, (target_addr, target_uid,) gossip]
  * with gossip an array of updates [addr, uid, version, state, phase, name,
- * from]. Packets are authenticated by the node before they get here. */
+ * from, upno]; a full state (push-pull) is an array of the same updates.
+ * An update of 7 fields (a node from before upno) is read with upno 0.
+ * Packets are authenticated by the node before they get here. */
 #include "swim.h"
 
 #include <math.h>
@@ -192,6 +205,8 @@ struct swim_s {
   uint64_t next_tombstone_call;
   size_t tombstone_cursor; /* the slot called on last (call_on_tombstone) */
   uint32_t tombstone_seq;  /* the ping of that call */
+  uint32_t upno_max;       /* the largest upno any news carried, forgotten members' too */
+  uint64_t notified;       /* events reported so far */
   swim_stats_t stats;
   buf_t pkt, tmp;
 };
@@ -286,6 +301,7 @@ static void index_rebuild(swim_t *s) {
 static void notify(swim_t *s, int32_t slot, swim_event_t ev, swim_state_t old_state,
                    swim_phase_t old_phase) {
   s->nalive_ok = 0;
+  s->notified++;
   if (s->env.changed) s->env.changed(s->env.ctx, &s->m[slot], ev, old_state, old_phase);
 }
 
@@ -480,7 +496,7 @@ static void drop_gossip_about(swim_t *s, int32_t slot) {
 }
 
 static void write_update(mpk_writer_t *w, const swim_member_t *m, const char *from) {
-  mpk_array(w, 7);
+  mpk_array(w, 8);
   mpk_cstr(w, m->addr);
   mpk_uint(w, m->uid);
   mpk_uint(w, m->version);
@@ -488,6 +504,7 @@ static void write_update(mpk_writer_t *w, const swim_member_t *m, const char *fr
   mpk_uint(w, (uint64_t)m->phase);
   mpk_cstr(w, m->name);
   mpk_cstr(w, from ? from : "");
+  mpk_uint(w, m->upno);
 }
 
 /* Appends as much gossip as fits in `room` bytes to the packet being built
@@ -649,17 +666,31 @@ typedef struct update_s {
   uint32_t version;
   swim_state_t state;
   swim_phase_t phase;
+  uint32_t upno; /* 0 when unknown, or from a node that does not send it */
 } update_t;
+
+/* Takes a member's upno from news about its run: a known one replaces 0,
+ * and of two different ones (which no correct node sends) the smaller
+ * stays, so that every member ends with the same. 1 if it changed. */
+static int take_upno(swim_member_t *m, uint32_t upno) {
+  if (upno == 0 || upno == m->upno || (m->upno != 0 && m->upno < upno)) return 0;
+  m->upno = upno;
+  return 1;
+}
+
+static void tell_some(swim_t *s, uint64_t now, uint32_t count);
+static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u);
 
 /* Applies one piece of news; the heart of the protocol. News with a higher
  * version wins; at an equal one, suspect beats alive and dead beats both. A
  * member declared dead comes back only by refuting with a higher version
  * (so that both sides of a healed partition converge again); one that left
  * stays gone until a new run appears at its address. */
-static void tell_some(swim_t *s, uint64_t now, uint32_t count);
-
 static void apply(swim_t *s, uint64_t now, const update_t *u) {
   swim_member_t *me = &s->m[0];
+  /* Every upno heard of counts when this node numbers its own run, even
+   * one of a run it does not keep (its own earlier run, a stale one). */
+  if (u->upno > s->upno_max) s->upno_max = u->upno;
   if (strcmp(u->addr, me->addr) == 0) {
     if (u->uid != me->uid || s->left) return;
     if ((u->state == SWIM_SUSPECT || u->state == SWIM_DEAD) && u->version < me->version) {
@@ -690,6 +721,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     m->uid = u->uid;
     m->version = u->version;
     m->phase = u->phase;
+    m->upno = u->upno;
     m->state = u->state == SWIM_SUSPECT ? SWIM_ALIVE : u->state;
     m->since = now;
     if (!alive_ish(m)) { /* a tombstone: news of a member already gone */
@@ -723,6 +755,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     m->uid = u->uid;
     m->version = u->version;
     m->phase = u->phase;
+    m->upno = u->upno;
     m->state = u->state == SWIM_SUSPECT ? SWIM_ALIVE : u->state;
     m->confirmations = 0;
     m->since = now;
@@ -734,6 +767,20 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     return;
   }
+  /* An upno comes with the news that the member is up, so it is reported
+   * with that change; alone (learnt from a push-pull, say), as a change of
+   * its own. */
+  uint64_t notified = s->notified;
+  int renumbered = take_upno(m, u->upno);
+  apply_state(s, now, slot, u);
+  if (renumbered && s->notified == notified) {
+    notify(s, slot, SWIM_CHANGED, m->state, m->phase);
+  }
+}
+
+/* The part of apply about a known run's state. */
+static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u) {
+  swim_member_t *m = &s->m[slot];
   if (m->state == SWIM_LEFT) return; /* gone for this run */
   switch (u->state) {
     case SWIM_ALIVE:
@@ -822,8 +869,10 @@ static void heard_from(swim_t *s, uint64_t now, const char *addr, uint64_t uid, 
   if ((alone || (called && tombstone)) && s->env.push_pull) s->env.push_pull(s->env.ctx, addr);
 }
 
+/* An update of 8 fields, or of 7 from a node before upno (upno 0). */
 static int read_update(mpk_reader_t *r, update_t *u) {
-  if (mpk_read_array(r) != 7) return ATOLL_EMALFORMED;
+  uint32_t fields = mpk_read_array(r);
+  if (r->rc == 0 && fields != 7 && fields != 8) return ATOLL_EMALFORMED;
   mpk_read_cstr(r, u->addr, sizeof u->addr);
   u->uid = mpk_read_uint(r, SWIM_UID_MAX);
   u->version = (uint32_t)mpk_read_uint(r, 0xffffffffu);
@@ -831,6 +880,7 @@ static int read_update(mpk_reader_t *r, update_t *u) {
   u->phase = (swim_phase_t)mpk_read_uint(r, SWIM_LEAVING);
   mpk_read_cstr(r, u->name, sizeof u->name);
   mpk_read_cstr(r, u->from, sizeof u->from);
+  u->upno = fields == 8 ? (uint32_t)mpk_read_uint(r, 0xffffffffu) : 0;
   if (r->rc == 0 && u->addr[0] == '\0') return ATOLL_EMALFORMED;
   return r->rc;
 }
@@ -1286,8 +1336,20 @@ void swim_join(swim_t *s, uint64_t now, const char *addr) {
   if (s->env.push_pull) s->env.push_pull(s->env.ctx, addr);
 }
 
+/* This run's upno: one more than any this node knows of, so that a node
+ * that goes up after it learnt the cluster (joining nodes do, after their
+ * first push-pull) counts as younger than every member up before it. */
+static uint32_t next_upno(const swim_t *s) {
+  uint32_t max = s->upno_max;
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->m[i].addr[0] && s->m[i].upno > max) max = s->m[i].upno;
+  }
+  return max < 0xffffffffu ? max + 1 : max;
+}
+
 void swim_set_phase(swim_t *s, uint64_t now, swim_phase_t phase) {
   if (s->left || s->m[0].phase == phase) return;
+  if (phase == SWIM_UP && s->m[0].upno == 0) s->m[0].upno = next_upno(s);
   announce_self(s, now, phase);
   /* A goodbye needs a grace period only when there is someone to hear it. */
   if (phase == SWIM_LEAVING) s->leave_at = now + (count_alive(s) > 1 ? s->cfg.leave_grace_ms : 0);

@@ -41,6 +41,9 @@ typedef struct swim_member_s {
   swim_state_t state;
   swim_phase_t phase;
   uint64_t since; /* when state or phase last changed (ms) */
+  /* Seniority: 1 + the largest upno its node knew of when this run went up
+   * (0 until then); set once per run. Members are ordered by (upno, addr). */
+  uint32_t upno;
   /* suspicion (Lifeguard): who independently suspects it, and when it dies */
   uint64_t suspect_since;
   uint64_t suspect_deadline;
@@ -52,7 +55,7 @@ typedef struct swim_member_s {
 
 typedef enum {
   SWIM_ADDED,   /* a member this node did not know (or a new run at a known address) */
-  SWIM_CHANGED, /* its state or phase changed */
+  SWIM_CHANGED, /* its state or phase changed, or its upno became known */
   SWIM_REMOVED, /* forgotten: its tombstone expired, or a new run replaced it */
 } swim_event_t;
 
@@ -120,7 +123,9 @@ int swim_merge(swim_t *s, uint64_t now, const char *data, size_t len);
 
 /* Adds a seed to probe and asks for a push-pull with it. */
 void swim_join(swim_t *s, uint64_t now, const char *addr);
-/* Sets this node's own phase (joining -> up -> leaving), announcing it. */
+/* Sets this node's own phase (joining -> up -> leaving), announcing it.
+ * Going up numbers this run: upno = 1 + the largest upno this node knows
+ * of (members alive or gone, forgotten ones included). */
 void swim_set_phase(swim_t *s, uint64_t now, swim_phase_t phase);
 /* Says goodbye: gossips that this node left. */
 void swim_leave(swim_t *s, uint64_t now);

@@ -3,11 +3,13 @@
  * packet's MAC checked out (so: from a member that knows the secret but may
  * be buggy, or a different version).
  *
- * The first byte picks what the rest is: a packet, a state, or a run of
- * length-prefixed packets with the clock moving between them. Besides
- * crashes and sanitizer reports, it checks that whatever the core sends in
- * reply fits in a packet, and that every member it keeps can be found by
- * its address. */
+ * The first byte picks what the rest is (its two low bits): a packet, a
+ * state, or a run of length-prefixed packets with the clock moving between
+ * them; and (bit 2) whether the node goes up afterwards. Besides crashes
+ * and sanitizer reports, it checks that whatever the core sends in reply
+ * fits in a packet, that every member it keeps can be found by its
+ * address, and that a node going up numbers its run above every member it
+ * knows. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -56,7 +58,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (s == NULL) abort();
   const char *p = (const char *)data + 1;
   size_t len = size - 1;
-  switch (data[0] % 3) {
+  int flags = data[0] >> 2;
+  switch ((data[0] & 3) % 3) {
     case 0:
       swim_receive(s, now, p, len);
       break;
@@ -77,6 +80,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         swim_tick(s, now);
       }
       break;
+  }
+  if (flags & 1) {
+    swim_set_phase(s, now, SWIM_UP);
+    uint32_t mine = swim_self(s)->upno;
+    size_t n;
+    const swim_member_t *m = swim_members(s, &n);
+    for (size_t i = 1; i < n; i++) {
+      if (m[i].addr[0] && m[i].upno >= mine && mine != 0xffffffffu) {
+        fprintf(stderr, "went up with upno %u, but %s has %u\n", mine, m[i].addr, m[i].upno);
+        abort();
+      }
+    }
   }
   now = swim_tick(s, now + 1);
   swim_tick(s, now + 60000);

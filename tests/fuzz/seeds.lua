@@ -70,16 +70,21 @@ write_all(dir, seeds)
 
 -- SWIM packets and states (host/swim.c's wire format); the first byte
 -- tells fuzz_swim what follows: 0 a packet, 1 a state, 2 length-prefixed
--- packets.
-local function update(addr, uid, version, state, phase, name, from)
-  return { addr, uid, version, state, phase, name, from or "" }
+-- packets. Updates have 8 fields, the last the member's upno; without it,
+-- the 7 of nodes before it.
+local function update(addr, uid, version, state, phase, name, from, upno)
+  local u = { addr, uid, version, state, phase, name, from or "" }
+  if upno then u[8] = upno end
+  return u
 end
 local gossip = {
-  update("10.0.0.2:7000", 222, 1, 0, 1, "b"),
-  update("10.0.0.3:7000", 333, 2, 1, 1, "c", "10.0.0.2:7000"),
+  update("10.0.0.2:7000", 222, 1, 0, 1, "b", nil, 1),
+  update("10.0.0.3:7000", 333, 2, 1, 1, "c", "10.0.0.2:7000", 2),
   update("10.0.0.4:7000", 444, 0, 2, 0, "d"),
-  update("10.0.0.1:7000", 12345, 0, 1, 1, "fuzz", "10.0.0.2:7000"), -- suspects the fuzzed node
+  update("10.0.0.1:7000", 12345, 0, 1, 1, "fuzz", "10.0.0.2:7000", 3), -- suspects the fuzzed node
   update("10.0.0.5:7000", 555, 3, 3, 2, "e"),
+  update("10.0.0.2:7000", 222, 1, 0, 1, "b", nil, 7), -- another upno for b's run: the smaller stays
+  update("10.0.0.6:7000", 666, 1, 0, 1, "f", nil, 4294967295),
 }
 local function packet(kind, seq, with_target)
   local p = { kind, seq, "10.0.0.2:7000", 222 }
@@ -100,6 +105,7 @@ write_all(swim_dir, {
   nack = "\0" .. nack,
   gossip = "\0" .. gossip_only,
   state = "\1" .. codec.encode(atoll.array(gossip)),
+  state_then_up = "\5" .. codec.encode(atoll.array(gossip)), -- bit 2: the node goes up after
   run = "\2" .. u16(#ping) .. ping .. u16(#ping_req) .. ping_req .. u16(#ack) .. ack
     .. u16(#gossip_only) .. gossip_only,
 })

@@ -120,6 +120,22 @@ describe("SWIM in the simulator", function()
     end
   end))
 
+  it("numbers runs as they go up, alike in every view, a newcomer's and a new run's the largest",
+    async(function()
+      -- The simulator fails the run if, once views converged, a member holds
+      -- another's upno otherwise than that member gave it, a member is up
+      -- without one, or the node that went up last (it joined, or restarted
+      -- as a new run) does not have the largest.
+      seeds(5, function(seed)
+        local r = passes(("-n 8 --joins 3 --kills 10 seniority -s %d"):format(seed))
+        -- 1 for the five that started together, then one more for each
+        -- newcomer at most (a new run may take its earlier run's number,
+        -- when the member it merged with held the new run already)
+        assert.is_true(r["upno.max"] >= 4 and r["upno.max"] <= 14, r["upno.max"])
+      end)
+      passes("-n 50 --joins 5 --kills 5 --loss 0.02 seniority")
+    end))
+
   it("keeps bytes per member per period flat as the cluster grows", async(function()
     local small = passes("-n 10 --kills 5 crash")["bytes.per.member.period"]
     local large = passes("-n 200 --kills 3 crash")["bytes.per.member.period"]
