@@ -46,6 +46,20 @@
  *   excepted): a node joining a large cluster would otherwise flood it with
  *   news everyone has.
  *
+ * Downing: a member can also be downed for good (swim_down_final: what a
+ * keep-majority decision does to an unreachable member), which, unlike a
+ * death, no refutation undoes. News that a run is DOWNED wins over any
+ * other news about that run at any version (only its version follows the
+ * news, so that views agree), and nothing changes it afterwards; a new run
+ * at the address is a restart as usual. A downed member is a tombstone:
+ * not probed, called on now and then, forgotten after the tombstone time.
+ * The news rides on twice as many packets as other news, since no detector
+ * repairs a member that missed it. The downed node itself hears it on the
+ * answer to its next ping (the buddy system, as for a suspect) or on a call
+ * on its tombstone; it then refutes nothing and falls silent (it sends
+ * nothing more, so that it cannot come back as a new member once the others
+ * forgot its tombstone), and reports itself DOWNED.
+ *
  * Seniority: a node that goes up numbers its run with upno = 1 + the
  * largest upno it knows of (of any member, gone or forgotten ones too), once
  * per run. A joining node goes up only after its first push-pull, so it
@@ -75,11 +89,12 @@
 
 enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5 };
 
-#define MAX_HELPING       256 /* ping-reqs served at once */
-#define GOSSIP_PER_PACKET 32  /* updates a packet may carry */
-#define PINGERS           16  /* recent pingers remembered */
-#define LAST_CALLS        2   /* pings to a suspect before declaring it dead */
-#define TOMBSTONE_CALLERS 3   /* members calling on each tombstone per probe interval, about */
+#define MAX_HELPING       256  /* ping-reqs served at once */
+#define GOSSIP_PER_PACKET 32   /* updates a packet may carry */
+#define PINGERS           16   /* recent pingers remembered */
+#define LAST_CALLS        2    /* pings to a suspect before declaring it dead */
+#define TOMBSTONE_CALLERS 3    /* members calling on each tombstone per probe interval, about */
+#define DOWNED_RUNS_MAX   1024 /* downed runs remembered once out of their slot */
 
 /* The defaults, and why (the figures are the simulator's, tests/sim):
  * - probe interval 500 ms, timeout 200 ms: on a LAN or in a data center an
@@ -132,8 +147,8 @@ void swim_default_config(swim_config_t *c) {
 }
 
 const char *swim_state_name(swim_state_t st) {
-  static const char *const names[] = {"alive", "suspect", "dead", "left"};
-  return st <= SWIM_LEFT ? names[st] : "?";
+  static const char *const names[] = {"alive", "suspect", "dead", "left", "downed"};
+  return st <= SWIM_DOWNED ? names[st] : "?";
 }
 
 const char *swim_phase_name(swim_phase_t ph) {
@@ -166,6 +181,13 @@ struct swim_s {
 
   swim_member_t *m;  /* slot 0 is this node */
   uint64_t *retired; /* slot -> the previous uid at that address (a restart) */
+  /* Runs downed that no slot holds any more (a new run took the address, or
+   * the tombstone was forgotten): news of them is ignored for another
+   * tombstone time, so that stale news cannot bring them back. */
+  struct downed_run_s {
+    uint64_t uid, until;
+  } * downed_runs;
+  size_t ndowned_runs, downed_runs_cap;
   size_t n, cap;
   int32_t *index; /* open addressing: address -> slot, -1 empty */
   size_t index_cap;
@@ -195,6 +217,7 @@ struct swim_s {
   uint32_t seq;
   uint64_t next_probe, next_push_pull, leave_at, next_sweep, next_gossip;
   int left;
+  int downed;               /* this run was downed: it refutes nothing and goes quiet */
   int hush;                 /* merging a full state: learn, but do not pass it on */
   int stale_news;           /* a packet suspected this node at a version it refuted */
   int32_t pingers[PINGERS]; /* who pinged this node lately (a ring of slots) */
@@ -448,6 +471,39 @@ static int32_t new_slot(swim_t *s, const char *addr) {
   return slot;
 }
 
+/* Remembers that a downed run left its slot. */
+static void remember_downed(swim_t *s, const swim_member_t *m, uint64_t now) {
+  if (m->state != SWIM_DOWNED) return;
+  if (s->ndowned_runs == s->downed_runs_cap) {
+    size_t cap = s->downed_runs_cap ? s->downed_runs_cap * 2 : 8;
+    void *p = cap <= DOWNED_RUNS_MAX ? realloc(s->downed_runs, cap * sizeof *s->downed_runs) : NULL;
+    if (p == NULL) { /* full: the oldest goes */
+      if (s->ndowned_runs == 0) return;
+      memmove(s->downed_runs, s->downed_runs + 1, --s->ndowned_runs * sizeof *s->downed_runs);
+    } else {
+      s->downed_runs = p;
+      s->downed_runs_cap = cap;
+    }
+  }
+  s->downed_runs[s->ndowned_runs].uid = m->uid;
+  s->downed_runs[s->ndowned_runs++].until = now + s->cfg.tombstone_ms;
+}
+
+/* 1 if uid is a downed run remembered out of its slot (forgetting those
+ * whose time is up). */
+static int was_downed(swim_t *s, uint64_t uid, uint64_t now) {
+  int found = 0;
+  for (size_t i = 0; i < s->ndowned_runs;) {
+    if (now >= s->downed_runs[i].until) {
+      memmove(s->downed_runs + i, s->downed_runs + i + 1,
+              (--s->ndowned_runs - i) * sizeof *s->downed_runs);
+      continue;
+    }
+    found |= s->downed_runs[i++].uid == uid;
+  }
+  return found;
+}
+
 /* ---- gossip -------------------------------------------------------------- */
 
 /* How many packets an update rides on: lambda * ceil(log10(n + 1)), and in a
@@ -540,7 +596,11 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
     count++;
   }
   for (size_t i = 0; i < s->ngossip;) {
-    if (s->gossip[i].transmitted >= limit) {
+    /* A downing rides on twice as many: no detector repairs a member that
+     * missed it, and round-robin targets skip a member for a while after
+     * they visited it (with the news just before, often). */
+    uint32_t lim = s->m[s->gossip[i].member].state == SWIM_DOWNED ? 2 * limit : limit;
+    if (s->gossip[i].transmitted >= lim) {
       s->gossip[i] = s->gossip[--s->ngossip];
     } else {
       i++;
@@ -561,6 +621,9 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
 
 static void send_packet(swim_t *s, const char *to, int type, uint32_t seq,
                         const swim_member_t *target, int32_t buddy) {
+  /* A downed node says nothing more: an answer from it, once the members
+   * forgot its tombstone, would bring the run back as a new member. */
+  if (s->downed) return;
   buf_t *pkt = &s->pkt;
   buf_reset(pkt);
   mpk_writer_t w;
@@ -685,14 +748,23 @@ static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u
  * version wins; at an equal one, suspect beats alive and dead beats both. A
  * member declared dead comes back only by refuting with a higher version
  * (so that both sides of a healed partition converge again); one that left
- * stays gone until a new run appears at its address. */
+ * stays gone until a new run appears at its address; one downed too, and
+ * news that it was downed wins at any version. */
 static void apply(swim_t *s, uint64_t now, const update_t *u) {
   swim_member_t *me = &s->m[0];
   /* Every upno heard of counts when this node numbers its own run, even
    * one of a run it does not keep (its own earlier run, a stale one). */
   if (u->upno > s->upno_max) s->upno_max = u->upno;
   if (strcmp(u->addr, me->addr) == 0) {
-    if (u->uid != me->uid || s->left) return;
+    if (u->uid != me->uid || s->left || s->downed) return;
+    if (u->state == SWIM_DOWNED) {
+      /* Downed: final, so no refutation; the node learns it through the
+       * `changed` event for its own slot, and falls silent (send_packet). */
+      s->downed = 1;
+      set_state(s, 0, now, SWIM_DOWNED, u->version > me->version ? u->version : me->version,
+                me->phase, NULL);
+      return;
+    }
     if ((u->state == SWIM_SUSPECT || u->state == SWIM_DEAD) && u->version < me->version) {
       /* Old news: whoever sent it has not heard the refutation yet. It
        * rides on what this node sends next again, and goes straight back
@@ -712,6 +784,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     return;
   }
+  if (s->ndowned_runs && was_downed(s, u->uid, now)) return;
   int32_t slot = find_slot(s, u->addr);
   if (slot < 0) {
     slot = new_slot(s, u->addr);
@@ -751,6 +824,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     notify(s, slot, SWIM_REMOVED, m->state, m->phase);
     drop_gossip_about(s, slot);
+    remember_downed(s, m, now);
     s->retired[slot] = m->uid;
     m->uid = u->uid;
     m->version = u->version;
@@ -782,6 +856,13 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
 static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u) {
   swim_member_t *m = &s->m[slot];
   if (m->state == SWIM_LEFT) return; /* gone for this run */
+  if (m->state == SWIM_DOWNED) {
+    /* Final: only its version follows the news (a refutation raced the
+     * verdict), so that every view ends with the same, and a view that
+     * forgot the tombstone and learns it again sees no version go down. */
+    if (u->version > m->version) m->version = u->version;
+    return;
+  }
   switch (u->state) {
     case SWIM_ALIVE:
       if (u->version > m->version) {
@@ -812,6 +893,12 @@ static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u
     }
     case SWIM_LEFT:
       if (u->version >= m->version) set_state(s, slot, now, SWIM_LEFT, u->version, m->phase, NULL);
+      break;
+    case SWIM_DOWNED:
+      /* At any version: whatever the member said since, it is down for
+       * good (its version only goes up, for the version checks). */
+      set_state(s, slot, now, SWIM_DOWNED, u->version > m->version ? u->version : m->version,
+                m->phase, NULL);
       break;
   }
 }
@@ -866,7 +953,9 @@ static void heard_from(swim_t *s, uint64_t now, const char *addr, uint64_t uid, 
    * may have joined others, or be on its own). Not for every new member: in
    * a large cluster, every member would exchange states with every node
    * that joins. */
-  if ((alone || (called && tombstone)) && s->env.push_pull) s->env.push_pull(s->env.ctx, addr);
+  if ((alone || (called && tombstone)) && s->env.push_pull && !s->downed) {
+    s->env.push_pull(s->env.ctx, addr);
+  }
 }
 
 /* An update of 8 fields, or of 7 from a node before upno (upno 0). */
@@ -876,7 +965,7 @@ static int read_update(mpk_reader_t *r, update_t *u) {
   mpk_read_cstr(r, u->addr, sizeof u->addr);
   u->uid = mpk_read_uint(r, SWIM_UID_MAX);
   u->version = (uint32_t)mpk_read_uint(r, 0xffffffffu);
-  u->state = (swim_state_t)mpk_read_uint(r, SWIM_LEFT);
+  u->state = (swim_state_t)mpk_read_uint(r, SWIM_DOWNED);
   u->phase = (swim_phase_t)mpk_read_uint(r, SWIM_LEAVING);
   mpk_read_cstr(r, u->name, sizeof u->name);
   mpk_read_cstr(r, u->from, sizeof u->from);
@@ -987,6 +1076,7 @@ void swim_destroy(swim_t *s) {
   if (s == NULL) return;
   free(s->m);
   free(s->retired);
+  free(s->downed_runs);
   free(s->index);
   free(s->probe_order.slots);
   free(s->gossip_order.slots);
@@ -1046,7 +1136,8 @@ static void call_on_tombstone(swim_t *s) {
     if (!m->addr[0] || alive_ish(m)) continue;
     s->tombstone_cursor = (size_t)slot;
     s->tombstone_seq = ++s->seq;
-    send_packet(s, m->addr, MSG_PING, s->tombstone_seq, m, m->state == SWIM_DEAD ? slot : -1);
+    send_packet(s, m->addr, MSG_PING, s->tombstone_seq, m,
+                m->state == SWIM_DEAD || m->state == SWIM_DOWNED ? slot : -1);
     return;
   }
 }
@@ -1065,6 +1156,7 @@ static void sweep(swim_t *s, uint64_t now) {
     }
     notify(s, (int32_t)i, SWIM_REMOVED, m->state, m->phase);
     drop_gossip_about(s, (int32_t)i);
+    remember_downed(s, m, now);
     if (s->target == (int32_t)i) s->target = -1;
     m->addr[0] = '\0';
     s->nfree++;
@@ -1075,7 +1167,9 @@ static void sweep(swim_t *s, uint64_t now) {
 }
 
 uint64_t swim_tick(swim_t *s, uint64_t now) {
-  if (!s->left) {
+  /* A node that left or was downed probes, gossips and calls on no one. */
+  int active = !s->left && !s->downed;
+  if (active) {
     if (s->target >= 0 && !s->acked && !s->indirect_tried && now >= s->probe_deadline) {
       probe_indirectly(s);
     }
@@ -1112,7 +1206,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     }
     i++;
   }
-  if (!s->left && s->ngossip > 0 && now >= s->next_gossip) {
+  if (active && s->ngossip > 0 && now >= s->next_gossip) {
     /* News waiting: besides riding on probes, it goes to a few random
      * members now (memberlist's gossip rounds), so that it spreads in a
      * few rounds of this interval rather than of the probe interval, and
@@ -1133,7 +1227,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
       send_packet(s, s->m[slot].addr, MSG_GOSSIP, 0, NULL, -1);
     }
   }
-  if (!s->left && now >= s->next_push_pull) {
+  if (active && now >= s->next_push_pull) {
     s->next_push_pull = now + s->cfg.push_pull_interval_ms;
     if (s->env.push_pull && s->n > 1) {
       /* One exchange with a live member, to repair what gossip missed; and
@@ -1146,7 +1240,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
         s->env.push_pull(s->env.ctx, s->m[slot].addr);
     }
   }
-  if (s->left || s->tombstones == 0) {
+  if (!active || s->tombstones == 0) {
     s->next_tombstone_call = 0;
   } else if (s->next_tombstone_call == 0) {
     /* The first tombstone in a while: the first call comes at a random
@@ -1160,12 +1254,13 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
   }
   if (s->m[0].phase == SWIM_LEAVING && !s->left && now >= s->leave_at) {
     /* Goodbye: the last news of this node, to a few members directly. */
+    swim_state_t old_state = s->m[0].state;
     s->left = 1;
     s->m[0].version++;
     s->m[0].state = SWIM_LEFT;
     gossip_about(s, 0, NULL);
     tell_some(s, now, s->cfg.indirect_k * 2);
-    notify(s, 0, SWIM_CHANGED, SWIM_ALIVE, SWIM_LEAVING);
+    notify(s, 0, SWIM_CHANGED, old_state, SWIM_LEAVING);
   }
   if (now >= s->next_sweep) {
     s->next_sweep = now + s->cfg.probe_interval_ms;
@@ -1173,7 +1268,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
   }
 
   uint64_t next = s->next_sweep;
-  if (!s->left) {
+  if (active) {
     next = earliest(next, s->next_probe);
     if (s->target >= 0 && !s->acked && !s->indirect_tried) next = earliest(next, s->probe_deadline);
     next = earliest(next, s->next_push_pull);
@@ -1245,7 +1340,8 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
     case MSG_PING: {
       /* A ping meant for an earlier run at this address is answered all the
        * same: the ack carries the new uid. A sender this node thinks
-       * suspect or dead hears so first, so that it can refute. */
+       * suspect or dead hears so first, so that it can refute; one it
+       * holds downed, so that it knows. */
       (void)target_uid;
       int32_t slot = find_slot(s, from);
       if (slot > 0) {
@@ -1253,8 +1349,9 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
         s->pingers[at] = slot;
         s->pinged_at[at] = now;
       }
+      swim_state_t st = slot > 0 ? s->m[slot].state : SWIM_ALIVE;
       int32_t buddy = slot > 0 && s->m[slot].uid == from_uid &&
-                              (s->m[slot].state == SWIM_SUSPECT || s->m[slot].state == SWIM_DEAD)
+                              (st == SWIM_SUSPECT || st == SWIM_DEAD || st == SWIM_DOWNED)
                           ? slot
                           : -1;
       send_packet(s, from, MSG_ACK, seq, NULL, buddy);
@@ -1366,6 +1463,18 @@ int swim_down(swim_t *s, uint64_t now, const char *addr) {
   return 0;
 }
 
+int swim_down_final(swim_t *s, uint64_t now, const char *addr) {
+  int32_t slot = find_slot(s, addr);
+  if (slot <= 0 || s->m[slot].state == SWIM_LEFT) return -1;
+  swim_member_t *m = &s->m[slot];
+  if (m->state != SWIM_DOWNED) set_state(s, slot, now, SWIM_DOWNED, m->version, m->phase, NULL);
+  return 0;
+}
+
+int swim_is_downed(const swim_t *s) {
+  return s->downed;
+}
+
 const swim_member_t *swim_members(const swim_t *s, size_t *count) {
   *count = s->n;
   return s->m;
@@ -1396,7 +1505,7 @@ int swim_has_majority(const swim_t *s) {
   size_t alive = 0, known = 0;
   for (size_t i = 0; i < s->n; i++) {
     const swim_member_t *m = &s->m[i];
-    if (!m->addr[0] || m->state == SWIM_LEFT) continue;
+    if (!m->addr[0] || m->state == SWIM_LEFT || m->state == SWIM_DOWNED) continue;
     /* A member that said it is leaving is as good as gone: its departure
      * must not cost the others their majority. */
     if (i > 0 && alive_ish(m) && m->phase == SWIM_LEAVING) continue;

@@ -18,12 +18,14 @@
 /* What the failure detector thinks of a member. A member's `version` (SWIM's
  * "incarnation number") only its own node raises: to refute a suspicion and
  * to announce its own status. News with a higher version win; at an equal
- * version, suspect beats alive and dead beats both. */
+ * version, suspect beats alive and dead beats both. Left and downed are
+ * final for the run: nothing about it changes them. */
 typedef enum {
   SWIM_ALIVE = 0,
   SWIM_SUSPECT = 1,
-  SWIM_DEAD = 2, /* declared dead by the detector: the member is down */
-  SWIM_LEFT = 3, /* it said goodbye */
+  SWIM_DEAD = 2,   /* declared dead by the detector (unreachable): a refutation undoes it */
+  SWIM_LEFT = 3,   /* it said goodbye */
+  SWIM_DOWNED = 4, /* downed for good (swim_down_final): only a new run comes back */
 } swim_state_t;
 
 /* What the member says about itself (its lifecycle), gossiped with its version. */
@@ -129,8 +131,20 @@ void swim_join(swim_t *s, uint64_t now, const char *addr);
 void swim_set_phase(swim_t *s, uint64_t now, swim_phase_t phase);
 /* Says goodbye: gossips that this node left. */
 void swim_leave(swim_t *s, uint64_t now);
-/* Declares a member dead by hand; 0, or -1 if it is unknown or this node. */
+/* Declares a member dead by hand; 0, or -1 if it is unknown or this node.
+ * A member that is alive refutes it and is back. */
 int swim_down(swim_t *s, uint64_t now, const char *addr);
+/* Downs a member for good: it is DOWNED on every member once the news
+ * spreads, whatever it says afterwards, until a new run appears at its
+ * address; the member itself hears it and does not refute (see
+ * swim_is_downed). 0 (also if it is downed already), or -1 if it is
+ * unknown, this node, or left. */
+int swim_down_final(swim_t *s, uint64_t now, const char *addr);
+/* 1 once this node heard that its run was downed. From then on it refutes
+ * nothing and sends nothing (it still takes news in); its own slot says
+ * SWIM_DOWNED (a `changed` event reports it). Restarting as a new run is
+ * the node's job. */
+int swim_is_downed(const swim_t *s);
 
 /* The members known, this node first. */
 const swim_member_t *swim_members(const swim_t *s, size_t *count);
@@ -142,8 +156,8 @@ const swim_stats_t *swim_stats(const swim_t *s);
 size_t swim_pending(const swim_t *s);
 
 /* 1 if the members this node thinks alive are more than half of those it
- * knows: alive, suspect and dead ones not yet forgotten; members that left
- * or are leaving do not count. */
+ * knows: alive, suspect and dead ones not yet forgotten; members that left,
+ * are leaving or were downed do not count. */
 int swim_has_majority(const swim_t *s);
 
 const char *swim_state_name(swim_state_t st);

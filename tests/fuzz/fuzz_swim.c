@@ -5,11 +5,14 @@
  *
  * The first byte picks what the rest is (its two low bits): a packet, a
  * state, or a run of length-prefixed packets with the clock moving between
- * them; and (bit 2) whether the node goes up afterwards. Besides crashes
- * and sanitizer reports, it checks that whatever the core sends in reply
- * fits in a packet, that every member it keeps can be found by its
- * address, and that a node going up numbers its run above every member it
- * knows. */
+ * them; whether the node goes up afterwards (bit 2); and whether it downs
+ * the first other member it knows for good before the input (bit 3; in a
+ * run, after the first packet). Besides crashes and sanitizer reports, it
+ * checks that whatever the core sends in reply fits in a packet, that
+ * every member it keeps can be found by its address, that a member downed
+ * stays downed whatever comes after, that the node says it was downed
+ * exactly when its own slot does, and that a node going up numbers its run
+ * above every member it knows. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,14 @@ static void env_send(void *ctx, const char *addr, const char *data, size_t len) 
   }
 }
 
+/* Runs seen downed so far in this input: they must stay so. */
+#define DOWNED_MAX 64
+static struct {
+  char addr[SWIM_ADDR_MAX];
+  uint64_t uid;
+} downed[DOWNED_MAX];
+static int ndowned;
+
 static void check(const swim_t *s) {
   size_t n;
   const swim_member_t *m = swim_members(s, &n);
@@ -45,6 +56,42 @@ static void check(const swim_t *s) {
       fprintf(stderr, "member %s is not found by its address\n", m[i].addr);
       abort();
     }
+  }
+  if (swim_is_downed(s) != (swim_self(s)->state == SWIM_DOWNED)) {
+    fprintf(stderr, "downed %d, but its own slot is %s\n", swim_is_downed(s),
+            swim_state_name(swim_self(s)->state));
+    abort();
+  }
+  for (int k = 0; k < ndowned; k++) {
+    const swim_member_t *d = swim_find(s, downed[k].addr);
+    if (d && d->uid == downed[k].uid && d->state != SWIM_DOWNED) {
+      fprintf(stderr, "%s was downed, and is %s again\n", d->addr, swim_state_name(d->state));
+      abort();
+    }
+  }
+  for (size_t i = 0; i < n && ndowned < DOWNED_MAX; i++) {
+    if (!m[i].addr[0] || m[i].state != SWIM_DOWNED) continue;
+    int known = 0;
+    for (int k = 0; k < ndowned; k++) {
+      known |= downed[k].uid == m[i].uid && strcmp(downed[k].addr, m[i].addr) == 0;
+    }
+    if (known) continue;
+    snprintf(downed[ndowned].addr, sizeof downed[ndowned].addr, "%s", m[i].addr);
+    downed[ndowned++].uid = m[i].uid;
+  }
+}
+
+/* Downs the first other member, if any. */
+static void down_one(swim_t *s, uint64_t now) {
+  size_t n;
+  const swim_member_t *m = swim_members(s, &n);
+  for (size_t i = 1; i < n; i++) {
+    if (!m[i].addr[0]) continue;
+    if (swim_down_final(s, now, m[i].addr) != (m[i].state == SWIM_LEFT ? -1 : 0)) {
+      fprintf(stderr, "swim_down_final refused %s (%s)\n", m[i].addr, swim_state_name(m[i].state));
+      abort();
+    }
+    return;
   }
 }
 
@@ -59,11 +106,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   const char *p = (const char *)data + 1;
   size_t len = size - 1;
   int flags = data[0] >> 2;
+  ndowned = 0;
   switch ((data[0] & 3) % 3) {
     case 0:
+      if (flags & 2) down_one(s, now);
       swim_receive(s, now, p, len);
       break;
     case 1:
+      if (flags & 2) down_one(s, now);
       swim_merge(s, now, p, len);
       break;
     default:
@@ -78,6 +128,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         len -= n;
         now += 100;
         swim_tick(s, now);
+        check(s);
+        if ((flags & 2) && ndowned == 0) down_one(s, now);
       }
       break;
   }

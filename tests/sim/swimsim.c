@@ -11,9 +11,9 @@
  *
  * Output: `key value` lines (times in seconds, sizes in bytes). Exit status
  * 1 when an invariant breaks (a member's version went down, a member held
- * an upno its node did not give its run, a crashed node was not declared
- * dead in time, a live one was declared dead where the scenario allows
- * none, views did not converge), 2 on bad usage. */
+ * an upno its node did not give its run, a downed run came back, a crashed
+ * node was not declared dead in time, a live one was declared dead where
+ * the scenario allows none, views did not converge), 2 on bad usage. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -52,6 +52,7 @@ typedef struct opts_s {
   int asymmetric;    /* partition: cut one way only */
   int trials;        /* disseminate: how many changes to follow */
   int joins;         /* seniority: nodes that join one after another */
+  int isolate;       /* down: the node is cut off while it is downed */
   int cold;          /* join through gossip only (no warm start) */
   int no_join;       /* crash: a crashed node restarts without joining anyone */
   int trace;         /* print every change seen about this node (-1: none) */
@@ -86,6 +87,13 @@ static void usage(FILE *f) {
              "               runs (joining through a random member, up after their first\n"
              "               push-pull); each time, every member must hold every member's\n"
              "               upno, and the newcomer's must be the largest\n"
+             "  down         a live node is downed for good (swim_down_final) by one member\n"
+             "               while another declares it dead by hand, so that it refutes;\n"
+             "               every member must hold it downed, and it must know, within\n"
+             "               the dissemination bound (--isolate: it is cut off for\n"
+             "               --split-ms first, and must know 20 periods after the heal);\n"
+             "               then for --periods no member may see that run otherwise\n"
+             "               (past its tombstone too), and a new run must get back in\n"
              "\n"
              "options:\n"
              "  -n, --nodes N        cluster size (10)\n"
@@ -100,6 +108,7 @@ static void usage(FILE *f) {
              "  --asymmetric         partition: only one direction is cut\n"
              "  --trials T           disseminate (20)\n"
              "  --joins J            seniority (3)\n"
+             "  --isolate            down: cut the node off before downing it\n"
              "  --trace ID           print every change any node sees about node ID\n"
              "                       (-2: print each false death)\n"
              "  --cold               nodes join through one seed and gossip (default: warm\n"
@@ -108,7 +117,8 @@ static void usage(FILE *f) {
              "                       remember them must find them\n"
              "SWIM settings (defaults: host/swim.c):\n"
              "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
-             "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n");
+             "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n"
+             "  --tombstone MS\n");
 }
 
 static const char *need(int *i, int argc, char **argv) {
@@ -175,6 +185,8 @@ static void parse(int argc, char **argv) {
       opt.trials = (int)VAL(1, 1e6);
     else if (OPT("--joins"))
       opt.joins = (int)VAL(0, 100000);
+    else if (OPT("--isolate"))
+      opt.isolate = 1;
     else if (OPT("--cold"))
       opt.cold = 1;
     else if (OPT("--no-join"))
@@ -201,6 +213,8 @@ static void parse(int argc, char **argv) {
       opt.cfg.push_pull_interval_ms = (uint32_t)VAL(1, 1e8);
     else if (OPT("--gossip-interval"))
       opt.cfg.gossip_interval_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--tombstone"))
+      opt.cfg.tombstone_ms = (uint32_t)VAL(1, 1e9);
     else if (OPT("--fanout"))
       opt.cfg.gossip_fanout = (uint32_t)VAL(0, SWIM_MAX_K);
     else if (a[0] == '-') {
@@ -262,6 +276,8 @@ typedef struct node_s {
   int group;             /* partition side */
   int up_after_merge;    /* joining: goes up after its first push-pull, as nodes do */
   uint32_t upno;         /* its last run's upno, once crashed */
+  int saw_downed;        /* it held the downed run (down_id, down_uid) downed */
+  int self_downed;       /* its own slot was reported downed */
   uint64_t bytes_sent, packets_sent;
   /* what this node last saw of each node: its uid and version */
   uint64_t *seen_uid;
@@ -291,6 +307,8 @@ static uint64_t watch_last_up;
 static uint64_t false_deaths;     /* live members declared dead */
 static uint64_t same_side_deaths; /* ... by a member on the same side of a partition */
 static int deaths_allowed;
+static int down_id = -1; /* the node whose run was downed, and that run */
+static uint64_t down_uid;
 
 static int ev_before(const event_t *a, const event_t *b) {
   if (a->at != b->at) return a->at < b->at;
@@ -401,6 +419,12 @@ static void check_member(node_t *obs, const swim_member_t *m) {
   }
   obs->seen_uid[id] = m->uid;
   obs->seen_version[id] = m->version;
+  if (id == down_id && m->uid == down_uid) {
+    if (obs->saw_downed && m->state != SWIM_DOWNED) {
+      fail("node %d held node %d's downed run %s again", obs->id, id, swim_state_name(m->state));
+    }
+    obs->saw_downed |= m->state == SWIM_DOWNED;
+  }
   if (m->upno && m->uid == nodes[id].uid && m->upno != own_upno(&nodes[id])) {
     fail("node %d holds upno %u for node %d, whose run has %u", obs->id, m->upno, id,
          own_upno(&nodes[id]));
@@ -416,6 +440,15 @@ static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event,
     printf("trace %.3f node %d: %d %s %s/%s v%u (was %s/%s) lhm %u\n", (double)now_ms / 1000,
            obs->id, id, evn[event], swim_state_name(m->state), swim_phase_name(m->phase),
            m->version, swim_state_name(old_state), swim_phase_name(old_phase), swim_lhm(obs->swim));
+  }
+  if (id == obs->id && m->state == SWIM_DOWNED) {
+    if (!swim_is_downed(obs->swim)) fail("node %d reported itself downed, but is not", id);
+    obs->self_downed = 1;
+  }
+  if (event == SWIM_REMOVED && id != obs->id && obs->seen_uid[id] == m->uid) {
+    /* Forgotten: what the node learns of that run later starts afresh. */
+    obs->seen_uid[id] = 0;
+    obs->seen_version[id] = 0;
   }
   if (id == obs->id || event == SWIM_REMOVED) return;
   check_member(obs, m);
@@ -459,6 +492,7 @@ static void node_start(node_t *nd) {
   nd->paused_until = 0;
   nd->up_after_merge = 0;
   nd->upno = 0;
+  nd->self_downed = 0;
   /* A new run remembers nothing. */
   memset(nd->seen_uid, 0, (size_t)opt.nodes * sizeof *nd->seen_uid);
   memset(nd->seen_version, 0, (size_t)opt.nodes * sizeof *nd->seen_version);
@@ -927,6 +961,78 @@ static void scenario_seniority(void) {
   printf("joins %d\nkills %d\nupno.max %u\n", opt.joins, opt.kills, max);
 }
 
+/* The members, other than the downed node, that hold its run downed; and
+ * whether it knows. */
+static int holding_down(const node_t *victim) {
+  int c = 0;
+  for (int i = 0; i < n_nodes; i++) {
+    if (i == victim->id || nodes[i].crashed) continue;
+    const swim_member_t *m = swim_find(nodes[i].swim, victim->addr);
+    c += m && m->uid == victim->uid && m->state == SWIM_DOWNED;
+  }
+  return c;
+}
+
+static int random_other(int a, int b) {
+  int id;
+  do id = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
+  while (id == a || id == b);
+  return id;
+}
+
+static void scenario_down(void) {
+  if (opt.nodes < 3) fail("down needs at least 3 nodes");
+  start_cluster(1, 0);
+  deaths_allowed = 1; /* the death by hand */
+  run_until(now_ms + splitmix(&net_rng) % period_ms());
+  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+  node_t *downer = &nodes[random_other(victim->id, -1)];
+  node_t *killer = &nodes[random_other(victim->id, downer->id)];
+  uint64_t bound = (uint64_t)ceil(3 * log2((double)n_nodes)) * period_ms();
+  if (opt.isolate) {
+    /* Cut off: the others declare it dead, it declares them dead. */
+    for (int i = 0; i < n_nodes; i++) nodes[i].group = i == victim->id;
+    cut = 1;
+    run_until(now_ms + opt.split_ms / 2);
+  }
+  down_id = victim->id;
+  down_uid = victim->uid;
+  uint64_t t0 = now_ms;
+  /* A verdict it refutes, raced by one it may not. */
+  if (swim_down(killer->swim, now_ms, victim->addr) == 0) node_tick(killer);
+  if (swim_down_final(downer->swim, now_ms, victim->addr)) fail("swim_down_final refused");
+  node_tick(downer);
+  if (opt.isolate) {
+    run_until(t0 + opt.split_ms / 2);
+    cut = 0;
+    t0 = now_ms;
+    bound = 20 * period_ms();
+  }
+  int others = n_nodes - 1;
+  while (holding_down(victim) < others || !victim->self_downed) {
+    if (now_ms - t0 > bound) {
+      fail("node %d was held downed by %d of %d members%s after %.1f s (bound %.1f s)", victim->id,
+           holding_down(victim), others, victim->self_downed ? "" : ", and did not know it",
+           (double)(now_ms - t0) / 1000, (double)bound / 1000);
+    }
+    run_until(now_ms + 10);
+  }
+  printf("down.node %d\ndown.periods %.1f\n", victim->id, (double)(now_ms - t0) / period_ms());
+  /* It keeps running: no member may hold that run otherwise (check_member),
+   * not even once its tombstone expired. */
+  for (int p = 0; p < opt.periods; p++) {
+    run_until(now_ms + period_ms());
+    check_views();
+  }
+  int remembered = holding_down(victim);
+  printf("down.remembered %d\n", remembered);
+  /* Restarted as a new run, it is a member again. */
+  node_crash(victim);
+  join_late(victim);
+  int p = run_until_converged(200, "after the downed node restarted");
+  printf("rejoin.periods %d\n", p);
+}
+
 int main(int argc, char **argv) {
   g_argc = argc;
   g_argv = argv;
@@ -946,6 +1052,8 @@ int main(int argc, char **argv) {
     scenario_disseminate();
   else if (!strcmp(opt.scenario, "seniority"))
     scenario_seniority();
+  else if (!strcmp(opt.scenario, "down"))
+    scenario_down();
   else {
     fprintf(stderr, "swimsim: unknown scenario '%s' (see --help)\n", opt.scenario);
     return 2;

@@ -136,6 +136,27 @@ describe("SWIM in the simulator", function()
       passes("-n 50 --joins 5 --kills 5 --loss 0.02 seniority")
     end))
 
+  it("holds a node downed for good on every member, though it runs and refutes, until a new run",
+    async(function()
+      -- One member downs a live node while another declares it dead by hand,
+      -- so that it refutes. The simulator fails the run unless every member
+      -- holds it downed and it knows, within the dissemination bound
+      -- (--isolate: it is cut off when downed, and has 20 periods after the
+      -- heal to learn it); if any member holds that run otherwise
+      -- afterwards, past its tombstone too; or if its new run does not get
+      -- back in.
+      for _, mode in ipairs { "", "--isolate" } do
+        seeds(5, function(seed)
+          for _, n in ipairs { 3, 10, 50 } do
+            local r = passes(("-n %d %s --periods 100 --tombstone 20000 down -s %d"):format(n, mode, seed))
+            assert.equal(0, r["down.remembered"], "forgotten after its tombstone")
+          end
+        end)
+      end
+      local r = passes("-n 20 --loss 0.05 --periods 40 down")
+      assert.equal(19, r["down.remembered"], "remembered within its tombstone")
+    end))
+
   it("keeps bytes per member per period flat as the cluster grows", async(function()
     local small = passes("-n 10 --kills 5 crash")["bytes.per.member.period"]
     local large = passes("-n 200 --kills 3 crash")["bytes.per.member.period"]
