@@ -126,9 +126,13 @@ enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5
  * - LHM up to 8: Lifeguard's and memberlist's.
  * - push-pull every 30 s: memberlist's; it repairs whatever gossip missed.
  * - a leaving node answers for 1.5 s (3 intervals) so its goodbye spreads.
- * - dead and left members are remembered 5 minutes, so that stale gossip
- *   about them cannot bring them back, and so that a node cut off from the
- *   majority keeps knowing it for that long. */
+ * - dead, downed and left members are remembered 5 minutes, so that stale
+ *   gossip about them cannot bring them back, and so that a node cut off
+ *   from the majority keeps knowing it for that long.
+ * - dead members are forgotten like the others (keep_unreachable 0): a
+ *   cluster that lost a member for good shrinks back on its own. Under
+ *   keep-majority downing a dead member is only unreachable, and must count
+ *   (swim_has_majority) until a majority downs it: keep_unreachable 1. */
 void swim_default_config(swim_config_t *c) {
   c->probe_interval_ms = 500;
   c->probe_timeout_ms = 200;
@@ -143,6 +147,7 @@ void swim_default_config(swim_config_t *c) {
   c->push_pull_interval_ms = 30000;
   c->leave_grace_ms = 1500;
   c->tombstone_ms = 300000;
+  c->keep_unreachable = 0;
   c->packet_max = SWIM_PACKET_MAX;
 }
 
@@ -1142,7 +1147,8 @@ static void call_on_tombstone(swim_t *s) {
   }
 }
 
-/* Forgets dead and left members after the tombstone time. */
+/* Forgets dead, downed and left members after the tombstone time (dead
+ * ones never, with keep_unreachable). */
 static void sweep(swim_t *s, uint64_t now) {
   if (s->tombstones == 0) return;
   int forgot = 0;
@@ -1150,7 +1156,8 @@ static void sweep(swim_t *s, uint64_t now) {
   for (size_t i = 1; i < s->n; i++) {
     swim_member_t *m = &s->m[i];
     if (!m->addr[0] || alive_ish(m)) continue;
-    if (now - m->since < s->cfg.tombstone_ms) {
+    if (now - m->since < s->cfg.tombstone_ms ||
+        (m->state == SWIM_DEAD && s->cfg.keep_unreachable)) {
       left++;
       continue;
     }

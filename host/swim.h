@@ -74,7 +74,8 @@ typedef struct swim_config_s {
   uint32_t gossip_fanout;      /* members a gossip round sends to */
   uint32_t push_pull_interval_ms;
   uint32_t leave_grace_ms; /* how long a leaving node keeps answering */
-  uint32_t tombstone_ms;   /* dead and left members are forgotten after this */
+  uint32_t tombstone_ms;   /* dead, downed and left members are forgotten after this... */
+  int keep_unreachable;    /* ...but with 1, dead ones never are */
   size_t packet_max;       /* body bytes per packet */
 } swim_config_t;
 

@@ -5,14 +5,17 @@
  *
  * The first byte picks what the rest is (its two low bits): a packet, a
  * state, or a run of length-prefixed packets with the clock moving between
- * them; whether the node goes up afterwards (bit 2); and whether it downs
- * the first other member it knows for good before the input (bit 3; in a
- * run, after the first packet). Besides crashes and sanitizer reports, it
- * checks that whatever the core sends in reply fits in a packet, that
- * every member it keeps can be found by its address, that a member downed
- * stays downed whatever comes after, that the node says it was downed
- * exactly when its own slot does, and that a node going up numbers its run
- * above every member it knows. */
+ * them; whether the node goes up afterwards (bit 2); whether it downs the
+ * first other member it knows for good before the input (bit 3; in a run,
+ * after the first packet); and whether it keeps unreachable members, with
+ * a tombstone time of a second (bit 4). Besides crashes and sanitizer
+ * reports, it checks that whatever the core sends in reply fits in a
+ * packet, that every member it keeps can be found by its address, that a
+ * member downed stays downed whatever comes after, that the node says it
+ * was downed exactly when its own slot does, that a node going up numbers
+ * its run above every member it knows, and that a member dead at the end
+ * of the input is still held dead a minute later when unreachable members
+ * are kept. */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,15 +100,19 @@ static void down_one(swim_t *s, uint64_t now) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   if (size < 1) return 0;
+  int flags = data[0] >> 2;
   swim_config_t cfg;
   swim_default_config(&cfg);
+  if (flags & 4) {
+    cfg.keep_unreachable = 1;
+    cfg.tombstone_ms = 1000;
+  }
   swim_env_t env = {.send = env_send, .random = env_random};
   uint64_t now = 1000;
   swim_t *s = swim_create(&cfg, &env, "10.0.0.1:7000", "fuzz", 12345, now);
   if (s == NULL) abort();
   const char *p = (const char *)data + 1;
   size_t len = size - 1;
-  int flags = data[0] >> 2;
   ndowned = 0;
   switch ((data[0] & 3) % 3) {
     case 0:
@@ -145,9 +152,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
       }
     }
   }
+  /* The dead, to be found again after the last ticks when they are kept. */
+  size_t n;
+  const swim_member_t *m = swim_members(s, &n);
+  uint64_t dead_uid[32];
+  char dead_addr[32][SWIM_ADDR_MAX];
+  int ndead = 0;
+  for (size_t i = 1; i < n && ndead < 32; i++) {
+    if (!m[i].addr[0] || m[i].state != SWIM_DEAD) continue;
+    dead_uid[ndead] = m[i].uid;
+    snprintf(dead_addr[ndead++], SWIM_ADDR_MAX, "%s", m[i].addr);
+  }
   now = swim_tick(s, now + 1);
   swim_tick(s, now + 60000);
   check(s);
+  for (int k = 0; k < ndead && cfg.keep_unreachable; k++) {
+    const swim_member_t *d = swim_find(s, dead_addr[k]);
+    if (d == NULL || d->uid != dead_uid[k] || d->state != SWIM_DEAD) {
+      fprintf(stderr, "%s was dead, and is %s a minute later\n", dead_addr[k],
+              d ? swim_state_name(d->state) : "forgotten");
+      abort();
+    }
+  }
   swim_destroy(s);
   return 0;
 }

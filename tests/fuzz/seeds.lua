@@ -128,6 +128,8 @@ write_all(swim_dir, {
   run_downing = "\10" .. u16(#gossip_only) .. gossip_only .. u16(#b_again) .. b_again,
   downed = "\2" .. u16(#downs_b) .. downs_b .. u16(#b_again) .. b_again .. u16(#downs_me) .. downs_me
     .. u16(#ping) .. ping,
+  -- bit 4: dead members kept, with a tombstone time of a second
+  state_keep_unreachable = "\17" .. codec.encode(atoll.array(gossip)),
   regression_downed_stale = "\2" .. u16(#downs_b) .. downs_b .. u16(#two_runs) .. two_runs
     .. u16(#stale_b) .. stale_b,
 })

@@ -94,6 +94,10 @@ static void usage(FILE *f) {
              "               --split-ms first, and must know 20 periods after the heal);\n"
              "               then for --periods no member may see that run otherwise\n"
              "               (past its tombstone too), and a new run must get back in\n"
+             "  unreachable  a node crashes for good; once every member declared it dead,\n"
+             "               the run goes on for the tombstone time and 4 periods: with\n"
+             "               --keep-unreachable every member must still hold it dead,\n"
+             "               without, every member must have forgotten it\n"
              "\n"
              "options:\n"
              "  -n, --nodes N        cluster size (10)\n"
@@ -118,7 +122,7 @@ static void usage(FILE *f) {
              "SWIM settings (defaults: host/swim.c):\n"
              "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
              "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n"
-             "  --tombstone MS\n");
+             "  --tombstone MS --keep-unreachable\n");
 }
 
 static const char *need(int *i, int argc, char **argv) {
@@ -215,6 +219,8 @@ static void parse(int argc, char **argv) {
       opt.cfg.gossip_interval_ms = (uint32_t)VAL(1, 1e6);
     else if (OPT("--tombstone"))
       opt.cfg.tombstone_ms = (uint32_t)VAL(1, 1e9);
+    else if (OPT("--keep-unreachable"))
+      opt.cfg.keep_unreachable = 1;
     else if (OPT("--fanout"))
       opt.cfg.gossip_fanout = (uint32_t)VAL(0, SWIM_MAX_K);
     else if (a[0] == '-') {
@@ -1033,6 +1039,45 @@ static void scenario_down(void) {
   printf("rejoin.periods %d\n", p);
 }
 
+static void scenario_unreachable(void) {
+  if (opt.nodes < 3) fail("unreachable needs at least 3 nodes");
+  start_cluster(1, 0);
+  run_until(now_ms + splitmix(&net_rng) % period_ms());
+  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+  watch_id = victim->id;
+  watch_uid = victim->uid;
+  watch_dead_count = 0;
+  uint64_t crashed_at = now_ms;
+  node_crash(victim);
+  int others = n_nodes - 1;
+  while (watch_dead_count < others) {
+    if ((double)(now_ms - crashed_at) / 1000 > detection_bound_s()) {
+      fail("node %d declared dead by %d of %d members only", victim->id, watch_dead_count, others);
+    }
+    run_until(now_ms + 10);
+  }
+  run_until(now_ms + opt.cfg.tombstone_ms + 4 * period_ms());
+  int kept = 0, forgotten = 0;
+  for (int i = 0; i < n_nodes; i++) {
+    if (nodes[i].crashed) continue;
+    const swim_member_t *m = swim_find(nodes[i].swim, victim->addr);
+    if (m == NULL)
+      forgotten++;
+    else if (m->uid == victim->uid && m->state == SWIM_DEAD)
+      kept++;
+    else
+      fail("node %d holds node %d as %s", i, victim->id, swim_state_name(m->state));
+  }
+  if (opt.cfg.keep_unreachable ? kept != others : forgotten != others) {
+    fail(
+        "%d of %d members still hold node %d, dead for longer than its tombstone (keep_unreachable "
+        "%d)",
+        kept, others, victim->id, opt.cfg.keep_unreachable);
+  }
+  printf("unreachable.kept %d\nunreachable.forgotten %d\n", kept, forgotten);
+  printf("majority %d\n", swim_has_majority(nodes[victim->id == 0 ? 1 : 0].swim));
+}
+
 int main(int argc, char **argv) {
   g_argc = argc;
   g_argv = argv;
@@ -1054,6 +1099,8 @@ int main(int argc, char **argv) {
     scenario_seniority();
   else if (!strcmp(opt.scenario, "down"))
     scenario_down();
+  else if (!strcmp(opt.scenario, "unreachable"))
+    scenario_unreachable();
   else {
     fprintf(stderr, "swimsim: unknown scenario '%s' (see --help)\n", opt.scenario);
     return 2;

@@ -157,6 +157,21 @@ describe("SWIM in the simulator", function()
       assert.equal(19, r["down.remembered"], "remembered within its tombstone")
     end))
 
+  it("forgets a crashed node after its tombstone time, unless told to keep the unreachable",
+    async(function()
+      -- The simulator fails the run unless, past the tombstone time, every
+      -- member forgot the node, or (--keep-unreachable) every member still
+      -- holds it dead.
+      seeds(3, function(seed)
+        for _, n in ipairs { 3, 10 } do
+          local r = passes(("-n %d --tombstone 10000 unreachable -s %d"):format(n, seed))
+          assert.equal(n - 1, r["unreachable.forgotten"])
+          r = passes(("-n %d --tombstone 10000 --keep-unreachable unreachable -s %d"):format(n, seed))
+          assert.equal(n - 1, r["unreachable.kept"])
+        end
+      end)
+    end))
+
   it("keeps bytes per member per period flat as the cluster grows", async(function()
     local small = passes("-n 10 --kills 5 crash")["bytes.per.member.period"]
     local large = passes("-n 200 --kills 3 crash")["bytes.per.member.period"]
