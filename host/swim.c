@@ -35,10 +35,10 @@
  *   the sides of a healed partition find each other again.
  * - Members declared dead or gone (tombstones) are called on with a ping
  *   now and then, round-robin, at a rate that stays flat as the cluster
- *   grows, until they are forgotten: a node restarted at the same address
- *   answers with its new run, and is back within seconds whether it was
- *   told whom to join or not; one alive after all hears its verdict and
- *   refutes it.
+ *   grows, until they are forgotten (dead ones never are, with
+ *   keep_unreachable): a node restarted at the same address answers with
+ *   its new run, and is back within seconds whether it was told whom to
+ *   join or not; one alive after all hears its verdict and refutes it.
  * - A node that knew no other live member gets the whole view (a
  *   push-pull) from the first member it hears from, and so does a member
  *   from a new run that answers its call on a tombstone.
