@@ -258,8 +258,8 @@ end
 ---------------------------------------------------------------------------
 
 -- membership: members(), member(address), subscribe(fn), join(addresses),
--- leave(), down(address), has_majority(), stats(), config()
--- (see lib/atoll/membership.lua)
+-- leave(), down(address), down_final(address), has_majority(), stats(), config()
+-- (see lib/atoll/cluster/membership.lua)
 atoll.membership = require "atoll.cluster.membership"
 
 local watch = require "atoll.cluster.watch"

@@ -4,7 +4,8 @@
 --   joining   it has started and is joining the cluster
 --   up        it has joined
 --   leaving   it said it is leaving (a graceful shutdown)
---   down      the failure detector declared it dead (or it was marked down by hand)
+--   down      the failure detector declared it dead (or it was marked down by hand),
+--             or it was downed for good (down_final)
 --   removed   it left, or was forgotten (down long enough), or restarted as a
 --             new incarnation (its earlier run is removed)
 -- and, while alive, it may be `suspect`: some member failed to reach it and
@@ -13,6 +14,14 @@
 -- A member that is down but turns out to be alive (a healed partition) comes
 -- back up at a higher version: down is the detector's verdict, not an exile.
 -- Refs to its actors work again; watches fired at the verdict stay fired.
+-- A member downed for good (down_final) is the exception: it stays down for
+-- that incarnation whatever it says, and only a new incarnation at its
+-- address is a member again. Its own node hears it and lists itself down.
+--
+-- Every member also carries `upno`, its seniority: when its node went up it
+-- took 1 + the largest upno it knew of (0 until then), and every member holds
+-- the same number for it, so (upno, address) orders members alike everywhere
+-- (the oldest first); a new incarnation counts as the youngest.
 local swim = require "atoll.c.swim"
 local host = require "atoll.c.host"
 local runtime = require "atoll.runtime"
@@ -88,6 +97,9 @@ local function notify(m, previous)
     local who = m.address .. (m.name ~= "" and (" (" .. m.name .. ")") or "")
     log(m.status == "down" and "warn" or "info", who .. " is " .. m.status
       .. (previous and (", was " .. previous) or ""))
+  elseif m.self and m.status == "down" and previous ~= "down" then
+    log("error", "this node was downed by the cluster: it is no member any more, and only a new "
+      .. "incarnation can be one")
   end
   for _, fn in ipairs(listeners) do
     local ok, err = xpcall(fn, debug.traceback, m, previous)
@@ -147,6 +159,9 @@ local function apply(e)
     return
   end
   if e.name ~= "" then old.name = e.name end
+  -- The upno comes with the news that the member is up; learnt alone (the
+  -- core reports it as a change of nothing else), it is taken silently:
+  -- members() shows it at once, listeners and subscribers with the next change.
   if e.upno and e.upno ~= 0 then old.upno = e.upno end
   if old.status == status and old.suspect == suspect and old.reachable == reachable then return end
   local previous = old.status
@@ -405,11 +420,14 @@ function M.down(address)
   return swim.down(address)
 end
 
--- down_final(address) -> true if the member was downed: final for its run (its watchers are
--- told, and it can only come back as a new run). What keep-majority downing does.
+-- down_final(address) -> true if the member was downed for good (or was
+-- already); false if it is not a member, or it left. Unlike down(), final
+-- for its incarnation: every member holds it down whatever it says, and only
+-- a new incarnation at its address is a member again. Its own node hears
+-- it and lists itself down; restarting is up to it.
 function M.down_final(address)
   if not started then error("membership is not started on this node", 2) end
-  if address == self_address then error("down: a node cannot down itself (use leave)", 2) end
+  if address == self_address then error("down_final: a node cannot down itself (use leave)", 2) end
   return swim.down(address, true)
 end
 
@@ -426,7 +444,7 @@ end
 ---------------------------------------------------------------------------
 
 -- members() -> { member... } in the order they were first seen, this node
--- first: { address, name, incarnation, status, suspect, since, self }
+-- first: { address, name, incarnation, status, suspect, since, self, upno }
 function M.members()
   local out = {}
   for _, a in ipairs(order) do out[#out + 1] = copy(members[a]) end
