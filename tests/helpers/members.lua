@@ -49,7 +49,11 @@ function View:pump(seconds)
     return true
   end
   local ref, reason, at = line:match("^terminated (%S+) (.-) ([%d%.]+)$")
-  if ref then self.terminated[#self.terminated + 1] = { ref = ref, reason = reason, at = tonumber(at) } end
+  if ref then
+    self.terminated[#self.terminated + 1] = { ref = ref, reason = reason, at = tonumber(at) }
+  elseif self.other then
+    self:other(line) -- a line of another kind, for the spec that set view.other
+  end
   return true
 end
 

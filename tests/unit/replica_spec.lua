@@ -76,7 +76,7 @@ describe("a replica", function()
     assert.equal("applied", replica.change(r, 8, "remove", "b", ref(2)))
   end)
 
-  it("drops a set whose parts come out of turn, and ignores one older than itself", function()
+  it("drops a set whose parts come out of turn, and takes a whole set as the owner's word", function()
     local r = fresh()
     assert.equal("broken", (replica.set_part(r, 5, 2, 2, { "a", ref(1), "Guest" })))
     assert.equal("partial", (replica.set_part(r, 5, 1, 3, {})))
@@ -84,13 +84,17 @@ describe("a replica", function()
     assert.equal("broken", (replica.set_part(r, 5, 2, 3, {}))) -- and the set is gone
     assert.equal(0, r.seq)
     for i = 1, 4 do replica.change(r, i, "add", "k", ref(i), "Guest") end
-    assert.equal("stale", (replica.set_part(r, 3, 1, 1, {})))
-    assert.equal(4, r.count)
     -- The same number: the same set, no difference.
     local events = {}
     assert.equal("applied", (replica.set_part(r, 4, 1, 1, { "k", ref(1), "Guest", "k", ref(2), "Guest",
       "k", ref(3), "Guest", "k", ref(4), "Guest" }, function(e) events[#events + 1] = e end)))
     assert.same({}, events)
+    -- A lower number than the replica's: only a forgery can have put the replica ahead of its
+    -- owner, and the owner's whole set puts it right.
+    assert.equal("applied", (replica.set_part(r, 3, 1, 1, { "k", ref(1), "Guest" })))
+    assert.equal(3, r.seq)
+    assert.equal(1, r.count)
+    assert.equal("applied", replica.change(r, 4, "add", "k", ref(2), "Guest"))
   end)
 
   it("refuses entries that are not its owner's or not entries, and moves past them", function()

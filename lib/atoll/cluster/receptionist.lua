@@ -310,15 +310,16 @@ function M.listing(key, fn)
   return sub
 end
 
--- stats() -> the counters: own (entries of this node's actors), entries (all
--- it holds), members (live members it replicates to), changes_sent and
+-- stats() -> the counters: own (entries of this node's actors), seq (the
+-- number of its last change), entries (all it holds), members (live members
+-- it replicates to), changes_sent and
 -- changes_received (messages), sets_sent and sets_received (whole sets:
 -- full exchanges and answers to pulls), digests_sent, digests_received,
 -- pulls_sent, gaps (changes that came after a missing one), stale (old
 -- changes ignored), ignored (messages from runs that are not live
 -- members), refused (malformed messages and entries)
 function M.stats()
-  local out = { own = own.count, entries = own.count, members = 0 }
+  local out = { own = own.count, seq = own.seq, entries = own.count, members = 0 }
   for _, r in pairs(replicas) do out.entries = out.entries + r.count end
   for _ in pairs(members) do out.members = out.members + 1 end
   for k, v in pairs(stats) do out[k] = v end
@@ -413,8 +414,6 @@ function M.received_set(owner, inc, seq, part, parts, entries)
   if outcome == "applied" then
     stats.sets_received = stats.sets_received + 1
     r.pull_at = nil
-  elseif outcome == "stale" then
-    stats.stale = stats.stale + 1
   elseif outcome == "broken" then
     pull(r)
   elseif outcome == "refused" then

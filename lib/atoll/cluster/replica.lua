@@ -132,8 +132,10 @@ end
 -- array { key, ref, type name, key, ref, type name, ... }. Outcomes:
 --   "partial"   kept; more parts are to come
 --   "applied"   the last part: the whole set replaced the replica, and emit
---               heard the difference (what went first, then what came)
---   "stale"     the last part, of a set older than the replica: dropped
+--               heard the difference (what went first, then what came). A
+--               whole set is the owner's word: it replaces even a replica at
+--               a higher number (which only a forged message can have made:
+--               an owner's messages come in order, over one link at a time)
 --   "broken"    a part out of turn: the parts so far are dropped (ask again)
 --   "refused"   not a part of a set (why says what is wrong)
 -- Malformed entries are left out of the set and counted.
@@ -175,7 +177,6 @@ function M.set_part(r, seq, part, parts, entries, emit)
   set.next = part + 1
   if part < parts then return "partial", refused, why end
   r.incoming = nil
-  if seq < r.seq then return "stale", refused, why end
   local old = r.keys
   r.keys, r.count, r.seq = keys, set.count, seq
   if emit then
