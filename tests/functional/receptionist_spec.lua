@@ -227,6 +227,36 @@ describe("the receptionist", function()
     end
   end, 60))
 
+  it("replaces a restarted node's entries with its new run's", async(function()
+    local a = start("again1")
+    local b = start("again2", { "--join", a.address })
+    local c = start("again3", { "--join", a.address })
+    local three = { a, b, c }
+    await_all(three, seeing(addresses(three), "up"), 10, "all three up")
+    for _, v in ipairs(three) do v.desk:listen("room") end
+    local guests = { a.desk:guest("room"), b.desk:guest("room"), c.desk:guest("room") }
+    await_listings(three, "room", guests, 5, "every check-in")
+    local old = a.members[c.address].incarnation
+    c.p:kill("SIGKILL")
+    c.p:wait(5)
+    -- The same address at once: the new run joins, and the old one is gone with it (membership
+    -- says so as the new incarnation appears, long before a failure detector would).
+    local again = start("again3", { "--listen", c.address, "--join", a.address })
+    assert(atoll.connect(again.address, 5)) -- this process's link to the address dropped: dial again now
+    local fresh = again.desk:guest("room")
+    assert.equal(c.address .. "#" .. fresh:match("#(%d+)$"), fresh)
+    local expected = { guests[1], guests[2], fresh }
+    -- Within 5 s: the new run's full exchange, not the 10 s anti-entropy.
+    await_listings({ a, b }, "room", expected, 5, "the old run's guest replaced by the new run's")
+    for _, v in ipairs { a, b } do
+      local e = v.members[c.address]
+      assert.truthy(e and e.incarnation ~= old, "a new incarnation")
+      assert.same(ordered(expected), v.desk:lookup("room"))
+    end
+    wait.retry(function() return table.concat(again.desk:lookup("room"), " ") == table.concat(ordered(expected), " ") end,
+      5, "the new run's own view")
+  end, 60))
+
   it("agrees on one view on all five nodes after a partition heals", async(function()
     local views = five("part", "room")
     local guests = {}

@@ -88,7 +88,9 @@ end
 -- and said once at warn level (then at debug level), never raised.
 local function refuse(from, why)
   stats.refused = stats.refused + 1
-  local msg = "refused from " .. tostring(from) .. ": " .. tostring(why)
+  local sender = type(from) == "string" and #from <= 64 and from
+    or ("a sender named by a " .. (type(from) == "string" and (#from .. "-byte string") or type(from)))
+  local msg = "refused from " .. sender .. ": " .. tostring(why)
   if warned then
     log("debug", msg)
   else
