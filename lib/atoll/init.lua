@@ -33,6 +33,7 @@ local function install()
   require("atoll.util.json").set_array_mt(ArrayMT)
   actor.install_loader()
   require("atoll.cluster.watch").install()
+  require("atoll.cluster.receptionist").install()
   local persistence = require "atoll.persistence"
   persistence.install(actor.Base)
   runtime.set_persistence(persistence.activate)
@@ -275,6 +276,29 @@ end
 function atoll.unwatch(ref)
   return watch.unwatch(ref)
 end
+
+---------------------------------------------------------------------------
+-- The receptionist: actors found by key on every node
+---------------------------------------------------------------------------
+
+local receptionist = require "atoll.cluster.receptionist"
+
+-- receptionist.check_in(ref, key) -> true: lists an actor of this node under
+-- key (a string of 1 to 200 bytes), on every node, until it is checked out
+-- or stops, or its node goes.
+-- receptionist.check_out(ref, key) -> true if it was listed there
+-- receptionist.lookup(key) -> { ref... } on any node, by node address then actor id
+-- receptionist.listing(key, fn) -> subscription (:cancel()); fn(event) runs
+-- with { type = "snapshot", key, refs }, then { type = "added" | "removed",
+-- key, ref } for every change, as messages of the calling actor, in order.
+-- receptionist.stats() -> counters (see lib/atoll/cluster/receptionist.lua)
+atoll.receptionist = {
+  check_in = receptionist.check_in,
+  check_out = receptionist.check_out,
+  lookup = receptionist.lookup,
+  listing = receptionist.listing,
+  stats = receptionist.stats,
+}
 
 ---------------------------------------------------------------------------
 -- Persistence

@@ -52,7 +52,8 @@ function View:pump(seconds)
   if ref then
     self.terminated[#self.terminated + 1] = { ref = ref, reason = reason, at = tonumber(at) }
   else
-    self.lines[#self.lines + 1] = line -- what else the app printed, for whoever wants it
+    if self.other then self:other(line) end -- a line of another kind, for the spec that set view.other
+    self.lines[#self.lines + 1] = line -- and kept, for View:line
   end
   return true
 end

@@ -42,8 +42,8 @@ Exit codes:
      for call and reload: the call failed on the node
   2  usage error: unknown command or flag, missing or bad argument
   3  the script could not be loaded: missing file or syntax error
-  4  call, reload and members: the node could not be reached, refused us, or did
-     not answer
+  4  call, reload, members and receptionist: the node could not be reached,
+     refused us, or did not answer
   5  the watchdog ended a node whose loop a handler kept blocked (--watchdog exit)
   6  the node's Lua heap stayed over its ceiling (--max-heap) after a collection
   7  the cluster downed the node and --when-downed is exit
@@ -227,6 +227,28 @@ cluster: whether it holds a majority, and its downing strategy.
 Options:
   --node HOST:PORT      the node to ask (required)
   --json                print the same as JSON
+  --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
+]],
+  },
+  {
+    name = "receptionist",
+    synopsis = { "atoll receptionist --node HOST:PORT [KEY]", "show the actors a node finds by key" },
+    groups = { common, secret, client, json }, quiet = true,
+    run = { "atoll.cli.client", "receptionist" },
+    usage = [[
+Usage: atoll receptionist --node HOST:PORT [KEY] [options]
+
+Prints the receptionist's entries as the node at HOST:PORT sees them: each
+key with the actors checked in under it, on any node of the cluster (the
+node's address, the actor's id and type), by key, then address, then id;
+with KEY, that key's only. Then the node's counters: entries (its own and
+all it holds), changes sent and received, whole sets sent and received
+(full exchanges and answers to pulls), digests, pulls, gaps, and messages
+ignored or refused. At most 10,000 entries are printed.
+
+Options:
+  --node HOST:PORT      the node to ask (required)
+  --json                print the entries and counters as JSON
   --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
 ]],
   },

@@ -439,6 +439,7 @@ local function on_up(link, peer)
     dialed_as.name, dialed_as.incarnation = peer.name, peer.incarnation
     attach(dialed_as, link)
   end
+  require("atoll.cluster.receptionist").link_up(p.address)
   runtime.drain()
 end
 

@@ -5,6 +5,7 @@ local reload = require "atoll.reload"
 local host = require "atoll.c.host"
 local membership = require "atoll.cluster.membership"
 local watch = require "atoll.cluster.watch"
+local receptionist = require "atoll.cluster.receptionist"
 
 local Node = actor.define "atoll.Node"
 
@@ -69,6 +70,33 @@ end
 
 function Node.distributed:watch_ended(ref, reason)
   watch.remote_terminated(ref, reason)
+end
+
+-- receptionist([key]) -> this node's view of the receptionist's entries (of
+-- one key, or all), and its counters (what `atoll receptionist` prints)
+function Node.distributed:receptionist(key)
+  if key ~= nil and type(key) ~= "string" then error("receptionist: the key must be a string", 2) end
+  return receptionist.view(key)
+end
+
+-- One-way messages of the receptionist (atoll.receptionist) between members:
+-- a change of the sender's entries, a part of its whole set, its sequence
+-- number (and, with `ask`, a request for this node's), and a request for
+-- this node's whole set.
+function Node.distributed:reception_change(owner, incarnation, seq, op, key, ref, type_name)
+  receptionist.received_change(owner, incarnation, seq, op, key, ref, type_name)
+end
+
+function Node.distributed:reception_set(owner, incarnation, seq, part, parts, entries)
+  receptionist.received_set(owner, incarnation, seq, part, parts, entries)
+end
+
+function Node.distributed:reception_digest(owner, incarnation, seq, ask)
+  receptionist.received_digest(owner, incarnation, seq, ask)
+end
+
+function Node.distributed:reception_pull(requester, incarnation)
+  receptionist.received_pull(requester, incarnation)
 end
 
 return Node
