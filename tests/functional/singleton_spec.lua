@@ -75,11 +75,15 @@ local function intervals(views)
   return list
 end
 
-local function assert_no_overlap(list)
+local function assert_no_overlap(list, views)
   for i = 2, #list do
     local a, b = list[i - 1], list[i]
-    assert.is_true(a.to < b.from, ("instances %s (%.3f to %.3f, %d served) and %s (from %.3f) overlap")
-      :format(a.run, a.from, a.to, a.served, b.run, b.from))
+    if a.to >= b.from then
+      local logs = {}
+      for _, v in ipairs(views or {}) do logs[#logs + 1] = "--- " .. v.name .. ":\n" .. v.p:stderr() end
+      error(("instances %s (%.3f to %.3f, %d served) and %s (from %.3f) overlap\n%s")
+        :format(a.run, a.from, a.to, a.served, b.run, b.from, table.concat(logs, "\n")), 2)
+    end
   end
 end
 
@@ -129,9 +133,21 @@ describe("a cluster singleton", function()
     local before = value(new)
     wait.retry(function() return value(rest[1]) >= before + 50 end, 10, "calls served by the new instance")
     local total = stop_callers(rest)
-    assert.equal(0, total.failed, "failed calls: " .. require("atoll.util.json").encode(total.kinds))
+    if total.failed > 0 then
+      local lines = {}
+      for _, v in ipairs(views) do
+        for line in v.p:stdout():gmatch("[^\n]+") do
+          if line:match("^failed ") or line:match("^start ") or line:match("^stop ") then
+            lines[#lines + 1] = v.name .. ": " .. line
+          end
+        end
+        lines[#lines + 1] = v.name .. " stderr:\n" .. v.p:stderr()
+      end
+      error(("%d calls failed: %s\n%s"):format(total.failed, require("atoll.util.json").encode(total.kinds),
+        table.concat(lines, "\n")))
+    end
     assert.equal(total.ok, value(new))
-    assert_no_overlap(intervals(views))
+    assert_no_overlap(intervals(views), views)
   end, 90))
 
   it("starts again on the next oldest host when its host is SIGKILLed, with its journal intact",
@@ -157,9 +173,12 @@ describe("a cluster singleton", function()
       -- Calls failed only until the new instance started (those in flight at the kill, and
       -- those made before it started that did not wait long enough).
       for _, v in ipairs(rest) do
-        for t in v.p:stdout():gmatch("\nfailed [^\n]- ([%d%.]+)") do
-          assert.is_true(tonumber(t) <= started + 0.5, ("a call failed at %.3f, after the new instance "
-            .. "started at %.3f"):format(tonumber(t), started))
+        for line in v.p:stdout():gmatch("[^\n]+") do
+          local t = tonumber(line:match("^failed .* (%d+%.%d+)$"))
+          if t then
+            assert.is_true(t <= started + 0.5, ("a call failed at %.3f, after the new instance "
+              .. "started at %.3f: %s"):format(t, started, line))
+          end
         end
       end
       -- Every acknowledged add is in the state; at most those whose answer was lost besides.
@@ -188,7 +207,7 @@ describe("a cluster singleton", function()
       wait.retry(function() return value(rest[1]) >= after + 20 end, 10, "calls served after the continue")
       stop_callers(rest)
       local runs = intervals(views)
-      assert_no_overlap(runs)
+      assert_no_overlap(runs, views)
       -- The stalled instance served nothing once continued.
       assert.is_true(#runs >= 2)
     end, 90))

@@ -137,6 +137,10 @@ local positionals = {
     if opts.node == nil then return "missing --node HOST:PORT" end
     if #p > 0 then return ("unexpected argument '%s'"):format(p[1]) end
   end,
+  singletons = function(opts, p)
+    if opts.node == nil then return "missing --node HOST:PORT" end
+    if #p > 0 then return ("unexpected argument '%s'"):format(p[1]) end
+  end,
   receptionist = function(opts, p)
     if opts.node == nil then return "missing --node HOST:PORT" end
     if #p > 1 then return ("unexpected argument '%s' (one KEY at most)"):format(p[2]) end

@@ -34,6 +34,13 @@ local function start_membership(opts, secret, port)
   for _, d in ipairs(opts.discover) do
     if d.kind == "dns" and d.port == nil then d.port = port end
   end
+  -- A run started again after the cluster downed the last one joins the members that one knew.
+  local rejoin = os.getenv("ATOLL_REJOIN")
+  if rejoin and rejoin ~= "" then
+    for a in rejoin:gmatch("[^,]+") do opts.seeds[#opts.seeds + 1] = a end
+    host.log("info", "node", ("run %s after the cluster downed this node: joining through %s")
+      :format(os.getenv("ATOLL_RESTARTS") or "?", rejoin))
+  end
   local dcfg = opts.downing or assert(downing.parse(""))
   dcfg.stable_after = opts.stable_after
   local final = dcfg.strategy ~= "off"
@@ -61,7 +68,18 @@ local function start_membership(opts, secret, port)
     host.log("error", "node", "the cluster downed this node: a majority of the members could not reach "
       .. "it long enough (its actors' refs are dead for the others); "
       .. (restart and "starting again as a new run" or "exiting with code " .. EXIT.DOWNED))
-    if restart then host.restart() end
+    if restart then
+      -- The new run joins the members this one knew (a first node, started without --join,
+      -- would otherwise start a cluster of its own beside the one that downed it).
+      local seeds = {}
+      for _, other in ipairs(membership.members()) do
+        if not other.self and (other.status == "up" or other.status == "leaving") then
+          seeds[#seeds + 1] = other.address
+        end
+      end
+      host.setenv("ATOLL_REJOIN", table.concat(seeds, ","))
+      host.restart()
+    end
     host.stop(restart and 0 or EXIT.DOWNED)
   end)
   if #opts.discover > 0 then

@@ -283,10 +283,21 @@ function M.route_name(address, name, method, payload, rid)
     payload = payload })
 end
 
--- link_up(address) -> whether a link to that node is up now.
+-- link_up(address) -> whether a link to that node is up now; if not, one is dialed (unless one
+-- is being dialed, or the last attempt failed and its backoff has not run out): for routers
+-- that hold messages until a link is up rather than fail them.
 function M.link_up(address)
   local p = peers[address]
-  return p ~= nil and p.link ~= nil and p.link:state() == "up"
+  if p ~= nil and p.link ~= nil then
+    local st = p.link:state()
+    if st == "up" then return true end
+    if st ~= "closed" then return false end
+    p.link = nil
+  end
+  if not started or address == "" or address == node.address then return false end
+  p = peer_for(address)
+  if not p.wait_timer and runtime.now_ms() >= p.retry_at then dial(p) end
+  return false
 end
 
 -- Names no actor registers, which a service answers instead (atoll.singleton's

@@ -399,6 +399,15 @@ function M.received_change(owner, inc, seq, op, key, ref, type_name)
   end
 end
 
+-- heard(address, incarnation) -> whether this node holds all of that run's entries as of some
+-- moment (a whole set, or its changes from the first): until then, it may list actors this node
+-- has not heard of (atoll.singleton waits for that before it starts an instance).
+function M.heard(address, incarnation)
+  if address == node.address then return true end
+  local r = replicas[address]
+  return r ~= nil and r.incarnation == incarnation and (r.heard or r.seq > 0)
+end
+
 -- reception_set: a part of an owner's whole set.
 function M.received_set(owner, inc, seq, part, parts, entries)
   local problem = owner_problem(owner, inc)
@@ -409,6 +418,7 @@ function M.received_set(owner, inc, seq, part, parts, entries)
     return
   end
   local outcome, refused, why = replica.set_part(r, seq, part, parts, entries, emit)
+  if outcome == "applied" then r.heard = true end
   if refused > 0 then
     stats.refused = stats.refused + refused - 1
     refuse(owner, why)

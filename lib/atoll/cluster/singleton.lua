@@ -45,6 +45,7 @@ local LEASE_ROUND = 0.25          -- seconds between lease rounds
 local HELD_TTL = 60               -- seconds a call from another node may be held here
 local RELAY_TIMEOUT = 60          -- seconds a relayed call may take
 local STEP = 0.25                 -- seconds between evaluations while there is anything to do
+local HELD_STEP = 0.02            -- ...and while calls are held
 local RELEASE_TIMEOUT = 10        -- seconds to wait for another host to stop its instance
 
 local new_error = errors.new
@@ -130,8 +131,11 @@ local function hosts(name)
   return out
 end
 
--- placement(name) -> the member that should run it now, or nil: the oldest host that is up (a
--- host that told this node it released it while leaving is passed over at once).
+-- placement(name) -> the member that should run it now, or nil; and whether this node may not
+-- know yet of an older host: the oldest host that is up (a host that told this node it released
+-- it while leaving is passed over at once). `unsure` is true while an up member older than that
+-- host has not shown this node its receptionist entries yet (a node that just joined does not
+-- know who hosts what): such a node starts no instance, even if it looks like the oldest host.
 local function placement(name)
   local st = singletons[name]
   local best = nil
@@ -141,7 +145,18 @@ local function placement(name)
       best = m
     end
   end
-  return best
+  local unsure = false
+  if best and membership.started() then
+    local receptionist = require "atoll.cluster.receptionist"
+    for _, m in ipairs(membership.members()) do
+      if not m.self and m.status == "up" and downing.older(m, best)
+        and not receptionist.heard(m.address, m.incarnation) then
+        unsure = true
+        break
+      end
+    end
+  end
+  return best, unsure
 end
 M.placement = placement
 
@@ -258,7 +273,9 @@ local function where(st, hops)
   if st.state == "running" then return "here" end
   local p = placement(st.name)
   if p == nil or p.self then return "wait" end
-  if hops >= HOPS_MAX or p.reachable == false then return "wait" end
+  -- A host that cannot be reached now (its link is down: it crashed, or a cut) may be downed
+  -- soon and the singleton start elsewhere: its calls wait for that, within their timeouts.
+  if hops >= HOPS_MAX or p.reachable == false or not cluster.link_up(p.address) then return "wait" end
   return p.address
 end
 
@@ -448,8 +465,6 @@ local function spawn_instance(st, failover)
   runtime.gate(rec, function() return st.state == "running" and lease_valid() end)
   st.rec, st.ref, st.since, st.state = rec, ref, wall(), "running"
   if failover then st.failovers = st.failovers + 1 end
-  -- Hosts that released it while leaving are no longer passed over (their next run may host it).
-  st.released_by = {}
   log("info", ("singleton %s: running here%s"):format(st.name, failover and " (failover)" or ""))
   return true
 end
@@ -527,8 +542,8 @@ local function acquire(st)
   lease_start()
   runtime.start_root(function()
     local function still()
-      local p = placement(st.name)
-      return st.epoch == epoch and st.state == "acquiring" and p ~= nil and p.self
+      local p, unsure = placement(st.name)
+      return st.epoch == epoch and st.state == "acquiring" and p ~= nil and p.self and not unsure
         and downing.status() == "majority"
     end
     if not others_released(st) or not still() then return false end
@@ -554,7 +569,7 @@ end
 
 local function evaluate(st)
   if st.hosted then
-    local p = placement(st.name)
+    local p, unsure = placement(st.name)
     local mine = p ~= nil and p.self
     local status = downing.status()
     if st.state == "running" then
@@ -563,7 +578,7 @@ local function evaluate(st)
       elseif not mine then
         release(st, p and ("the oldest host is now " .. p.address) or "no host is up here")
       end
-    elseif st.state == "idle" and mine and status == "majority"
+    elseif st.state == "idle" and mine and not unsure and status == "majority"
       and runtime.now_ms() >= (st.retry_at or 0) then
       acquire(st)
     end
@@ -591,7 +606,9 @@ function M.poke()
     evaluating_timer = nil
     evaluate_all()
     if busy() then
-      evaluating_timer = runtime.after_raw(STEP, function()
+      local held = false
+      for _, st in pairs(singletons) do held = held or held_count(st) > 0 end
+      evaluating_timer = runtime.after_raw(held and HELD_STEP or STEP, function()
         evaluating_timer = nil
         M.poke()
       end)
@@ -610,10 +627,13 @@ local Manager = require("atoll.actor").define "atoll.Singletons"
 function Manager.distributed:release(name, requester, upno)
   if type(name) ~= "string" then return "refused" end
   local st = singletons[name]
-  if st == nil or st.state == "idle" then return "done" end
+  if st == nil then return "done" end
+  -- An older host that is up refuses, whether or not it runs the singleton yet: the requester
+  -- has not heard of it, and will start nothing while this node is its elder.
   local me = self_member()
   local them = { address = requester, upno = upno }
   if me and st.hosted and me.status == "up" and downing.older(me, them) then return "refused" end
+  if st.state == "idle" then return "done" end
   if st.state == "acquiring" then
     st.epoch = st.epoch + 1
     st.state = "idle"
@@ -625,7 +645,9 @@ function Manager.distributed:release(name, requester, upno)
   return st.state == "idle" and "done" or "refused"
 end
 
--- released(name, address, incarnation): a host that is leaving has stopped its instance.
+-- released(name, address, incarnation): a host that is leaving has stopped its instance. That
+-- run of it is passed over from now on (before this node hears that it is leaving); a new run
+-- has a new incarnation.
 function Manager.distributed:released(name, address, incarnation)
   if type(name) ~= "string" or type(address) ~= "string" then return end
   state_of(name).released_by[address .. "/" .. tostring(incarnation)] = true

@@ -2,13 +2,12 @@
 -- caller actor that calls it steadily, for the singleton specs. Prints, on the monotonic clock
 -- that every process of a machine shares (atoll.now()):
 --
---   start COUNTER_RUN T            an instance started (COUNTER_RUN: pid and a number)
+--   start COUNTER_RUN T            an instance started (COUNTER_RUN: incarnation and a number)
 --   serve COUNTER_RUN N T          that instance served its Nth add
 --   stop COUNTER_RUN T             its stopped hook ran
 --
 -- and the membership events the member app prints (see member.lua).
 local atoll = require "atoll"
-local host = require "atoll.c.host"
 
 local persistent = os.getenv("SINGLE_PERSISTENT") == "1"
 local runs = 0
@@ -18,7 +17,7 @@ function Counter:persistence_id() return "singleton/counter" end
 function Counter:init()
   self.n = 0
   runs = runs + 1
-  self.run = host.pid() .. "." .. runs
+  self.run = ("%x.%d"):format(atoll.node().incarnation, runs) -- (a node started again keeps its pid)
   print(("start %s %.6f"):format(self.run, atoll.now()))
 end
 function Counter:apply(event) self.n = self.n + event.k end
