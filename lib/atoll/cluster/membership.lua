@@ -447,7 +447,8 @@ function M.status(address)
 end
 
 -- has_majority() -> whether the members this node sees alive are more than
--- half of the last known members (those down included, those that left not).
+-- half of the last known members (those declared down included; those that
+-- left, are leaving or were downed for good not).
 function M.has_majority()
   if not started then return true end
   return swim.has_majority()
