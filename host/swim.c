@@ -52,7 +52,9 @@
  * other news about that run at any version (only its version follows the
  * news, so that views agree), and nothing changes it afterwards; a new run
  * at the address is a restart as usual. A downed member is a tombstone:
- * not probed, called on now and then, forgotten after the tombstone time.
+ * not probed, called on now and then, forgotten after the tombstone time;
+ * but its run is remembered as downed (the last DOWNED_RUNS_MAX) for as
+ * long as the node runs, and news of it ignored.
  * The news rides on twice as many packets as other news, since no detector
  * repairs a member that missed it. The downed node itself hears it on the
  * answer to its next ping (the buddy system, as for a suspect) or on a call
@@ -94,7 +96,7 @@ enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5
 #define PINGERS           16   /* recent pingers remembered */
 #define LAST_CALLS        2    /* pings to a suspect before declaring it dead */
 #define TOMBSTONE_CALLERS 3    /* members calling on each tombstone per probe interval, about */
-#define DOWNED_RUNS_MAX   1024 /* downed runs remembered once out of their slot */
+#define DOWNED_RUNS_MAX   1024 /* downed runs remembered once out of their slot (8 KB) */
 
 /* The defaults, and why (the figures are the simulator's, tests/sim):
  * - probe interval 500 ms, timeout 200 ms: on a LAN or in a data center an
@@ -187,11 +189,11 @@ struct swim_s {
   swim_member_t *m;  /* slot 0 is this node */
   uint64_t *retired; /* slot -> the previous uid at that address (a restart) */
   /* Runs downed that no slot holds any more (a new run took the address, or
-   * the tombstone was forgotten): news of them is ignored for another
-   * tombstone time, so that stale news cannot bring them back. */
-  struct downed_run_s {
-    uint64_t uid, until;
-  } * downed_runs;
+   * the tombstone was forgotten), the last DOWNED_RUNS_MAX of them, for as
+   * long as this node runs: news of them is ignored, so that neither stale
+   * news nor the run itself (cut off when it was downed, and still running
+   * when the partition heals) can bring them back. */
+  uint64_t *downed_runs;
   size_t ndowned_runs, downed_runs_cap;
   size_t n, cap;
   int32_t *index; /* open addressing: address -> slot, -1 empty */
@@ -477,7 +479,7 @@ static int32_t new_slot(swim_t *s, const char *addr) {
 }
 
 /* Remembers that a downed run left its slot. */
-static void remember_downed(swim_t *s, const swim_member_t *m, uint64_t now) {
+static void remember_downed(swim_t *s, const swim_member_t *m) {
   if (m->state != SWIM_DOWNED) return;
   if (s->ndowned_runs == s->downed_runs_cap) {
     size_t cap = s->downed_runs_cap ? s->downed_runs_cap * 2 : 8;
@@ -490,23 +492,15 @@ static void remember_downed(swim_t *s, const swim_member_t *m, uint64_t now) {
       s->downed_runs_cap = cap;
     }
   }
-  s->downed_runs[s->ndowned_runs].uid = m->uid;
-  s->downed_runs[s->ndowned_runs++].until = now + s->cfg.tombstone_ms;
+  s->downed_runs[s->ndowned_runs++] = m->uid;
 }
 
-/* 1 if uid is a downed run remembered out of its slot (forgetting those
- * whose time is up). */
-static int was_downed(swim_t *s, uint64_t uid, uint64_t now) {
-  int found = 0;
-  for (size_t i = 0; i < s->ndowned_runs;) {
-    if (now >= s->downed_runs[i].until) {
-      memmove(s->downed_runs + i, s->downed_runs + i + 1,
-              (--s->ndowned_runs - i) * sizeof *s->downed_runs);
-      continue;
-    }
-    found |= s->downed_runs[i++].uid == uid;
+/* 1 if uid is a downed run remembered out of its slot. */
+static int was_downed(const swim_t *s, uint64_t uid) {
+  for (size_t i = 0; i < s->ndowned_runs; i++) {
+    if (s->downed_runs[i] == uid) return 1;
   }
-  return found;
+  return 0;
 }
 
 /* ---- gossip -------------------------------------------------------------- */
@@ -789,7 +783,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     return;
   }
-  if (s->ndowned_runs && was_downed(s, u->uid, now)) return;
+  if (s->ndowned_runs && was_downed(s, u->uid)) return;
   int32_t slot = find_slot(s, u->addr);
   if (slot < 0) {
     slot = new_slot(s, u->addr);
@@ -829,7 +823,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     notify(s, slot, SWIM_REMOVED, m->state, m->phase);
     drop_gossip_about(s, slot);
-    remember_downed(s, m, now);
+    remember_downed(s, m);
     s->retired[slot] = m->uid;
     m->uid = u->uid;
     m->version = u->version;
@@ -1163,7 +1157,7 @@ static void sweep(swim_t *s, uint64_t now) {
     }
     notify(s, (int32_t)i, SWIM_REMOVED, m->state, m->phase);
     drop_gossip_about(s, (int32_t)i);
-    remember_downed(s, m, now);
+    remember_downed(s, m);
     if (s->target == (int32_t)i) s->target = -1;
     m->addr[0] = '\0';
     s->nfree++;

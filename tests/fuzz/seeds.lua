@@ -130,6 +130,10 @@ write_all(swim_dir, {
     .. u16(#ping) .. ping,
   -- bit 4: dead members kept, with a tombstone time of a second
   state_keep_unreachable = "\17" .. codec.encode(atoll.array(gossip)),
+  -- Found by the fuzzer: b downed, forgotten (a tombstone time of a second),
+  -- then a ping from b's run, which must not bring it back.
+  regression_downed_forgotten = "\18" .. u16(#downs_b) .. downs_b .. string.rep(u16(0), 30)
+    .. u16(#ping) .. ping,
   regression_downed_stale = "\2" .. u16(#downs_b) .. downs_b .. u16(#two_runs) .. two_runs
     .. u16(#stale_b) .. stale_b,
 })
