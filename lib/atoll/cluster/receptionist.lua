@@ -174,7 +174,9 @@ local function digest(address, ask)
   end
 end
 
--- Asks an owner for its whole set, at most once per PULL_AGAIN.
+-- Asks an owner for its whole set, at most once per PULL_AGAIN (the changes
+-- after a gap keep coming until the set does; a set that broke off, its
+-- owner's link lost halfway, is asked for again at the next gap or digest).
 local function pull(r)
   local now = runtime.now_ms()
   if (r.pull_at or 0) > now then return end
@@ -392,7 +394,7 @@ function M.received_change(owner, inc, seq, op, key, ref, type_name)
   local outcome, why = replica.change(r, seq, op, key, ref, type_name, emit)
   if outcome == "gap" then
     stats.gaps = stats.gaps + 1
-    if r.incoming == nil then pull(r) end
+    pull(r)
   elseif outcome == "stale" then
     stats.stale = stats.stale + 1
   elseif outcome == "refused" then
@@ -433,7 +435,7 @@ function M.received_digest(owner, inc, seq, ask)
   local r = replica_of(owner, inc)
   if r == nil then
     stats.ignored = stats.ignored + 1
-  elseif r.seq ~= seq and r.incoming == nil then
+  elseif r.seq ~= seq then
     pull(r)
   end
   -- Answered even when ignored: the owner may know this node before this
