@@ -34,7 +34,6 @@ local replica = require "atoll.cluster.replica"
 local M = {}
 
 local NODE_ACTOR = "atoll.node"
-local DIGEST_INTERVAL = 10 -- seconds between two digests to each member
 local PULL_AGAIN = 1       -- seconds before a node asks the same owner for its whole set again
 local VIEW_MAX = 10000     -- entries at most in view() (what `atoll receptionist` prints)
 
@@ -44,8 +43,10 @@ local REF_ADDR, REF_INC, REF_ID = runtime.REF_ADDR, runtime.REF_INC, runtime.REF
 local node = runtime.node
 local new_error = errors.new
 
--- The limits in force (specs lower them).
+-- The limits and settings in force (specs change them): entries this node
+-- may list of its own actors; seconds between two digests to each member.
 M.limits = { entries = replica.MAX_ENTRIES }
+M.settings = { digest_interval = 10 }
 
 local own = replica.new(nil, nil) -- this node's entries (the refs say its address)
 local by_actor = {}               -- local actor id -> { [key] = true }
@@ -173,7 +174,9 @@ local function digest(address, ask)
   end
 end
 
--- Asks an owner for its whole set, at most once per PULL_AGAIN.
+-- Asks an owner for its whole set, at most once per PULL_AGAIN (the changes
+-- after a gap keep coming until the set does; a set that broke off, its
+-- owner's link lost halfway, is asked for again at the next gap or digest).
 local function pull(r)
   local now = runtime.now_ms()
   if (r.pull_at or 0) > now then return end
@@ -183,12 +186,12 @@ local function pull(r)
   end
 end
 
--- Every DIGEST_INTERVAL, each member hears this node's sequence number.
+-- Every digest_interval, each member hears this node's sequence number.
 local function digest_round()
   digest_timer = nil
   if next(members) == nil then return end
   for address in pairs(members) do digest(address, false) end
-  digest_timer = runtime.after_raw(DIGEST_INTERVAL, digest_round)
+  digest_timer = runtime.after_raw(M.settings.digest_interval, digest_round)
 end
 
 ---------------------------------------------------------------------------
@@ -391,7 +394,7 @@ function M.received_change(owner, inc, seq, op, key, ref, type_name)
   local outcome, why = replica.change(r, seq, op, key, ref, type_name, emit)
   if outcome == "gap" then
     stats.gaps = stats.gaps + 1
-    if r.incoming == nil then pull(r) end
+    pull(r)
   elseif outcome == "stale" then
     stats.stale = stats.stale + 1
   elseif outcome == "refused" then
@@ -442,7 +445,7 @@ function M.received_digest(owner, inc, seq, ask)
   local r = replica_of(owner, inc)
   if r == nil then
     stats.ignored = stats.ignored + 1
-  elseif r.seq ~= seq and r.incoming == nil then
+  elseif r.seq ~= seq then
     pull(r)
   end
   -- Answered even when ignored: the owner may know this node before this
@@ -487,7 +490,7 @@ local function on_member(m, previous)
       if members[address] == inc then digest(address, true) end
     end)
   end
-  if digest_timer == nil then digest_timer = runtime.after_raw(DIGEST_INTERVAL, digest_round) end
+  if digest_timer == nil then digest_timer = runtime.after_raw(M.settings.digest_interval, digest_round) end
 end
 
 -- link_up(address): from atoll.cluster. A link to a member that comes

@@ -11,6 +11,11 @@ local runtime = require "atoll.runtime"
 local actor = atoll.actor
 local r = atoll.receptionist
 
+-- RECEPTION_DIGEST_INTERVAL: seconds between anti-entropy digests (10 by default), so that a
+-- spec can tell what the full exchanges do from what the digests do.
+local interval = tonumber(os.getenv("RECEPTION_DIGEST_INTERVAL") or "")
+if interval then require("atoll.cluster.receptionist").settings.digest_interval = interval end
+
 local function name(ref)
   return ref[runtime.REF_ADDR] .. "#" .. ref[runtime.REF_ID]
 end
