@@ -49,6 +49,9 @@ int host_init(host_t *h);
  * keep the loop alive on their own. */
 int host_watch_signals(host_t *h);
 
+/* How many SIGINT or SIGTERM signals the handlers have seen. */
+int host_signals_seen(void);
+
 /* Runs the loop until nothing keeps it alive or host_stop is called; does
  * not start at all once a stop was requested. */
 int host_run(host_t *h);

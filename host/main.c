@@ -73,6 +73,18 @@ static int run_host(int argc, char **argv, int *restart) {
 /* Runs this executable's command line again, in this process (its pid, its standard streams;
  * every other descriptor the node had is close-on-exec). Returns only if that failed. */
 static int run_again(char **argv) {
+  /* A shutdown signal that came while this run was ending must stop the next one too: blocked
+   * from here, one that comes now stays pending across exec, and the next run's handler gets it
+   * once installed (host_watch_signals); one that came already ends the process instead. */
+  sigset_t both, old;
+  sigemptyset(&both);
+  sigaddset(&both, SIGINT);
+  sigaddset(&both, SIGTERM);
+  sigprocmask(SIG_BLOCK, &both, &old);
+  if (host_signals_seen() > 0) {
+    fprintf(stderr, "atoll: a shutdown signal came while the node was starting again: stopping\n");
+    return 0;
+  }
   char exe[4096];
   size_t n = sizeof exe;
   if (uv_exepath(exe, &n) != 0) return EXIT_APP;
@@ -83,6 +95,7 @@ static int run_again(char **argv) {
   fflush(stdout);
   fflush(stderr);
   execv(exe, argv);
+  sigprocmask(SIG_SETMASK, &old, NULL);
   fprintf(stderr, "atoll: cannot run again (%s): %s\n", exe, strerror(errno));
   return EXIT_APP;
 }

@@ -7,7 +7,6 @@
 -- once healed the cluster is one view with one instance. Pending, with the reason, where
 -- namespaces cannot be made.
 local async = require "helpers.async"
-local members = require "helpers.members"
 local netns = require "helpers.netns"
 local nodes = require "helpers.cluster"
 local node = require "helpers.node"
@@ -124,9 +123,22 @@ describe("a cluster cut in parts", function()
     return out
   end
 
+  -- What each node of `list` says of its singletons and membership, and its log's tail: the
+  -- account a failure prints.
+  local function account(list)
+    local out = {}
+    for _, i in ipairs(list) do
+      local info = call(i, "caller", "info", nil, 3)
+      local log = procs[i]:stderr()
+      out[#out + 1] = ("--- sb%d (%s): singletons %s\n%s"):format(i, address(i), json.encode(info),
+        log:sub(-1500))
+    end
+    return table.concat(out, "\n")
+  end
+
   local function agreed_host(list, seconds, what)
     local host
-    wait.retry(function()
+    local ok, err = pcall(wait.retry, function()
       host = nil
       for _, i in ipairs(list) do
         local w = where(i)
@@ -135,21 +147,28 @@ describe("a cluster cut in parts", function()
       end
       return host ~= nil
     end, seconds, what)
+    if not ok then error(tostring(err) .. "\n" .. account(list), 2) end
     return index_of(host)
   end
 
   it("keeps one instance through a cut of 3 | 2, one of 2 | 2 | 1, and the heals after them",
     async(function()
+      local t0 = require("atoll").now()
+      local function phase(what)
+        io.stderr:write(("  %6.1f s  %s\n"):format(require("atoll").now() - t0, what))
+      end
       for i = 1, 5 do start(i) end
       for i = 1, 5 do procs[i]:expect("^ready$", wait.seconds(15)) end
       all_up({ 1, 2, 3, 4, 5 }, 20, "five members up")
       local h = agreed_host({ 1, 2, 3, 4, 5 }, 20, "the five to agree where the counter runs")
+      phase("five up, host agreed")
       for i = 1, 5 do assert(call(i, "caller", "start", { 0.05, 3 })) end
 
       -- 3 | 2, with the counter's host on the side of two.
       local minority = { h, h % 5 + 1 }
       local majority = complement(minority)
       net:cut { majority, minority }
+      phase("cut 3 | 2")
       local h2 = agreed_host(majority, 30, "the majority side to run the counter")
       assert.is_true(h2 ~= minority[1] and h2 ~= minority[2], "the counter stayed on the minority side")
       -- The majority goes on serving; the minority's calls fail once it stops its instances.
@@ -157,6 +176,7 @@ describe("a cluster cut in parts", function()
       wait.retry(function() return call(majority[1], "caller", "counter", nil, 10) >= before + 20 end, 15,
         "the majority side to serve calls")
       assert_no_overlap()
+      phase("majority served")
 
       -- Heal: the minority was downed, starts again as new runs, and rejoins; one view, one instance.
       net:heal()
@@ -164,6 +184,7 @@ describe("a cluster cut in parts", function()
         procs[i]:expect("the cluster downed this node", wait.seconds(20), "stderr")
       end
       all_up({ 1, 2, 3, 4, 5 }, 30, "five members up after the heal")
+      phase("minority downed")
       agreed_host({ 1, 2, 3, 4, 5 }, 20, "one instance after the heal")
       assert_no_overlap()
 
@@ -173,6 +194,7 @@ describe("a cluster cut in parts", function()
       local b = { (h3 + 1) % 5 + 1, (h3 + 2) % 5 + 1 }
       local c = { (h3 + 3) % 5 + 1 }
       net:cut { a, b, c }
+      phase("cut 2 | 2 | 1")
       -- Within stable-after and a little, every side has stopped serving: the counter stops growing.
       wait.retry(function()
         local x = call(a[1], "caller", "counter", nil, 1)
@@ -195,15 +217,18 @@ describe("a cluster cut in parts", function()
 
       net:heal()
       all_up({ 1, 2, 3, 4, 5 }, 30, "five members up after the second heal")
+      phase("no side served")
       local h4 = agreed_host({ 1, 2, 3, 4, 5 }, 20, "one instance after the second heal")
+      phase("agreed")
       local n0 = call(h4, "caller", "counter", nil, 10)
       wait.retry(function() return call(h4, "caller", "counter", nil, 10) >= n0 + 20 end, 15,
         "calls served after the second heal")
       assert_no_overlap()
+      phase("served after heal")
 
       -- The journal: one history, 1..N with no fork and no gap, and the counter is N.
-      local stats = {}
-      for i = 1, 5 do stats[i] = call(i, "caller", "stop", nil, 30) end
+      for i = 1, 5 do call(i, "caller", "stop", nil, 30) end
+      phase("callers stopped")
       local n = call(h4, "caller", "counter", nil, 10)
       local code, out = net:exec(1, { node.bin, "journal", "show", "singleton/counter", "--data-dir", dir })
       assert.equal(0, code)
@@ -214,5 +239,6 @@ describe("a cluster cut in parts", function()
         assert.equal(seq, e.seq, "a gap or a fork in the counter's history")
       end
       assert.equal(n, seq)
+      phase("journal checked")
     end, 240))
 end)

@@ -129,7 +129,9 @@ Membership (a listening node is a member of its cluster; see the README):
                         probe_timeout (0.2), indirect_probes (3), suspicion_alpha (4),
                         suspicion_beta (4), confirmations (2), retransmit_lambda (4),
                         gossip_interval (0.2), gossip_fanout (3), max_lhm (8),
-                        push_pull_interval (30), leave_grace (1.5), tombstone (300)
+                        push_pull_interval (30), leave_grace (1.5), tombstone (300),
+                        keep_unreachable (0), which --downing sets to 1 unless off
+                        (members that cannot be reached stay until downed)
 
 Split brains (see the README's "Cluster services"):
   --downing STRATEGY    keep-majority (the default): the side of a partition that

@@ -35,10 +35,11 @@ local counter = atoll.singleton.host("counter", Counter)
 
 -- Calls the counter in a loop: made, ok, failed (by kind), until stopped.
 local Caller = atoll.actor.define "Caller"
-function Caller:init() self.made, self.ok, self.failed, self.kinds, self.running = 0, 0, 0, {}, false end
+-- (`done` until started: a node the cluster downed starts again with a caller never started)
+function Caller:init() self.made, self.ok, self.failed, self.kinds, self.running, self.done = 0, 0, 0, {}, false, true end
 function Caller.distributed:start(pause, timeout)
   if self.running then return false end
-  self.running = true
+  self.running, self.done = true, false
   local c = atoll.singleton.ref("counter", timeout or 10)
   atoll.task(function()
     while self.running do
