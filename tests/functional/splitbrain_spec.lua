@@ -31,7 +31,8 @@ describe("a cluster cut in parts", function()
   local procs = {}
 
   local function start(i)
-    local args = { "run", APP, "--listen", address(i), "--name", "sb" .. i, "--data-dir", dir }
+    local args = { "run", APP, "--listen", address(i), "--name", "sb" .. i, "--data-dir", dir,
+      "--log-level", os.getenv("SB_LOG") or "info" }
     if i > 1 then
       args[#args + 1] = "--join"
       args[#args + 1] = address(1)
@@ -103,10 +104,13 @@ describe("a cluster cut in parts", function()
     return list
   end
 
+  local account -- (below)
+
   local function assert_no_overlap()
     local list = intervals()
     for k = 2, #list do
       local a, b = list[k - 1], list[k]
+      if a.to >= b.from then io.stderr:write(account({ 1, 2, 3, 4, 5 }), "\n") end
       assert.is_true(a.to < b.from, ("instances %s on sb%d (%.3f to %.3f, %d served) and %s on sb%d "
         .. "(from %.3f) overlap by %.0f ms"):format(a.run, a.node, a.from, a.to, a.served, b.run, b.node,
         b.from, (a.to - b.from) * 1000))
@@ -125,13 +129,19 @@ describe("a cluster cut in parts", function()
 
   -- What each node of `list` says of its singletons and membership, and its log's tail: the
   -- account a failure prints.
-  local function account(list)
+  function account(list)
     local out = {}
     for _, i in ipairs(list) do
       local info = call(i, "caller", "info", nil, 3)
-      local log = procs[i]:stderr()
+      local lines = {}
+      for line in procs[i]:stderr():gmatch("[^\n]+") do
+        if line:find("singleton", 1, true) or line:find("downing", 1, true) or line:find("WARN", 1, true) then
+          lines[#lines + 1] = line
+        end
+      end
+      local log = table.concat(lines, "\n")
       out[#out + 1] = ("--- sb%d (%s): singletons %s\n%s"):format(i, address(i), json.encode(info),
-        log:sub(-1500))
+        log:sub(-4000))
     end
     return table.concat(out, "\n")
   end
@@ -154,7 +164,8 @@ describe("a cluster cut in parts", function()
   it("keeps one instance through a cut of 3 | 2, one of 2 | 2 | 1, and the heals after them",
     async(function()
       local t0 = require("atoll").now()
-      local function phase(what)
+      local function phase(what) -- (with SB_LOG set: how long each phase took)
+        if os.getenv("SB_LOG") == nil then return end
         io.stderr:write(("  %6.1f s  %s\n"):format(require("atoll").now() - t0, what))
       end
       for i = 1, 5 do start(i) end

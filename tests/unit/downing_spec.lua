@@ -31,6 +31,24 @@ describe("downing", function()
       assert.is_false(two.majority)
     end)
 
+    it("does not count a suspected member, or one in doubt, as reached, nor down it", function()
+      -- Right after a cut of a b | c d e, seen from a: c and d declared dead, e only suspected.
+      local v = view("a", "cd")
+      v[5].suspect = true
+      local d = downing.decide(v, KM)
+      assert.is_false(d.majority)
+      assert.equal(2, d.reached)
+      assert.same({ "10.0.0.3:1", "10.0.0.4:1" }, d.unreachable)
+      assert.same({ "10.0.0.5:1" }, d.unsure)
+      -- e not even suspected yet, but it failed a confirmation ping (in doubt, that run of it).
+      v[5].suspect, v[5].incarnation = false, 7
+      d = downing.decide(v, KM, { ["10.0.0.5:1"] = 7 })
+      assert.is_false(d.majority)
+      assert.same({ "10.0.0.5:1" }, d.unsure)
+      -- A new run of e is not in doubt.
+      assert.is_true(downing.decide(v, KM, { ["10.0.0.5:1"] = 6 }).majority)
+    end)
+
     it("gives no side of 2 | 2 | 1 a majority", function()
       assert.is_false(downing.decide(view("a", "cde"), KM).majority)
       assert.is_false(downing.decide(view("c", "abe"), KM).majority)

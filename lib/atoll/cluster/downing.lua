@@ -19,6 +19,13 @@
 --   off               nobody is downed automatically: a member SWIM declares dead is down, and
 --                     comes back up if it answers again (no protection against split brains)
 --
+-- What a side reaches: a member is reached unless SWIM declared it dead (unreachable), suspects
+-- it, or it failed this node's last confirmation. SWIM probes one member at a time, so right
+-- after a cut a member on the other side may not have been probed yet and still looks fine;
+-- before it downs anyone, a side therefore pings every member it counts as reached, and downs
+-- only if those that answer (and itself) are still a majority. A member that did not answer is
+-- *in doubt*, counted as not reached (which restarts the wait) until it answers a later ping.
+--
 -- Members that count: those whose status is up or leaving (joining members do not; members
 -- down or removed no longer do). So a cluster of five that loses two members to crashes, one
 -- after the other, counts three once both are downed, and when a third crashes the two left
@@ -29,6 +36,8 @@ local host = require "atoll.c.host"
 local M = {}
 
 local STEP = 0.1 -- seconds between evaluations (and on every membership change)
+local CONFIRM_TIMEOUT = 1.0 -- seconds a member has to answer a confirmation ping
+local DOUBT_RETRY = 1.0 -- seconds between pings of members in doubt
 
 local cfg = { strategy = "keep-majority", quorum = nil, stable_after = nil }
 local started = false
@@ -38,6 +47,9 @@ local last_key = nil
 local listeners = {}
 local counters = { downed = 0, minority = 0, stopped = 0 }
 local last = nil -- the last decision, for observers
+local doubt = {} -- address -> incarnation: members that failed a confirmation ping
+local confirming = false -- a confirmation round is under way
+local doubt_timer = nil
 
 local function log(level, msg)
   host.log(level, "downing", msg)
@@ -99,6 +111,14 @@ local function reachable(m)
   return m.self or m.reachable ~= false
 end
 
+-- reached(m, doubted) -> whether a side counts m as reached: reachable, not suspected, and not
+-- in doubt (doubted: address -> incarnation, or nil).
+local function reached_now(m, doubted)
+  if m.self then return true end
+  if m.reachable == false or m.suspect then return false end
+  return not (doubted and doubted[m.address] ~= nil and doubted[m.address] == m.incarnation)
+end
+
 -- quorum(c, counted, reached) -> whether `reached` (a set: address -> true) is a majority of
 -- `counted` (an array of members) under strategy c.
 function M.quorum(c, counted, reached)
@@ -114,29 +134,37 @@ function M.quorum(c, counted, reached)
   return r * 2 == n and oldest ~= nil and reached[oldest.address] == true
 end
 
--- decide(members, c) -> { majority, counted = n, reached = n, unreachable = { address... },
--- oldest = address }: `unreachable` holds every member this node cannot reach that is neither
--- down nor removed (those that count and joining ones alike: a side with a majority downs them
--- all once stable).
-function M.decide(members, c)
-  local counted, reached, unreachable = {}, {}, {}
+-- decide(members, c [, doubted]) -> { majority, counted = n, reached = n, unreachable =
+-- { address... }, unsure = { address... }, oldest = address }: `unreachable` holds every member
+-- SWIM declared dead that is neither down nor removed (those that count and joining ones alike:
+-- a side with a majority downs them all once stable); `unsure`, the members that count as not
+-- reached without being dead (suspected, or in doubt: doubted maps address -> incarnation).
+-- Both together make the set whose changes restart the wait.
+function M.decide(members, c, doubted)
+  local counted, reached, unreachable, unsure = {}, {}, {}, {}
   local nreached, oldest = 0, nil
   for _, m in ipairs(members) do
+    local gone = m.status == "down" or m.status == "removed"
     if counts(m) then
       counted[#counted + 1] = m
       if oldest == nil or M.older(m, oldest) then oldest = m end
-      if reachable(m) then
+      if reached_now(m, doubted) then
         reached[m.address] = true
         nreached = nreached + 1
       end
     end
-    if not m.self and not reachable(m) and m.status ~= "down" and m.status ~= "removed" then
-      unreachable[#unreachable + 1] = m.address
+    if not m.self and not gone then
+      if not reachable(m) then
+        unreachable[#unreachable + 1] = m.address
+      elseif not reached_now(m, doubted) then
+        unsure[#unsure + 1] = m.address
+      end
     end
   end
   table.sort(unreachable)
+  table.sort(unsure)
   return { majority = M.quorum(c, counted, reached), counted = #counted, reached = nreached,
-           unreachable = unreachable, oldest = oldest and oldest.address }
+           unreachable = unreachable, unsure = unsure, oldest = oldest and oldest.address }
 end
 
 ---------------------------------------------------------------------------
@@ -178,13 +206,100 @@ function M.stable_after()
 end
 
 local evaluating, again = false, false
+local evaluate -- (below)
+
+-- Pings `list` (members) at once: calls done(answered) with the set of addresses that answered
+-- within CONFIRM_TIMEOUT.
+local function ping_all(list, done)
+  local cluster = require "atoll.cluster"
+  local answered, pending = {}, #list
+  if pending == 0 then return done(answered) end
+  for _, m in ipairs(list) do
+    runtime.start_root(function()
+      return pcall(cluster.call_system, m.address, "atoll.node", "ping", CONFIRM_TIMEOUT)
+    end, function(ok, res)
+      if ok and res[1] == true and res[2] == "pong" then answered[m.address] = true end
+      pending = pending - 1
+      if pending == 0 then done(answered) end
+    end, "downing confirmation")
+  end
+end
+
+-- Pings the members in doubt every DOUBT_RETRY seconds; one that answers is reached again.
+local function retry_doubts()
+  if doubt_timer or next(doubt) == nil then return end
+  doubt_timer = runtime.after_raw(DOUBT_RETRY, function()
+    doubt_timer = nil
+    local list = {}
+    for _, m in ipairs(membership().members()) do
+      if doubt[m.address] ~= nil then
+        if doubt[m.address] == m.incarnation and m.status ~= "down" and m.status ~= "removed" then
+          list[#list + 1] = m
+        else
+          doubt[m.address] = nil -- gone, or a new run
+        end
+      end
+    end
+    ping_all(list, function(answered)
+      for address in pairs(answered) do doubt[address] = nil end
+      if next(answered) then evaluate() end
+      retry_doubts()
+    end)
+  end)
+end
+
+-- Before downing: pings every member counted as reached (but this node); downs the members of
+-- `unreachable` only if those that answered are still a majority and nothing changed meanwhile.
+local function confirm_and_down(d, key)
+  confirming = true
+  local mb = membership()
+  local list = {}
+  for _, m in ipairs(mb.members()) do
+    if not m.self and counts(m) and reached_now(m, doubt) then list[#list + 1] = m end
+  end
+  ping_all(list, function(answered)
+    confirming = false
+    local missed = {}
+    for _, m in ipairs(list) do
+      if not answered[m.address] then
+        doubt[m.address] = m.incarnation
+        missed[#missed + 1] = m.address
+      end
+    end
+    if #missed > 0 then
+      log("warn", ("not downing %s yet: %s did not answer a confirmation ping"):format(
+        table.concat(d.unreachable, ", "), table.concat(missed, ", ")))
+      retry_doubts()
+      evaluate()
+      return
+    end
+    -- Still the same view, and still a majority?
+    local now_d = M.decide(mb.members(), cfg, doubt)
+    local now_key = table.concat(now_d.unreachable, ",") .. "|" .. table.concat(now_d.unsure, ",")
+    if not now_d.majority or now_key ~= key then
+      evaluate()
+      return
+    end
+    local now = runtime.now_ms() / 1000
+    for _, address in ipairs(now_d.unreachable) do
+      local m = mb.member(address)
+      if m and m.status ~= "down" and m.status ~= "removed" then
+        log("warn", ("downing %s%s: unreachable for %.1f s, and this side reaches %d of %d "
+          .. "members (confirmed)"):format(address, m.name ~= "" and (" (" .. m.name .. ")") or "",
+          now - unstable_since, now_d.reached, now_d.counted))
+        counters.downed = counters.downed + 1
+        mb.down_final(address)
+      end
+    end
+  end)
+end
 
 local function evaluate_once()
   local mb = membership()
-  local d = M.decide(mb.members(), cfg)
+  local d = M.decide(mb.members(), cfg, doubt)
   last = d
   local now = runtime.now_ms() / 1000
-  local key = table.concat(d.unreachable, ",")
+  local key = table.concat(d.unreachable, ",") .. "|" .. table.concat(d.unsure, ",")
   if key ~= last_key then
     last_key = key
     unstable_since = now
@@ -193,18 +308,7 @@ local function evaluate_once()
   local stable = now - unstable_since >= M.stable_after()
   if d.majority then
     set_status("majority", d)
-    if stable and #d.unreachable > 0 then
-      for _, address in ipairs(d.unreachable) do
-        local m = mb.member(address)
-        if m and m.status ~= "down" and m.status ~= "removed" then
-          log("warn", ("downing %s%s: unreachable for %.1f s, and this side reaches %d of %d "
-            .. "members"):format(address, m.name ~= "" and (" (" .. m.name .. ")") or "",
-            now - unstable_since, d.reached, d.counted))
-          counters.downed = counters.downed + 1
-          mb.down_final(address)
-        end
-      end
-    end
+    if stable and #d.unreachable > 0 and not confirming then confirm_and_down(d, key) end
   else
     set_status(stable and "stopped" or "minority", d)
   end
@@ -212,7 +316,7 @@ end
 
 -- Downing a member changes the membership, whose listeners call back in here: the change is
 -- evaluated after this evaluation, not inside it.
-local function evaluate()
+function evaluate()
   if not started then return end
   if evaluating then
     again = true
@@ -271,11 +375,17 @@ function M.quorum_of(reached)
   return M.quorum(cfg, counted, reached)
 end
 
+-- doubted() -> address -> incarnation: the members that failed a confirmation ping (decide's
+-- third argument).
+function M.doubted()
+  return doubt
+end
+
 -- info() -> what `atoll members` shows about downing
 function M.info()
   return { strategy = cfg.strategy, quorum = cfg.quorum, stable_after = M.stable_after(),
            status = status, counted = last and last.counted, reached = last and last.reached,
-           unreachable = last and last.unreachable, downed = counters.downed,
+           unreachable = last and last.unreachable, unsure = last and last.unsure, downed = counters.downed,
            minority = counters.minority, stopped = counters.stopped }
 end
 

@@ -471,7 +471,7 @@ function M.has_majority()
   if not started then return true end
   local downing = require "atoll.cluster.downing"
   if downing.strategy() == "off" then return swim.has_majority() end
-  return downing.decide(M.members(), downing.config()).majority
+  return downing.decide(M.members(), downing.config(), downing.doubted()).majority
 end
 
 -- stats() -> the counters: probes, indirect_probes, acks, nacks, suspicions,

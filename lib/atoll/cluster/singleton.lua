@@ -478,6 +478,7 @@ local function others_released(st)
   for _, m in ipairs(hosts(st.name)) do
     if not m.self and m.status ~= "down" and m.status ~= "removed" and m.reachable ~= false then
       pending = pending + 1
+      log("debug", ("singleton %s: asking %s to release it"):format(st.name, m.address))
       runtime.task(function()
         local ok, answer = pcall(cluster.call_system, m.address, MANAGER, "release", RELEASE_TIMEOUT,
           st.name, node.address, me and me.upno or 0)
@@ -514,7 +515,7 @@ local function downs_confirmed()
   for _, m in ipairs(membership.members()) do
     if not m.self and downing.counts(m) then members[#members + 1] = m end
   end
-  local reached, latest, pending = {}, 0, 0
+  local reached, latest, pending, nreached = {}, 0, 0, 0
   local waiter = runtime.waiter()
   local done = false
   for _, m in ipairs(members) do
@@ -523,6 +524,7 @@ local function downs_confirmed()
       local ok, yes, age = pcall(cluster.call_system, m.address, MANAGER, "confirm_down", 2, list)
       if ok and yes == true then
         reached[m.address] = true
+        nreached = nreached + 1
         if type(age) == "number" then latest = math.max(latest, now_ms() - age) end
       end
       pending = pending - 1
@@ -530,6 +532,7 @@ local function downs_confirmed()
     end)
   end
   if pending > 0 then waiter:wait(3) end
+  log("debug", ("singleton: downs confirmed by %d of %d asked"):format(nreached, #members))
   done = true
   if not downing.quorum_of(reached) then return nil end
   return latest + LEASE * 1000
@@ -546,7 +549,9 @@ local function acquire(st)
       return st.epoch == epoch and st.state == "acquiring" and p ~= nil and p.self and not unsure
         and downing.status() == "majority"
     end
+    log("debug", ("singleton %s: acquiring: asking the other hosts to release it"):format(st.name))
     if not others_released(st) or not still() then return false end
+    log("debug", ("singleton %s: acquiring: released; confirming downs"):format(st.name))
     prune_downs()
     local failover = next(recent_downs) ~= nil
     local until_ms = downs_confirmed()
@@ -558,10 +563,12 @@ local function acquire(st)
       if not still() then return false end
     end
     return spawn_instance(st, failover)
-  end, function(ok, started)
-    if st.epoch == epoch and st.state == "acquiring" and not (ok and started) then
+  end, function(ok, res, tb)
+    -- (a root's completion gets its results packed: { n, ... }, or the error and its traceback)
+    local started = ok and res[1]
+    if st.epoch == epoch and st.state == "acquiring" and not started then
       st.state = "idle"
-      if not ok then log("error", "singleton " .. st.name .. ": acquiring failed: " .. tostring(started)) end
+      if not ok then log("error", "singleton " .. st.name .. ": acquiring failed: " .. tostring(tb or res)) end
     end
     M.poke()
   end, "singleton acquire")
