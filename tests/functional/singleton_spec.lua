@@ -5,6 +5,8 @@
 -- (start to last call served) may overlap.
 local atoll = require "atoll"
 local async = require "helpers.async"
+local json = require "atoll.util.json"
+local node = require "helpers.node"
 local nodes = require "helpers.cluster"
 local members = require "helpers.members"
 local wait = require "helpers.wait"
@@ -211,4 +213,87 @@ describe("a cluster singleton", function()
       -- The stalled instance served nothing once continued.
       assert.is_true(#runs >= 2)
     end, 90))
+  it("counts three members after two crashes, and two of those three down the third and run it",
+    async(function()
+      local views = five("crash", false)
+      local host = host_of(views)
+      local rest = others(views, host)
+      local k1, k2, survivors = rest[1], rest[2], { rest[3], rest[4] }
+      -- Two members crash, one after the other; each is downed by the four, then three, left.
+      k1.p:kill("SIGKILL")
+      k1.p:wait(5)
+      await_all({ host, k2, rest[3], rest[4] }, seeing({ k1.address }, "down"), 15, "the first crash downed")
+      k2.p:kill("SIGKILL")
+      k2.p:wait(5)
+      await_all({ host, rest[3], rest[4] }, seeing({ k2.address }, "down"), 15, "the second crash downed")
+      -- Then the counter's host: the two left are two of the three members that count.
+      host.p:kill("SIGKILL")
+      host.p:wait(5)
+      await_all(survivors, seeing({ host.address }, "down"), 15, "two of three to down the third")
+      local new = host_of(survivors, host)
+      assert.equal(0, value(new)) -- (not persistent: a new instance starts from nothing)
+      -- `atoll singletons` shows where it runs, and the failover, from either survivor.
+      local env = { env = { ATOLL_SECRET = nodes.secret } }
+      local code, out, err = node.exec({ "singletons", "--node", new.address }, env)
+      assert.equal(0, code, err)
+      assert.matches("\ncounter%s+" .. new.address:gsub("%p", "%%%0") .. "%s", "\n" .. out)
+      assert.matches("majority", out)
+      code, out = node.exec({ "singletons", "--node", new.address, "--json" }, env)
+      assert.equal(0, code)
+      local view = json.decode(out)
+      local s = view.singletons[1]
+      assert.equal("counter", s.name)
+      assert.equal(new.address, s.host)
+      assert.is_true(s.running)
+      assert.equal(1, s.failovers)
+      assert.equal("majority", view.downing.status)
+      assert.equal(2, view.downing.counted)
+    end, 90))
+
+  it("converges to one instance when two clusters that each ran it meet", async(function()
+    local opts = { app = APP, env = { SINGLE_PERSISTENT = "0" } }
+    local fast = { "--membership", "push_pull_interval=2" }
+    -- The first node's address, taken by a node that is then gone.
+    local gone = members.start("meet1", fast, opts)
+    local a1 = gone.address
+    gone.p:kill("SIGKILL")
+    gone.p:wait(5)
+    -- One cluster of three formed while the first node is not there (it joins through it in vain)...
+    local m3 = members.start("meet3", { "--join", a1, unpack(fast) }, opts)
+    local m4 = members.start("meet4", { "--join", a1 .. "," .. m3.address, unpack(fast) }, opts)
+    local m5 = members.start("meet5", { "--join", a1 .. "," .. m3.address, unpack(fast) }, opts)
+    local b = { m3, m4, m5 }
+    await_all(b, seeing(addresses(b), "up"), 15, "the cluster of three up")
+    local hb = host_of(b)
+    assert.is_number(value(hb)) -- (it runs there, apart)
+    -- ...and another of two, which the three find through their seeds.
+    local m1 = members.start("meet1", { "--listen", a1, unpack(fast) }, opts)
+    -- (alone, it runs its own instance at once; the three look for it every 2 s)
+    assert.is_not_nil(m1:line("^start (%S+) ", 5), "the cluster of two ran no instance of its own")
+    local m2 = members.start("meet2", { "--join", a1, unpack(fast) }, opts)
+    local all = { m1, m2, m3, m4, m5 }
+    await_all(all, seeing(addresses(all), "up"), 20, "all five members up")
+    local h = host_of(all)
+    -- One instance left running: every other one ran its stopped hook.
+    wait.retry(function()
+      local started, stopped = {}, {}
+      for _, v in ipairs(all) do
+        for line in v.p:stdout():gmatch("[^\n]+") do
+          local run = line:match("^start (%S+) ") or line:match("^stop (%S+) ")
+          if run then (line:match("^start") and started or stopped)[run] = true end
+        end
+      end
+      local live = 0
+      for run in pairs(started) do
+        if not stopped[run] then live = live + 1 end
+      end
+      return live == 1
+    end, 20, "one instance left of the two")
+    local before = value(h)
+    start_callers(all)
+    wait.retry(function() return value(h) >= before + 50 end, 10, "calls served by the one instance")
+    local total = stop_callers(all)
+    assert.equal(0, total.failed)
+    assert.equal(before + total.ok, value(h))
+  end, 90))
 end)
