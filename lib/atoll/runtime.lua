@@ -811,6 +811,9 @@ local function drain_mailbox(rec)
   end
   if gate then
     if method == TIMER_DUE then return timer_gated(rec, payload[1], payload[2]) end
+    -- A call of this node that waited while the actor was held, and whose caller gave up (its
+    -- timeout), is not run late.
+    if type(rid) == "number" and rid ~= 0 and not M.call_pending(rid) then return end
     return invoke_gated(rec, method, payload, rid)
   end
   invoke(rec, method, payload, rid)

@@ -152,6 +152,39 @@ describe("a cluster singleton", function()
     assert_no_overlap(intervals(views), views)
   end, 90))
 
+  it("loses no call when the next oldest host leaves too, while it takes the singleton over",
+    async(function()
+      local views = five("leave2", true)
+      local host = host_of(views)
+      -- The next oldest, by (up number, address) as membership gives them.
+      local best
+      for _, m in ipairs(nodes.named(host.address, "atoll.node", 10):members().members) do
+        if m.address ~= host.address and (best == nil or m.upno < best.upno
+          or (m.upno == best.upno and m.address < best.address)) then
+          best = m
+        end
+      end
+      local next_host
+      for _, v in ipairs(views) do
+        if v.address == best.address then next_host = v end
+      end
+      local rest = others(others(views, host), next_host)
+      start_callers(rest, 0.001)
+      wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+      host.p:kill("SIGTERM")
+      atoll.sleep(0.01)
+      next_host.p:kill("SIGTERM")
+      assert.equal(0, host.p:wait(wait.seconds(15)))
+      assert.equal(0, next_host.p:wait(wait.seconds(15)))
+      local new = host_of(rest)
+      local before = value(new)
+      wait.retry(function() return value(rest[1]) >= before + 50 end, 10, "calls served by the third host")
+      local total = stop_callers(rest)
+      assert.same({}, total.kinds)
+      assert.equal(total.ok, value(new))
+      assert_no_overlap(intervals(views), views)
+    end, 90))
+
   it("starts again on the next oldest host when its host is SIGKILLed, with its journal intact",
     async(function()
       local views = five("kill", true)

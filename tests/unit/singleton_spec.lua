@@ -89,4 +89,49 @@ describe("a singleton on one node", function()
     assert.equal(1, ref:add("on time"))
     assert.same({ "on time" }, ref:seen())
   end))
+  it("does not count calls whose callers gave up toward the bound", async(function()
+    local s = name("expired")
+    local long = atoll.singleton.ref(s, 30)
+    local short = atoll.singleton.ref(s, 0.2)
+    local first
+    atoll.task(function() first = long:add("first") end)
+    local timeouts = 0
+    for k = 1, singleton.HOLD_MAX - 1 do
+      atoll.task(function()
+        local ok, err = pcall(short.add, short, k)
+        if not ok and atoll.errors.kind(err) == "timeout" then timeouts = timeouts + 1 end
+      end)
+    end
+    wait.retry(function() return timeouts == singleton.HOLD_MAX - 1 end, 5, "the short calls to time out")
+    -- One call waits; new ones are held, not refused.
+    local later = {}
+    for k = 1, 10 do atoll.task(function() later[k] = long:add("later " .. k) end) end
+    atoll.sleep(0.05)
+    assert.equal(11, info(s).held)
+    assert.equal(0, info(s).overflowed)
+    atoll.singleton.host(s, counter_type())
+    wait.retry(function() return first ~= nil and #later == 10 end, 5, "the held calls to be answered")
+    assert.equal(1, first)
+    assert.equal(11, #long:seen())
+  end))
+
+  it("refuses requests of its manager that do not come from a live host, and garbage", async(function()
+    local s = name("guarded")
+    local ref = atoll.singleton.host(s, counter_type())
+    assert.equal(1, ref:add(1))
+    local manager = atoll.whereis("atoll.singletons")
+    -- Nobody at that address hosts it: the instance keeps running, its state too.
+    assert.equal("refused", manager:release(s, "127.0.0.1:9", -1))
+    assert.equal("refused", manager:release(s, "127.0.0.1:9", 1))
+    assert.equal("refused", manager:release(s, 42, 1))
+    assert.equal(2, ref:add(1))
+    assert.is_false(manager:confirm_down { 1, 2, 3 })
+    assert.is_false(manager:confirm_down { { "127.0.0.1:9" } })
+    assert.is_false(manager:confirm_down "nonsense")
+    manager:released(s, "127.0.0.1:9", "x")
+    manager:lease_ack("x", 1, "ok")
+    assert.equal(3, ref:add(1))
+    assert.equal(s, info(s).name)
+    assert.is_true(info(s).running)
+  end))
 end)

@@ -221,10 +221,11 @@ Usage: atoll singletons --node HOST:PORT [options]
 Prints the cluster singletons the node at HOST:PORT knows: each one's name,
 the member that runs it (or should: the oldest up member that hosts it), how
 long its instance has run there, the calls held for it on the node asked
-(while it moves), and that node's counters: hand-overs (its instance stopped
-here for another host), failovers (started here after a host was downed),
-calls held in all, calls refused as overloaded. Then the node's side of the
-cluster: whether it holds a majority, and its downing strategy.
+(while it moves, up to 2,048), and that node's counters: hand-overs (its
+instance stopped here for another host), failovers (started here after a
+host was downed or replaced by a new run), calls refused as overloaded
+(`--json` adds held_total, the calls held in all). Then the node's side of
+the cluster: whether it holds a majority, and its downing strategy.
 
 Options:
   --node HOST:PORT      the node to ask (required)

@@ -63,9 +63,12 @@ end
 function M.parse(spec)
   if spec == nil or spec == "" or spec == "keep-majority" then return { strategy = "keep-majority" } end
   if spec == "off" then return { strategy = "off" } end
-  local n = tostring(spec):match("^static%-quorum=(%d+)$")
-  if n and tonumber(n) >= 1 and tonumber(n) <= 10000 then
-    return { strategy = "static-quorum", quorum = tonumber(n) }
+  local n = tostring(spec):match("^static%-quorum=(.*)$")
+  if n then
+    if n:match("^%d+$") and tonumber(n) >= 1 and tonumber(n) <= 10000 then
+      return { strategy = "static-quorum", quorum = tonumber(n) }
+    end
+    return nil, ("static-quorum=N needs N, the members a side must reach, from 1 to 10000 (not '%s')"):format(n)
   end
   return nil, ("unknown downing strategy '%s' (keep-majority, static-quorum=N or off)"):format(tostring(spec))
 end

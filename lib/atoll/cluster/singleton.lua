@@ -39,7 +39,8 @@ local PREFIX = "atoll.singleton/" -- the names calls travel under: PREFIX .. hop
 local KEY = "atoll.singleton:"    -- the receptionist key its hosts check in under
 local MANAGER = "atoll.singletons" -- each node's manager actor, by name
 M.HOLD_MAX = 2048                 -- calls held per singleton per node
-local HOPS_MAX = 3                -- forwards before a call waits where it is
+local HOPS_MAX = 3                -- forwards before a call waits where it is...
+local HOPS_RESET = 100            -- ...for this many ms, before it may be forwarded again
 local LEASE = 1.0                 -- seconds a lease round answered by a majority holds
 local LEASE_ROUND = 0.25          -- seconds between lease rounds
 local HELD_TTL = 60               -- seconds a call from another node may be held here
@@ -236,6 +237,8 @@ function M.lease_ack(round, address, verdict)
     end
     return
   end
+  local m = membership.member(address)
+  if m == nil or m.self or not downing.counts(m) then return end
   r.acks[address] = true
   local reached = {}
   for a in pairs(r.acks) do reached[a] = true end
@@ -251,6 +254,7 @@ end
 local function hold(st, entry)
   local h = st.held
   h.tail = h.tail + 1
+  entry[6] = now_ms()
   h[h.tail] = entry
   st.held_total = st.held_total + 1
 end
@@ -310,6 +314,9 @@ local function pump(st)
       h[h.head] = nil
       h.head = h.head + 1
     else
+      -- A call that bounced HOPS_MAX times while views disagreed waits here a while, then may go
+      -- on again: the views have had time to agree.
+      if entry[4] >= HOPS_MAX and now_ms() - (entry[6] or 0) >= HOPS_RESET then entry[4] = 0 end
       local w = where(st, entry[4])
       if w == "wait" then break end
       h[h.head] = nil
@@ -327,6 +334,21 @@ local function pump(st)
   if h.head > h.tail then
     h.head, h.tail = 1, 0
   end
+end
+
+-- Drops the held entries whose callers gave up (anywhere in the queue, not only at its head).
+local function compact(st)
+  local h = st.held
+  local kept, n = {}, 0
+  for i = h.head, h.tail do
+    local entry = h[i]
+    if not expired(entry) then
+      n = n + 1
+      kept[n] = entry
+    end
+  end
+  kept.head, kept.tail = 1, n
+  st.held = kept
 end
 
 -- A message for singleton `name` (its target handle's call or send, or a call from another
@@ -347,6 +369,7 @@ local function accept(name, method, payload, to, hops)
       return true
     end
   end
+  if held_count(st) >= M.HOLD_MAX then compact(st) end
   if held_count(st) >= M.HOLD_MAX then
     st.overflowed = st.overflowed + 1
     return nil, new_error("overloaded", ("%d calls wait for singleton %s on this node already")
@@ -516,6 +539,11 @@ local function downs_confirmed()
     if not m.self and downing.counts(m) then members[#members + 1] = m end
   end
   local reached, latest, pending, nreached = {}, 0, 0, 0
+  -- This node counts in the majority that confirms: its own grants count too.
+  for _, d in ipairs(list) do
+    local t = acked[d[1] .. "/" .. tostring(d[2])]
+    if t then latest = math.max(latest, t) end
+  end
   local waiter = runtime.waiter()
   local done = false
   for _, m in ipairs(members) do
@@ -553,7 +581,9 @@ local function acquire(st)
     if not others_released(st) or not still() then return false end
     log("debug", ("singleton %s: acquiring: released; confirming downs"):format(st.name))
     prune_downs()
-    local failover = next(recent_downs) ~= nil
+    -- A failover: members were downed lately, or the run that ran it here last is gone without
+    -- saying it released it (a quick restart replaces a run rather than downing it).
+    local failover = next(recent_downs) ~= nil or (st.last_host ~= nil and not st.released_by[st.last_host])
     local until_ms = downs_confirmed()
     if until_ms == nil or not still() then return false end
     if until_ms > now_ms() then
@@ -578,6 +608,7 @@ local function evaluate(st)
   if st.hosted then
     local p, unsure = placement(st.name)
     local mine = p ~= nil and p.self
+    if p and not p.self then st.last_host = p.address .. "/" .. tostring(p.incarnation) end
     local status = downing.status()
     if st.state == "running" then
       if status == "stopped" then
@@ -632,13 +663,23 @@ local Manager = require("atoll.actor").define "atoll.Singletons"
 -- release(name, requester, upno) -> "done" | "refused": the requester thinks it should run
 -- the singleton; this node stops its instance unless it is older than the requester.
 function Manager.distributed:release(name, requester, upno)
-  if type(name) ~= "string" then return "refused" end
+  if type(name) ~= "string" or type(requester) ~= "string" then return "refused" end
   local st = singletons[name]
   if st == nil then return "done" end
+  -- The requester must be a member this node sees up, that hosts the name; its age is the one
+  -- membership gives it here (what it claims counts only while this node knows none).
+  local them = nil
+  for _, m in ipairs(hosts(name)) do
+    if m.address == requester and not m.self and m.status == "up" then them = m end
+  end
+  if them == nil then return "refused" end
+  if (them.upno or 0) == 0 then
+    if type(upno) ~= "number" or upno < 1 or upno % 1 ~= 0 then return "refused" end
+    them = { address = requester, upno = upno }
+  end
   -- An older host that is up refuses, whether or not it runs the singleton yet: the requester
   -- has not heard of it, and will start nothing while this node is its elder.
   local me = self_member()
-  local them = { address = requester, upno = upno }
   if me and st.hosted and me.status == "up" and downing.older(me, them) then return "refused" end
   if st.state == "idle" then return "done" end
   if st.state == "acquiring" then
@@ -656,7 +697,9 @@ end
 -- run of it is passed over from now on (before this node hears that it is leaving); a new run
 -- has a new incarnation.
 function Manager.distributed:released(name, address, incarnation)
-  if type(name) ~= "string" or type(address) ~= "string" then return end
+  if type(name) ~= "string" or type(address) ~= "string" or type(incarnation) ~= "number" then return end
+  local m = membership.member(address)
+  if m == nil or m.self or m.incarnation ~= incarnation then return end
   state_of(name).released_by[address .. "/" .. tostring(incarnation)] = true
   M.poke()
 end
@@ -668,8 +711,9 @@ function Manager.distributed:confirm_down(list)
   if type(list) ~= "table" then return false end
   local youngest = nil
   for _, d in ipairs(list) do
+    if type(d) ~= "table" then return false end
     local address, incarnation = d[1], d[2]
-    if type(address) ~= "string" then return false end
+    if type(address) ~= "string" or type(incarnation) ~= "number" then return false end
     local m = membership.member(address)
     if m and m.incarnation == incarnation and m.status ~= "down" and m.status ~= "removed" then
       return false
@@ -763,6 +807,7 @@ function M.info()
   local out = {}
   for name, st in pairs(singletons) do
     local p = placement(name)
+    compact(st)
     out[#out + 1] = { name = name, hosted = st.hosted ~= nil, host = p and p.address or nil,
       state = st.state, running = st.state == "running", since = st.since, held = held_count(st),
       handovers = st.handovers, failovers = st.failovers, held_total = st.held_total,
