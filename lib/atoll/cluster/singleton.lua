@@ -639,11 +639,16 @@ end
 -- poke(): evaluate soon (after the current message), and keep evaluating while there is
 -- anything to do.
 function M.poke()
-  if evaluating_timer then return end
+  if evaluating_timer then
+    if evaluating_timer.soon then return end
+    -- A periodic evaluation is due later: this one comes first (a host released it, an
+    -- instance started: what waits should not wait for the next step).
+    evaluating_timer:cancel()
+  end
   evaluating_timer = runtime.after_raw(0, function()
     evaluating_timer = nil
     evaluate_all()
-    if busy() then
+    if busy() and evaluating_timer == nil then
       local held = false
       for _, st in pairs(singletons) do held = held or held_count(st) > 0 end
       evaluating_timer = runtime.after_raw(held and HELD_STEP or STEP, function()
@@ -652,6 +657,7 @@ function M.poke()
       end)
     end
   end)
+  evaluating_timer.soon = true
 end
 
 ---------------------------------------------------------------------------
@@ -701,6 +707,7 @@ function Manager.distributed:released(name, address, incarnation)
   local m = membership.member(address)
   if m == nil or m.self or m.incarnation ~= incarnation then return end
   state_of(name).released_by[address .. "/" .. tostring(incarnation)] = true
+  log("debug", ("singleton %s: %s released it"):format(name, address))
   M.poke()
 end
 
@@ -780,11 +787,14 @@ function M.shutdown(seconds)
   local me = self_member()
   for _, st in pairs(singletons) do
     if st.state == "running" or st.state == "acquiring" then
+      -- Every other host hears it at once (this node's own status may not say `leaving` yet,
+      -- and gossip takes a few probes to spread it): the next oldest starts without waiting.
       release(st, "this node is leaving", function()
-        local p = placement(st.name)
-        if p and not p.self then
-          pcall(cluster.send_name, p.address, MANAGER, "released", st.name, node.address,
-            me and me.incarnation)
+        for _, m in ipairs(hosts(st.name)) do
+          if not m.self and m.status ~= "down" and m.status ~= "removed" then
+            pcall(cluster.send_name, m.address, MANAGER, "released", st.name, node.address,
+              me and me.incarnation)
+          end
         end
       end)
     end
