@@ -119,10 +119,10 @@ local function round(views, signal)
   return t1 - t0, failed
 end
 
-atoll.run(function()
-  math.randomseed(host.pid())
-  assert(cluster.start { listen = "127.0.0.1:0", secret = nodes.secret, name = "bench-cluster" })
-  local views = { start("s1") }
+local views = {}
+
+local function measure()
+  views[1] = start("s1")
   for i = 2, N do views[i] = start("s" .. i, views[1].address) end
   all_up(views)
 
@@ -148,6 +148,14 @@ atoll.run(function()
   table.sort(failovers)
   bench("singleton.failover.p50.s", quantile(failovers, 0.5), "s")
   bench("singleton.failover.p99.s", quantile(failovers, 0.99), "s")
-  for _, v in ipairs(views) do v.p:kill("SIGKILL") end
+end
+
+atoll.run(function()
+  math.randomseed(host.pid())
+  assert(cluster.start { listen = "127.0.0.1:0", secret = nodes.secret, name = "bench-cluster" })
+  local ok, err = xpcall(measure, debug.traceback)
+  -- The nodes go whatever happened (a failed round would leave them running).
+  for _, v in pairs(views) do pcall(v.p.kill, v.p, "SIGKILL") end
   tmp.remove(dir)
+  if not ok then error(err, 0) end
 end)
