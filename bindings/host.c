@@ -109,6 +109,21 @@ static int l_set_exit_code(lua_State *L) {
   return 0;
 }
 
+/* restart() -- once the loop has ended and the node has closed, the process runs its own
+ * command line again (host/main.c): a new run of the node, with a new incarnation */
+static int l_restart(lua_State *L) {
+  BINDING_HOST(L)->restart = 1;
+  return 0;
+}
+
+/* setenv(name, value) -- for the command run again after host.restart() */
+static int l_setenv(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  const char *value = luaL_checkstring(L, 2);
+  if (uv_os_setenv(name, value) != 0) return luaL_error(L, "cannot set %s", name);
+  return 0;
+}
+
 /* watch_signals() -- SIGINT and SIGTERM call the signal handler */
 static int l_watch_signals(lua_State *L) {
   int rc = host_watch_signals(BINDING_HOST(L));
@@ -364,6 +379,8 @@ static const luaL_Reg host_fns[] = {
     {"interrupt", l_interrupt},
     {"exit_code", l_exit_code},
     {"set_exit_code", l_set_exit_code},
+    {"restart", l_restart},
+    {"setenv", l_setenv},
     {"watch_signals", l_watch_signals},
     {"log", l_log},
     {"log_level", l_log_level},

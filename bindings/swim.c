@@ -24,7 +24,7 @@ static membership_t *started(lua_State *L) {
 }
 
 static void push_member(lua_State *L, const swim_member_t *mem, int self) {
-  lua_createtable(L, 0, 9);
+  lua_createtable(L, 0, 10);
   lua_pushstring(L, mem->addr);
   lua_setfield(L, -2, "address");
   lua_pushstring(L, mem->name);
@@ -39,6 +39,8 @@ static void push_member(lua_State *L, const swim_member_t *mem, int self) {
   lua_setfield(L, -2, "phase");
   lua_pushnumber(L, (double)mem->since);
   lua_setfield(L, -2, "since");
+  lua_pushnumber(L, mem->upno); /* 0 until it went up */
+  lua_setfield(L, -2, "upno");
   if (self) {
     lua_pushboolean(L, 1);
     lua_setfield(L, -2, "self");
@@ -108,6 +110,9 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
   c->leave_grace_ms =
       (uint32_t)(opt_field(L, t, "leave_grace", c->leave_grace_ms / 1e3, 0, 60) * 1e3);
   c->tombstone_ms = (uint32_t)(opt_field(L, t, "tombstone", c->tombstone_ms / 1e3, 1, 86400) * 1e3);
+  double keep = opt_field(L, t, "keep_unreachable", c->keep_unreachable, 0, 1);
+  if (keep != 0 && keep != 1) luaL_error(L, "membership: keep_unreachable must be 0 or 1");
+  c->keep_unreachable = keep == 1;
   if (c->probe_timeout_ms >= c->probe_interval_ms) {
     luaL_error(L, "membership setting probe_timeout must be shorter than probe_interval");
   }
@@ -121,7 +126,7 @@ static void read_config(lua_State *L, int t, swim_config_t *c) {
   } while (0)
 
 static void push_config(lua_State *L, const swim_config_t *c) {
-  lua_createtable(L, 0, 13);
+  lua_createtable(L, 0, 14);
 #define F SET_NUMBER
   F("probe_interval", c->probe_interval_ms / 1e3);
   F("probe_timeout", c->probe_timeout_ms / 1e3);
@@ -136,6 +141,7 @@ static void push_config(lua_State *L, const swim_config_t *c) {
   F("push_pull_interval", c->push_pull_interval_ms / 1e3);
   F("leave_grace", c->leave_grace_ms / 1e3);
   F("tombstone", c->tombstone_ms / 1e3);
+  F("keep_unreachable", c->keep_unreachable);
 #undef F
 }
 
@@ -200,10 +206,14 @@ static int l_set_phase(lua_State *L) {
   return 0;
 }
 
+/* down(address [, final]) -> true if the member was marked down (final:
+ * downed for good, swim_down_final; else declared dead, which it may refute) */
 static int l_down(lua_State *L) {
   membership_t *m = started(L);
   const char *addr = luaL_checkstring(L, 1);
-  int rc = swim_down(m->swim, uv_now(&m->host->loop), addr);
+  int final = lua_toboolean(L, 2);
+  uint64_t now = uv_now(&m->host->loop);
+  int rc = final ? swim_down_final(m->swim, now, addr) : swim_down(m->swim, now, addr);
   membership_kick(m);
   lua_pushboolean(L, rc == 0);
   return 1;

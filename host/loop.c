@@ -111,7 +111,18 @@ int host_watch_signals(host_t *h) {
   sa.sa_flags = SA_RESTART;
   sigemptyset(&sa.sa_mask);
   if (sigaction(SIGINT, &sa, NULL) != 0 || sigaction(SIGTERM, &sa, NULL) != 0) return -errno;
+  /* A run started again (host/main.c) begins with them blocked, any that came meanwhile
+   * pending: they reach the handler now. */
+  sigset_t both;
+  sigemptyset(&both);
+  sigaddset(&both, SIGINT);
+  sigaddset(&both, SIGTERM);
+  sigprocmask(SIG_UNBLOCK, &both, NULL);
   return 0;
+}
+
+int host_signals_seen(void) {
+  return __atomic_load_n(&signals_seen, __ATOMIC_SEQ_CST);
 }
 
 int host_run(host_t *h) {

@@ -35,6 +35,7 @@ typedef struct host_s {
   int closing;     /* host_close is closing every handle: no more calls into Lua */
   int stopping;    /* shutdown was requested */
   int exit_code;
+  int restart;        /* once the loop has ended, run the same command again (a downed node) */
   double incarnation; /* drawn at start: refs of an earlier run of this node are dead */
   char name[64];
 } host_t;
@@ -47,6 +48,9 @@ int host_init(host_t *h);
  * it works even while a handler keeps the loop blocked. The handles do not
  * keep the loop alive on their own. */
 int host_watch_signals(host_t *h);
+
+/* How many SIGINT or SIGTERM signals the handlers have seen. */
+int host_signals_seen(void);
 
 /* Runs the loop until nothing keeps it alive or host_stop is called; does
  * not start at all once a stop was requested. */

@@ -1,7 +1,11 @@
 /* atoll's entry point: a host, a Lua state, and the command line handed to lib/atoll/cli. */
+#include <errno.h>
 #include <lauxlib.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
 
 #include "loop.h"
 #include "vm.h"
@@ -19,8 +23,9 @@ static void push_argv(lua_State *L, int argc, char **argv) {
   }
 }
 
-/* Runs the command in a fresh host; returns the process exit code. */
-static int run_host(int argc, char **argv) {
+/* Runs the command in a fresh host; returns the process exit code, and sets *restart when the
+ * node asked to run again (host.restart(): the cluster downed it). */
+static int run_host(int argc, char **argv, int *restart) {
   host_t host;
   int rc = host_init(&host);
   if (rc) {
@@ -59,9 +64,40 @@ static int run_host(int argc, char **argv) {
   }
   lua_pop(L, 1);
 
+  *restart = host.restart;
   if (host_close(&host) != 0 && code == 0) code = EXIT_APP;
   vm_close(L);
   return code;
+}
+
+/* Runs this executable's command line again, in this process (its pid, its standard streams;
+ * every other descriptor the node had is close-on-exec). Returns only if that failed. */
+static int run_again(char **argv) {
+  /* A shutdown signal that came while this run was ending must stop the next one too: blocked
+   * from here, one that comes now stays pending across exec, and the next run's handler gets it
+   * once installed (host_watch_signals); one that came already ends the process instead. */
+  sigset_t both, old;
+  sigemptyset(&both);
+  sigaddset(&both, SIGINT);
+  sigaddset(&both, SIGTERM);
+  sigprocmask(SIG_BLOCK, &both, &old);
+  if (host_signals_seen() > 0) {
+    fprintf(stderr, "atoll: a shutdown signal came while the node was starting again: stopping\n");
+    return 0;
+  }
+  char exe[4096];
+  size_t n = sizeof exe;
+  if (uv_exepath(exe, &n) != 0) return EXIT_APP;
+  char count[16];
+  const char *prev = getenv("ATOLL_RESTARTS");
+  snprintf(count, sizeof count, "%d", (prev ? atoi(prev) : 0) + 1);
+  setenv("ATOLL_RESTARTS", count, 1);
+  fflush(stdout);
+  fflush(stderr);
+  execv(exe, argv);
+  sigprocmask(SIG_SETMASK, &old, NULL);
+  fprintf(stderr, "atoll: cannot run again (%s): %s\n", exe, strerror(errno));
+  return EXIT_APP;
 }
 
 int main(int argc, char **argv) {
@@ -71,5 +107,8 @@ int main(int argc, char **argv) {
   signal(SIGXFSZ, SIG_IGN);
   /* print() output reaches pipes line by line, as it does on a terminal. */
   setvbuf(stdout, NULL, _IOLBF, 0);
-  return run_host(argc, argv);
+  int restart = 0;
+  int code = run_host(argc, argv, &restart);
+  if (restart) return run_again(argv);
+  return code;
 }

@@ -35,10 +35,10 @@
  *   the sides of a healed partition find each other again.
  * - Members declared dead or gone (tombstones) are called on with a ping
  *   now and then, round-robin, at a rate that stays flat as the cluster
- *   grows, until they are forgotten: a node restarted at the same address
- *   answers with its new run, and is back within seconds whether it was
- *   told whom to join or not; one alive after all hears its verdict and
- *   refutes it.
+ *   grows, until they are forgotten (dead ones never are, with
+ *   keep_unreachable): a node restarted at the same address answers with
+ *   its new run, and is back within seconds whether it was told whom to
+ *   join or not; one alive after all hears its verdict and refutes it.
  * - A node that knew no other live member gets the whole view (a
  *   push-pull) from the first member it hears from, and so does a member
  *   from a new run that answers its call on a tombstone.
@@ -46,10 +46,39 @@
  *   excepted): a node joining a large cluster would otherwise flood it with
  *   news everyone has.
  *
+ * Downing: a member can also be downed for good (swim_down_final: what a
+ * keep-majority decision does to an unreachable member), which, unlike a
+ * death, no refutation undoes. News that a run is DOWNED wins over any
+ * other news about that run at any version (only its version follows the
+ * news, so that views agree), and nothing changes it afterwards; a new run
+ * at the address is a restart as usual. A downed member is a tombstone:
+ * not probed, called on now and then, forgotten after the tombstone time;
+ * but its run is remembered as downed (the last DOWNED_RUNS_MAX) for as
+ * long as the node runs, and news of it ignored.
+ * The news rides on twice as many packets as other news, since no detector
+ * repairs a member that missed it. The downed node itself hears it on the
+ * answer to its next ping (the buddy system, as for a suspect) or on a call
+ * on its tombstone; it then refutes nothing and falls silent (it sends
+ * nothing more, so that it cannot come back as a new member once the others
+ * forgot its tombstone), and reports itself DOWNED.
+ *
+ * Seniority: a node that goes up numbers its run with upno = 1 + the
+ * largest upno it knows of (of any member, gone or forgotten ones too), once
+ * per run. A joining node goes up only after its first push-pull, so it
+ * knows the members up before it and counts as younger than all of them;
+ * (upno, addr) orders members totally, without clocks, and alike on every
+ * member, since the upno travels with every update about the run. Nodes
+ * that go up at the same moment may share a number; the address decides.
+ * A member's upno, once known, never changes: a known one replaces 0 (news
+ * from a node that does not send it), and of two different ones, which no
+ * correct node sends, the smaller stays.
+ *
  * Wire format: each packet is a MessagePack array
  *   [type, seq, from_addr, from_uid, (target_addr, target_uid,) gossip]
  * with gossip an array of updates [addr, uid, version, state, phase, name,
- * from]. Packets are authenticated by the node before they get here. */
+ * from, upno]; a full state (push-pull) is an array of the same updates.
+ * An update of 7 fields (a node from before upno) is read with upno 0.
+ * Packets are authenticated by the node before they get here. */
 #include "swim.h"
 
 #include <math.h>
@@ -62,12 +91,12 @@
 
 enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5 };
 
-#define MAX_HELPING       256 /* ping-reqs served at once */
-#define GOSSIP_ENTRY_MAX  160 /* bytes an update may take on the wire */
-#define GOSSIP_PER_PACKET 32  /* updates a packet may carry */
-#define PINGERS           16  /* recent pingers remembered */
-#define LAST_CALLS        2   /* pings to a suspect before declaring it dead */
-#define TOMBSTONE_CALLERS 3   /* members calling on each tombstone per probe interval, about */
+#define MAX_HELPING       256  /* ping-reqs served at once */
+#define GOSSIP_PER_PACKET 32   /* updates a packet may carry */
+#define PINGERS           16   /* recent pingers remembered */
+#define LAST_CALLS        2    /* pings to a suspect before declaring it dead */
+#define TOMBSTONE_CALLERS 3    /* members calling on each tombstone per probe interval, about */
+#define DOWNED_RUNS_MAX   1024 /* downed runs remembered once out of their slot (8 KB) */
 
 /* The defaults, and why (the figures are the simulator's, tests/sim):
  * - probe interval 500 ms, timeout 200 ms: on a LAN or in a data center an
@@ -99,9 +128,13 @@ enum { MSG_PING = 1, MSG_ACK = 2, MSG_PING_REQ = 3, MSG_NACK = 4, MSG_GOSSIP = 5
  * - LHM up to 8: Lifeguard's and memberlist's.
  * - push-pull every 30 s: memberlist's; it repairs whatever gossip missed.
  * - a leaving node answers for 1.5 s (3 intervals) so its goodbye spreads.
- * - dead and left members are remembered 5 minutes, so that stale gossip
- *   about them cannot bring them back, and so that a node cut off from the
- *   majority keeps knowing it for that long. */
+ * - dead, downed and left members are remembered 5 minutes, so that stale
+ *   gossip about them cannot bring them back, and so that a node cut off
+ *   from the majority keeps knowing it for that long.
+ * - dead members are forgotten like the others (keep_unreachable 0): a
+ *   cluster that lost a member for good shrinks back on its own. Under
+ *   keep-majority downing a dead member is only unreachable, and must count
+ *   (swim_has_majority) until a majority downs it: keep_unreachable 1. */
 void swim_default_config(swim_config_t *c) {
   c->probe_interval_ms = 500;
   c->probe_timeout_ms = 200;
@@ -116,12 +149,13 @@ void swim_default_config(swim_config_t *c) {
   c->push_pull_interval_ms = 30000;
   c->leave_grace_ms = 1500;
   c->tombstone_ms = 300000;
+  c->keep_unreachable = 0;
   c->packet_max = SWIM_PACKET_MAX;
 }
 
 const char *swim_state_name(swim_state_t st) {
-  static const char *const names[] = {"alive", "suspect", "dead", "left"};
-  return st <= SWIM_LEFT ? names[st] : "?";
+  static const char *const names[] = {"alive", "suspect", "dead", "left", "downed"};
+  return st <= SWIM_DOWNED ? names[st] : "?";
 }
 
 const char *swim_phase_name(swim_phase_t ph) {
@@ -154,6 +188,13 @@ struct swim_s {
 
   swim_member_t *m;  /* slot 0 is this node */
   uint64_t *retired; /* slot -> the previous uid at that address (a restart) */
+  /* Runs downed that no slot holds any more (a new run took the address, or
+   * the tombstone was forgotten), the last DOWNED_RUNS_MAX of them, for as
+   * long as this node runs: news of them is ignored, so that neither stale
+   * news nor the run itself (cut off when it was downed, and still running
+   * when the partition heals) can bring them back. */
+  uint64_t *downed_runs;
+  size_t ndowned_runs, downed_runs_cap;
   size_t n, cap;
   int32_t *index; /* open addressing: address -> slot, -1 empty */
   size_t index_cap;
@@ -183,6 +224,7 @@ struct swim_s {
   uint32_t seq;
   uint64_t next_probe, next_push_pull, leave_at, next_sweep, next_gossip;
   int left;
+  int downed;               /* this run was downed: it refutes nothing and goes quiet */
   int hush;                 /* merging a full state: learn, but do not pass it on */
   int stale_news;           /* a packet suspected this node at a version it refuted */
   int32_t pingers[PINGERS]; /* who pinged this node lately (a ring of slots) */
@@ -193,6 +235,8 @@ struct swim_s {
   uint64_t next_tombstone_call;
   size_t tombstone_cursor; /* the slot called on last (call_on_tombstone) */
   uint32_t tombstone_seq;  /* the ping of that call */
+  uint32_t upno_max;       /* the largest upno any news carried, forgotten members' too */
+  uint64_t notified;       /* events reported so far */
   swim_stats_t stats;
   buf_t pkt, tmp;
 };
@@ -287,6 +331,7 @@ static void index_rebuild(swim_t *s) {
 static void notify(swim_t *s, int32_t slot, swim_event_t ev, swim_state_t old_state,
                    swim_phase_t old_phase) {
   s->nalive_ok = 0;
+  s->notified++;
   if (s->env.changed) s->env.changed(s->env.ctx, &s->m[slot], ev, old_state, old_phase);
 }
 
@@ -433,6 +478,31 @@ static int32_t new_slot(swim_t *s, const char *addr) {
   return slot;
 }
 
+/* Remembers that a downed run left its slot. */
+static void remember_downed(swim_t *s, const swim_member_t *m) {
+  if (m->state != SWIM_DOWNED) return;
+  if (s->ndowned_runs == s->downed_runs_cap) {
+    size_t cap = s->downed_runs_cap ? s->downed_runs_cap * 2 : 8;
+    void *p = cap <= DOWNED_RUNS_MAX ? realloc(s->downed_runs, cap * sizeof *s->downed_runs) : NULL;
+    if (p == NULL) { /* full: the oldest goes */
+      if (s->ndowned_runs == 0) return;
+      memmove(s->downed_runs, s->downed_runs + 1, --s->ndowned_runs * sizeof *s->downed_runs);
+    } else {
+      s->downed_runs = p;
+      s->downed_runs_cap = cap;
+    }
+  }
+  s->downed_runs[s->ndowned_runs++] = m->uid;
+}
+
+/* 1 if uid is a downed run remembered out of its slot. */
+static int was_downed(const swim_t *s, uint64_t uid) {
+  for (size_t i = 0; i < s->ndowned_runs; i++) {
+    if (s->downed_runs[i] == uid) return 1;
+  }
+  return 0;
+}
+
 /* ---- gossip -------------------------------------------------------------- */
 
 /* How many packets an update rides on: lambda * ceil(log10(n + 1)), and in a
@@ -481,7 +551,7 @@ static void drop_gossip_about(swim_t *s, int32_t slot) {
 }
 
 static void write_update(mpk_writer_t *w, const swim_member_t *m, const char *from) {
-  mpk_array(w, 7);
+  mpk_array(w, 8);
   mpk_cstr(w, m->addr);
   mpk_uint(w, m->uid);
   mpk_uint(w, m->version);
@@ -489,6 +559,7 @@ static void write_update(mpk_writer_t *w, const swim_member_t *m, const char *fr
   mpk_uint(w, (uint64_t)m->phase);
   mpk_cstr(w, m->name);
   mpk_cstr(w, from ? from : "");
+  mpk_uint(w, m->upno);
 }
 
 /* Appends as much gossip as fits in `room` bytes to the packet being built
@@ -507,17 +578,28 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
   }
   uint32_t limit = retransmit_limit(s);
   /* The queue is kept sorted by transmissions, so its front is the news
-   * that travelled least. */
-  for (size_t i = 0;
-       i < s->ngossip && tmp->len + GOSSIP_ENTRY_MAX <= room && count < GOSSIP_PER_PACKET; i++) {
+   * that travelled least. An update that does not fit is taken back (the
+   * writer's tokens are whole, so cutting the buffer is safe): a packet
+   * over the limit would not be sent at all, and an update with two long
+   * addresses and a name takes about 180 bytes. */
+  for (size_t i = 0; i < s->ngossip && count < GOSSIP_PER_PACKET; i++) {
     gossip_t *g = &s->gossip[i];
     if (g->member == buddy) continue;
+    size_t before = tmp->len;
     write_update(&gw, &s->m[g->member], g->from_addr[0] ? g->from_addr : NULL);
+    if (tmp->len > room) {
+      tmp->len = before;
+      break;
+    }
     g->transmitted++;
     count++;
   }
   for (size_t i = 0; i < s->ngossip;) {
-    if (s->gossip[i].transmitted >= limit) {
+    /* A downing rides on twice as many: no detector repairs a member that
+     * missed it, and round-robin targets skip a member for a while after
+     * they visited it (with the news just before, often). */
+    uint32_t lim = s->m[s->gossip[i].member].state == SWIM_DOWNED ? 2 * limit : limit;
+    if (s->gossip[i].transmitted >= lim) {
       s->gossip[i] = s->gossip[--s->ngossip];
     } else {
       i++;
@@ -538,6 +620,9 @@ static void write_gossip(swim_t *s, mpk_writer_t *w, size_t room, int32_t buddy)
 
 static void send_packet(swim_t *s, const char *to, int type, uint32_t seq,
                         const swim_member_t *target, int32_t buddy) {
+  /* A downed node says nothing more: an answer from it, once the members
+   * forgot its tombstone, would bring the run back as a new member. */
+  if (s->downed) return;
   buf_t *pkt = &s->pkt;
   buf_reset(pkt);
   mpk_writer_t w;
@@ -643,19 +728,42 @@ typedef struct update_s {
   uint32_t version;
   swim_state_t state;
   swim_phase_t phase;
+  uint32_t upno; /* 0 when unknown, or from a node that does not send it */
 } update_t;
+
+/* Takes a member's upno from news about its run: a known one replaces 0,
+ * and of two different ones (which no correct node sends) the smaller
+ * stays, so that every member ends with the same. 1 if it changed. */
+static int take_upno(swim_member_t *m, uint32_t upno) {
+  if (upno == 0 || upno == m->upno || (m->upno != 0 && m->upno < upno)) return 0;
+  m->upno = upno;
+  return 1;
+}
+
+static void tell_some(swim_t *s, uint64_t now, uint32_t count);
+static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u);
 
 /* Applies one piece of news; the heart of the protocol. News with a higher
  * version wins; at an equal one, suspect beats alive and dead beats both. A
  * member declared dead comes back only by refuting with a higher version
  * (so that both sides of a healed partition converge again); one that left
- * stays gone until a new run appears at its address. */
-static void tell_some(swim_t *s, uint64_t now, uint32_t count);
-
+ * stays gone until a new run appears at its address; one downed too, and
+ * news that it was downed wins at any version. */
 static void apply(swim_t *s, uint64_t now, const update_t *u) {
   swim_member_t *me = &s->m[0];
+  /* Every upno heard of counts when this node numbers its own run, even
+   * one of a run it does not keep (its own earlier run, a stale one). */
+  if (u->upno > s->upno_max) s->upno_max = u->upno;
   if (strcmp(u->addr, me->addr) == 0) {
-    if (u->uid != me->uid || s->left) return;
+    if (u->uid != me->uid || s->left || s->downed) return;
+    if (u->state == SWIM_DOWNED) {
+      /* Downed: final, so no refutation; the node learns it through the
+       * `changed` event for its own slot, and falls silent (send_packet). */
+      s->downed = 1;
+      set_state(s, 0, now, SWIM_DOWNED, u->version > me->version ? u->version : me->version,
+                me->phase, NULL);
+      return;
+    }
     if ((u->state == SWIM_SUSPECT || u->state == SWIM_DEAD) && u->version < me->version) {
       /* Old news: whoever sent it has not heard the refutation yet. It
        * rides on what this node sends next again, and goes straight back
@@ -675,6 +783,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     return;
   }
+  if (s->ndowned_runs && was_downed(s, u->uid)) return;
   int32_t slot = find_slot(s, u->addr);
   if (slot < 0) {
     slot = new_slot(s, u->addr);
@@ -684,6 +793,7 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     m->uid = u->uid;
     m->version = u->version;
     m->phase = u->phase;
+    m->upno = u->upno;
     m->state = u->state == SWIM_SUSPECT ? SWIM_ALIVE : u->state;
     m->since = now;
     if (!alive_ish(m)) { /* a tombstone: news of a member already gone */
@@ -713,10 +823,12 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     notify(s, slot, SWIM_REMOVED, m->state, m->phase);
     drop_gossip_about(s, slot);
+    remember_downed(s, m);
     s->retired[slot] = m->uid;
     m->uid = u->uid;
     m->version = u->version;
     m->phase = u->phase;
+    m->upno = u->upno;
     m->state = u->state == SWIM_SUSPECT ? SWIM_ALIVE : u->state;
     m->confirmations = 0;
     m->since = now;
@@ -728,7 +840,28 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     return;
   }
+  /* An upno comes with the news that the member is up, so it is reported
+   * with that change; alone (learnt from a push-pull, say), as a change of
+   * its own. */
+  uint64_t notified = s->notified;
+  int renumbered = take_upno(m, u->upno);
+  apply_state(s, now, slot, u);
+  if (renumbered && s->notified == notified) {
+    notify(s, slot, SWIM_CHANGED, m->state, m->phase);
+  }
+}
+
+/* The part of apply about a known run's state. */
+static void apply_state(swim_t *s, uint64_t now, int32_t slot, const update_t *u) {
+  swim_member_t *m = &s->m[slot];
   if (m->state == SWIM_LEFT) return; /* gone for this run */
+  if (m->state == SWIM_DOWNED) {
+    /* Final: only its version follows the news (a refutation raced the
+     * verdict), so that every view ends with the same, and a view that
+     * forgot the tombstone and learns it again sees no version go down. */
+    if (u->version > m->version) m->version = u->version;
+    return;
+  }
   switch (u->state) {
     case SWIM_ALIVE:
       if (u->version > m->version) {
@@ -759,6 +892,12 @@ static void apply(swim_t *s, uint64_t now, const update_t *u) {
     }
     case SWIM_LEFT:
       if (u->version >= m->version) set_state(s, slot, now, SWIM_LEFT, u->version, m->phase, NULL);
+      break;
+    case SWIM_DOWNED:
+      /* At any version: whatever the member said since, it is down for
+       * good (its version only goes up, for the version checks). */
+      set_state(s, slot, now, SWIM_DOWNED, u->version > m->version ? u->version : m->version,
+                m->phase, NULL);
       break;
   }
 }
@@ -813,18 +952,23 @@ static void heard_from(swim_t *s, uint64_t now, const char *addr, uint64_t uid, 
    * may have joined others, or be on its own). Not for every new member: in
    * a large cluster, every member would exchange states with every node
    * that joins. */
-  if ((alone || (called && tombstone)) && s->env.push_pull) s->env.push_pull(s->env.ctx, addr);
+  if ((alone || (called && tombstone)) && s->env.push_pull && !s->downed) {
+    s->env.push_pull(s->env.ctx, addr);
+  }
 }
 
+/* An update of 8 fields, or of 7 from a node before upno (upno 0). */
 static int read_update(mpk_reader_t *r, update_t *u) {
-  if (mpk_read_array(r) != 7) return ATOLL_EMALFORMED;
+  uint32_t fields = mpk_read_array(r);
+  if (r->rc == 0 && fields != 7 && fields != 8) return ATOLL_EMALFORMED;
   mpk_read_cstr(r, u->addr, sizeof u->addr);
   u->uid = mpk_read_uint(r, SWIM_UID_MAX);
   u->version = (uint32_t)mpk_read_uint(r, 0xffffffffu);
-  u->state = (swim_state_t)mpk_read_uint(r, SWIM_LEFT);
+  u->state = (swim_state_t)mpk_read_uint(r, SWIM_DOWNED);
   u->phase = (swim_phase_t)mpk_read_uint(r, SWIM_LEAVING);
   mpk_read_cstr(r, u->name, sizeof u->name);
   mpk_read_cstr(r, u->from, sizeof u->from);
+  u->upno = fields == 8 ? (uint32_t)mpk_read_uint(r, 0xffffffffu) : 0;
   if (r->rc == 0 && u->addr[0] == '\0') return ATOLL_EMALFORMED;
   return r->rc;
 }
@@ -931,6 +1075,7 @@ void swim_destroy(swim_t *s) {
   if (s == NULL) return;
   free(s->m);
   free(s->retired);
+  free(s->downed_runs);
   free(s->index);
   free(s->probe_order.slots);
   free(s->gossip_order.slots);
@@ -990,12 +1135,14 @@ static void call_on_tombstone(swim_t *s) {
     if (!m->addr[0] || alive_ish(m)) continue;
     s->tombstone_cursor = (size_t)slot;
     s->tombstone_seq = ++s->seq;
-    send_packet(s, m->addr, MSG_PING, s->tombstone_seq, m, m->state == SWIM_DEAD ? slot : -1);
+    send_packet(s, m->addr, MSG_PING, s->tombstone_seq, m,
+                m->state == SWIM_DEAD || m->state == SWIM_DOWNED ? slot : -1);
     return;
   }
 }
 
-/* Forgets dead and left members after the tombstone time. */
+/* Forgets dead, downed and left members after the tombstone time (dead
+ * ones never, with keep_unreachable). */
 static void sweep(swim_t *s, uint64_t now) {
   if (s->tombstones == 0) return;
   int forgot = 0;
@@ -1003,12 +1150,14 @@ static void sweep(swim_t *s, uint64_t now) {
   for (size_t i = 1; i < s->n; i++) {
     swim_member_t *m = &s->m[i];
     if (!m->addr[0] || alive_ish(m)) continue;
-    if (now - m->since < s->cfg.tombstone_ms) {
+    if (now - m->since < s->cfg.tombstone_ms ||
+        (m->state == SWIM_DEAD && s->cfg.keep_unreachable)) {
       left++;
       continue;
     }
     notify(s, (int32_t)i, SWIM_REMOVED, m->state, m->phase);
     drop_gossip_about(s, (int32_t)i);
+    remember_downed(s, m);
     if (s->target == (int32_t)i) s->target = -1;
     m->addr[0] = '\0';
     s->nfree++;
@@ -1019,7 +1168,9 @@ static void sweep(swim_t *s, uint64_t now) {
 }
 
 uint64_t swim_tick(swim_t *s, uint64_t now) {
-  if (!s->left) {
+  /* A node that left or was downed probes, gossips and calls on no one. */
+  int active = !s->left && !s->downed;
+  if (active) {
     if (s->target >= 0 && !s->acked && !s->indirect_tried && now >= s->probe_deadline) {
       probe_indirectly(s);
     }
@@ -1056,7 +1207,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
     }
     i++;
   }
-  if (!s->left && s->ngossip > 0 && now >= s->next_gossip) {
+  if (active && s->ngossip > 0 && now >= s->next_gossip) {
     /* News waiting: besides riding on probes, it goes to a few random
      * members now (memberlist's gossip rounds), so that it spreads in a
      * few rounds of this interval rather than of the probe interval, and
@@ -1077,7 +1228,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
       send_packet(s, s->m[slot].addr, MSG_GOSSIP, 0, NULL, -1);
     }
   }
-  if (!s->left && now >= s->next_push_pull) {
+  if (active && now >= s->next_push_pull) {
     s->next_push_pull = now + s->cfg.push_pull_interval_ms;
     if (s->env.push_pull && s->n > 1) {
       /* One exchange with a live member, to repair what gossip missed; and
@@ -1090,7 +1241,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
         s->env.push_pull(s->env.ctx, s->m[slot].addr);
     }
   }
-  if (s->left || s->tombstones == 0) {
+  if (!active || s->tombstones == 0) {
     s->next_tombstone_call = 0;
   } else if (s->next_tombstone_call == 0) {
     /* The first tombstone in a while: the first call comes at a random
@@ -1104,12 +1255,13 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
   }
   if (s->m[0].phase == SWIM_LEAVING && !s->left && now >= s->leave_at) {
     /* Goodbye: the last news of this node, to a few members directly. */
+    swim_state_t old_state = s->m[0].state;
     s->left = 1;
     s->m[0].version++;
     s->m[0].state = SWIM_LEFT;
     gossip_about(s, 0, NULL);
     tell_some(s, now, s->cfg.indirect_k * 2);
-    notify(s, 0, SWIM_CHANGED, SWIM_ALIVE, SWIM_LEAVING);
+    notify(s, 0, SWIM_CHANGED, old_state, SWIM_LEAVING);
   }
   if (now >= s->next_sweep) {
     s->next_sweep = now + s->cfg.probe_interval_ms;
@@ -1117,7 +1269,7 @@ uint64_t swim_tick(swim_t *s, uint64_t now) {
   }
 
   uint64_t next = s->next_sweep;
-  if (!s->left) {
+  if (active) {
     next = earliest(next, s->next_probe);
     if (s->target >= 0 && !s->acked && !s->indirect_tried) next = earliest(next, s->probe_deadline);
     next = earliest(next, s->next_push_pull);
@@ -1189,7 +1341,8 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
     case MSG_PING: {
       /* A ping meant for an earlier run at this address is answered all the
        * same: the ack carries the new uid. A sender this node thinks
-       * suspect or dead hears so first, so that it can refute. */
+       * suspect or dead hears so first, so that it can refute; one it
+       * holds downed, so that it knows. */
       (void)target_uid;
       int32_t slot = find_slot(s, from);
       if (slot > 0) {
@@ -1197,8 +1350,9 @@ int swim_receive(swim_t *s, uint64_t now, const char *data, size_t len) {
         s->pingers[at] = slot;
         s->pinged_at[at] = now;
       }
+      swim_state_t st = slot > 0 ? s->m[slot].state : SWIM_ALIVE;
       int32_t buddy = slot > 0 && s->m[slot].uid == from_uid &&
-                              (s->m[slot].state == SWIM_SUSPECT || s->m[slot].state == SWIM_DEAD)
+                              (st == SWIM_SUSPECT || st == SWIM_DEAD || st == SWIM_DOWNED)
                           ? slot
                           : -1;
       send_packet(s, from, MSG_ACK, seq, NULL, buddy);
@@ -1280,8 +1434,20 @@ void swim_join(swim_t *s, uint64_t now, const char *addr) {
   if (s->env.push_pull) s->env.push_pull(s->env.ctx, addr);
 }
 
+/* This run's upno: one more than any this node knows of, so that a node
+ * that goes up after it learnt the cluster (joining nodes do, after their
+ * first push-pull) counts as younger than every member up before it. */
+static uint32_t next_upno(const swim_t *s) {
+  uint32_t max = s->upno_max;
+  for (size_t i = 0; i < s->n; i++) {
+    if (s->m[i].addr[0] && s->m[i].upno > max) max = s->m[i].upno;
+  }
+  return max < 0xffffffffu ? max + 1 : max;
+}
+
 void swim_set_phase(swim_t *s, uint64_t now, swim_phase_t phase) {
   if (s->left || s->m[0].phase == phase) return;
+  if (phase == SWIM_UP && s->m[0].upno == 0) s->m[0].upno = next_upno(s);
   announce_self(s, now, phase);
   /* A goodbye needs a grace period only when there is someone to hear it. */
   if (phase == SWIM_LEAVING) s->leave_at = now + (count_alive(s) > 1 ? s->cfg.leave_grace_ms : 0);
@@ -1296,6 +1462,18 @@ int swim_down(swim_t *s, uint64_t now, const char *addr) {
   if (slot <= 0 || !alive_ish(&s->m[slot])) return -1;
   set_state(s, slot, now, SWIM_DEAD, s->m[slot].version, s->m[slot].phase, NULL);
   return 0;
+}
+
+int swim_down_final(swim_t *s, uint64_t now, const char *addr) {
+  int32_t slot = find_slot(s, addr);
+  if (slot <= 0 || s->m[slot].state == SWIM_LEFT) return -1;
+  swim_member_t *m = &s->m[slot];
+  if (m->state != SWIM_DOWNED) set_state(s, slot, now, SWIM_DOWNED, m->version, m->phase, NULL);
+  return 0;
+}
+
+int swim_is_downed(const swim_t *s) {
+  return s->downed;
 }
 
 const swim_member_t *swim_members(const swim_t *s, size_t *count) {
@@ -1328,7 +1506,7 @@ int swim_has_majority(const swim_t *s) {
   size_t alive = 0, known = 0;
   for (size_t i = 0; i < s->n; i++) {
     const swim_member_t *m = &s->m[i];
-    if (!m->addr[0] || m->state == SWIM_LEFT) continue;
+    if (!m->addr[0] || m->state == SWIM_LEFT || m->state == SWIM_DOWNED) continue;
     /* A member that said it is leaving is as good as gone: its departure
      * must not cost the others their majority. */
     if (i > 0 && alive_ish(m) && m->phase == SWIM_LEAVING) continue;

@@ -18,12 +18,14 @@
 /* What the failure detector thinks of a member. A member's `version` (SWIM's
  * "incarnation number") only its own node raises: to refute a suspicion and
  * to announce its own status. News with a higher version win; at an equal
- * version, suspect beats alive and dead beats both. */
+ * version, suspect beats alive and dead beats both. Left and downed are
+ * final for the run: nothing about it changes them. */
 typedef enum {
   SWIM_ALIVE = 0,
   SWIM_SUSPECT = 1,
-  SWIM_DEAD = 2, /* declared dead by the detector: the member is down */
-  SWIM_LEFT = 3, /* it said goodbye */
+  SWIM_DEAD = 2,   /* declared dead by the detector (unreachable): a refutation undoes it */
+  SWIM_LEFT = 3,   /* it said goodbye */
+  SWIM_DOWNED = 4, /* downed for good (swim_down_final): only a new run comes back */
 } swim_state_t;
 
 /* What the member says about itself (its lifecycle), gossiped with its version. */
@@ -41,6 +43,9 @@ typedef struct swim_member_s {
   swim_state_t state;
   swim_phase_t phase;
   uint64_t since; /* when state or phase last changed (ms) */
+  /* Seniority: 1 + the largest upno its node knew of when this run went up
+   * (0 until then); set once per run. Members are ordered by (upno, addr). */
+  uint32_t upno;
   /* suspicion (Lifeguard): who independently suspects it, and when it dies */
   uint64_t suspect_since;
   uint64_t suspect_deadline;
@@ -52,7 +57,7 @@ typedef struct swim_member_s {
 
 typedef enum {
   SWIM_ADDED,   /* a member this node did not know (or a new run at a known address) */
-  SWIM_CHANGED, /* its state or phase changed */
+  SWIM_CHANGED, /* its state or phase changed, or its upno became known */
   SWIM_REMOVED, /* forgotten: its tombstone expired, or a new run replaced it */
 } swim_event_t;
 
@@ -69,7 +74,8 @@ typedef struct swim_config_s {
   uint32_t gossip_fanout;      /* members a gossip round sends to */
   uint32_t push_pull_interval_ms;
   uint32_t leave_grace_ms; /* how long a leaving node keeps answering */
-  uint32_t tombstone_ms;   /* dead and left members are forgotten after this */
+  uint32_t tombstone_ms;   /* dead, downed and left members are forgotten after this... */
+  int keep_unreachable;    /* ...but with 1, dead ones never are */
   size_t packet_max;       /* body bytes per packet */
 } swim_config_t;
 
@@ -120,12 +126,26 @@ int swim_merge(swim_t *s, uint64_t now, const char *data, size_t len);
 
 /* Adds a seed to probe and asks for a push-pull with it. */
 void swim_join(swim_t *s, uint64_t now, const char *addr);
-/* Sets this node's own phase (joining -> up -> leaving), announcing it. */
+/* Sets this node's own phase (joining -> up -> leaving), announcing it.
+ * Going up numbers this run: upno = 1 + the largest upno this node knows
+ * of (members alive or gone, forgotten ones included). */
 void swim_set_phase(swim_t *s, uint64_t now, swim_phase_t phase);
 /* Says goodbye: gossips that this node left. */
 void swim_leave(swim_t *s, uint64_t now);
-/* Declares a member dead by hand; 0, or -1 if it is unknown or this node. */
+/* Declares a member dead by hand; 0, or -1 if it is unknown or this node.
+ * A member that is alive refutes it and is back. */
 int swim_down(swim_t *s, uint64_t now, const char *addr);
+/* Downs a member for good: it is DOWNED on every member once the news
+ * spreads, whatever it says afterwards, until a new run appears at its
+ * address; the member itself hears it and does not refute (see
+ * swim_is_downed). 0 (also if it is downed already), or -1 if it is
+ * unknown, this node, or left. */
+int swim_down_final(swim_t *s, uint64_t now, const char *addr);
+/* 1 once this node heard that its run was downed. From then on it refutes
+ * nothing and sends nothing (it still takes news in); its own slot says
+ * SWIM_DOWNED (a `changed` event reports it). Restarting as a new run is
+ * the node's job. */
+int swim_is_downed(const swim_t *s);
 
 /* The members known, this node first. */
 const swim_member_t *swim_members(const swim_t *s, size_t *count);
@@ -137,8 +157,8 @@ const swim_stats_t *swim_stats(const swim_t *s);
 size_t swim_pending(const swim_t *s);
 
 /* 1 if the members this node thinks alive are more than half of those it
- * knows: alive, suspect and dead ones not yet forgotten; members that left
- * or are leaving do not count. */
+ * knows: alive, suspect and dead ones not yet forgotten; members that left,
+ * are leaving or were downed do not count. */
 int swim_has_majority(const swim_t *s);
 
 const char *swim_state_name(swim_state_t st);

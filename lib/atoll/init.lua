@@ -33,6 +33,7 @@ local function install()
   require("atoll.util.json").set_array_mt(ArrayMT)
   actor.install_loader()
   require("atoll.cluster.watch").install()
+  require("atoll.cluster.receptionist").install()
   local persistence = require "atoll.persistence"
   persistence.install(actor.Base)
   runtime.set_persistence(persistence.activate)
@@ -258,8 +259,8 @@ end
 ---------------------------------------------------------------------------
 
 -- membership: members(), member(address), subscribe(fn), join(addresses),
--- leave(), down(address), has_majority(), stats(), config()
--- (see lib/atoll/membership.lua)
+-- leave(), down(address), down_final(address), has_majority(), stats(), config()
+-- (see lib/atoll/cluster/membership.lua)
 atoll.membership = require "atoll.cluster.membership"
 
 local watch = require "atoll.cluster.watch"
@@ -277,6 +278,29 @@ function atoll.unwatch(ref)
 end
 
 ---------------------------------------------------------------------------
+-- The receptionist: actors found by key on every node
+---------------------------------------------------------------------------
+
+local receptionist = require "atoll.cluster.receptionist"
+
+-- receptionist.check_in(ref, key) -> true: lists an actor of this node under
+-- key (a string of 1 to 200 bytes), on every node, until it is checked out
+-- or stops, or its node goes.
+-- receptionist.check_out(ref, key) -> true if it was listed there
+-- receptionist.lookup(key) -> { ref... } on any node, by node address then actor id
+-- receptionist.listing(key, fn) -> subscription (:cancel()); fn(event) runs
+-- with { type = "snapshot", key, refs }, then { type = "added" | "removed",
+-- key, ref } for every change, as messages of the calling actor, in order.
+-- receptionist.stats() -> counters (see lib/atoll/cluster/receptionist.lua)
+atoll.receptionist = {
+  check_in = receptionist.check_in,
+  check_out = receptionist.check_out,
+  lookup = receptionist.lookup,
+  listing = receptionist.listing,
+  stats = receptionist.stats,
+}
+
+---------------------------------------------------------------------------
 -- Persistence
 ---------------------------------------------------------------------------
 
@@ -287,6 +311,22 @@ atoll.persistence = require "atoll.persistence"
 
 -- http: routes (get, post, route, stream, static) and listen; see lib/atoll/http.lua
 atoll.http = require "atoll.http"
+
+---------------------------------------------------------------------------
+-- Cluster services, loaded when first used
+---------------------------------------------------------------------------
+
+-- singleton: host(name, T, ...), ref(name) (see lib/atoll/cluster/singleton.lua)
+-- receptionist: check_in(ref, key), check_out(ref, key), lookup(key), listing(key, fn)
+-- (see lib/atoll/cluster/receptionist.lua)
+local services = { singleton = "atoll.cluster.singleton", receptionist = "atoll.cluster.receptionist" }
+setmetatable(atoll, { __index = function(t, k)
+  local module = services[k]
+  if module == nil then return nil end
+  local v = require(module)
+  rawset(t, k, v)
+  return v
+end })
 
 ---------------------------------------------------------------------------
 -- Hot reload

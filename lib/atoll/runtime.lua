@@ -54,9 +54,11 @@ local DONE = { "done" }       -- a handed-over dispatcher finished its handler
 
 -- Slots of an actor record (an array: a million idle actors stay small).
 local R_STATE, R_TYPE, R_REF, R_STATUS, R_MAILBOX, R_TIMERS, R_ID, R_NAME = 1, 2, 3, 4, 5, 6, 7, 8
-local STARTING, RUNNING, STOPPED = 1, 2, 3
+-- Slots only a gated actor (a cluster singleton's instance) has: see M.gate.
+local R_GATE, R_BUSY, R_IDLE = 9, 10, 11
+local STARTING, RUNNING, STOPPED, HELD = 1, 2, 3, 4
 M.R_STATE, M.R_TYPE, M.R_REF, M.R_STATUS, M.R_ID = R_STATE, R_TYPE, R_REF, R_STATUS, R_ID
-M.STARTING, M.RUNNING, M.STOPPED = STARTING, RUNNING, STOPPED
+M.STARTING, M.RUNNING, M.STOPPED, M.HELD = STARTING, RUNNING, STOPPED, HELD
 local stop_hooks = {} -- functions run when an actor stops (M.on_stop)
 
 -- Slots of a ref (set by the codec, which interns refs by their payload).
@@ -68,6 +70,7 @@ local REPLY = { "reply" } -- rid, ok, payload-or-error
 local WAKE = { "wake" }   -- coroutine, a, b
 local RUN = { "run" }     -- actor record, function, timer
 local DRAIN = { "drain" } -- actor record whose mailbox holds the next message
+local TIMER_DUE = { "timer due" } -- a gated actor's timer, waiting in its mailbox like a message
 
 -- A loop turn runs at most BUDGET queue entries or about TURN_NS of work,
 -- whichever comes first, so slow handlers cannot starve timers and I/O. The
@@ -531,6 +534,13 @@ local function cancel_call(rid)
 end
 M.cancel_call = cancel_call
 
+-- call_pending(rid) -> whether the call still waits for its reply (it has not
+-- timed out): a router holding calls drops those whose caller gave up.
+function M.call_pending(rid)
+  local slot = rid % P_SLOTS
+  return p_rid[slot] == rid and p_co[slot] ~= nil
+end
+
 -- A pending call ends with (true, payload of its results) or (false, an
 -- error object): failures stay error objects on this node, and become bytes
 -- only to cross a link (lib/atoll/cluster.lua).
@@ -670,6 +680,7 @@ local function handler_error(rec, method, caught)
 end
 
 local mailbox_push -- defined below
+local timer_gated -- defined below
 
 -- Runs one message on a running actor.
 local function invoke(rec, method, payload, rid)
@@ -713,10 +724,28 @@ local function stopped_error(rec)
   return new_error("no_such_actor", actor_label(rec) .. " has stopped")
 end
 
+-- A gated actor's message: its gate says whether it may run now; if not, the
+-- actor is held (HELD: its messages wait in its mailbox, in order) until
+-- M.release. Counts the handlers it is running, for M.when_idle.
+local function invoke_gated(rec, method, payload, rid)
+  rec[R_BUSY] = (rec[R_BUSY] or 0) + 1
+  invoke(rec, method, payload, rid)
+  local busy = rec[R_BUSY] - 1
+  rec[R_BUSY] = busy
+  local idle = rec[R_IDLE]
+  if busy == 0 and idle then
+    rec[R_IDLE] = nil
+    idle()
+  end
+end
+
 -- Routes a message: runs it, holds it in the actor's mailbox, or fails it.
 local function deliver(rec, method, payload, rid)
   if rec[R_STATUS] == RUNNING and rec[R_MAILBOX] == nil then
-    return invoke(rec, method, payload, rid)
+    local gate = rec[R_GATE]
+    if gate == nil then return invoke(rec, method, payload, rid) end
+    if gate(rec) then return invoke_gated(rec, method, payload, rid) end
+    rec[R_STATUS] = HELD
   end
   if rec[R_STATUS] == STOPPED then
     if rid ~= 0 then fail_call(rid, stopped_error(rec)) end
@@ -735,9 +764,10 @@ function mailbox_push(rec, method, payload, rid)
   if mb == nil then
     mb = { head = 1, tail = 0 }
     rec[R_MAILBOX] = mb
-  elseif rec[R_STATUS] == STARTING and (mb.tail - mb.head + 1) / 3 >= M.STARTING_MAX then
-    local err = new_error("overloaded", ("%s is starting and %d messages wait for it already")
-      :format(actor_label(rec), M.STARTING_MAX))
+  elseif (rec[R_STATUS] == STARTING or rec[R_STATUS] == HELD)
+    and (mb.tail - mb.head + 1) / 3 >= M.STARTING_MAX then
+    local err = new_error("overloaded", ("%s is %s and %d messages wait for it already")
+      :format(actor_label(rec), rec[R_STATUS] == HELD and "held" or "starting", M.STARTING_MAX))
     if rid ~= 0 then fail_call(rid, err) end
     return
   end
@@ -764,6 +794,11 @@ local function drain_mailbox(rec)
     return
   end
   if rec[R_STATUS] ~= RUNNING then return end -- paused again; resumes with a new DRAIN
+  local gate = rec[R_GATE]
+  if gate and not gate(rec) then
+    rec[R_STATUS] = HELD -- the message stays first; M.release drains again
+    return
+  end
   local h = mb.head
   local method, payload, rid = mb[h], mb[h + 1], mb[h + 2]
   mb[h], mb[h + 1], mb[h + 2] = nil, nil, nil
@@ -774,6 +809,13 @@ local function drain_mailbox(rec)
     mb.head = h
     enqueue(DRAIN, rec)
   end
+  if gate then
+    if method == TIMER_DUE then return timer_gated(rec, payload[1], payload[2]) end
+    -- A call of this node that waited while the actor was held, and whose caller gave up (its
+    -- timeout), is not run late.
+    if type(rid) == "number" and rid ~= 0 and not M.call_pending(rid) then return end
+    return invoke_gated(rec, method, payload, rid)
+  end
   invoke(rec, method, payload, rid)
 end
 
@@ -783,12 +825,61 @@ function M.set_running(rec)
   if rec[R_MAILBOX] then enqueue(DRAIN, rec) end
 end
 
+-- Gated actors: a cluster singleton's instance may serve a message only while
+-- its node holds the singleton's lease, and not at all once it hands over.
+-- gate(rec, fn): before each message, fn(rec) says whether it runs now; when
+-- it says no, the actor is HELD, its messages waiting in order in its
+-- mailbox, until release(rec). The check is made when the message is about
+-- to run, not when it was queued: after the process was stopped or stalled,
+-- nothing queued before runs unchecked.
+function M.gate(rec, fn)
+  rec[R_GATE] = fn
+end
+
+-- hold(rec): no message of it starts until release(rec) (one already running
+-- goes on).
+function M.hold(rec)
+  if rec[R_STATUS] == RUNNING then rec[R_STATUS] = HELD end
+end
+
+-- release(rec): a held actor runs its waiting messages, then new ones.
+function M.release(rec)
+  if rec[R_STATUS] == HELD then M.set_running(rec) end
+end
+
+-- when_idle(rec, fn): fn() once none of a gated actor's handlers is running
+-- (at once if none is). Handlers suspended in a call count as running.
+function M.when_idle(rec, fn)
+  if (rec[R_BUSY] or 0) == 0 then return fn() end
+  local prev = rec[R_IDLE]
+  rec[R_IDLE] = prev and function() prev(); fn() end or fn
+end
+
+-- take_mailbox(rec) -> { method, payload, reply_to, method, ... }: the
+-- messages waiting for rec, in order, which it will no longer see (a
+-- singleton's instance handing them to its next instance). reply_to is a
+-- pending call's id, a reply-to record of a call from another node, or 0
+-- for a one-way message.
+function M.take_mailbox(rec)
+  local mb = rec[R_MAILBOX]
+  rec[R_MAILBOX] = nil
+  local out = {}
+  if mb == nil then return out end
+  for h = mb.head, mb.tail, 3 do
+    if mb[h] ~= TIMER_DUE then -- its timers end with it
+      out[#out + 1] = mb[h]
+      out[#out + 1] = mb[h + 1]
+      out[#out + 1] = mb[h + 2]
+    end
+  end
+  return out
+end
+
 ---------------------------------------------------------------------------
 -- Timer entries that run code in an actor's context
 ---------------------------------------------------------------------------
 
-local function run_timer(rec, fn, timer)
-  if timer.cancelled or rec and rec[R_STATUS] == STOPPED then return end
+local function timer_body(rec, fn, timer)
   current = rec
   if rec then show_running(rec, timer.label or "timer") end
   local ok, caught = xpcall(fn, capture)
@@ -796,6 +887,35 @@ local function run_timer(rec, fn, timer)
     host.log("error", rec and actor_label(rec) or "timer",
       "error in timer callback: " .. tostring(caught[1]) .. "\n" .. (caught[2] or ""):gsub("^\n", ""))
   end
+end
+
+-- A gated actor's timer that may run now, counted as one of its handlers.
+function timer_gated(rec, fn, timer)
+  if timer.cancelled then return end
+  rec[R_BUSY] = (rec[R_BUSY] or 0) + 1
+  timer_body(rec, fn, timer)
+  local busy = rec[R_BUSY] - 1
+  rec[R_BUSY] = busy
+  local idle = rec[R_IDLE]
+  if busy == 0 and idle then
+    rec[R_IDLE] = nil
+    idle()
+  end
+end
+
+local function run_timer(rec, fn, timer)
+  if timer.cancelled or rec and rec[R_STATUS] == STOPPED then return end
+  local gate = rec and rec[R_GATE]
+  if gate then
+    -- A gated actor's timer is one of its messages: it runs when they may, in their order.
+    if rec[R_STATUS] ~= RUNNING or rec[R_MAILBOX] ~= nil or not gate(rec) then
+      if rec[R_STATUS] == RUNNING then rec[R_STATUS] = HELD end
+      mailbox_push(rec, TIMER_DUE, { fn, timer }, 0)
+      return
+    end
+    return timer_gated(rec, fn, timer)
+  end
+  timer_body(rec, fn, timer)
 end
 
 ---------------------------------------------------------------------------
@@ -1328,6 +1448,30 @@ function call(target, method, timeout, ...)
   return await_reply()
 end
 M.call_with = call
+
+-- call_payload(target, method, payload, seconds) -> true, results payload |
+-- false, error object: a call whose arguments are already a payload, and
+-- whose results stay one (a router relaying a call it holds to where its
+-- target now lives, the reply going back as it came).
+function M.call_payload(target, method, payload, seconds)
+  local co = suspendable("call_payload", 2)
+  local rid = new_call(seconds, co)
+  local rec = rawget(target, REF_REC)
+  if rec ~= nil then
+    enqueue(rec, method, payload, rid)
+  else
+    if router == nil then
+      cancel_call(rid)
+      return false, no_route(target)
+    end
+    local ok, rerr = router.call(target, method, payload, rid)
+    if not ok then
+      cancel_call(rid)
+      return false, rerr
+    end
+  end
+  return suspend()
+end
 
 -- call(target, method, ...) with the default timeout, for dynamic method names.
 function M.call(target, method, ...)

@@ -34,6 +34,9 @@ describe("the atoll command", function()
       code, out = node.exec { "run", "--help" }
       assert.equal(0, code)
       assert.matches("%-%-name NAME", out)
+      code, out = node.exec { "help", "receptionist" }
+      assert.equal(0, code)
+      assert.matches("Usage: atoll receptionist %-%-node HOST:PORT %[KEY%]", out)
     end))
 
     it("lists every membership setting in `atoll help run`", async(function()
@@ -91,6 +94,36 @@ describe("the atoll command", function()
     end)
   end)
 
+  describe("atoll receptionist", function()
+    it("lines its columns up, says when a key is empty, and when the list is cut", function()
+      local boot = require "atoll.cli.client"
+      local stats = { own = 1, entries = 3, members = 2, changes_sent = 4, changes_received = 7, sets_sent = 1,
+                      sets_received = 2, digests_sent = 9, digests_received = 8, pulls_sent = 2, gaps = 1,
+                      stale = 0, ignored = 3, refused = 0 }
+      local view = { address = "127.0.0.1:7001", total = 3, truncated = false, stats = stats, entries = {
+        { key = "lobby", address = "127.0.0.1:7001", id = 3, type = "Player" },
+        { key = "lobby", address = "127.0.0.1:17002", id = 12345, type = "Player" },
+        { key = "room:s\195\169ance", address = "10.0.0.3:7003", id = 9, type = "Host" },
+      } }
+      local lines = boot.receptionist_lines(view)
+      assert.equal("KEY          NODE             ACTOR  TYPE", lines[1])
+      assert.equal("lobby        127.0.0.1:7001   3      Player", lines[2])
+      assert.equal("lobby        127.0.0.1:17002  12345  Player", lines[3])
+      assert.equal("room:s\195\169ance  10.0.0.3:7003    9      Host", lines[4])
+      assert.equal("", lines[5])
+      assert.equal("entries 3 (own 1), members 2   (the node asked: 127.0.0.1:7001)", lines[6])
+      assert.equal("changes sent 4, changes received 7, sets sent 1, sets received 2", lines[7])
+      assert.equal("digests sent 9, digests received 8, pulls sent 2, gaps 1", lines[8])
+      assert.equal("stale 0, ignored 3, refused 0", lines[9])
+      view.entries, view.total = { view.entries[1] }, 20000
+      view.truncated = true
+      assert.equal("(the first 1 of 20000 entries)", boot.receptionist_lines(view)[3])
+      view.entries = {}
+      assert.equal("no actor is checked in under lobby", boot.receptionist_lines(view, "lobby")[1])
+      assert.equal("no actor is checked in", boot.receptionist_lines(view)[1])
+    end)
+  end)
+
   describe("usage errors exit with 2 and say what is wrong", function()
     local cases = {
       { {}, "Usage:" },
@@ -124,6 +157,8 @@ describe("the atoll command", function()
       { { "call", "--node", "127.0.0.1:1", "--timeout", "0", "a", "b" }, "%-%-timeout needs a number of seconds" },
       { { "call", "--node", "localhost", "a", "b" }, "%-%-node must be HOST:PORT" },
       { { "journal", "show", "x", "--limit", "-2" }, "%-%-limit takes a whole number" },
+      { { "receptionist", "lobby" }, "missing %-%-node HOST:PORT" },
+      { { "receptionist", "--node", "127.0.0.1:1", "lobby", "hall" }, "unexpected argument 'hall' %(one KEY at most%)" },
     }
     for _, case in ipairs(cases) do
       it("atoll " .. table.concat(case[1], " "), async(function()

@@ -168,10 +168,11 @@ describe("membership", function()
       assert.equal("pong", pet:ping())
     end, 60))
 
-  it("marks a member down by hand; a member that is alive refutes and comes back up", async(function()
-    local a = members.start("hand1")
-    local b = members.start("hand2", { "--join", a.address })
-    local c = members.start("hand3", { "--join", a.address })
+  it("marks a member down by hand with --downing off; a member that is alive refutes and comes back up",
+    async(function()
+    local a = members.start("hand1", { "--downing", "off" })
+    local b = members.start("hand2", { "--join", a.address, "--downing", "off" })
+    local c = members.start("hand3", { "--join", a.address, "--downing", "off" })
     local all = { a, b, c }
     await_all(all, seeing(addresses(all), "up"), 10, "all three up")
     assert.is_true(keeper(a):down(c.address))
@@ -190,6 +191,68 @@ describe("membership", function()
     assert.matches("cannot mark itself down", tostring(err))
     assert.is_false(keeper(a):down("127.0.0.1:1")) -- not a member
   end, 30))
+
+  it("downs a live member for good: the others keep that run down, and it starts again as a new run; "
+    .. "every view numbers the members alike, the first node the oldest", async(function()
+    local a = members.start("final1")
+    local b = members.start("final2", { "--join", a.address })
+    local c = members.start("final3", { "--join", a.address })
+    local all = { a, b, c }
+    await_all(all, seeing(addresses(all), "up"), 10, "all three up")
+    -- Seniority: each member's upno is the same in every view; the first
+    -- node went up first, so its number is the smallest.
+    local upno = {}
+    for _, v in ipairs(all) do
+      for _, m in ipairs(keeper(v):members()) do
+        assert.is_true(m.upno > 0, v.name .. " holds no upno for " .. m.address)
+        upno[m.address] = upno[m.address] or m.upno
+        assert.equal(upno[m.address], m.upno, v.name .. "'s upno for " .. m.address)
+      end
+    end
+    assert.is_true(upno[a.address] < upno[b.address] and upno[a.address] < upno[c.address],
+      ("upnos %d, %d, %d"):format(upno[a.address], upno[b.address], upno[c.address]))
+
+    local old = a.members[c.address].incarnation
+    assert.is_true(keeper(a):down_final(c.address))
+    await_all({ a, b }, function(v) return v:status(c.address) == "down" end, 5, "c down")
+    -- c hears it, says so, and starts again as a new run (in the same process), which joins
+    -- the members the old one knew, at a new port.
+    c.p:expect("this node was downed", 5, "stderr")
+    c.p:expect("the cluster downed this node: .* starting again as a new run", 5, "stderr")
+    local _, again = c.p:expect("listening on (%S+)", 5, "stderr")
+    c.p:expect("run 1 after the cluster downed this node", 5, "stderr")
+    await_all({ a, b }, function(v)
+      local e = v.members[again]
+      return e and e.status == "up" and e.incarnation ~= old
+    end, 10, "c's new run up")
+    -- The old run never came back: for 3 s and more, every view holds it down.
+    local deadline = atoll.now() + 3
+    for _, v in ipairs { a, b } do
+      while atoll.now() < deadline and v:pump(deadline - atoll.now()) do end
+    end
+    for _, v in ipairs { a, b } do
+      local e = v.members[c.address]
+      assert.equal("down", e.status, v.name .. ":\n" .. v:describe())
+      assert.equal(old, e.incarnation)
+      local since = v:first(c.address, "down")
+      for _, later in ipairs(v.events) do
+        assert.is_true(later.address ~= c.address or later.at < since.at or later.status == "down",
+          v.name .. " saw c's old run again:\n" .. v:describe())
+      end
+    end
+    -- The new run is the youngest.
+    local newest = 0
+    for _, m in ipairs(keeper(a):members()) do
+      if m.address == again then newest = m.upno end
+    end
+    assert.is_true(newest > upno[b.address], "the new run's upno " .. newest)
+    -- Downed members do not count against the majority.
+    assert.is_true(keeper(a):majority())
+    local ok, err = pcall(keeper(a).down_final, keeper(a), a.address)
+    assert.is_false(ok)
+    assert.matches("cannot down itself", tostring(err))
+    assert.is_false(keeper(a):down_final("127.0.0.1:1")) -- not a member
+  end, 40))
 
   it("tells a watcher on one node when an actor on another stops", async(function()
     local a = members.start("w1")
@@ -330,8 +393,9 @@ describe("membership", function()
 
   it("refuses calls to a member that is down at once, but not the membership's own exchange",
     async(function()
-      local a = members.start("route1")
-      local b = members.start("route2", { "--join", a.address })
+      -- (--downing off: a member declared down by hand is down until it refutes)
+      local a = members.start("route1", { "--downing", "off" })
+      local b = members.start("route2", { "--join", a.address, "--downing", "off" })
       await_all({ a, b }, seeing({ a.address, b.address }, "up"), 10, "both up")
       local pet = keeper(b):pet()
       local named_ok, named_kind, named_msg, ex_ok, ex_kind, ex_msg = keeper(a):down_then_call(b.address)
@@ -373,12 +437,14 @@ describe("membership", function()
       "KEY=NUMBER")
     usage({ "run", members.app, "--listen", "127.0.0.1:0", "--membership", "probe_timeout=1" },
       "probe_timeout must be shorter than probe_interval")
+    usage({ "run", members.app, "--listen", "127.0.0.1:0", "--membership", "keep_unreachable=0.5" },
+      "keep_unreachable must be 0 or 1")
     usage({ "run", members.app, "--listen", "127.0.0.1:0", "--discovery", "carrier-pigeon" },
       "clusterd%[:HOST:PORT%] or dns:NAME%[:PORT%]")
     usage({ "members" }, "missing %-%-node")
     -- Settings that are fine are taken, and shown.
     local v = members.start("tuned", { "--membership", "probe_interval=0.25,suspicion_alpha=5",
-      "--membership", "probe_timeout=0.1" })
+      "--membership", "probe_timeout=0.1,keep_unreachable=1" })
     local code, out = node.exec({ "members", "--node", v.address, "--json" },
       { env = { ATOLL_SECRET = nodes.secret } })
     assert.equal(0, code)
@@ -386,6 +452,7 @@ describe("membership", function()
     assert.equal(0.25, view.config.probe_interval)
     assert.equal(0.1, view.config.probe_timeout)
     assert.equal(5, view.config.suspicion_alpha)
+    assert.equal(1, view.config.keep_unreachable)
     -- A node that cannot be reached: exit code 4.
     code = node.exec({ "members", "--node", "127.0.0.1:1", "--timeout", "1" },
       { env = { ATOLL_SECRET = nodes.secret } })

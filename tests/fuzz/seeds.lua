@@ -70,16 +70,22 @@ write_all(dir, seeds)
 
 -- SWIM packets and states (host/swim.c's wire format); the first byte
 -- tells fuzz_swim what follows: 0 a packet, 1 a state, 2 length-prefixed
--- packets.
-local function update(addr, uid, version, state, phase, name, from)
-  return { addr, uid, version, state, phase, name, from or "" }
+-- packets. Updates have 8 fields, the last the member's upno; without it,
+-- the 7 of nodes before it.
+local function update(addr, uid, version, state, phase, name, from, upno)
+  local u = { addr, uid, version, state, phase, name, from or "" }
+  if upno then u[8] = upno end
+  return u
 end
 local gossip = {
-  update("10.0.0.2:7000", 222, 1, 0, 1, "b"),
-  update("10.0.0.3:7000", 333, 2, 1, 1, "c", "10.0.0.2:7000"),
+  update("10.0.0.2:7000", 222, 1, 0, 1, "b", nil, 1),
+  update("10.0.0.3:7000", 333, 2, 1, 1, "c", "10.0.0.2:7000", 2),
   update("10.0.0.4:7000", 444, 0, 2, 0, "d"),
-  update("10.0.0.1:7000", 12345, 0, 1, 1, "fuzz", "10.0.0.2:7000"), -- suspects the fuzzed node
+  update("10.0.0.1:7000", 12345, 0, 1, 1, "fuzz", "10.0.0.2:7000", 3), -- suspects the fuzzed node
   update("10.0.0.5:7000", 555, 3, 3, 2, "e"),
+  update("10.0.0.2:7000", 222, 1, 0, 1, "b", nil, 7), -- another upno for b's run: the smaller stays
+  update("10.0.0.6:7000", 666, 1, 0, 1, "f", nil, 4294967295),
+  update("10.0.0.7:7000", 777, 2, 4, 1, "g", nil, 5), -- downed
 }
 local function packet(kind, seq, with_target)
   local p = { kind, seq, "10.0.0.2:7000", 222 }
@@ -91,6 +97,20 @@ local function packet(kind, seq, with_target)
   return codec.encode(atoll.array(p))
 end
 local function u16(n) return string.char(math.floor(n / 256), n % 256) end
+-- Gossip that downs b, then says b is alive at a higher version, then that
+-- the fuzzed node itself is downed.
+local function gossip_packet(updates)
+  return codec.encode(atoll.array { 5, 0, "10.0.0.3:7000", 333, atoll.array(updates) })
+end
+local downs_b = gossip_packet { update("10.0.0.2:7000", 222, 1, 4, 1, "b", nil, 1) }
+local b_again = gossip_packet { update("10.0.0.2:7000", 222, 9, 0, 1, "b", nil, 1),
+  update("10.0.0.2:7000", 222, 10, 1, 1, "b", "10.0.0.3:7000", 1) }
+local downs_me = gossip_packet { update("10.0.0.1:7000", 12345, 0, 4, 0, "fuzz", nil, 0) }
+-- Found by the fuzzer: two new runs at b's address, then stale news of the
+-- downed one, which must not bring it back.
+local two_runs = gossip_packet { update("10.0.0.2:7000", 218, 9, 0, 1, "b", nil, 1),
+  update("10.0.0.2:7000", 220, 10, 1, 1, "b", "10.0.0.3:7000", 1) }
+local stale_b = gossip_packet { update("10.0.0.2:7000", 222, 1, 0, 1, "b", nil, 1) }
 local ping, ack = packet(1, 7, true), packet(2, 7, false)
 local ping_req, nack, gossip_only = packet(3, 9, true), packet(4, 9, false), packet(5, 0, false)
 write_all(swim_dir, {
@@ -100,8 +120,22 @@ write_all(swim_dir, {
   nack = "\0" .. nack,
   gossip = "\0" .. gossip_only,
   state = "\1" .. codec.encode(atoll.array(gossip)),
+  state_then_up = "\5" .. codec.encode(atoll.array(gossip)), -- bit 2: the node goes up after
   run = "\2" .. u16(#ping) .. ping .. u16(#ping_req) .. ping_req .. u16(#ack) .. ack
     .. u16(#gossip_only) .. gossip_only,
+  -- bit 3: the node downs the first member it knows itself
+  ping_downing = "\8" .. ping,
+  run_downing = "\10" .. u16(#gossip_only) .. gossip_only .. u16(#b_again) .. b_again,
+  downed = "\2" .. u16(#downs_b) .. downs_b .. u16(#b_again) .. b_again .. u16(#downs_me) .. downs_me
+    .. u16(#ping) .. ping,
+  -- bit 4: dead members kept, with a tombstone time of a second
+  state_keep_unreachable = "\17" .. codec.encode(atoll.array(gossip)),
+  -- Found by the fuzzer: b downed, forgotten (a tombstone time of a second),
+  -- then a ping from b's run, which must not bring it back.
+  regression_downed_forgotten = "\18" .. u16(#downs_b) .. downs_b .. string.rep(u16(0), 30)
+    .. u16(#ping) .. ping,
+  regression_downed_stale = "\2" .. u16(#downs_b) .. downs_b .. u16(#two_runs) .. two_runs
+    .. u16(#stale_b) .. stale_b,
 })
 
 -- HTTP (tests/fuzz/fuzz_http.c): an input is a cut byte (how the rest is cut

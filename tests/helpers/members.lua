@@ -18,7 +18,7 @@ function M.start(name, extra, opts)
   opts.app = opts.app or M.app
   local p, address = nodes.start(name, extra, opts)
   return setmetatable({ p = p, address = address, name = name, members = {}, events = {},
-                        terminated = {} }, View)
+                        terminated = {}, lines = {}, seen = 0 }, View)
 end
 
 -- wrap(p, address, name) -> a view of a member process started otherwise
@@ -26,7 +26,7 @@ end
 function M.wrap(p, address, name)
   p:expect("^ready$", 10)
   return setmetatable({ p = p, address = address, name = name, members = {}, events = {},
-                        terminated = {} }, View)
+                        terminated = {}, lines = {}, seen = 0 }, View)
 end
 
 -- Takes one line the node printed, waiting up to `seconds` for it; false
@@ -49,8 +49,30 @@ function View:pump(seconds)
     return true
   end
   local ref, reason, at = line:match("^terminated (%S+) (.-) ([%d%.]+)$")
-  if ref then self.terminated[#self.terminated + 1] = { ref = ref, reason = reason, at = tonumber(at) } end
+  if ref then
+    self.terminated[#self.terminated + 1] = { ref = ref, reason = reason, at = tonumber(at) }
+  else
+    if self.other then self:other(line) end -- a line of another kind, for the spec that set view.other
+    self.lines[#self.lines + 1] = line -- and kept, for View:line
+  end
   return true
+end
+
+-- line(pattern, seconds) -> the captures of the next line the app printed (other than member
+-- and watch events) that matches pattern, reading on for up to `seconds`; nil if none came.
+-- Lines before it are passed over.
+function View:line(pattern, seconds)
+  local deadline = atoll.now() + (seconds or 10)
+  while true do
+    while self.seen < #self.lines do
+      self.seen = self.seen + 1
+      local caps = { self.lines[self.seen]:match(pattern) }
+      if #caps > 0 then return unpack(caps) end
+    end
+    local left = deadline - atoll.now()
+    if left <= 0 then return nil end
+    self:pump(left)
+  end
 end
 
 function View:describe()

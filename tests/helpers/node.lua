@@ -53,11 +53,13 @@ function M.start_command(cmd, opts)
   return p
 end
 
--- exec(args [, opts]) -> exit code, stdout, stderr, signal. Raises if the
--- process does not exit within opts.timeout seconds (default 10).
-function M.exec(args, opts)
+-- exec_command(cmd [, opts]) -> exit code, stdout, stderr, signal: runs cmd
+-- (an array, file first) as start_command does and waits for it, writing
+-- opts.stdin to it first. Raises if it does not exit within opts.timeout
+-- seconds (default 10).
+function M.exec_command(cmd, opts)
   opts = opts or {}
-  local p = M.start(args, opts)
+  local p = M.start_command(cmd, opts)
   if opts.stdin then
     p:write(opts.stdin)
     p:close_stdin()
@@ -65,9 +67,17 @@ function M.exec(args, opts)
   local code, signal = p:wait(wait.seconds(opts.timeout or 10))
   if code == nil then
     p:close()
-    error("atoll " .. table.concat(args, " ") .. " did not exit in time\n--- stderr:\n" .. p:stderr(), 2)
+    error(("`%s` did not exit in time\n--- stderr:\n%s"):format(p.command, p:stderr()), 3)
   end
   return code, p:stdout(), p:stderr(), signal
+end
+
+-- exec(args [, opts]) -> exit code, stdout, stderr, signal of `atoll args...`,
+-- as exec_command.
+function M.exec(args, opts)
+  local cmd = { M.bin }
+  for _, a in ipairs(args) do cmd[#cmd + 1] = a end
+  return M.exec_command(cmd, opts)
 end
 
 -- Stops a process and returns its exit code, raising with its output if it
@@ -125,13 +135,15 @@ local function stop_and_check_in_actor(list)
   assert(#problems == 0, table.concat(problems, "\n"))
 end
 
--- The same from anywhere: waiting needs an actor context, which a spec's
--- after_each (the main thread) does not have.
+-- stop_and_check(list): the same from anywhere (waiting needs an actor
+-- context, which a spec's after_each, the main thread, does not have). Raises
+-- with every problem found.
 local function stop_and_check(list)
   if #list == 0 then return end
   if require("atoll.runtime").in_actor() then return stop_and_check_in_actor(list) end
   require("atoll").run(stop_and_check_in_actor, list)
 end
+M.stop_and_check = stop_and_check
 
 -- Processes started before this index belong to an enclosing setup().
 local mark = 0

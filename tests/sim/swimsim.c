@@ -10,9 +10,10 @@
  * command line that replays it.
  *
  * Output: `key value` lines (times in seconds, sizes in bytes). Exit status
- * 1 when an invariant breaks (a member's version went down, a crashed node
- * was not declared dead in time, a live one was declared dead where the
- * scenario allows none, views did not converge), 2 on bad usage. */
+ * 1 when an invariant breaks (a member's version went down, a member held
+ * an upno its node did not give its run, a downed run came back, a crashed
+ * node was not declared dead in time, a live one was declared dead where
+ * the scenario allows none, views did not converge), 2 on bad usage. */
 #include <inttypes.h>
 #include <math.h>
 #include <stdarg.h>
@@ -50,6 +51,8 @@ typedef struct opts_s {
   uint32_t split_ms; /* partition: how long the network stays cut */
   int asymmetric;    /* partition: cut one way only */
   int trials;        /* disseminate: how many changes to follow */
+  int joins;         /* seniority: nodes that join one after another */
+  int isolate;       /* down: the node is cut off while it is downed */
   int cold;          /* join through gossip only (no warm start) */
   int no_join;       /* crash: a crashed node restarts without joining anyone */
   int trace;         /* print every change seen about this node (-1: none) */
@@ -79,6 +82,22 @@ static void usage(FILE *f) {
              "               by a member that could reach them all along)\n"
              "  disseminate  --trials members (at most N) announce they are up; periods\n"
              "               until every member heard\n"
+             "  seniority    N - --joins nodes start the cluster, then the others join one\n"
+             "               after another, then --kills nodes crash and restart as new\n"
+             "               runs (joining through a random member, up after their first\n"
+             "               push-pull); each time, every member must hold every member's\n"
+             "               upno, and the newcomer's must be the largest\n"
+             "  down         a live node is downed for good (swim_down_final) by one member\n"
+             "               while another declares it dead by hand, so that it refutes;\n"
+             "               every member must hold it downed, and it must know, within\n"
+             "               the dissemination bound (--isolate: it is cut off for\n"
+             "               --split-ms first, and must know 20 periods after the heal);\n"
+             "               then for --periods no member may see that run otherwise\n"
+             "               (past its tombstone too), and a new run must get back in\n"
+             "  unreachable  a node crashes for good; once every member declared it dead,\n"
+             "               the run goes on for the tombstone time and 4 periods: with\n"
+             "               --keep-unreachable every member must still hold it dead,\n"
+             "               without, every member must have forgotten it\n"
              "\n"
              "options:\n"
              "  -n, --nodes N        cluster size (10)\n"
@@ -92,6 +111,8 @@ static void usage(FILE *f) {
              "  --split-ms D         partition (10000)\n"
              "  --asymmetric         partition: only one direction is cut\n"
              "  --trials T           disseminate (20)\n"
+             "  --joins J            seniority (3)\n"
+             "  --isolate            down: cut the node off before downing it\n"
              "  --trace ID           print every change any node sees about node ID\n"
              "                       (-2: print each false death)\n"
              "  --cold               nodes join through one seed and gossip (default: warm\n"
@@ -100,7 +121,8 @@ static void usage(FILE *f) {
              "                       remember them must find them\n"
              "SWIM settings (defaults: host/swim.c):\n"
              "  --interval MS --timeout MS --k N --alpha A --beta B --confirm K\n"
-             "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n");
+             "  --lambda L --max-lhm N --push-pull MS --gossip-interval MS --fanout N\n"
+             "  --tombstone MS --keep-unreachable\n");
 }
 
 static const char *need(int *i, int argc, char **argv) {
@@ -133,6 +155,7 @@ static void parse(int argc, char **argv) {
   opt.pause_ms = 2000;
   opt.split_ms = 10000;
   opt.trials = 20;
+  opt.joins = 3;
   opt.trace = -1;
   swim_default_config(&opt.cfg);
   for (int i = 1; i < argc; i++) {
@@ -164,6 +187,10 @@ static void parse(int argc, char **argv) {
       opt.asymmetric = 1;
     else if (OPT("--trials"))
       opt.trials = (int)VAL(1, 1e6);
+    else if (OPT("--joins"))
+      opt.joins = (int)VAL(0, 100000);
+    else if (OPT("--isolate"))
+      opt.isolate = 1;
     else if (OPT("--cold"))
       opt.cold = 1;
     else if (OPT("--no-join"))
@@ -190,6 +217,10 @@ static void parse(int argc, char **argv) {
       opt.cfg.push_pull_interval_ms = (uint32_t)VAL(1, 1e8);
     else if (OPT("--gossip-interval"))
       opt.cfg.gossip_interval_ms = (uint32_t)VAL(1, 1e6);
+    else if (OPT("--tombstone"))
+      opt.cfg.tombstone_ms = (uint32_t)VAL(1, 1e9);
+    else if (OPT("--keep-unreachable"))
+      opt.cfg.keep_unreachable = 1;
     else if (OPT("--fanout"))
       opt.cfg.gossip_fanout = (uint32_t)VAL(0, SWIM_MAX_K);
     else if (a[0] == '-') {
@@ -249,6 +280,10 @@ typedef struct node_s {
   uint64_t paused_until; /* 0: running */
   uint64_t tick_at;      /* the tick scheduled; others in the queue are stale */
   int group;             /* partition side */
+  int up_after_merge;    /* joining: goes up after its first push-pull, as nodes do */
+  uint32_t upno;         /* its last run's upno, once crashed */
+  int saw_downed;        /* it held the downed run (down_id, down_uid) downed */
+  int self_downed;       /* its own slot was reported downed */
   uint64_t bytes_sent, packets_sent;
   /* what this node last saw of each node: its uid and version */
   uint64_t *seen_uid;
@@ -278,6 +313,8 @@ static uint64_t watch_last_up;
 static uint64_t false_deaths;     /* live members declared dead */
 static uint64_t same_side_deaths; /* ... by a member on the same side of a partition */
 static int deaths_allowed;
+static int down_id = -1; /* the node whose run was downed, and that run */
+static uint64_t down_uid;
 
 static int ev_before(const event_t *a, const event_t *b) {
   if (a->at != b->at) return a->at < b->at;
@@ -371,7 +408,15 @@ static uint32_t env_random(void *ctx) {
   return (uint32_t)splitmix(&nd->rng);
 }
 
-static void check_version(node_t *obs, const swim_member_t *m) {
+/* The upno a node gave its current run (its last run's, once crashed). */
+static uint32_t own_upno(const node_t *nd) {
+  return nd->swim ? swim_self(nd->swim)->upno : nd->upno;
+}
+
+/* What must hold of every member a node holds: its version never goes
+ * down, and its upno, once known, is the one its node gave that run (a
+ * core that took another would have heard two different ones). */
+static void check_member(node_t *obs, const swim_member_t *m) {
   int id = node_of(m->addr);
   if (id < 0) fail("node %d knows an address no node has: %s", obs->id, m->addr);
   if (obs->seen_uid[id] == m->uid && m->version < obs->seen_version[id]) {
@@ -380,6 +425,16 @@ static void check_version(node_t *obs, const swim_member_t *m) {
   }
   obs->seen_uid[id] = m->uid;
   obs->seen_version[id] = m->version;
+  if (id == down_id && m->uid == down_uid) {
+    if (obs->saw_downed && m->state != SWIM_DOWNED) {
+      fail("node %d held node %d's downed run %s again", obs->id, id, swim_state_name(m->state));
+    }
+    obs->saw_downed |= m->state == SWIM_DOWNED;
+  }
+  if (m->upno && m->uid == nodes[id].uid && m->upno != own_upno(&nodes[id])) {
+    fail("node %d holds upno %u for node %d, whose run has %u", obs->id, m->upno, id,
+         own_upno(&nodes[id]));
+  }
 }
 
 static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event,
@@ -392,8 +447,17 @@ static void env_changed(void *ctx, const swim_member_t *m, swim_event_t event,
            obs->id, id, evn[event], swim_state_name(m->state), swim_phase_name(m->phase),
            m->version, swim_state_name(old_state), swim_phase_name(old_phase), swim_lhm(obs->swim));
   }
+  if (id == obs->id && m->state == SWIM_DOWNED) {
+    if (!swim_is_downed(obs->swim)) fail("node %d reported itself downed, but is not", id);
+    obs->self_downed = 1;
+  }
+  if (event == SWIM_REMOVED && id != obs->id && obs->seen_uid[id] == m->uid) {
+    /* Forgotten: what the node learns of that run later starts afresh. */
+    obs->seen_uid[id] = 0;
+    obs->seen_version[id] = 0;
+  }
   if (id == obs->id || event == SWIM_REMOVED) return;
-  check_version(obs, m);
+  check_member(obs, m);
   node_t *subject = &nodes[id];
   if (m->state == SWIM_DEAD && old_state != SWIM_DEAD && event == SWIM_CHANGED) {
     int real = subject->crashed || subject->uid != m->uid;
@@ -432,6 +496,9 @@ static void node_start(node_t *nd) {
   nd->uid = (splitmix(&net_rng) & (SWIM_UID_MAX - 1)) | 1;
   nd->crashed = 0;
   nd->paused_until = 0;
+  nd->up_after_merge = 0;
+  nd->upno = 0;
+  nd->self_downed = 0;
   /* A new run remembers nothing. */
   memset(nd->seen_uid, 0, (size_t)opt.nodes * sizeof *nd->seen_uid);
   memset(nd->seen_version, 0, (size_t)opt.nodes * sizeof *nd->seen_version);
@@ -443,6 +510,7 @@ static void node_start(node_t *nd) {
 
 static void node_crash(node_t *nd) {
   nd->crashed = 1;
+  nd->upno = swim_self(nd->swim)->upno;
   swim_destroy(nd->swim);
   nd->swim = NULL;
 }
@@ -469,6 +537,15 @@ static void exchange(node_t *a, node_t *b) {
   if (swim_merge(a->swim, now_ms, sb.data, sb.len)) fail("node %d could not merge a state", a->id);
   buf_close(&sa);
   buf_close(&sb);
+  /* A joining node goes up once an exchange told it the cluster (in the
+   * node: became_joined, lib/atoll/cluster/membership.lua). */
+  node_t *both[2] = {a, b};
+  for (int i = 0; i < 2; i++) {
+    if (both[i]->up_after_merge) {
+      both[i]->up_after_merge = 0;
+      swim_set_phase(both[i]->swim, now_ms, SWIM_UP);
+    }
+  }
   node_tick(a);
   node_tick(b);
 }
@@ -540,7 +617,7 @@ static void check_views(void) {
     size_t count;
     const swim_member_t *m = swim_members(nodes[i].swim, &count);
     for (size_t k = 1; k < count; k++) {
-      if (m[k].addr[0]) check_version(&nodes[i], &m[k]);
+      if (m[k].addr[0]) check_member(&nodes[i], &m[k]);
     }
   }
 }
@@ -581,8 +658,9 @@ static int run_until_converged(int limit, const char *what) {
 
 /* Starts the cluster: every node joins through node 0 and announces it is
  * up; with a warm start every node then merges node 0's full state, so that
- * large clusters are ready at once. */
-static void start_cluster(int announce_up) {
+ * large clusters are ready at once. The last `late` nodes are not started
+ * (they count as crashed until they are). */
+static void start_cluster(int announce_up, int late) {
   n_nodes = opt.nodes;
   nodes = calloc((size_t)n_nodes, sizeof *nodes);
   net_rng = opt.seed * 0x2545f4914f6cdd1dull + 1;
@@ -593,15 +671,19 @@ static void start_cluster(int announce_up) {
     snprintf(nd->addr, sizeof nd->addr, "10.0.%d.%d:%d", i / 250, i % 250 + 1, 10000 + i);
     nd->seen_uid = calloc((size_t)n_nodes, sizeof *nd->seen_uid);
     nd->seen_version = calloc((size_t)n_nodes, sizeof *nd->seen_version);
-    node_start(nd);
+    if (i < n_nodes - late)
+      node_start(nd);
+    else
+      nd->crashed = 1;
   }
-  for (int i = 1; i < n_nodes; i++) swim_join(nodes[i].swim, now_ms, nodes[0].addr);
+  int started = n_nodes - late;
+  for (int i = 1; i < started; i++) swim_join(nodes[i].swim, now_ms, nodes[0].addr);
   if (announce_up) {
-    for (int i = 0; i < n_nodes; i++) swim_set_phase(nodes[i].swim, now_ms, SWIM_UP);
+    for (int i = 0; i < started; i++) swim_set_phase(nodes[i].swim, now_ms, SWIM_UP);
   }
   run_until(now_ms + 2 * period_ms());
   if (!opt.cold) {
-    for (int i = 1; i < n_nodes; i++) exchange(&nodes[0], &nodes[i]);
+    for (int i = 1; i < started; i++) exchange(&nodes[0], &nodes[i]);
   }
   int limit = opt.cold ? 400 : 40;
   int p = run_until_converged(limit, "after the cluster started");
@@ -610,7 +692,7 @@ static void start_cluster(int announce_up) {
   int settle = 0;
   for (;; settle++) {
     size_t pending = 0;
-    for (int i = 0; i < n_nodes; i++) pending += swim_pending(nodes[i].swim);
+    for (int i = 0; i < n_nodes; i++) pending += nodes[i].swim ? swim_pending(nodes[i].swim) : 0;
     if (pending == 0) break;
     if (settle == 400) fail("gossip still pending after 400 periods (%zu updates)", pending);
     run_until(now_ms + period_ms());
@@ -651,13 +733,13 @@ static void steady(int periods) {
 }
 
 static void scenario_quiet(void) {
-  start_cluster(1);
+  start_cluster(1, 0);
   steady(opt.periods);
   printf("deaths.false %" PRIu64 "\n", false_deaths);
 }
 
 static void scenario_loss(void) {
-  start_cluster(1);
+  start_cluster(1, 0);
   deaths_allowed = 1; /* count them */
   uint64_t refutations0 = 0;
   for (int i = 0; i < n_nodes; i++) refutations0 += swim_stats(nodes[i].swim)->refutations;
@@ -687,7 +769,7 @@ static double detection_bound_s(void) {
 
 static void scenario_crash(void) {
   if (opt.nodes < 3) fail("crash needs at least 3 nodes");
-  start_cluster(1);
+  start_cluster(1, 0);
   uint64_t *all = calloc((size_t)opt.kills, sizeof *all);
   uint64_t *first = calloc((size_t)opt.kills, sizeof *first);
   uint64_t *rejoin = calloc((size_t)opt.kills, sizeof *rejoin);
@@ -756,7 +838,7 @@ static void scenario_crash(void) {
 }
 
 static void scenario_pause(void) {
-  start_cluster(1);
+  start_cluster(1, 0);
   run_until(now_ms + splitmix(&net_rng) % period_ms());
   node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
   victim->paused_until = now_ms + opt.pause_ms;
@@ -772,7 +854,7 @@ static void scenario_pause(void) {
 }
 
 static void scenario_partition(void) {
-  start_cluster(1);
+  start_cluster(1, 0);
   for (int i = 0; i < n_nodes; i++) nodes[i].group = i % 2;
   cut = 1;
   cut_one_way = opt.asymmetric;
@@ -795,7 +877,7 @@ static void scenario_partition(void) {
 }
 
 static void scenario_disseminate(void) {
-  start_cluster(0);
+  start_cluster(0, 0);
   if (opt.trials > n_nodes) opt.trials = n_nodes; /* each node announces itself once */
   uint64_t *periods = calloc((size_t)opt.trials, sizeof *periods);
   for (int t = 0; t < opt.trials; t++) {
@@ -826,6 +908,176 @@ static void scenario_disseminate(void) {
   free(periods);
 }
 
+/* Checks, once the views converged, that every live node holds every
+ * live node's upno as that node gave it, that every live node has one,
+ * and that `newest` (unless -1), which went up last, has the largest. */
+static void check_seniority(int newest, const char *what) {
+  for (int j = 0; j < n_nodes; j++) {
+    if (nodes[j].crashed) continue;
+    uint32_t upno = own_upno(&nodes[j]);
+    if (upno == 0) fail("%s: node %d is up without an upno", what, j);
+    if (newest >= 0 && j != newest && upno >= own_upno(&nodes[newest])) {
+      fail("%s: node %d went up last with upno %u, but node %d, up before it, has %u", what, newest,
+           own_upno(&nodes[newest]), j, upno);
+    }
+    for (int i = 0; i < n_nodes; i++) {
+      if (nodes[i].crashed) continue;
+      const swim_member_t *m = swim_find(nodes[i].swim, nodes[j].addr);
+      if (m == NULL || m->upno != upno) {
+        fail("%s: node %d holds upno %u for node %d, whose run has %u", what, i, m ? m->upno : 0, j,
+             upno);
+      }
+    }
+  }
+}
+
+/* A node starts (as a new run, if it ran before) and joins through a
+ * random live member, going up after its first push-pull. */
+static void join_late(node_t *nd) {
+  int seed;
+  do seed = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
+  while (seed == nd->id || nodes[seed].crashed);
+  node_start(nd);
+  nd->up_after_merge = 1;
+  swim_join(nd->swim, now_ms, nodes[seed].addr);
+}
+
+static void scenario_seniority(void) {
+  if (opt.nodes < 3 || opt.joins > opt.nodes - 2) fail("seniority needs --joins <= N - 2");
+  start_cluster(1, opt.joins);
+  check_seniority(-1, "after the cluster started");
+  for (int j = opt.nodes - opt.joins; j < opt.nodes; j++) {
+    run_until(now_ms + splitmix(&net_rng) % (2 * period_ms()));
+    join_late(&nodes[j]);
+    run_until_converged(200, "after a join");
+    check_seniority(j, "after a join");
+  }
+  for (int k = 0; k < opt.kills; k++) {
+    run_until(now_ms + splitmix(&net_rng) % (2 * period_ms()));
+    node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+    node_crash(victim);
+    /* Back at once, or after the others declared it dead. */
+    run_until(now_ms + splitmix(&net_rng) % (20 * period_ms()));
+    join_late(victim);
+    run_until_converged(200, "after a restart");
+    check_seniority(victim->id, "after a restart");
+  }
+  uint32_t max = 0;
+  for (int j = 0; j < n_nodes; j++) max = own_upno(&nodes[j]) > max ? own_upno(&nodes[j]) : max;
+  printf("joins %d\nkills %d\nupno.max %u\n", opt.joins, opt.kills, max);
+}
+
+/* The members, other than the downed node, that hold its run downed; and
+ * whether it knows. */
+static int holding_down(const node_t *victim) {
+  int c = 0;
+  for (int i = 0; i < n_nodes; i++) {
+    if (i == victim->id || nodes[i].crashed) continue;
+    const swim_member_t *m = swim_find(nodes[i].swim, victim->addr);
+    c += m && m->uid == victim->uid && m->state == SWIM_DOWNED;
+  }
+  return c;
+}
+
+static int random_other(int a, int b) {
+  int id;
+  do id = (int)(splitmix(&net_rng) % (uint64_t)n_nodes);
+  while (id == a || id == b);
+  return id;
+}
+
+static void scenario_down(void) {
+  if (opt.nodes < 3) fail("down needs at least 3 nodes");
+  start_cluster(1, 0);
+  deaths_allowed = 1; /* the death by hand */
+  run_until(now_ms + splitmix(&net_rng) % period_ms());
+  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+  node_t *downer = &nodes[random_other(victim->id, -1)];
+  node_t *killer = &nodes[random_other(victim->id, downer->id)];
+  uint64_t bound = (uint64_t)ceil(3 * log2((double)n_nodes)) * period_ms();
+  if (opt.isolate) {
+    /* Cut off: the others declare it dead, it declares them dead. */
+    for (int i = 0; i < n_nodes; i++) nodes[i].group = i == victim->id;
+    cut = 1;
+    run_until(now_ms + opt.split_ms / 2);
+  }
+  down_id = victim->id;
+  down_uid = victim->uid;
+  uint64_t t0 = now_ms;
+  /* A verdict it refutes, raced by one it may not. */
+  if (swim_down(killer->swim, now_ms, victim->addr) == 0) node_tick(killer);
+  if (swim_down_final(downer->swim, now_ms, victim->addr)) fail("swim_down_final refused");
+  node_tick(downer);
+  if (opt.isolate) {
+    run_until(t0 + opt.split_ms / 2);
+    cut = 0;
+    t0 = now_ms;
+    bound = 20 * period_ms();
+  }
+  int others = n_nodes - 1;
+  while (holding_down(victim) < others || !victim->self_downed) {
+    if (now_ms - t0 > bound) {
+      fail("node %d was held downed by %d of %d members%s after %.1f s (bound %.1f s)", victim->id,
+           holding_down(victim), others, victim->self_downed ? "" : ", and did not know it",
+           (double)(now_ms - t0) / 1000, (double)bound / 1000);
+    }
+    run_until(now_ms + 10);
+  }
+  printf("down.node %d\ndown.periods %.1f\n", victim->id, (double)(now_ms - t0) / period_ms());
+  /* It keeps running: no member may hold that run otherwise (check_member),
+   * not even once its tombstone expired. */
+  for (int p = 0; p < opt.periods; p++) {
+    run_until(now_ms + period_ms());
+    check_views();
+  }
+  int remembered = holding_down(victim);
+  printf("down.remembered %d\n", remembered);
+  /* Restarted as a new run, it is a member again. */
+  node_crash(victim);
+  join_late(victim);
+  int p = run_until_converged(200, "after the downed node restarted");
+  printf("rejoin.periods %d\n", p);
+}
+
+static void scenario_unreachable(void) {
+  if (opt.nodes < 3) fail("unreachable needs at least 3 nodes");
+  start_cluster(1, 0);
+  run_until(now_ms + splitmix(&net_rng) % period_ms());
+  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+  watch_id = victim->id;
+  watch_uid = victim->uid;
+  watch_dead_count = 0;
+  uint64_t crashed_at = now_ms;
+  node_crash(victim);
+  int others = n_nodes - 1;
+  while (watch_dead_count < others) {
+    if ((double)(now_ms - crashed_at) / 1000 > detection_bound_s()) {
+      fail("node %d declared dead by %d of %d members only", victim->id, watch_dead_count, others);
+    }
+    run_until(now_ms + 10);
+  }
+  run_until(now_ms + opt.cfg.tombstone_ms + 4 * period_ms());
+  int kept = 0, forgotten = 0;
+  for (int i = 0; i < n_nodes; i++) {
+    if (nodes[i].crashed) continue;
+    const swim_member_t *m = swim_find(nodes[i].swim, victim->addr);
+    if (m == NULL)
+      forgotten++;
+    else if (m->uid == victim->uid && m->state == SWIM_DEAD)
+      kept++;
+    else
+      fail("node %d holds node %d as %s", i, victim->id, swim_state_name(m->state));
+  }
+  if (opt.cfg.keep_unreachable ? kept != others : forgotten != others) {
+    fail(
+        "%d of %d members still hold node %d, dead for longer than its tombstone (keep_unreachable "
+        "%d)",
+        kept, others, victim->id, opt.cfg.keep_unreachable);
+  }
+  printf("unreachable.kept %d\nunreachable.forgotten %d\n", kept, forgotten);
+  printf("majority %d\n", swim_has_majority(nodes[victim->id == 0 ? 1 : 0].swim));
+}
+
 int main(int argc, char **argv) {
   g_argc = argc;
   g_argv = argv;
@@ -843,6 +1095,12 @@ int main(int argc, char **argv) {
     scenario_partition();
   else if (!strcmp(opt.scenario, "disseminate"))
     scenario_disseminate();
+  else if (!strcmp(opt.scenario, "seniority"))
+    scenario_seniority();
+  else if (!strcmp(opt.scenario, "down"))
+    scenario_down();
+  else if (!strcmp(opt.scenario, "unreachable"))
+    scenario_unreachable();
   else {
     fprintf(stderr, "swimsim: unknown scenario '%s' (see --help)\n", opt.scenario);
     return 2;

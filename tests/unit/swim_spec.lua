@@ -120,6 +120,58 @@ describe("SWIM in the simulator", function()
     end
   end))
 
+  it("numbers runs as they go up, alike in every view, a newcomer's and a new run's the largest",
+    async(function()
+      -- The simulator fails the run if, once views converged, a member holds
+      -- another's upno otherwise than that member gave it, a member is up
+      -- without one, or the node that went up last (it joined, or restarted
+      -- as a new run) does not have the largest.
+      seeds(5, function(seed)
+        local r = passes(("-n 8 --joins 3 --kills 10 seniority -s %d"):format(seed))
+        -- 1 for the five that started together, then one more for each
+        -- newcomer at most (a new run may take its earlier run's number,
+        -- when the member it merged with held the new run already)
+        assert.is_true(r["upno.max"] >= 4 and r["upno.max"] <= 14, r["upno.max"])
+      end)
+      passes("-n 50 --joins 5 --kills 5 --loss 0.02 seniority")
+    end))
+
+  it("holds a node downed for good on every member, though it runs and refutes, until a new run",
+    async(function()
+      -- One member downs a live node while another declares it dead by hand,
+      -- so that it refutes. The simulator fails the run unless every member
+      -- holds it downed and it knows, within the dissemination bound
+      -- (--isolate: it is cut off when downed, and has 20 periods after the
+      -- heal to learn it); if any member holds that run otherwise
+      -- afterwards, past its tombstone too; or if its new run does not get
+      -- back in.
+      for _, mode in ipairs { "", "--isolate" } do
+        seeds(5, function(seed)
+          for _, n in ipairs { 3, 10, 50 } do
+            local r = passes(("-n %d %s --periods 100 --tombstone 20000 down -s %d"):format(n, mode, seed))
+            assert.equal(0, r["down.remembered"], "forgotten after its tombstone")
+          end
+        end)
+      end
+      local r = passes("-n 20 --loss 0.05 --periods 40 down")
+      assert.equal(19, r["down.remembered"], "remembered within its tombstone")
+    end))
+
+  it("forgets a crashed node after its tombstone time, unless told to keep the unreachable",
+    async(function()
+      -- The simulator fails the run unless, past the tombstone time, every
+      -- member forgot the node, or (--keep-unreachable) every member still
+      -- holds it dead.
+      seeds(3, function(seed)
+        for _, n in ipairs { 3, 10 } do
+          local r = passes(("-n %d --tombstone 10000 unreachable -s %d"):format(n, seed))
+          assert.equal(n - 1, r["unreachable.forgotten"])
+          r = passes(("-n %d --tombstone 10000 --keep-unreachable unreachable -s %d"):format(n, seed))
+          assert.equal(n - 1, r["unreachable.kept"])
+        end
+      end)
+    end))
+
   it("keeps bytes per member per period flat as the cluster grows", async(function()
     local small = passes("-n 10 --kills 5 crash")["bytes.per.member.period"]
     local large = passes("-n 200 --kills 3 crash")["bytes.per.member.period"]

@@ -137,6 +137,18 @@ local positionals = {
     if opts.node == nil then return "missing --node HOST:PORT" end
     if #p > 0 then return ("unexpected argument '%s'"):format(p[1]) end
   end,
+  singletons = function(opts, p)
+    if opts.node == nil then return "missing --node HOST:PORT" end
+    if #p > 0 then return ("unexpected argument '%s'"):format(p[1]) end
+  end,
+  receptionist = function(opts, p)
+    if opts.node == nil then return "missing --node HOST:PORT" end
+    if #p > 1 then return ("unexpected argument '%s' (one KEY at most)"):format(p[2]) end
+    if p[1] and (#p[1] < 1 or #p[1] > 200) then
+      return ("a KEY is 1 to 200 bytes (this one has %d)"):format(#p[1])
+    end
+    opts.key = p[1]
+  end,
   clusterd = function(_, p)
     if #p > 0 then return ("unexpected argument '%s'"):format(p[1]) end
   end,

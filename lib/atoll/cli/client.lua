@@ -1,4 +1,4 @@
--- atoll call, atoll reload and atoll members: one call to a running node, as a client.
+-- atoll call, reload, members and receptionist: one call to a running node, as a client.
 local host = require "atoll.c.host"
 local atoll = require "atoll"
 local runtime = require "atoll.runtime"
@@ -110,22 +110,8 @@ local function width(s)
   return #s:gsub("[\128-\191]", "")
 end
 
--- members_table(view, now) -> the lines of the member table `atoll members`
--- prints (now: wall-clock seconds): members by name, then address; each
--- column as wide as its widest cell, two spaces apart.
-function M.members_table(view, now)
-  local rows = { { "NAME", "ADDRESS", "STATUS", "INCARNATION", "SINCE" } }
-  local members = {}
-  for i, m in ipairs(view.members or {}) do members[i] = m end
-  table.sort(members, function(a, b)
-    if a.name ~= b.name then return a.name < b.name end
-    return a.address < b.address
-  end)
-  for _, m in ipairs(members) do
-    local status = m.status .. (m.suspect and " (suspect)" or "")
-    rows[#rows + 1] = { (m.name ~= "" and m.name or "-") .. (m.self and " *" or ""), m.address, status,
-                        ("%x"):format(m.incarnation), ago(now - m.since) .. " ago" }
-  end
+-- The lines of a table: each column as wide as its widest cell, two spaces apart.
+local function columns(rows)
   local widths = {}
   for _, r in ipairs(rows) do
     for i, c in ipairs(r) do widths[i] = math.max(widths[i] or 0, width(c)) end
@@ -139,6 +125,35 @@ function M.members_table(view, now)
   return lines
 end
 
+-- members_table(view, now) -> the lines of the member table `atoll members`
+-- prints (now: wall-clock seconds): members by name, then address.
+function M.members_table(view, now)
+  local rows = { { "NAME", "ADDRESS", "STATUS", "INCARNATION", "SINCE" } }
+  local members = {}
+  for i, m in ipairs(view.members or {}) do members[i] = m end
+  table.sort(members, function(a, b)
+    if a.name ~= b.name then return a.name < b.name end
+    return a.address < b.address
+  end)
+  for _, m in ipairs(members) do
+    local status = m.status .. (m.suspect and " (suspect)" or "")
+    rows[#rows + 1] = { (m.name ~= "" and m.name or "-") .. (m.self and " *" or ""), m.address, status,
+                        ("%x"):format(m.incarnation), ago(now - m.since) .. " ago" }
+  end
+  return columns(rows)
+end
+
+-- Counters as lines of "name value" pairs, `per` to a line, in this order.
+local function counter_lines(counters, order, per)
+  local line = {}
+  for _, k in ipairs(order) do
+    if counters[k] then line[#line + 1] = ("%s %d"):format(k:gsub("_", " "), counters[k]) end
+  end
+  local lines = {}
+  for i = 1, #line, per do lines[#lines + 1] = table.concat(line, ", ", i, math.min(i + per - 1, #line)) end
+  return lines
+end
+
 -- The member table `atoll members` prints, and the counters.
 local function print_members(view)
   for _, line in ipairs(M.members_table(view, host.wall() / 1000)) do print(line) end
@@ -148,11 +163,7 @@ local function print_members(view)
   local order = { "probes", "indirect_probes", "acks", "nacks", "suspicions", "refutations", "deaths",
                   "leaves", "packets_sent", "packets_received", "bytes_sent", "dropped_malformed",
                   "dropped_auth", "send_failed", "unresolved", "gossip_pending", "health" }
-  local line = {}
-  for _, k in ipairs(order) do
-    if s[k] then line[#line + 1] = ("%s %d"):format(k:gsub("_", " "), s[k]) end
-  end
-  for i = 1, #line, 4 do print(table.concat(line, ", ", i, math.min(i + 3, #line))) end
+  for _, line in ipairs(counter_lines(s, order, 4)) do print(line) end
 end
 
 -- atoll members: a node's view of the cluster.
@@ -170,6 +181,95 @@ function M.members(opts)
       print(json.encode(view))
     else
       print_members(view)
+    end
+    return 0
+  end)
+end
+
+-- singletons_table(list, now) -> the lines `atoll singletons` prints.
+function M.singletons_table(list, now)
+  local rows = { { "NAME", "HOST", "SINCE", "HELD", "HANDOVERS", "FAILOVERS", "OVERFLOWED" } }
+  for _, s in ipairs(list) do
+    rows[#rows + 1] = { s.name, s.host or "-", s.since and (ago(now - s.since) .. " ago") or "-",
+                        tostring(s.held or 0), tostring(s.handovers or 0), tostring(s.failovers or 0),
+                        tostring(s.overflowed or 0) }
+  end
+  return columns(rows)
+end
+
+-- atoll singletons: the singletons a node knows, with when each started where it runs.
+function M.singletons(opts)
+  local json = require "atoll.util.json"
+  return with_node(opts, function(cluster, timeout)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "singletons", timeout)
+    if not ok then return call_failed(opts, view) end
+    -- How long each has run is known where it runs: ask those nodes (best effort).
+    local asked = {}
+    for _, s in ipairs(view.singletons) do
+      if s.host and s.host ~= view.address and s.since == nil then
+        local there = asked[s.host]
+        if there == nil then
+          local got, other = pcall(cluster.call_name, s.host, "atoll.node", "singletons", timeout)
+          there = got and other or false
+          asked[s.host] = there
+        end
+        for _, o in ipairs(there and there.singletons or {}) do
+          if o.name == s.name then s.since = o.since end
+        end
+      end
+    end
+    if opts.json_output then
+      view.singletons = atoll.array(view.singletons)
+      print(json.encode(view))
+      return 0
+    end
+    for _, line in ipairs(M.singletons_table(view.singletons, host.wall() / 1000)) do print(line) end
+    local d = view.downing or {}
+    print()
+    print(("%s: %s (%s of %s members reached), downing %s%s"):format(view.address, d.status or "?",
+      tostring(d.reached or "?"), tostring(d.counted or "?"), d.strategy or "?",
+      d.quorum and ("=" .. d.quorum) or ""))
+    return 0
+  end)
+end
+
+-- receptionist_lines(view [, key]) -> what `atoll receptionist` prints: a
+-- table of entries (key, node address, actor id, type), then the counters.
+function M.receptionist_lines(view, key)
+  local lines
+  if #view.entries == 0 then
+    lines = { key and ("no actor is checked in under " .. key) or "no actor is checked in" }
+  else
+    local rows = { { "KEY", "NODE", "ACTOR", "TYPE" } }
+    for _, e in ipairs(view.entries) do
+      rows[#rows + 1] = { e.key, e.address ~= "" and e.address or "-", tostring(e.id), e.type or "-" }
+    end
+    lines = columns(rows)
+    if view.truncated then
+      lines[#lines + 1] = ("(the first %d of %d entries)"):format(#view.entries, view.total)
+    end
+  end
+  local s = view.stats or {}
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = ("entries %d (own %d), members %d   (the node asked: %s)"):format(s.entries or 0, s.own or 0,
+    s.members or 0, view.address)
+  local order = { "changes_sent", "changes_received", "sets_sent", "sets_received", "digests_sent",
+                  "digests_received", "pulls_sent", "gaps", "stale", "ignored", "refused" }
+  for _, line in ipairs(counter_lines(s, order, 4)) do lines[#lines + 1] = line end
+  return lines
+end
+
+-- atoll receptionist: a node's view of the receptionist's entries.
+function M.receptionist(opts)
+  local json = require "atoll.util.json"
+  return with_node(opts, function(cluster, timeout)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "receptionist", timeout, opts.key)
+    if not ok then return call_failed(opts, view) end
+    if opts.json_output then
+      view.entries = atoll.array(view.entries)
+      print(json.encode(view))
+    else
+      for _, line in ipairs(M.receptionist_lines(view, opts.key)) do print(line) end
     end
     return 0
   end)

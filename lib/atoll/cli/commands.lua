@@ -2,7 +2,7 @@
 local M = {}
 
 -- Exit codes, as `atoll --help` and the README list them.
-M.EXIT = { OK = 0, APP = 1, USAGE = 2, LOAD = 3, UNREACHABLE = 4, STUCK = 5, HEAP = 6 }
+M.EXIT = { OK = 0, APP = 1, USAGE = 2, LOAD = 3, UNREACHABLE = 4, STUCK = 5, HEAP = 6, DOWNED = 7 }
 
 -- Flags come in groups; a command takes a list of groups. A flag sets a
 -- field of the options table: true (a switch), a string (a value), or the
@@ -25,7 +25,8 @@ local node = group {
   { "--watch", "watch", SWITCH }, { "--max-frame", "max_frame", VALUE }, { "--max-queue", "max_queue", VALUE },
   { "--join", "join", REPEATABLE }, { "--discovery", "discovery", REPEATABLE },
   { "--membership", "membership", REPEATABLE }, { "--watchdog", "watchdog", REPEATABLE },
-  { "--max-heap", "max_heap", VALUE },
+  { "--max-heap", "max_heap", VALUE }, { "--downing", "downing", VALUE },
+  { "--stable-after", "stable_after", VALUE }, { "--when-downed", "when_downed", VALUE },
 }
 local journal = group { { "--journal", "journal", VALUE }, { "--data-dir", "data_dir", VALUE } }
 local http = group { { "--http", "http", VALUE }, { "--http-static", "http_static", REPEATABLE } }
@@ -41,10 +42,11 @@ Exit codes:
      for call and reload: the call failed on the node
   2  usage error: unknown command or flag, missing or bad argument
   3  the script could not be loaded: missing file or syntax error
-  4  call, reload and members: the node could not be reached, refused us, or did
-     not answer
+  4  call, reload, members and receptionist: the node could not be reached,
+     refused us, or did not answer
   5  the watchdog ended a node whose loop a handler kept blocked (--watchdog exit)
   6  the node's Lua heap stayed over its ceiling (--max-heap) after a collection
+  7  the cluster downed the node and --when-downed is exit
   130, 143  a second SIGINT or SIGTERM stopped the node without waiting
 ]]
 
@@ -127,7 +129,25 @@ Membership (a listening node is a member of its cluster; see the README):
                         probe_timeout (0.2), indirect_probes (3), suspicion_alpha (4),
                         suspicion_beta (4), confirmations (2), retransmit_lambda (4),
                         gossip_interval (0.2), gossip_fanout (3), max_lhm (8),
-                        push_pull_interval (30), leave_grace (1.5), tombstone (300)
+                        push_pull_interval (30), leave_grace (1.5), tombstone (300),
+                        keep_unreachable (0), which --downing sets to 1 unless off
+                        (members that cannot be reached stay until downed)
+
+Split brains (see the README's "Cluster services"):
+  --downing STRATEGY    keep-majority (the default): the side of a partition that
+                        reaches more than half of the members (half, with the
+                        oldest) downs the others once nothing has changed for
+                        --stable-after, and a side without it stops its
+                        singletons; static-quorum=N: a side needs N members;
+                        off: nobody is downed, a member declared dead is down
+                        and comes back up if it answers (no split-brain safety)
+  --stable-after SECONDS
+                        how long the unreachable members must stay the same
+                        before a side acts (default: the shortest suspicion plus
+                        one probe interval: 2.5 s up to 10 members)
+  --when-downed ACTION  restart (the default): a node the cluster downed starts
+                        again as a new run, in the same process; exit: it exits
+                        with code 7, for a supervisor to restart
   -h, --help            show this help
 ]],
   },
@@ -188,6 +208,50 @@ probe and has not refuted yet is marked suspect.
 Options:
   --node HOST:PORT      the node to ask (required)
   --json                print the member list and counters as JSON
+  --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
+]],
+  },
+  {
+    name = "singletons", synopsis = { "atoll singletons --node HOST:PORT", "show the cluster's singletons" },
+    groups = { common, secret, client, json }, quiet = true,
+    run = { "atoll.cli.client", "singletons" },
+    usage = [[
+Usage: atoll singletons --node HOST:PORT [options]
+
+Prints the cluster singletons the node at HOST:PORT knows: each one's name,
+the member that runs it (or should: the oldest up member that hosts it), how
+long its instance has run there, the calls held for it on the node asked
+(while it moves, up to 2,048), and that node's counters: hand-overs (its
+instance stopped here for another host), failovers (started here after a
+host was downed or replaced by a new run), calls refused as overloaded
+(`--json` adds held_total, the calls held in all). Then the node's side of
+the cluster: whether it holds a majority, and its downing strategy.
+
+Options:
+  --node HOST:PORT      the node to ask (required)
+  --json                print the same as JSON
+  --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
+]],
+  },
+  {
+    name = "receptionist",
+    synopsis = { "atoll receptionist --node HOST:PORT [KEY]", "show the actors a node finds by key" },
+    groups = { common, secret, client, json }, quiet = true,
+    run = { "atoll.cli.client", "receptionist" },
+    usage = [[
+Usage: atoll receptionist --node HOST:PORT [KEY] [options]
+
+Prints the receptionist's entries as the node at HOST:PORT sees them: each
+key with the actors checked in under it, on any node of the cluster (the
+node's address, the actor's id and type), by key, then address, then id;
+with KEY, that key's only. Then the node's counters: entries (its own and
+all it holds), changes sent and received, whole sets sent and received
+(full exchanges and answers to pulls), digests, pulls, gaps, and messages
+ignored or refused. At most 10,000 entries are printed.
+
+Options:
+  --node HOST:PORT      the node to ask (required)
+  --json                print the entries and counters as JSON
   --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
 ]],
   },

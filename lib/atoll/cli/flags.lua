@@ -165,6 +165,15 @@ local function readable(flag)
   end
 end
 
+local function downing(v)
+  return require("atoll.cluster.downing").parse(v)
+end
+
+local function when_downed(v)
+  if v == "restart" or v == "exit" then return v end
+  return nil, ("--when-downed takes restart or exit, got '%s'"):format(v)
+end
+
 local function watchdog(v)
   return require("atoll.watchdog").parse(v)
 end
@@ -190,6 +199,9 @@ local checks = {
   { "membership", membership },
   { "journal", journal },
   { "data_dir", text("--data-dir", 4096) },
+  { "downing", downing },
+  { "stable_after", seconds("--stable-after") },
+  { "when_downed", when_downed },
   { "watchdog", watchdog },
   { "max_heap", max_heap },
   { "timeout", seconds("--timeout") },

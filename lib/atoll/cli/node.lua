@@ -29,20 +29,59 @@ local function start_membership(opts, secret, port)
   local cluster = require "atoll.cluster"
   local membership = require "atoll.cluster.membership"
   local discovery = require "atoll.cluster.discovery"
+  local downing = require "atoll.cluster.downing"
   local n = runtime.node
   for _, d in ipairs(opts.discover) do
     if d.kind == "dns" and d.port == nil then d.port = port end
   end
+  -- A run started again after the cluster downed the last one joins the members that one knew.
+  local rejoin = os.getenv("ATOLL_REJOIN")
+  if rejoin and rejoin ~= "" then
+    for a in rejoin:gmatch("[^,]+") do opts.seeds[#opts.seeds + 1] = a end
+    host.log("info", "node", ("run %s after the cluster downed this node: joining through %s")
+      :format(os.getenv("ATOLL_RESTARTS") or "?", rejoin))
+  end
+  local dcfg = opts.downing or assert(downing.parse(""))
+  dcfg.stable_after = opts.stable_after
+  local final = dcfg.strategy ~= "off"
+  local config = opts.membership or {}
+  -- With downing, a member SWIM declares dead is unreachable and keeps counting until a
+  -- majority downs it: SWIM must not forget it meanwhile.
+  if final and require("atoll.c.swim").config().keep_unreachable ~= nil then config.keep_unreachable = 1 end
+  membership.set_downing(final)
   local ok, err = membership.start {
     bind_host = (cluster.split_address(opts.listen, "--listen")), port = port,
     address = n.address, name = n.name, incarnation = n.incarnation,
-    cluster = opts.cluster or "atoll", secret = secret, config = opts.membership,
+    cluster = opts.cluster or "atoll", secret = secret, config = config,
     seeds = opts.seeds, wait_for_seeds = #opts.discover > 0,
   }
   if not ok then
     say(err)
     return EXIT_APP
   end
+  downing.start(dcfg)
+  local downed = false
+  membership.listen(function(m)
+    if not m.self or m.status ~= "down" or downed then return end
+    downed = true
+    local restart = opts.when_downed ~= "exit"
+    host.log("error", "node", "the cluster downed this node: a majority of the members could not reach "
+      .. "it long enough (its actors' refs are dead for the others); "
+      .. (restart and "starting again as a new run" or "exiting with code " .. EXIT.DOWNED))
+    if restart then
+      -- The new run joins the members this one knew (a first node, started without --join,
+      -- would otherwise start a cluster of its own beside the one that downed it).
+      local seeds = {}
+      for _, other in ipairs(membership.members()) do
+        if not other.self and (other.status == "up" or other.status == "leaving") then
+          seeds[#seeds + 1] = other.address
+        end
+      end
+      host.setenv("ATOLL_REJOIN", table.concat(seeds, ","))
+      host.restart()
+    end
+    host.stop(restart and 0 or EXIT.DOWNED)
+  end)
   if #opts.discover > 0 then
     discovery.start(opts.discover, { address = n.address, name = n.name, incarnation = n.incarnation })
   end

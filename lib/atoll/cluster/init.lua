@@ -217,6 +217,16 @@ end
 
 local router = {}
 
+-- Other kinds of targets (a singleton by name, ...) have routers of their own:
+-- route_kind(mt, r) hands targets with metatable mt to r.call(target, method,
+-- payload, rid) and r.send(target, method, payload).
+local kind_routers = {}
+
+function M.route_kind(mt, r)
+  runtime.target_kind(mt)
+  kind_routers[mt] = r
+end
+
 -- The common case first: a ref to an actor of a member that is not down, over a
 -- link that is up, goes straight to the link, with no message table made (route()
 -- holds the same checks, in the same order, for everything else).
@@ -233,6 +243,8 @@ local function link_up_to(target)
 end
 
 function router.call(target, method, payload, rid)
+  local kr = kind_routers[getmetatable(target)]
+  if kr then return kr.call(target, method, payload, rid) end
   local link = link_up_to(target)
   if link then
     local ok, msg, kind = link:call(rid, target[REF_INC], target[REF_ID], method, payload)
@@ -246,6 +258,8 @@ function router.call(target, method, payload, rid)
 end
 
 function router.send(target, method, payload)
+  local kr = kind_routers[getmetatable(target)]
+  if kr then return kr.send(target, method, payload) end
   local link = link_up_to(target)
   if link then
     local ok, msg, kind = link:send(target[REF_INC], target[REF_ID], method, payload)
@@ -258,6 +272,50 @@ function router.send(target, method, payload)
 end
 
 runtime.set_router(router)
+
+-- route_name(address, name, method, payload [, rid]) -> true | nil, error: a call (with rid) or
+-- a one-way message to the actor registered under `name` on that node, the payload already
+-- encoded: for the routers of other kinds of targets.
+function M.route_name(address, name, method, payload, rid)
+  local ok, err = ensure_started()
+  if not ok then return nil, err end
+  return route(address, { kind = rid and CALL_NAME or SEND_NAME, rid = rid, name = name, method = method,
+    payload = payload })
+end
+
+-- link_up(address) -> whether a link to that node is up now; if not, one is dialed (unless one
+-- is being dialed, or the last attempt failed and its backoff has not run out): for routers
+-- that hold messages until a link is up rather than fail them.
+function M.link_up(address)
+  local p = peers[address]
+  if p ~= nil and p.link ~= nil then
+    local st = p.link:state()
+    if st == "up" then return true end
+    if st ~= "closed" then return false end
+    p.link = nil
+  end
+  if not started or address == "" or address == node.address then return false end
+  p = peer_for(address)
+  if not p.wait_timer and runtime.now_ms() >= p.retry_at then dial(p) end
+  return false
+end
+
+-- Names no actor registers, which a service answers instead (atoll.singleton's
+-- "atoll.singleton/..."): on_named(prefix, fn(name, method, payload, reply_to)), reply_to a
+-- reply-to record for a call, 0 for a one-way message.
+local named_services = {}
+
+function M.on_named(prefix, fn)
+  named_services[#named_services + 1] = { prefix, fn }
+end
+
+local function named_service(name)
+  for i = 1, #named_services do
+    local s = named_services[i]
+    if name:sub(1, #s[1]) == s[1] then return s[2] end
+  end
+  return nil
+end
 
 -- A call from another node waits for its handler with this as its reply-to:
 -- the link it came on, and the caller's rid there.
@@ -314,10 +372,13 @@ local function on_frames(link, n)
         runtime.enqueue_reply(rid, false, wire_error(payload))
       end
     elseif kind == CALL or kind == CALL_NAME then
-      local rec
+      local rec, service
       if kind == CALL then rec = local_target(a, id) else rec = named_target(a) end
+      if rec == nil and kind == CALL_NAME then service = named_service(a) end
       if rec then
         enqueue(rec, method, payload, setmetatable({ link = link, rid = rid }, ReplyTo))
+      elseif service then
+        service(a, method, payload, setmetatable({ link = link, rid = rid }, ReplyTo))
       else
         local what = kind == CALL and ("actor #" .. tostring(id) .. (a ~= node.incarnation
           and " of an earlier run of " or " on ") .. node.address)
@@ -328,7 +389,12 @@ local function on_frames(link, n)
     else -- SEND, SEND_NAME
       local rec
       if kind == SEND then rec = local_target(a, id) else rec = named_target(a) end
-      if rec then enqueue(rec, method, payload, 0) end
+      if rec then
+        enqueue(rec, method, payload, 0)
+      elseif kind == SEND_NAME then
+        local service = named_service(a)
+        if service then service(a, method, payload, 0) end
+      end
     end
   end
   runtime.drain()
@@ -384,6 +450,7 @@ local function on_up(link, peer)
     dialed_as.name, dialed_as.incarnation = peer.name, peer.incarnation
     attach(dialed_as, link)
   end
+  require("atoll.cluster.receptionist").link_up(p.address)
   runtime.drain()
 end
 

@@ -4,7 +4,8 @@
 --   joining   it has started and is joining the cluster
 --   up        it has joined
 --   leaving   it said it is leaving (a graceful shutdown)
---   down      the failure detector declared it dead (or it was marked down by hand)
+--   down      the failure detector declared it dead (or it was marked down by hand),
+--             or it was downed for good (down_final)
 --   removed   it left, or was forgotten (down long enough), or restarted as a
 --             new incarnation (its earlier run is removed)
 -- and, while alive, it may be `suspect`: some member failed to reach it and
@@ -13,6 +14,14 @@
 -- A member that is down but turns out to be alive (a healed partition) comes
 -- back up at a higher version: down is the detector's verdict, not an exile.
 -- Refs to its actors work again; watches fired at the verdict stay fired.
+-- A member downed for good (down_final) is the exception: it stays down for
+-- that incarnation whatever it says, and only a new incarnation at its
+-- address is a member again. Its own node hears it and lists itself down.
+--
+-- Every member also carries `upno`, its seniority: when its node went up it
+-- took 1 + the largest upno it knew of (0 until then), and every member holds
+-- the same number for it, so (upno, address) orders members alike everywhere
+-- (the oldest first); a new incarnation counts as the youngest.
 local swim = require "atoll.c.swim"
 local host = require "atoll.c.host"
 local runtime = require "atoll.runtime"
@@ -46,10 +55,25 @@ local function log(level, msg)
   host.log(level, "membership", msg)
 end
 
+-- With a downing strategy (atoll.cluster.downing), a member SWIM declares dead is only
+-- unreachable: it keeps its status, with reachable = false, until a majority downs it (SWIM's
+-- `downed`, final for that run). Without one (--downing off), dead is down, and a member that
+-- answers again comes back up.
+local final_downs = false
+
+function M.set_downing(on)
+  final_downs = on and true or false
+end
+
 local function status_of(state, phase)
-  if state == "dead" then return "down" end
+  if state == "downed" then return "down" end
+  if state == "dead" then return final_downs and phase or "down" end
   if state == "left" then return "removed" end
   return phase -- joining, up, leaving
+end
+
+local function reachable_of(state)
+  return state ~= "suspect" and state ~= "dead"
 end
 
 -- Host milliseconds (the core's clock) to wall-clock seconds, to the millisecond.
@@ -60,7 +84,8 @@ end
 -- A member as apps see it: a fresh table they may keep.
 local function copy(m)
   return { address = m.address, name = m.name, incarnation = m.incarnation, status = m.status,
-           suspect = m.suspect, since = wall(m.since_ms), self = m.self or nil }
+           suspect = m.suspect, reachable = m.reachable, upno = m.upno or 0,
+           since = wall(m.since_ms), self = m.self or nil }
 end
 
 ---------------------------------------------------------------------------
@@ -72,6 +97,9 @@ local function notify(m, previous)
     local who = m.address .. (m.name ~= "" and (" (" .. m.name .. ")") or "")
     log(m.status == "down" and "warn" or "info", who .. " is " .. m.status
       .. (previous and (", was " .. previous) or ""))
+  elseif m.self and m.status == "down" and previous ~= "down" then
+    log("error", "this node was downed by the cluster: it is no member any more, and only a new "
+      .. "incarnation can be one")
   end
   for _, fn in ipairs(listeners) do
     local ok, err = xpcall(fn, debug.traceback, m, previous)
@@ -118,20 +146,26 @@ local function apply(e)
   end
   local status = status_of(e.state, e.phase)
   local suspect = e.state == "suspect"
+  local reachable = e.self or reachable_of(e.state)
   if old and old.incarnation ~= e.incarnation then old = nil end
   if old == nil then
     if status == "removed" then return end -- news of a member already gone
     local m = { address = e.address, name = e.name, incarnation = e.incarnation, status = status,
-                suspect = suspect, since_ms = e.since, self = e.self }
+                suspect = suspect, reachable = reachable, upno = e.upno or 0, since_ms = e.since,
+                self = e.self }
     members[e.address] = m
     order[#order + 1] = e.address
     notify(m, nil)
     return
   end
   if e.name ~= "" then old.name = e.name end
-  if old.status == status and old.suspect == suspect then return end
+  -- The upno comes with the news that the member is up; learnt alone (the
+  -- core reports it as a change of nothing else), it is taken silently:
+  -- members() shows it at once, listeners and subscribers with the next change.
+  if e.upno and e.upno ~= 0 then old.upno = e.upno end
+  if old.status == status and old.suspect == suspect and old.reachable == reachable then return end
   local previous = old.status
-  old.status, old.suspect, old.since_ms = status, suspect, e.since
+  old.status, old.suspect, old.reachable, old.since_ms = status, suspect, reachable, e.since
   if status == "removed" then forget(e.address) end
   notify(old, previous)
 end
@@ -340,7 +374,8 @@ function M.start(opts)
   swim.set_handler(on_news)
   -- The core announces this node to itself first.
   local me = { address = opts.address, name = opts.name or "", incarnation = opts.incarnation,
-               status = "joining", suspect = false, since_ms = swim.now(), self = true }
+               status = "joining", suspect = false, reachable = true, upno = 0, since_ms = swim.now(),
+               self = true }
   members[me.address] = me
   order[#order + 1] = me.address
   joining_since = runtime.now_ms() / 1000
@@ -385,6 +420,17 @@ function M.down(address)
   return swim.down(address)
 end
 
+-- down_final(address) -> true if the member was downed for good (or was
+-- already); false if it is not a member, or it left. Unlike down(), final
+-- for its incarnation: every member holds it down whatever it says, and only
+-- a new incarnation at its address is a member again. Its own node hears
+-- it and lists itself down; restarting is up to it.
+function M.down_final(address)
+  if not started then error("membership is not started on this node", 2) end
+  if address == self_address then error("down_final: a node cannot down itself (use leave)", 2) end
+  return swim.down(address, true)
+end
+
 function M.stop()
   if seed_timer then
     seed_timer:cancel()
@@ -398,7 +444,7 @@ end
 ---------------------------------------------------------------------------
 
 -- members() -> { member... } in the order they were first seen, this node
--- first: { address, name, incarnation, status, suspect, since, self }
+-- first: { address, name, incarnation, status, suspect, since, self, upno }
 function M.members()
   local out = {}
   for _, a in ipairs(order) do out[#out + 1] = copy(members[a]) end
@@ -418,11 +464,14 @@ function M.status(address)
   return m.status, m.incarnation
 end
 
--- has_majority() -> whether the members this node sees alive are more than
+-- has_majority() -> whether this node's side holds a majority, by the downing strategy's rule
+-- (atoll.cluster.downing); with --downing off, whether the members it sees alive are more than
 -- half of the last known members (those down included, those that left not).
 function M.has_majority()
   if not started then return true end
-  return swim.has_majority()
+  local downing = require "atoll.cluster.downing"
+  if downing.strategy() == "off" then return swim.has_majority() end
+  return downing.decide(M.members(), downing.config(), downing.doubted()).majority
 end
 
 -- stats() -> the counters: probes, indirect_probes, acks, nacks, suspicions,

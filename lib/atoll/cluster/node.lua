@@ -5,6 +5,7 @@ local reload = require "atoll.reload"
 local host = require "atoll.c.host"
 local membership = require "atoll.cluster.membership"
 local watch = require "atoll.cluster.watch"
+local receptionist = require "atoll.cluster.receptionist"
 
 local Node = actor.define "atoll.Node"
 
@@ -38,9 +39,18 @@ end
 -- members() -> { members = { member... }, stats = { counters }, majority, config }
 -- (what `atoll members` prints)
 function Node.distributed:members()
+  local downing = require "atoll.cluster.downing"
   return { members = membership.members(), stats = membership.stats(),
-           majority = membership.has_majority(), started = membership.started(),
+           majority = downing.status() == "majority", downing = downing.info(), started = membership.started(),
            config = membership.started() and membership.config() or nil,
+           address = runtime.node.address }
+end
+
+-- singletons() -> { singletons = { singleton... }, downing = { ... } } (what `atoll singletons`
+-- prints; see atoll.cluster.singleton.info and atoll.cluster.downing.info)
+function Node.distributed:singletons()
+  local loaded = package.loaded["atoll.cluster.singleton"]
+  return { singletons = loaded and loaded.info() or {}, downing = require("atoll.cluster.downing").info(),
            address = runtime.node.address }
 end
 
@@ -60,6 +70,33 @@ end
 
 function Node.distributed:watch_ended(ref, reason)
   watch.remote_terminated(ref, reason)
+end
+
+-- receptionist([key]) -> this node's view of the receptionist's entries (of
+-- one key, or all), and its counters (what `atoll receptionist` prints)
+function Node.distributed:receptionist(key)
+  if key ~= nil and type(key) ~= "string" then error("receptionist: the key must be a string", 2) end
+  return receptionist.view(key)
+end
+
+-- One-way messages of the receptionist (atoll.receptionist) between members:
+-- a change of the sender's entries, a part of its whole set, its sequence
+-- number (and, with `ask`, a request for this node's), and a request for
+-- this node's whole set.
+function Node.distributed:reception_change(owner, incarnation, seq, op, key, ref, type_name)
+  receptionist.received_change(owner, incarnation, seq, op, key, ref, type_name)
+end
+
+function Node.distributed:reception_set(owner, incarnation, seq, part, parts, entries)
+  receptionist.received_set(owner, incarnation, seq, part, parts, entries)
+end
+
+function Node.distributed:reception_digest(owner, incarnation, seq, ask)
+  receptionist.received_digest(owner, incarnation, seq, ask)
+end
+
+function Node.distributed:reception_pull(requester, incarnation)
+  receptionist.received_pull(requester, incarnation)
 end
 
 return Node

@@ -242,7 +242,9 @@ function M.install()
     if m.status == "down" then
       M.node_gone(m.address, m.incarnation, "node down")
     elseif m.status == "removed" and previous ~= "down" then
-      M.node_gone(m.address, m.incarnation, "node left")
+      -- Removed after it said goodbye: it left; removed otherwise (a new run replaced it
+      -- before it was downed, or it was forgotten while unreachable): that run is down.
+      M.node_gone(m.address, m.incarnation, previous == "leaving" and "node left" or "node down")
     end
   end)
 end

@@ -49,6 +49,9 @@ function Keeper.distributed:try(ref, method, ...)
 end
 function Keeper.distributed:leave() return atoll.membership.leave() end
 function Keeper.distributed:down(address) return atoll.membership.down(address) end
+function Keeper.distributed:down_final(address) return atoll.membership.down_final(address) end
+-- This node's membership as it lists it: { member... }, itself first.
+function Keeper.distributed:members() return atoll.membership.members() end
 function Keeper.distributed:majority() return atoll.membership.has_majority() end
 function Keeper.distributed:stats() return atoll.membership.stats() end
 -- Marks a member down by hand and, before it can refute, calls it by name
