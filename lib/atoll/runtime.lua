@@ -727,9 +727,7 @@ end
 -- A gated actor's message: its gate says whether it may run now; if not, the
 -- actor is held (HELD: its messages wait in its mailbox, in order) until
 -- M.release. Counts the handlers it is running, for M.when_idle.
-local function invoke_gated(rec, method, payload, rid)
-  rec[R_BUSY] = (rec[R_BUSY] or 0) + 1
-  invoke(rec, method, payload, rid)
+local function busy_ended(rec)
   local busy = rec[R_BUSY] - 1
   rec[R_BUSY] = busy
   local idle = rec[R_IDLE]
@@ -737,6 +735,12 @@ local function invoke_gated(rec, method, payload, rid)
     rec[R_IDLE] = nil
     idle()
   end
+end
+
+local function invoke_gated(rec, method, payload, rid)
+  rec[R_BUSY] = (rec[R_BUSY] or 0) + 1
+  invoke(rec, method, payload, rid)
+  busy_ended(rec)
 end
 
 -- Routes a message: runs it, holds it in the actor's mailbox, or fails it.
@@ -894,13 +898,7 @@ function timer_gated(rec, fn, timer)
   if timer.cancelled then return end
   rec[R_BUSY] = (rec[R_BUSY] or 0) + 1
   timer_body(rec, fn, timer)
-  local busy = rec[R_BUSY] - 1
-  rec[R_BUSY] = busy
-  local idle = rec[R_IDLE]
-  if busy == 0 and idle then
-    rec[R_IDLE] = nil
-    idle()
-  end
+  busy_ended(rec)
 end
 
 local function run_timer(rec, fn, timer)

@@ -8,7 +8,8 @@ local members = require "helpers.members"
 local namespace = require "helpers.namespace"
 local tmp = require "helpers.tmp"
 
-local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
+local await_all, seeing, addresses, others = members.await_all, members.seeing, members.addresses,
+  members.others
 
 -- Five members: the first starts the cluster, the others join through it.
 local function five(prefix)
@@ -19,13 +20,6 @@ local function five(prefix)
   return views
 end
 
-local function others(views, except)
-  local out = {}
-  for _, v in ipairs(views) do
-    if v ~= except then out[#out + 1] = v end
-  end
-  return out
-end
 
 local function keeper(v, seconds)
   return nodes.named(v.address, "keeper", seconds)

@@ -8,11 +8,13 @@ local async = require "helpers.async"
 local json = require "atoll.util.json"
 local node = require "helpers.node"
 local nodes = require "helpers.cluster"
+local instances = require "helpers.instances"
 local members = require "helpers.members"
 local wait = require "helpers.wait"
 local tmp = require "helpers.tmp"
 
-local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
+local await_all, seeing, addresses, others = members.await_all, members.seeing, members.addresses,
+  members.others
 local APP = "tests/functional/apps/singles.lua"
 
 local dirs = {}
@@ -57,35 +59,19 @@ local function host_of(views, except)
   error("the counter runs on " .. tostring(where) .. ", which is none of the five")
 end
 
--- Every instance's interval from what the nodes printed: { run, from, to, served, pid }.
+-- Every instance's interval from what the nodes printed (helpers.instances).
 local function intervals(views)
-  local runs = {}
-  for _, v in ipairs(views) do
-    for line in v.p:stdout():gmatch("[^\n]+") do
-      local run, t = line:match("^start (%S+) ([%d%.]+)$")
-      if run then runs[run] = { run = run, from = tonumber(t), to = tonumber(t), served = 0 } end
-      local srun, _, st = line:match("^serve (%S+) (%d+) ([%d%.]+)$")
-      if srun and runs[srun] then
-        runs[srun].to = math.max(runs[srun].to, tonumber(st))
-        runs[srun].served = runs[srun].served + 1
-      end
-    end
-  end
-  local list = {}
-  for _, r in pairs(runs) do list[#list + 1] = r end
-  table.sort(list, function(a, b) return a.from < b.from end)
-  return list
+  local outputs = {}
+  for _, v in ipairs(views) do outputs[v.name] = v.p:stdout() end
+  return instances.intervals(outputs)
 end
 
 local function assert_no_overlap(list, views)
-  for i = 2, #list do
-    local a, b = list[i - 1], list[i]
-    if a.to >= b.from then
-      local logs = {}
-      for _, v in ipairs(views or {}) do logs[#logs + 1] = "--- " .. v.name .. ":\n" .. v.p:stderr() end
-      error(("instances %s (%.3f to %.3f, %d served) and %s (from %.3f) overlap\n%s")
-        :format(a.run, a.from, a.to, a.served, b.run, b.from, table.concat(logs, "\n")), 2)
-    end
+  local _, why = instances.overlap(list)
+  if why then
+    local logs = {}
+    for _, v in ipairs(views or {}) do logs[#logs + 1] = "--- " .. v.name .. ":\n" .. v.p:stderr() end
+    error(why .. "\n" .. table.concat(logs, "\n"), 2)
   end
 end
 
@@ -103,13 +89,6 @@ local function stop_callers(views)
   return total
 end
 
-local function others(views, except)
-  local out = {}
-  for _, v in ipairs(views) do
-    if v ~= except then out[#out + 1] = v end
-  end
-  return out
-end
 
 -- The counter's value, read through a node.
 local function value(v)

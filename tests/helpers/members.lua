@@ -130,6 +130,15 @@ function M.seeing(addresses, status)
   end
 end
 
+-- others(views, except) -> the views but `except`
+function M.others(views, except)
+  local out = {}
+  for _, v in ipairs(views) do
+    if v ~= except then out[#out + 1] = v end
+  end
+  return out
+end
+
 function M.addresses(views)
   local out = {}
   for _, v in ipairs(views) do out[#out + 1] = v.address end

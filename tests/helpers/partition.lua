@@ -12,6 +12,7 @@
 -- awaited state does not come in time.
 local atoll = require "atoll"
 local json = require "atoll.util.json"
+local instances = require "helpers.instances"
 local node = require "helpers.node"
 local nodes = require "helpers.cluster"
 local wait = require "helpers.wait"
@@ -112,40 +113,15 @@ end
 
 -- Every instance's interval (start to last call served), from what the nodes printed, by start.
 function Five:intervals()
-  local runs = {}
-  for i, p in pairs(self.procs) do
-    for line in p:stdout():gmatch("[^\n]+") do
-      local run, t = line:match("^start (%S+) ([%d%.]+)$")
-      if run then runs[run] = { run = run, node = i, from = tonumber(t), to = tonumber(t), served = 0 } end
-      local srun, _, st = line:match("^serve (%S+) (%d+) ([%d%.]+)$")
-      if srun and runs[srun] then
-        runs[srun].to = math.max(runs[srun].to, tonumber(st))
-        runs[srun].served = runs[srun].served + 1
-      end
-    end
-  end
-  local list = {}
-  for _, r in pairs(runs) do list[#list + 1] = r end
-  table.sort(list, function(a, b) return a.from < b.from end)
-  return list
+  local outputs = {}
+  for i, p in pairs(self.procs) do outputs["sb" .. i] = p:stdout() end
+  return instances.intervals(outputs)
 end
 
 -- overlap() -> ms, the longest time two instances served at once (0 when none did), and a line
 -- describing the worst pair.
 function Five:overlap()
-  local list, worst, why = self:intervals(), 0, nil
-  for k = 2, #list do
-    for j = 1, k - 1 do
-      local a, b = list[j], list[k]
-      local ms = (math.min(a.to, b.to) - b.from) * 1000
-      if a.to >= b.from and ms >= worst then
-        worst = ms
-        why = ("instances %s on sb%d (%.3f to %.3f, %d served) and %s on sb%d (from %.3f) overlap by %.0f ms")
-          :format(a.run, a.node, a.from, a.to, a.served, b.run, b.node, b.from, ms)
-      end
-    end
-  end
-  return worst, why
+  return instances.overlap(self:intervals())
 end
 
 -- The latest call any instance served.
