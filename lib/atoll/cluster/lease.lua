@@ -100,12 +100,15 @@ function M.start()
 end
 
 -- ask(round, address, incarnation): another member asks for this node's part of its lease:
--- granted while this node sees it up (or leaving) and not down, in that run.
+-- granted while this node sees it up (or leaving) and not down, in that run, and while this
+-- node's own side holds a majority (a member cut off with a minority, which may have been downed
+-- without knowing it yet, vouches for nobody: a node that rejoined through it would otherwise
+-- take its word for a majority).
 function M.ask(round_no, address, incarnation)
   if type(address) ~= "string" or type(round_no) ~= "number" or type(incarnation) ~= "number" then return end
   local m = membership.member(address)
   local ok = m ~= nil and not m.self and m.incarnation == incarnation and m.status ~= "down"
-    and m.status ~= "removed"
+    and m.status ~= "removed" and (downing.strategy() == "off" or downing.status() == "majority")
   if ok then acked[key(address, incarnation)] = now_ms() end
   pcall(cluster.send_name, address, NODE, "lease_ack", round_no, node.address, ok and "ok" or "down")
 end

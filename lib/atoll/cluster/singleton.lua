@@ -47,6 +47,7 @@ local RELAY_TIMEOUT = 60          -- seconds a relayed call may take
 local STEP = 0.25                 -- seconds between evaluations while there is anything to do
 local HELD_STEP = 0.02            -- ...and while calls are held
 local RELEASE_TIMEOUT = 10        -- seconds to wait for another host to stop its instance
+local LEASE_WAIT = 2              -- seconds an acquiring host waits for a lease before it retries
 
 local new_error = errors.new
 local REF_ADDR, REF_INC = runtime.REF_ADDR, runtime.REF_INC
@@ -131,7 +132,8 @@ end
 -- know yet of an older host: the oldest host that is up (a host that told this node it released
 -- it while leaving is passed over at once). `unsure` is true while an up member older than that
 -- host has not shown this node its receptionist entries yet (a node that just joined does not
--- know who hosts what): such a node starts no instance, even if it looks like the oldest host.
+-- know who hosts what), or while an up member's up number has not reached this node: such a
+-- node starts no instance, even if it looks like the oldest host.
 local function placement(name)
   local st = singletons[name]
   local best = nil
@@ -145,8 +147,9 @@ local function placement(name)
   if best and membership.started() then
     local receptionist = require "atoll.cluster.receptionist"
     for _, m in ipairs(membership.members()) do
-      if not m.self and m.status == "up" and downing.older(m, best)
-        and not receptionist.heard(m.address, m.incarnation) then
+      -- (an up member whose up number has not reached this node yet may be older than anyone)
+      if m.status == "up" and ((m.upno or 0) == 0 or not m.self and downing.older(m, best)
+        and not receptionist.heard(m.address, m.incarnation)) then
         unsure = true
         break
       end
@@ -477,6 +480,12 @@ local function acquire(st)
         :format(st.name, until_ms - now_ms()))
       runtime.sleep((until_ms - now_ms()) / 1000)
       if not still() then return false end
+    end
+    -- No instance starts (not even its init or its recovery) without a lease.
+    local deadline = now_ms() + LEASE_WAIT * 1000
+    while not lease_valid() do
+      if now_ms() > deadline or not still() then return false end
+      runtime.sleep(0.005)
     end
     return spawn_instance(st, failover)
   end, function(ok, res, tb)
