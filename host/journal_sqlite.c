@@ -353,7 +353,13 @@ static int connect_db(sq_t *q, sqlite3 **db, char *err, size_t errlen) {
   if (rc == SQLITE_OK) {
     sqlite3_extended_result_codes(*db, 1);
     sqlite3_busy_timeout(*db, 10000); /* other nodes of this machine may share the file */
-    rc = sqlite3_exec(*db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, NULL);
+    /* Switching a new file to WAL takes an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+     * without its busy handler, to one of two nodes that open the file together: try again. */
+    for (int tries = 0;; tries++) {
+      rc = sqlite3_exec(*db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, NULL);
+      if ((rc & 0xff) != SQLITE_BUSY || tries >= 1000) break;
+      sqlite3_sleep(10);
+    }
   }
   if (rc != SQLITE_OK) {
     char buf[512];

@@ -262,6 +262,37 @@ describe("a cluster singleton", function()
       assert.equal(2, view.downing.counted)
     end, 90))
 
+  it("runs and fails over when only two of five members host it, the others calling it",
+    async(function()
+      local dir = tmp.dir("singleton")
+      dirs[#dirs + 1] = dir
+      local hosting = { app = APP, env = { SINGLE_PERSISTENT = "1" } }
+      local calling = { app = APP, env = { SINGLE_PERSISTENT = "1", SINGLE_HOST = "0" } }
+      local first = members.start("few1", { "--data-dir", dir }, calling)
+      local views = { first }
+      for i = 2, 5 do
+        views[i] = members.start("few" .. i, { "--data-dir", dir, "--join", first.address },
+          (i == 2 or i == 4) and hosting or calling)
+      end
+      await_all(views, seeing(addresses(views), "up"), 15, "all five members up")
+      local host = host_of(views)
+      assert.is_true(host == views[2] or host == views[4], "it runs on a member that does not host it")
+      local rest = others(views, host)
+      start_callers(rest)
+      wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+      host.p:kill("SIGKILL")
+      host.p:wait(5)
+      -- The other host takes it over: the three members that do not host it confirm the down.
+      local new = host_of(rest, host)
+      assert.is_true(new == views[2] or new == views[4])
+      local before = value(new)
+      wait.retry(function() return value(rest[1]) >= before + 50 end, 15, "calls served by the other host")
+      local total = stop_callers(rest)
+      local n = value(new)
+      assert.is_true(n >= total.ok and n <= total.made, ("counter %d, %d acknowledged, %d made")
+        :format(n, total.ok, total.made))
+    end, 90))
+
   it("converges to one instance when two clusters that each ran it meet", async(function()
     local opts = { app = APP, env = { SINGLE_PERSISTENT = "0" } }
     local fast = { "--membership", "push_pull_interval=2" }

@@ -79,6 +79,16 @@ end
 -- of its log: the account a failure prints.
 function Five:account(list)
   local out = {}
+  local keep = os.getenv("SB_KEEP") -- a directory: every node's whole log goes there too
+  if keep then
+    for i, p in pairs(self.procs) do
+      local f = io.open(("%s/sb%d.log"):format(keep, i), "w")
+      if f then
+        f:write(p:stderr(), "\n--- stdout\n", p:stdout())
+        f:close()
+      end
+    end
+  end
   for _, i in ipairs(list) do
     local info = self:call(i, "caller", "info", nil, 3)
     local lines = {}

@@ -54,6 +54,20 @@ function Node.distributed:singletons()
            address = runtime.node.address }
 end
 
+-- The lease (atoll.cluster.lease): every member answers, whether or not it uses one itself.
+function Node.distributed:lease_ask(round, address, incarnation)
+  require("atoll.cluster.lease").ask(round, address, incarnation)
+end
+
+function Node.distributed:lease_ack(round, address, verdict)
+  require("atoll.cluster.lease").ack(round, address, verdict)
+end
+
+-- confirm_down(list) -> true, age | false (atoll.cluster.lease.confirm)
+function Node.distributed:confirm_down(list)
+  return require("atoll.cluster.lease").confirm(list)
+end
+
 -- exchange(state) -> state: SWIM's push-pull, over this authenticated link.
 function Node.distributed:exchange(state)
   return membership.exchange(state)

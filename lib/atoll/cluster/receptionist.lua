@@ -447,6 +447,11 @@ function M.received_digest(owner, inc, seq, ask)
     stats.ignored = stats.ignored + 1
   elseif r.seq ~= seq then
     pull(r)
+  else
+    -- Up to date with that run as of its digest: so too when it has never checked anything in
+    -- (a member that hosts nothing is heard this way, or an atoll.singleton elsewhere would wait
+    -- for it for good).
+    r.heard = true
   end
   -- Answered even when ignored: the owner may know this node before this
   -- node knows the owner.

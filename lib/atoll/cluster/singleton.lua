@@ -32,6 +32,7 @@ local errors = require "atoll.util.errors"
 local cluster = require "atoll.cluster"
 local membership = require "atoll.cluster.membership"
 local downing = require "atoll.cluster.downing"
+local lease = require "atoll.cluster.lease"
 
 local M = {}
 
@@ -41,13 +42,12 @@ local MANAGER = "atoll.singletons" -- each node's manager actor, by name
 M.HOLD_MAX = 2048                 -- calls held per singleton per node
 local HOPS_MAX = 3                -- forwards before a call waits where it is...
 local HOPS_RESET = 100            -- ...for this many ms, before it may be forwarded again
-local LEASE = 1.0                 -- seconds a lease round answered by a majority holds
-local LEASE_ROUND = 0.25          -- seconds between lease rounds
 local HELD_TTL = 60               -- seconds a call from another node may be held here
 local RELAY_TIMEOUT = 60          -- seconds a relayed call may take
 local STEP = 0.25                 -- seconds between evaluations while there is anything to do
 local HELD_STEP = 0.02            -- ...and while calls are held
 local RELEASE_TIMEOUT = 10        -- seconds to wait for another host to stop its instance
+local LEASE_WAIT = 2              -- seconds an acquiring host waits for a lease before it retries
 
 local new_error = errors.new
 local REF_ADDR, REF_INC = runtime.REF_ADDR, runtime.REF_INC
@@ -55,10 +55,6 @@ local node = runtime.node
 
 local singletons = {} -- name -> state (below)
 local manager = nil   -- this node's manager actor's ref
-local recent_downs = {} -- address -> { incarnation, at }: members this node saw downed
-local RECENT = 60 -- seconds a member downed counts as recent (longer than any lease it held)
-local lease = { until_ms = 0, round = 0, rounds = {}, timer = nil }
-local acked = {} -- address .. "/" .. incarnation -> hrtime ms of the last lease this node granted it
 local evaluating_timer = nil
 local shutdown_hooked = false
 
@@ -136,7 +132,8 @@ end
 -- know yet of an older host: the oldest host that is up (a host that told this node it released
 -- it while leaving is passed over at once). `unsure` is true while an up member older than that
 -- host has not shown this node its receptionist entries yet (a node that just joined does not
--- know who hosts what): such a node starts no instance, even if it looks like the oldest host.
+-- know who hosts what), or while an up member's up number has not reached this node: such a
+-- node starts no instance, even if it looks like the oldest host.
 local function placement(name)
   local st = singletons[name]
   local best = nil
@@ -150,8 +147,9 @@ local function placement(name)
   if best and membership.started() then
     local receptionist = require "atoll.cluster.receptionist"
     for _, m in ipairs(membership.members()) do
-      if not m.self and m.status == "up" and downing.older(m, best)
-        and not receptionist.heard(m.address, m.incarnation) then
+      -- (an up member whose up number has not reached this node yet may be older than anyone)
+      if m.status == "up" and ((m.upno or 0) == 0 or not m.self and downing.older(m, best)
+        and not receptionist.heard(m.address, m.incarnation)) then
         unsure = true
         break
       end
@@ -162,88 +160,27 @@ end
 M.placement = placement
 
 ---------------------------------------------------------------------------
--- The lease
+-- The lease (atoll.cluster.lease)
 ---------------------------------------------------------------------------
 
+local evaluate_all -- defined below
+
 local function needs_lease()
-  if downing.strategy() == "off" or not membership.started() then return false end
   for _, st in pairs(singletons) do
     if st.state == "acquiring" or st.state == "running" then return true end
   end
   return false
 end
 
-local function lease_valid()
-  if downing.strategy() == "off" or not membership.started() then return true end
-  return now_ms() < lease.until_ms
-end
+lease.use(needs_lease, function()
+  for _, st in pairs(singletons) do
+    if st.state == "running" and st.rec then runtime.release(st.rec) end
+  end
+  evaluate_all()
+end)
+
+local lease_valid = lease.valid
 M.lease_valid = lease_valid
-
-local evaluate_all -- defined below
-
-local function lease_granted(until_ms)
-  local was = lease_valid()
-  if until_ms > lease.until_ms then lease.until_ms = until_ms end
-  if not was and lease_valid() then
-    for _, st in pairs(singletons) do
-      if st.state == "running" and st.rec then runtime.release(st.rec) end
-    end
-    evaluate_all()
-  end
-end
-
-local function lease_round()
-  lease.timer = nil
-  if not needs_lease() then return end
-  lease.round = lease.round + 1
-  local r = { sent = now_ms(), acks = {} }
-  lease.rounds[lease.round] = r
-  lease.rounds[lease.round - 16] = nil
-  local asked = 0
-  for _, m in ipairs(membership.members()) do
-    if not m.self and downing.counts(m) then
-      asked = asked + 1
-      pcall(cluster.send_name, m.address, MANAGER, "lease_ask", lease.round, node.address, node.incarnation)
-    end
-  end
-  if downing.quorum_of({}) then lease_granted(r.sent + LEASE * 1000) end
-  lease.timer = runtime.after_raw(LEASE_ROUND, lease_round)
-  return asked
-end
-
-local function lease_start()
-  if lease.timer == nil and needs_lease() then lease_round() end
-end
-
--- Another member asks for this node's part of its lease: granted while this node sees it up
--- (or leaving) and not down, in that run.
-function M.lease_ask(round, address, incarnation)
-  if type(address) ~= "string" or type(round) ~= "number" then return end
-  local m = membership.member(address)
-  local ok = m ~= nil and m.incarnation == incarnation and m.status ~= "down" and m.status ~= "removed"
-  if ok then acked[address .. "/" .. tostring(incarnation)] = now_ms() end
-  pcall(cluster.send_name, address, MANAGER, "lease_ack", round, node.address, ok and "ok" or "down")
-end
-
-local warned_down = {}
-
-function M.lease_ack(round, address, verdict)
-  local r = lease.rounds[round]
-  if r == nil or type(address) ~= "string" then return end
-  if verdict ~= "ok" then
-    if not warned_down[address] then
-      warned_down[address] = true
-      log("warn", address .. " sees this node as down: it cannot hold a lease")
-    end
-    return
-  end
-  local m = membership.member(address)
-  if m == nil or m.self or not downing.counts(m) then return end
-  r.acks[address] = true
-  local reached = {}
-  for a in pairs(r.acks) do reached[a] = true end
-  if downing.quorum_of(reached) then lease_granted(r.sent + LEASE * 1000) end
-end
 
 ---------------------------------------------------------------------------
 -- Delivering, holding and forwarding
@@ -519,58 +456,11 @@ local function others_released(st)
   return all_ok and pending == 0
 end
 
--- Has a majority confirm that the members this node saw downed lately are down; returns the
--- time (hrtime ms) until which one of them may still hold a lease, or nil if no majority
--- confirmed.
-local function prune_downs()
-  local now = runtime.now_ms()
-  for address, d in pairs(recent_downs) do
-    if now - d.at > RECENT * 1000 then recent_downs[address] = nil end
-  end
-end
-
-local function downs_confirmed()
-  prune_downs()
-  local list = {}
-  for address, d in pairs(recent_downs) do list[#list + 1] = { address, d.incarnation } end
-  if #list == 0 or downing.strategy() == "off" then return 0 end
-  local members = {}
-  for _, m in ipairs(membership.members()) do
-    if not m.self and downing.counts(m) then members[#members + 1] = m end
-  end
-  local reached, latest, pending, nreached = {}, 0, 0, 0
-  -- This node counts in the majority that confirms: its own grants count too.
-  for _, d in ipairs(list) do
-    local t = acked[d[1] .. "/" .. tostring(d[2])]
-    if t then latest = math.max(latest, t) end
-  end
-  local waiter = runtime.waiter()
-  local done = false
-  for _, m in ipairs(members) do
-    pending = pending + 1
-    runtime.task(function()
-      local ok, yes, age = pcall(cluster.call_system, m.address, MANAGER, "confirm_down", 2, list)
-      if ok and yes == true then
-        reached[m.address] = true
-        nreached = nreached + 1
-        if type(age) == "number" then latest = math.max(latest, now_ms() - age) end
-      end
-      pending = pending - 1
-      if pending == 0 and not done then waiter:wake() end
-    end)
-  end
-  if pending > 0 then waiter:wait(3) end
-  log("debug", ("singleton: downs confirmed by %d of %d asked"):format(nreached, #members))
-  done = true
-  if not downing.quorum_of(reached) then return nil end
-  return latest + LEASE * 1000
-end
-
 local function acquire(st)
   st.state = "acquiring"
   st.epoch = st.epoch + 1
   local epoch = st.epoch
-  lease_start()
+  lease.start()
   runtime.start_root(function()
     local function still()
       local p, unsure = placement(st.name)
@@ -580,17 +470,22 @@ local function acquire(st)
     log("debug", ("singleton %s: acquiring: asking the other hosts to release it"):format(st.name))
     if not others_released(st) or not still() then return false end
     log("debug", ("singleton %s: acquiring: released; confirming downs"):format(st.name))
-    prune_downs()
     -- A failover: members were downed lately, or the run that ran it here last is gone without
     -- saying it released it (a quick restart replaces a run rather than downing it).
-    local failover = next(recent_downs) ~= nil or (st.last_host ~= nil and not st.released_by[st.last_host])
-    local until_ms = downs_confirmed()
+    local failover = lease.recent() or (st.last_host ~= nil and not st.released_by[st.last_host])
+    local until_ms = lease.confirm_downs()
     if until_ms == nil or not still() then return false end
     if until_ms > now_ms() then
       log("info", ("singleton %s: waiting %.0f ms for the last lease of a downed member to run out")
         :format(st.name, until_ms - now_ms()))
       runtime.sleep((until_ms - now_ms()) / 1000)
       if not still() then return false end
+    end
+    -- No instance starts (not even its init or its recovery) without a lease.
+    local deadline = now_ms() + LEASE_WAIT * 1000
+    while not lease_valid() do
+      if now_ms() > deadline or not still() then return false end
+      runtime.sleep(0.005)
     end
     return spawn_instance(st, failover)
   end, function(ok, res, tb)
@@ -626,7 +521,7 @@ end
 
 function evaluate_all()
   for _, st in pairs(singletons) do evaluate(st) end
-  if needs_lease() then lease_start() end
+  if needs_lease() then lease.start() end
 end
 
 local function busy()
@@ -709,34 +604,6 @@ function Manager.distributed:released(name, address, incarnation)
   state_of(name).released_by[address .. "/" .. tostring(incarnation)] = true
   log("debug", ("singleton %s: %s released it"):format(name, address))
   M.poke()
-end
-
--- confirm_down(list) -> true, age | false: whether every { address, incarnation } listed is
--- down (or gone, or replaced by a newer run) in this node's view; age: ms since this node last
--- granted any of them a lease.
-function Manager.distributed:confirm_down(list)
-  if type(list) ~= "table" then return false end
-  local youngest = nil
-  for _, d in ipairs(list) do
-    if type(d) ~= "table" then return false end
-    local address, incarnation = d[1], d[2]
-    if type(address) ~= "string" or type(incarnation) ~= "number" then return false end
-    local m = membership.member(address)
-    if m and m.incarnation == incarnation and m.status ~= "down" and m.status ~= "removed" then
-      return false
-    end
-    local t = acked[address .. "/" .. tostring(incarnation)]
-    if t and (youngest == nil or t > youngest) then youngest = t end
-  end
-  return true, youngest and (now_ms() - youngest) or nil
-end
-
-function Manager.distributed:lease_ask(round, address, incarnation)
-  M.lease_ask(round, address, incarnation)
-end
-
-function Manager.distributed:lease_ack(round, address, verdict)
-  M.lease_ack(round, address, verdict)
 end
 
 -- info() -> { singleton... } (what `atoll singletons` prints)
@@ -831,13 +698,7 @@ end
 -- Wiring
 ---------------------------------------------------------------------------
 
-membership.listen(function(m, previous)
-  if m.status == "down" and previous ~= "down" and not m.self then
-    recent_downs[m.address] = { incarnation = m.incarnation, at = runtime.now_ms() }
-  elseif m.status ~= "down" and recent_downs[m.address]
-    and recent_downs[m.address].incarnation == m.incarnation then
-    recent_downs[m.address] = nil
-  end
+membership.listen(function()
   if next(singletons) then M.poke() end
 end)
 

@@ -1,4 +1,5 @@
--- A member that hosts the singleton "counter" (persistent when SINGLE_PERSISTENT=1), with a
+-- A member that hosts the singleton "counter" (persistent when SINGLE_PERSISTENT=1; not hosted
+-- with SINGLE_HOST=0), with a
 -- caller actor that calls it steadily, for the singleton specs. Prints, on the monotonic clock
 -- that every process of a machine shares (atoll.now()):
 --
@@ -31,7 +32,9 @@ function Counter.distributed:where() return atoll.node().address end
 function Counter.distributed:run_id() return self.run end
 function Counter:stopped() print(("stop %s %.6f"):format(self.run, atoll.now())) end
 
-local counter = atoll.singleton.host("counter", Counter)
+-- (SINGLE_HOST=0: a member that calls the counter without hosting it)
+local counter = os.getenv("SINGLE_HOST") == "0" and atoll.singleton.ref("counter")
+  or atoll.singleton.host("counter", Counter)
 
 -- Calls the counter in a loop: made, ok, failed (by kind), until stopped.
 local Caller = atoll.actor.define "Caller"
