@@ -319,7 +319,9 @@ atoll.http = require "atoll.http"
 -- singleton: host(name, T, ...), ref(name) (see lib/atoll/cluster/singleton.lua)
 -- receptionist: check_in(ref, key), check_out(ref, key), lookup(key), listing(key, fn)
 -- (see lib/atoll/cluster/receptionist.lua)
-local services = { singleton = "atoll.cluster.singleton", receptionist = "atoll.cluster.receptionist" }
+-- virtual: define(T, opts), host(T), get(type, id [, deps]) (see lib/atoll/cluster/virtual.lua)
+local services = { singleton = "atoll.cluster.singleton", receptionist = "atoll.cluster.receptionist",
+                   virtual = "atoll.cluster.virtual" }
 setmetatable(atoll, { __index = function(t, k)
   local module = services[k]
   if module == nil then return nil end

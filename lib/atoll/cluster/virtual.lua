@@ -1,0 +1,622 @@
+-- Virtual actors: one activation per (type, id) in the whole cluster, made on the first call and
+-- collected when idle. (Work in progress for issue 13: placement, activation, idle passivation,
+-- forwarding and claims are here; hand-off on joins, reminders, the codec's ext type, the CLI
+-- and the specs between nodes are not yet.)
+--
+--   local Player = atoll.virtual.define(atoll.actor.define("Player", { persistent = true }),
+--                                       { idle_timeout = 600 })
+--   atoll.virtual.host(Player)                      -- this node may activate players
+--   local p = atoll.virtual.get("Player", id, deps) -- on any node: a name, not a process
+--   p:join(lobby)                                   -- activates it where it belongs
+--
+-- An activation starts as `T:init(id, deps)` with `self` already holding the id
+-- (`atoll.virtual.id(self)`); a persistent type's stream is "virtual/TYPE/ID" unless the type
+-- says otherwise. `T:deactivate()` runs before the activation is collected.
+--
+-- Placement: the owner of (type, id) is the member, among the up members that host the type,
+-- whose hash of (address, type, id) is highest (rendezvous hashing): a member joining or leaving
+-- moves about 1/N of the ids. Single activation: before it activates an id, the owner asks every
+-- other live host to give up any activation of it (each passivates its own first and hands over
+-- what waited for it), starts only under the node's lease (atoll.cluster.lease), and, after
+-- members were downed, only once their last lease ran out.
+local runtime = require "atoll.runtime"
+local host = require "atoll.c.host"
+local errors = require "atoll.util.errors"
+local cluster = require "atoll.cluster"
+local membership = require "atoll.cluster.membership"
+local downing = require "atoll.cluster.downing"
+local lease = require "atoll.cluster.lease"
+
+local M = {}
+
+local PREFIX = "atoll.virtual/" -- calls travel under PREFIX .. hops .. "/" .. encoded (type, id)
+local KEY = "atoll.virtual:"    -- the receptionist key a node that hosts a type checks in under
+local MANAGER = "atoll.virtuals"
+M.HOLD_MAX = 2048               -- calls held per id while it moves
+M.IDLE_TIMEOUT = 600            -- seconds, by default
+local HOPS_MAX = 3
+local HOPS_RESET = 100          -- ms
+local HELD_TTL = 60             -- seconds a call from another node may be held here
+local RELAY_TIMEOUT = 60
+local CLAIM_TIMEOUT = 10
+local LEASE_WAIT = 2
+local RETRY = 0.05              -- seconds before a refused activation is tried again
+
+local new_error = errors.new
+local REF_ADDR, REF_INC = runtime.REF_ADDR, runtime.REF_INC
+local node = runtime.node
+
+local types = {}   -- name -> { T, idle_timeout, hosted }
+local acts = {}    -- key -> activation (below)
+local manager = nil
+local counters = { activations = 0, passivations = 0, forwards = 0, handoffs = 0, overflowed = 0 }
+
+local function log(level, msg)
+  host.log(level, "virtual", msg)
+end
+
+local function now_ms()
+  return host.hrtime() / 1e6
+end
+
+---------------------------------------------------------------------------
+-- Types and handles
+---------------------------------------------------------------------------
+
+local function check_id(id, what)
+  local t = type(id)
+  if t == "string" then
+    if #id == 0 or #id > 200 then error(what .. ": an id is 1 to 200 bytes", 3) end
+  elseif t == "number" then
+    if id % 1 ~= 0 or id ~= id or math.abs(id) > 2 ^ 53 then error(what .. ": a numeric id is an integer", 3) end
+  else
+    error(what .. ": an id is a string or an integer, not " .. t, 3)
+  end
+end
+
+local function key_of(name, id)
+  return name .. "\0" .. (type(id) == "number" and "n" or "s") .. tostring(id)
+end
+
+-- define(T [, opts]) -> T: T is a virtual type; opts.idle_timeout (seconds).
+function M.define(T, opts)
+  if type(T) ~= "table" or type(T.distributed) ~= "table" or type(T.__name) ~= "string" then
+    error("virtual.define: expected an actor type (atoll.actor.define)", 2)
+  end
+  opts = opts or {}
+  local idle = opts.idle_timeout or M.IDLE_TIMEOUT
+  if type(idle) ~= "number" or idle <= 0 then error("virtual.define: idle_timeout is a number of seconds > 0", 2) end
+  local entry = types[T.__name]
+  if entry and entry.T ~= T then
+    -- (a reload defines the type again: the newest definition wins)
+    entry.T, entry.idle_timeout = T, idle
+  else
+    types[T.__name] = { T = T, idle_timeout = idle, hosted = entry and entry.hosted or false }
+  end
+  if T.__options and T.__options.persistent and rawget(T, "persistence_id") == nil then
+    T.persistence_id = function(self)
+      return "virtual/" .. T.__name .. "/" .. tostring(rawget(self, "__virtual_id"))
+    end
+  end
+  return T
+end
+
+-- id(self) -> the id of the activation `self` is the state of
+function M.id(self)
+  return rawget(self, "__virtual_id")
+end
+
+local Ref = {}
+M.Ref = Ref
+
+Ref.__index = runtime.method_table(function(method)
+  return function(self, ...)
+    if getmetatable(self) ~= Ref then
+      error("call a distributed function with a colon: virtual:" .. method .. "(...)", 2)
+    end
+    return runtime.call_with(self, method, rawget(self, "timeout") or runtime.default_timeout(), ...)
+  end
+end)
+Ref.__tostring = function(r)
+  return ("virtual %s %s"):format(rawget(r, "type"), tostring(rawget(r, "id")))
+end
+Ref.__eq = function(a, b)
+  return rawget(a, "type") == rawget(b, "type") and rawget(a, "id") == rawget(b, "id")
+end
+
+-- get(T or type name, id [, deps [, timeout]]) -> ref: a name, valid on every node.
+function M.get(T, id, deps, seconds)
+  local name = type(T) == "table" and T.__name or T
+  if type(name) ~= "string" or name == "" then error("virtual.get: expected a type or its name", 2) end
+  check_id(id, "virtual.get")
+  return setmetatable({ type = name, id = id, deps = deps, timeout = seconds }, Ref)
+end
+
+---------------------------------------------------------------------------
+-- Placement
+---------------------------------------------------------------------------
+
+-- hosts(name) -> the up members that host the type (this node first when it does)
+local function hosts(name)
+  local out, seen = {}, {}
+  local t = types[name]
+  if t and t.hosted then
+    if not membership.started() then
+      return { { address = node.address, status = "up", self = true, incarnation = node.incarnation } }
+    end
+    local me = membership.member(node.address)
+    if me then
+      out[1] = me
+      seen[me.address] = true
+    end
+  end
+  if not membership.started() then return out end
+  local receptionist = require "atoll.cluster.receptionist"
+  for _, ref in ipairs(receptionist.lookup(KEY .. name)) do
+    local address = ref[REF_ADDR]
+    if not seen[address] then
+      local m = membership.member(address)
+      if m and m.incarnation == ref[REF_INC] then
+        out[#out + 1] = m
+        seen[address] = true
+      end
+    end
+  end
+  return out
+end
+
+-- owner_among(list, name, id) -> the member of `list` (members with an address) that owns the
+-- id: the highest hash of (address, type, id). Pure: the same on every node for the same list.
+function M.owner_among(list, name, id)
+  local best, best_score = nil, -1
+  local suffix = "\0" .. key_of(name, id)
+  for _, m in ipairs(list) do
+    local score = host.hash(m.address .. suffix)
+    if score > best_score or (score == best_score and m.address < best.address) then
+      best, best_score = m, score
+    end
+  end
+  return best
+end
+
+-- owner(name, id) -> the member that should hold the activation now, or nil
+local function owner(name, id)
+  local list = {}
+  for _, m in ipairs(hosts(name)) do
+    if m.status == "up" then list[#list + 1] = m end
+  end
+  return M.owner_among(list, name, id)
+end
+M.owner = owner
+
+---------------------------------------------------------------------------
+-- Activations
+---------------------------------------------------------------------------
+
+-- An activation: { key, name, id, state = activating | active | passivating, rec, deps,
+-- held = { head, tail, [i] = entry }, used (ms), epoch }. An entry: { method, payload, reply_to,
+-- hops, expires, held_at }.
+
+local poke -- (below)
+
+local function held_count(a)
+  return a.held.tail - a.held.head + 1
+end
+
+local function expired(entry)
+  local to = entry[3]
+  if type(to) == "number" then return to ~= 0 and not runtime.call_pending(to) end
+  return entry[5] ~= nil and now_ms() > entry[5]
+end
+
+local function fail(entry, err)
+  if entry[3] ~= 0 then runtime.fail_call(entry[3], err) end
+end
+
+local function hold(a, entry)
+  local h = a.held
+  if held_count(a) >= M.HOLD_MAX then
+    counters.overflowed = counters.overflowed + 1
+    fail(entry, new_error("overloaded", ("%d calls wait for %s %s on this node already")
+      :format(M.HOLD_MAX, a.name, tostring(a.id))))
+    return
+  end
+  entry[6] = now_ms()
+  h.tail = h.tail + 1
+  h[h.tail] = entry
+end
+
+local function activation(name, id, deps)
+  local k = key_of(name, id)
+  local a = acts[k]
+  if a == nil then
+    a = { key = k, name = name, id = id, state = "waiting", deps = deps, held = { head = 1, tail = 0 },
+          used = now_ms(), epoch = 0 }
+    acts[k] = a
+  elseif a.deps == nil then
+    a.deps = deps
+  end
+  return a
+end
+
+local function encode_name(hops, name, id)
+  return PREFIX .. hops .. "/" .. #name .. ":" .. name .. (type(id) == "number" and "n" or "s") .. tostring(id)
+end
+
+local function decode_name(full)
+  local hops, len, rest = full:sub(#PREFIX + 1):match("^(%d+)/(%d+):(.*)$")
+  if hops == nil then return nil end
+  len = tonumber(len)
+  if len < 1 or len > #rest - 2 then return nil end
+  local name, kind, id = rest:sub(1, len), rest:sub(len + 1, len + 1), rest:sub(len + 2)
+  if kind == "n" then
+    id = tonumber(id)
+    if id == nil then return nil end
+  elseif kind ~= "s" then
+    return nil
+  end
+  return tonumber(hops), name, id
+end
+
+-- Where a message for activation a goes now: "here", "wait", "activate", or an address.
+local function where(a, hops)
+  if downing.status() == "stopped" then return "fail" end
+  if a.state == "active" then return "here" end
+  if a.state ~= "waiting" then return "wait" end
+  local o = owner(a.name, a.id)
+  if o == nil then return "wait" end
+  if o.self then return "activate" end
+  if hops >= HOPS_MAX or o.reachable == false or not cluster.link_up(o.address) then return "wait" end
+  return o.address
+end
+
+local function forward(a, entry, address)
+  local method, payload, to, hops = entry[1], entry[2], entry[3], entry[4]
+  local full = encode_name(hops + 1, a.name, a.id)
+  counters.forwards = counters.forwards + 1
+  if type(to) == "number" then
+    local ok, err = cluster.route_name(address, full, method, payload, to ~= 0 and to or nil)
+    if not ok then fail(entry, err) end
+    return
+  end
+  runtime.start_root(function()
+    local ok, res = runtime.call_payload(cluster.named(address, full), method, payload, RELAY_TIMEOUT)
+    to:reply(ok, res)
+  end, nil, "virtual relay")
+end
+
+local activate -- (below)
+
+-- Passivation when idle: a timer runs while activations are active, due when the next one would
+-- have been idle for its type's idle_timeout.
+local sweeper, sweep_due = nil, nil
+local sweep -- (below)
+
+local function ensure_sweeper(due_ms)
+  if sweeper and sweep_due <= due_ms then return end
+  if sweeper then sweeper:cancel() end
+  sweep_due = due_ms
+  sweeper = runtime.after_raw(math.max(0.01, (due_ms - now_ms()) / 1000), function() sweep() end)
+end
+
+-- Sends on what is held for a, in order, as far as it can go now.
+local function pump(a)
+  local h = a.held
+  while h.head <= h.tail do
+    local entry = h[h.head]
+    if expired(entry) then
+      h[h.head] = nil
+      h.head = h.head + 1
+    else
+      if entry[4] >= HOPS_MAX and now_ms() - (entry[6] or 0) >= HOPS_RESET then entry[4] = 0 end
+      local w = where(a, entry[4])
+      if w == "activate" then
+        activate(a)
+        break
+      end
+      if w == "wait" then break end
+      h[h.head] = nil
+      h.head = h.head + 1
+      if w == "fail" then
+        fail(entry, new_error("unreachable", ("%s %s is stopped: this node's side of the cluster has "
+          .. "no majority"):format(a.name, tostring(a.id))))
+      elseif w == "here" then
+        a.used = now_ms()
+        runtime.enqueue(a.rec, entry[1], entry[2], entry[3])
+      else
+        forward(a, entry, w)
+      end
+    end
+  end
+  if h.head > h.tail then h.head, h.tail = 1, 0 end
+  if a.state == "waiting" and held_count(a) == 0 then acts[a.key] = nil end
+end
+
+-- Asks every other live host of the type to give up its activation of a.
+local function others_gave_up(a)
+  local pending, all_ok = 0, true
+  local waiter = runtime.waiter()
+  for _, m in ipairs(hosts(a.name)) do
+    if not m.self and m.status ~= "down" and m.status ~= "removed" and m.reachable ~= false then
+      pending = pending + 1
+      runtime.task(function()
+        local ok, answer = pcall(cluster.call_system, m.address, MANAGER, "claim", CLAIM_TIMEOUT, a.name, a.id,
+          node.address)
+        if not ok or answer ~= "done" then all_ok = false end
+        pending = pending - 1
+        if pending == 0 then waiter:wake() end
+      end)
+    end
+  end
+  if pending > 0 then waiter:wait(CLAIM_TIMEOUT + 1) end
+  return all_ok and pending == 0
+end
+
+function activate(a)
+  if a.state ~= "waiting" then return end
+  local t = types[a.name]
+  if t == nil or not t.hosted then return end
+  a.state = "activating"
+  a.epoch = a.epoch + 1
+  local epoch = a.epoch
+  lease.start()
+  runtime.start_root(function()
+    local function still()
+      local o = owner(a.name, a.id)
+      return a.epoch == epoch and a.state == "activating" and o ~= nil and o.self
+        and (downing.strategy() == "off" or downing.status() == "majority")
+    end
+    if membership.started() then
+      if not others_gave_up(a) or not still() then return false end
+      local until_ms = lease.confirm_downs()
+      if until_ms == nil or not still() then return false end
+      if until_ms > now_ms() then
+        runtime.sleep((until_ms - now_ms()) / 1000)
+        if not still() then return false end
+      end
+      local deadline = now_ms() + LEASE_WAIT * 1000
+      while not lease.valid() do
+        if now_ms() > deadline or not still() then return false end
+        runtime.sleep(0.005)
+      end
+    end
+    local ok, ref = pcall(runtime.spawn_with, t.T, { __virtual_id = a.id }, a.id, a.deps)
+    if not ok then
+      log("error", ("%s %s: cannot activate: %s"):format(a.name, tostring(a.id), tostring(ref)))
+      return false
+    end
+    local rec = runtime.record_of(ref)
+    if rec == nil then return false end
+    runtime.gate(rec, function() return a.state == "active" and lease.valid() end)
+    a.rec, a.state, a.used = rec, "active", now_ms()
+    counters.activations = counters.activations + 1
+    ensure_sweeper(a.used + t.idle_timeout * 1000)
+    return true
+  end, function(ok, res)
+    if a.epoch == epoch and a.state == "activating" and not (ok and res[1]) then
+      a.state = "waiting"
+      runtime.after_raw(RETRY, function() poke(a) end)
+      return
+    end
+    poke(a)
+  end, "virtual activation")
+end
+
+-- Collects activation a after the handlers it runs end: its deactivate hook runs, then it
+-- stops; what waited for it is held again (then goes where the id belongs now). done() after.
+local function passivate(a, why, done)
+  if a.state ~= "active" then
+    if done then done() end
+    return
+  end
+  a.state = "passivating"
+  a.epoch = a.epoch + 1
+  local rec = a.rec
+  runtime.hold(rec)
+  log("debug", ("%s %s: passivating (%s)"):format(a.name, tostring(a.id), why))
+  runtime.when_idle(rec, function()
+    local waiting = runtime.take_mailbox(rec)
+    local T, state = types[a.name].T, rec[1]
+    runtime.start_root(function()
+      if type(T.deactivate) == "function" then T.deactivate(state) end
+    end, function(ok, res, tb)
+      if not ok then
+        log("error", ("%s %s: deactivate failed: %s"):format(a.name, tostring(a.id), tostring(tb or res)))
+      end
+      runtime.stop_record(rec)
+      a.rec = nil
+      a.state = "waiting"
+      counters.passivations = counters.passivations + 1
+      local h = a.held
+      for i = #waiting - 2, 1, -3 do
+        h.head = h.head - 1
+        h[h.head] = { waiting[i], waiting[i + 1], waiting[i + 2], 0,
+                      type(waiting[i + 2]) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil }
+      end
+      if done then done() end
+      poke(a)
+    end, "virtual deactivation")
+  end)
+end
+M.passivate = passivate
+
+function poke(a)
+  if acts[a.key] ~= a then return end
+  pump(a)
+end
+
+-- A message for (name, id): delivered, forwarded, or held (activating it here if it belongs here).
+local function accept(name, id, deps, method, payload, to, hops)
+  local a = acts[key_of(name, id)]
+  if a and a.state == "active" and held_count(a) == 0 and downing.status() ~= "stopped" then
+    a.used = now_ms()
+    runtime.enqueue(a.rec, method, payload, to)
+    return true
+  end
+  a = a or activation(name, id, deps)
+  if held_count(a) == 0 then
+    local w = where(a, hops)
+    if w == "fail" then
+      if a.state == "waiting" then acts[a.key] = nil end
+      return nil, new_error("unreachable", ("%s %s is stopped: this node's side of the cluster has no "
+        .. "majority"):format(name, tostring(id)))
+    elseif w ~= "wait" and w ~= "activate" and w ~= "here" then
+      forward(a, { method, payload, to, hops }, w)
+      if a.state == "waiting" then acts[a.key] = nil end
+      return true
+    end
+  end
+  hold(a, { method, payload, to, hops, type(to) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil })
+  pump(a)
+  return true
+end
+
+cluster.route_kind(Ref, {
+  call = function(target, method, payload, rid)
+    return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, rid, 0)
+  end,
+  send = function(target, method, payload)
+    return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, 0, 0)
+  end,
+})
+
+cluster.on_named(PREFIX, function(full, method, payload, to)
+  local hops, name, id = decode_name(full)
+  if hops == nil then
+    if to ~= 0 then to:reply(false, new_error("no_such_actor", "no virtual actor named " .. full)) end
+    return
+  end
+  local ok, err = accept(name, id, nil, method, payload, to, hops)
+  if not ok and to ~= 0 then to:reply(false, err) end
+end)
+
+---------------------------------------------------------------------------
+-- The manager: what other nodes ask
+---------------------------------------------------------------------------
+
+local Manager = require("atoll.actor").define "atoll.Virtuals"
+
+-- claim(name, id, claimer) -> "done" | "refused": the claimer owns (name, id) in its view; this
+-- node gives up its activation of it, unless it owns the id in its own view too.
+function Manager.distributed:claim(name, id, claimer)
+  if type(name) ~= "string" or (type(id) ~= "string" and type(id) ~= "number") or type(claimer) ~= "string" then
+    return "refused"
+  end
+  local a = acts[key_of(name, id)]
+  if a == nil or a.state == "waiting" then return "done" end
+  local o = owner(name, id)
+  if o and o.self then return "refused" end
+  if a.state == "activating" then
+    a.epoch = a.epoch + 1
+    a.state = "waiting"
+    return "done"
+  end
+  local waiter = runtime.waiter()
+  passivate(a, claimer .. " owns it", function() waiter:wake() end)
+  if a.state ~= "waiting" then waiter:wait(CLAIM_TIMEOUT) end
+  if a.state == "waiting" then counters.handoffs = counters.handoffs + 1 end
+  return a.state == "waiting" and "done" or "refused"
+end
+
+function Manager.distributed:info(name)
+  return M.info(name)
+end
+
+local function ensure_manager()
+  if manager then return manager end
+  manager = runtime.spawn(Manager)
+  local ok, err = runtime.register(MANAGER, manager)
+  if not ok then error("cannot register the virtual actors' manager: " .. tostring(err), 0) end
+  return manager
+end
+
+---------------------------------------------------------------------------
+-- Hosting, passivation when idle, rebalancing
+---------------------------------------------------------------------------
+
+function sweep()
+  sweeper = nil
+  local now = now_ms()
+  local next_in = nil
+  for _, a in pairs(acts) do
+    if a.state == "active" then
+      local idle = types[a.name].idle_timeout * 1000
+      if now - a.used >= idle and held_count(a) == 0 then
+        passivate(a, "idle")
+      else
+        local left = idle - (now - a.used)
+        if next_in == nil or left < next_in then next_in = left end
+      end
+    end
+  end
+  if next_in then ensure_sweeper(now + next_in) end
+end
+
+
+-- host(T): this node may activate virtual actors of type T (defined with define).
+function M.host(T)
+  local name = type(T) == "table" and T.__name or T
+  local t = types[name]
+  if t == nil then error("virtual.host: " .. tostring(name) .. " is not a virtual type (virtual.define)", 2) end
+  t.hosted = true
+  ensure_manager()
+  if membership.started() then
+    require("atoll.cluster.receptionist").check_in(manager, KEY .. name)
+  end
+  return T
+end
+
+-- Membership changed: activations whose id now belongs elsewhere go there (passivated here
+-- first, what waited for them following), and a side without a majority gives up everything.
+local function rebalance()
+  local stopped = downing.status() == "stopped"
+  for _, a in pairs(acts) do
+    if a.state == "active" then
+      local o = owner(a.name, a.id)
+      if stopped then
+        passivate(a, "this node's side of the cluster has no majority")
+      elseif o == nil or not o.self then
+        counters.handoffs = counters.handoffs + 1
+        passivate(a, o and ("it belongs to " .. o.address .. " now") or "no host is up")
+      end
+    else
+      pump(a)
+    end
+  end
+end
+
+membership.listen(function()
+  if next(acts) then runtime.after_raw(0, rebalance) end
+end)
+
+lease.use(function()
+  for _, a in pairs(acts) do
+    if a.state == "active" or a.state == "activating" then return true end
+  end
+  return false
+end, function()
+  for _, a in pairs(acts) do
+    if a.state == "active" and a.rec then runtime.release(a.rec) end
+  end
+end)
+
+-- info([name]) -> { types = { name -> { hosted, active } }, counters }
+function M.info(name)
+  local out = {}
+  for n, t in pairs(types) do
+    if name == nil or n == name then out[n] = { hosted = t.hosted, active = 0, idle_timeout = t.idle_timeout } end
+  end
+  for _, a in pairs(acts) do
+    if a.state == "active" and out[a.name] then out[a.name].active = out[a.name].active + 1 end
+  end
+  return { types = out, counters = counters }
+end
+
+-- where(name, id) -> this node's view: the owner's address, and whether it is active here
+function M.where(name, id)
+  local o = owner(name, id)
+  local a = acts[key_of(name, id)]
+  return o and o.address, a ~= nil and a.state == "active"
+end
+
+return M

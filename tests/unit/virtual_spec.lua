@@ -1,0 +1,144 @@
+-- Virtual actors on one node: activation on the first call with the id and deps, one activation
+-- per id, passivation when idle (deactivate first) and activation again on the next call, a
+-- persistent type's state across passivations, and rendezvous placement as a pure function.
+-- (Between nodes: the functional specs of issue 13, to come.)
+local atoll = require "atoll"
+local persistence = require "atoll.persistence"
+local virtual = require "atoll.cluster.virtual"
+local async = require "helpers.async"
+local spec = require "helpers.spec"
+local tmp = require "helpers.tmp"
+local wait = require "helpers.wait"
+
+local dir
+
+setup(function()
+  dir = tmp.dir("virtual")
+  persistence.configure { journal = "sqlite:" .. dir .. "/journal.db" }
+end)
+
+teardown(function()
+  tmp.remove(dir)
+end)
+
+local started, deactivated = {}, {}
+
+local function counter_type(name, opts, persistent)
+  local C = atoll.actor.define(name, persistent and { persistent = true } or nil)
+  function C:init(id, deps)
+    self.id, self.deps, self.n = id, deps, 0
+    started[#started + 1] = name .. ":" .. tostring(id)
+  end
+  function C:apply(e) self.n = self.n + e.k end
+  function C.distributed:add(k)
+    if persistent then self:emit { k = k } else self.n = self.n + k end
+    return self.n
+  end
+  function C.distributed:whoami() return { id = self.id, deps = self.deps, vid = virtual.id(self) } end
+  function C:deactivate() deactivated[#deactivated + 1] = name .. ":" .. tostring(self.id) .. ":" .. self.n end
+  virtual.define(C, opts)
+  virtual.host(C)
+  return C
+end
+
+local function count(list, item)
+  local n = 0
+  for _, v in ipairs(list) do
+    if v == item then n = n + 1 end
+  end
+  return n
+end
+
+describe("virtual actors on one node", function()
+  it("activate on the first call, with the id and the deps of the get that activates", async(function()
+    local T = counter_type("VCounter")
+    local a = atoll.virtual.get("VCounter", "ann", { team = "fish" })
+    assert.same({ id = "ann", deps = { team = "fish" }, vid = "ann" }, a:whoami())
+    assert.equal(1, count(started, "VCounter:ann"))
+    -- Another get names the same activation: deps are not part of the name.
+    local again = atoll.virtual.get(T, "ann")
+    assert.equal(5, again:add(5))
+    assert.equal(7, a:add(2))
+    assert.is_true(a == again)
+    assert.equal(1, count(started, "VCounter:ann"))
+    -- Numbers and strings are different ids.
+    assert.equal(1, atoll.virtual.get(T, 42):add(1))
+    assert.equal(1, atoll.virtual.get(T, "42"):add(1))
+  end))
+
+  it("keep one activation per id under many concurrent first calls", async(function()
+    counter_type("VMany")
+    local done = 0
+    for k = 1, 200 do
+      atoll.task(function()
+        atoll.virtual.get("VMany", k % 10):add(1)
+        done = done + 1
+      end)
+    end
+    wait.retry(function() return done == 200 end, 5, "the calls to be answered")
+    for id = 0, 9 do
+      assert.equal(1, count(started, "VMany:" .. id))
+      assert.equal(21, atoll.virtual.get("VMany", id):add(1))
+    end
+  end))
+
+  it("passivate when idle, running deactivate first, and activate again on the next call", async(function()
+    counter_type("VIdle", { idle_timeout = 0.1 })
+    local v = atoll.virtual.get("VIdle", "bob")
+    assert.equal(3, v:add(3))
+    wait.retry(function() return count(deactivated, "VIdle:bob:3") == 1 end, 3, "the idle activation to go")
+    assert.equal(0, virtual.info("VIdle").types.VIdle.active)
+    -- Not persistent: a new activation starts from its init.
+    assert.equal(1, v:add(1))
+    assert.equal(2, count(started, "VIdle:bob"))
+  end))
+
+  it("recover a persistent type's state in a new activation, under virtual/TYPE/ID", async(function()
+    counter_type("VKept", { idle_timeout = 0.1 }, true)
+    local v = atoll.virtual.get("VKept", "cat")
+    assert.equal(4, v:add(4))
+    wait.retry(function() return count(deactivated, "VKept:cat:4") == 1 end, 3, "the idle activation to go")
+    assert.equal(6, v:add(2))
+    assert.equal(2, #persistence.events("virtual/VKept/cat"))
+  end))
+
+  it("refuse bad ids and types that are not virtual", function()
+    assert.has_error(function() atoll.virtual.get("VCounter", "") end)
+    assert.has_error(function() atoll.virtual.get("VCounter", 1.5) end)
+    assert.has_error(function() atoll.virtual.get("VCounter", {}) end)
+    assert.has_error(function() virtual.host(spec.fresh "NotVirtual") end)
+  end)
+end)
+
+describe("rendezvous placement", function()
+  local function members(n)
+    local list = {}
+    for i = 1, n do list[i] = { address = "10.0.0." .. i .. ":7000" } end
+    return list
+  end
+
+  it("spreads ids evenly and moves about 1/N of them when a member joins", function()
+    local three, four = members(3), members(4)
+    local per, moved = {}, 0
+    local N = 10000
+    for id = 1, N do
+      local o3 = virtual.owner_among(three, "Player", id).address
+      per[o3] = (per[o3] or 0) + 1
+      local o4 = virtual.owner_among(four, "Player", id).address
+      if o3 ~= o4 then
+        moved = moved + 1
+        assert.equal(four[4].address, o4) -- ids only move to the new member
+      end
+    end
+    for _, m in ipairs(three) do
+      assert.is_true(math.abs(per[m.address] - N / 3) < N * 0.03, "uneven: " .. per[m.address])
+    end
+    assert.is_true(math.abs(moved - N / 4) < N * 0.03, "moved " .. moved)
+    -- The same answer whatever the order of the list.
+    local reversed = { three[3], three[2], three[1] }
+    for id = 1, 100 do
+      assert.equal(virtual.owner_among(three, "Player", id).address,
+        virtual.owner_among(reversed, "Player", id).address)
+    end
+  end)
+end)
