@@ -226,7 +226,21 @@ local function hold(a, entry)
   h[h.tail] = entry
 end
 
+-- The hosts of a type change when a node starts or stops hosting it (its receptionist entry),
+-- which may come after the membership change that brought the node: activations are rebalanced
+-- on both.
+local schedule_rebalance -- (below)
+local watched = {}
+
+local function watch_type(name)
+  if watched[name] or not membership.started() then return end
+  watched[name] = require("atoll.cluster.receptionist").listing(KEY .. name, function(ev)
+    if ev.type ~= "snapshot" then schedule_rebalance() end
+  end)
+end
+
 local function activation(name, id, deps)
+  watch_type(name)
   local k = key_of(name, id)
   local a = acts[k]
   if a == nil then
@@ -563,6 +577,7 @@ function M.host(T)
   if membership.started() then
     require("atoll.cluster.receptionist").check_in(manager, KEY .. name)
   end
+  watch_type(name)
   return T
 end
 
@@ -585,9 +600,17 @@ local function rebalance()
   end
 end
 
-membership.listen(function()
-  if next(acts) then runtime.after_raw(0, rebalance) end
-end)
+local rebalancing = nil
+
+function schedule_rebalance()
+  if rebalancing or next(acts) == nil then return end
+  rebalancing = runtime.after_raw(0, function()
+    rebalancing = nil
+    rebalance()
+  end)
+end
+
+membership.listen(function() schedule_rebalance() end)
 
 lease.use(function()
   for _, a in pairs(acts) do
