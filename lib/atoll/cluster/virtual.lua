@@ -180,10 +180,12 @@ function M.owner_among(list, name, id)
 end
 
 -- owner(name, id) -> the member that should hold the activation now, or nil
+local leaving_now = function() return false end
+
 local function owner(name, id)
   local list = {}
   for _, m in ipairs(hosts(name)) do
-    if m.status == "up" then list[#list + 1] = m end
+    if m.status == "up" and not (m.self and leaving_now()) then list[#list + 1] = m end
   end
   return M.owner_among(list, name, id)
 end
@@ -567,6 +569,30 @@ function sweep()
 end
 
 
+-- Leaving: every activation here is passivated and what waited for it goes to the id's owner
+-- among the members that stay; a hook of the node's graceful shutdown waits for that (and for
+-- the calls relayed meanwhile) for up to `seconds`.
+local leaving = false
+leaving_now = function() return leaving end
+
+function M.shutdown(seconds)
+  leaving = true
+  local deadline = now_ms() + seconds * 1000
+  for _, a in pairs(acts) do passivate(a, "this node is leaving") end
+  while now_ms() < deadline do
+    local pending = false
+    for _, a in pairs(acts) do
+      pump(a)
+      if a.state ~= "waiting" or held_count(a) > 0 then pending = true end
+    end
+    if not pending then return true end
+    runtime.sleep(0.02)
+  end
+  return false
+end
+
+local shutdown_hooked = false
+
 -- host(T): this node may activate virtual actors of type T (defined with define).
 function M.host(T)
   local name = type(T) == "table" and T.__name or T
@@ -574,6 +600,10 @@ function M.host(T)
   if t == nil then error("virtual.host: " .. tostring(name) .. " is not a virtual type (virtual.define)", 2) end
   t.hosted = true
   ensure_manager()
+  if not shutdown_hooked then
+    shutdown_hooked = true
+    require("atoll").on_shutdown(function() M.shutdown(8) end)
+  end
   if membership.started() then
     require("atoll.cluster.receptionist").check_in(manager, KEY .. name)
   end

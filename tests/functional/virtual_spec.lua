@@ -1,0 +1,148 @@
+-- Virtual actors between real nodes (tests/functional/apps/virtuals.lua: the counter VCounter,
+-- and a driver that calls many ids). Every activation prints its start, each call it serves and
+-- its deactivation on the monotonic clock all processes share; no id may have two activations
+-- whose intervals overlap. (Work in progress for issue 13: crashes, partitions, reminders and
+-- churn come next.)
+local async = require "helpers.async"
+local members = require "helpers.members"
+local nodes = require "helpers.cluster"
+local tmp = require "helpers.tmp"
+
+local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
+local APP = "tests/functional/apps/virtuals.lua"
+
+local dirs = {}
+
+local function start(name, dir, join)
+  local extra = { "--data-dir", dir }
+  if join then
+    extra[#extra + 1] = "--join"
+    extra[#extra + 1] = join
+  end
+  return members.start(name, extra, { app = APP, env = { VIRTUAL_PERSISTENT = "1" } })
+end
+
+local function cluster_of(prefix, n)
+  local dir = tmp.dir("virtual")
+  dirs[#dirs + 1] = dir
+  local views = { start(prefix .. 1, dir) }
+  for i = 2, n do views[i] = start(prefix .. i, dir, views[1].address) end
+  await_all(views, seeing(addresses(views), "up"), 15, "all members up")
+  return views, dir
+end
+
+local function driver(v)
+  return nodes.named(v.address, "driver", 300)
+end
+
+-- Runs the drivers of `views` at once over ids first..last; returns the total of ok and failed.
+local function drive(views, first, last)
+  local results, tasks = {}, {}
+  for i, v in ipairs(views) do
+    tasks[i] = require("atoll").task(function() results[i] = driver(v):run(first, last, 64) end)
+  end
+  local total = { ok = 0, failed = 0, kinds = {} }
+  for i, t in ipairs(tasks) do
+    t:wait(300)
+    total.ok, total.failed = total.ok + results[i].ok, total.failed + results[i].failed
+    for k, n in pairs(results[i].kinds) do total.kinds[k] = (total.kinds[k] or 0) + n end
+  end
+  return total
+end
+
+-- Every activation's interval per id, from what the nodes printed: id -> { { node, from, to }... }
+local function intervals(views)
+  local per = {}
+  for _, v in ipairs(views) do
+    local open = {}
+    for line in v.p:stdout():gmatch("[^\n]+") do
+      local id, run, t = line:match("^vstart (%S+) (%S+) ([%d%.]+)$")
+      if id then
+        local r = { node = v.name, run = run, from = tonumber(t), to = tonumber(t) }
+        open[run] = r
+        per[id] = per[id] or {}
+        per[id][#per[id] + 1] = r
+      end
+      local sid, srun, _, st = line:match("^vserve (%S+) (%S+) (%d+) ([%d%.]+)$")
+      if sid and open[srun] then open[srun].to = math.max(open[srun].to, tonumber(st)) end
+    end
+  end
+  return per
+end
+
+local function assert_single(views)
+  local per, ids = intervals(views), 0
+  for id, list in pairs(per) do
+    ids = ids + 1
+    table.sort(list, function(a, b) return a.from < b.from end)
+    for k = 2, #list do
+      local a, b = list[k - 1], list[k]
+      assert.is_true(a.to < b.from, ("id %s: activations on %s (%.3f to %.3f) and %s (from %.3f) overlap")
+        :format(id, a.node, a.from, a.to, b.node, b.from))
+    end
+  end
+  return per, ids
+end
+
+describe("virtual actors", function()
+  before_each(function() nodes.self() end)
+  teardown(function()
+    for _, dir in ipairs(dirs) do tmp.remove(dir) end
+  end)
+
+  it("activate each of 10,000 ids once across three nodes, called from all three, counts exact",
+    async(function()
+      local views = cluster_of("va", 3)
+      local N = 10000
+      local total = drive(views, 1, N)
+      assert.same({}, total.kinds)
+      assert.equal(3 * N, total.ok)
+      local per, ids = assert_single(views)
+      assert.equal(N, ids)
+      local spread = {}
+      for _, list in pairs(per) do
+        assert.equal(1, #list)
+        spread[list[1].node] = (spread[list[1].node] or 0) + 1
+      end
+      for _, v in ipairs(views) do
+        local share = (spread[v.name] or 0) / N
+        assert.is_true(share > 0.28 and share < 0.39, ("%s holds %.1f%% of the ids"):format(v.name, share * 100))
+      end
+      for _, id in ipairs { 1, 2, 777, 5000, 9999, 10000 } do assert.equal(3, driver(views[2]):get(id)) end
+    end, 240))
+
+  it("loses no call and no count while a fourth node joins and another leaves, moving about 1/N",
+    async(function()
+      local atoll = require "atoll"
+      local views, dir = cluster_of("vj", 3)
+      local N = 2000
+      assert.equal(3 * N, drive(views, 1, N).ok)
+      -- A fourth node joins while the three call every id again.
+      local second
+      local t = atoll.task(function() second = drive(views, 1, N) end)
+      atoll.sleep(0.05)
+      views[4] = start("vj4", dir, views[1].address)
+      await_all(views, seeing(addresses(views), "up"), 15, "four members up")
+      t:wait(300)
+      assert.same({}, second.kinds)
+      assert.equal(3 * N, second.ok)
+      local moved = 0
+      for id = 1, N do
+        if driver(views[1]):where(id) == views[4].address then moved = moved + 1 end
+      end
+      assert.is_true(moved > N * 0.18 and moved < N * 0.32, "moved " .. moved)
+      -- The second leaves gracefully while the others call every id again.
+      local rest = { views[1], views[3], views[4] }
+      local third
+      t = atoll.task(function() third = drive(rest, 1, N) end)
+      atoll.sleep(0.05)
+      views[2].p:kill("SIGTERM")
+      assert.equal(0, views[2].p:wait(20))
+      t:wait(300)
+      assert.same({}, third.kinds)
+      assert.equal(3 * N, third.ok)
+      assert_single(views)
+      -- Every count exact, wherever the id lives now: 3 + 3 + 3 calls each.
+      for id = 1, N do assert.equal(9, driver(views[1]):get(id)) end
+    end, 240))
+end)
