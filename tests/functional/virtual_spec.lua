@@ -13,20 +13,20 @@ local APP = "tests/functional/apps/virtuals.lua"
 
 local dirs = {}
 
-local function start(name, dir, join)
+local function start(name, dir, join, idle)
   local extra = { "--data-dir", dir }
   if join then
     extra[#extra + 1] = "--join"
     extra[#extra + 1] = join
   end
-  return members.start(name, extra, { app = APP, env = { VIRTUAL_PERSISTENT = "1" } })
+  return members.start(name, extra, { app = APP, env = { VIRTUAL_PERSISTENT = "1", VIRTUAL_IDLE = idle } })
 end
 
-local function cluster_of(prefix, n)
+local function cluster_of(prefix, n, idle)
   local dir = tmp.dir("virtual")
   dirs[#dirs + 1] = dir
-  local views = { start(prefix .. 1, dir) }
-  for i = 2, n do views[i] = start(prefix .. i, dir, views[1].address) end
+  local views = { start(prefix .. 1, dir, nil, idle) }
+  for i = 2, n do views[i] = start(prefix .. i, dir, views[1].address, idle) end
   await_all(views, seeing(addresses(views), "up"), 15, "all members up")
   return views, dir
 end
@@ -145,4 +145,47 @@ describe("virtual actors", function()
       -- Every count exact, wherever the id lives now: 3 + 3 + 3 calls each.
       for id = 1, N do assert.equal(9, driver(views[1]):get(id)) end
     end, 240))
+  it("answers a SIGKILLed node's ids from the others once it is down, their state intact",
+    async(function()
+      local atoll = require "atoll"
+      local views = cluster_of("vk", 3)
+      local N = 1000
+      assert.equal(3 * N, drive(views, 1, N).ok)
+      local victim, rest = views[3], { views[1], views[2] }
+      local owned = 0
+      for id = 1, N do
+        if driver(views[1]):where(id) == victim.address then owned = owned + 1 end
+      end
+      assert.is_true(owned > 200, "the victim owned only " .. owned)
+      local t0 = atoll.now()
+      victim.p:kill("SIGKILL")
+      victim.p:wait(5)
+      -- Calls to its ids wait (within their 10 s) until it is down, then activate elsewhere.
+      local again = drive(rest, 1, N)
+      assert.same({}, again.kinds)
+      assert.equal(2 * N, again.ok)
+      assert.is_true(atoll.now() - t0 < 20)
+      for id = 1, N do assert.equal(5, driver(views[1]):get(id)) end
+      assert_single(views)
+    end, 240))
+  it("passivates idle activations and activates them again on the next call", async(function()
+    local wait = require "helpers.wait"
+    local views = cluster_of("vi", 2, "0.3")
+    local N = 100
+    assert.equal(2 * N, drive(views, 1, N).ok)
+    local function stops()
+      local n = 0
+      for _, v in ipairs(views) do
+        for _ in v.p:stdout():gmatch("\nvstop ") do n = n + 1 end
+      end
+      return n
+    end
+    wait.retry(function() return stops() == N end, 10, "every idle activation to be collected")
+    assert.equal(2 * N, drive(views, 1, N).ok)
+    local per = assert_single(views)
+    for id = 1, N do
+      assert.equal(2, #per[tostring(id)], "activations of " .. id)
+      assert.equal(4, driver(views[1]):get(id))
+    end
+  end, 120))
 end)
