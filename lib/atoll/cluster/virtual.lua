@@ -247,7 +247,7 @@ local function activation(name, id, deps)
   local a = acts[k]
   if a == nil then
     a = { key = k, name = name, id = id, state = "waiting", deps = deps, held = { head = 1, tail = 0 },
-          used = now_ms(), epoch = 0 }
+          used = now_ms(), epoch = 0, waiters = {} }
     acts[k] = a
   elseif a.deps == nil then
     a.deps = deps
@@ -421,10 +421,16 @@ end
 -- Collects activation a after the handlers it runs end: its deactivate hook runs, then it
 -- stops; what waited for it is held again (then goes where the id belongs now). done() after.
 local function passivate(a, why, done)
+  if a.state == "passivating" then
+    -- (already under way: told when it ends, like the one that started it)
+    if done then a.waiters[#a.waiters + 1] = done end
+    return
+  end
   if a.state ~= "active" then
     if done then done() end
     return
   end
+  a.waiters = {}
   a.state = "passivating"
   a.epoch = a.epoch + 1
   local rec = a.rec
@@ -450,6 +456,9 @@ local function passivate(a, why, done)
                       type(waiting[i + 2]) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil }
       end
       if done then done() end
+      local waiters = a.waiters
+      a.waiters = {}
+      for _, w in ipairs(waiters) do w() end
       poke(a)
     end, "virtual deactivation")
   end)
