@@ -20,11 +20,7 @@ local function root_links()
   return table.concat(out, " ")
 end
 
-local function running(pid)
-  local f = io.open("/proc/" .. pid .. "/stat")
-  if f then f:close() end
-  return f ~= nil
-end
+local running = netns.running
 
 describe("the partition harness", function()
   local net, why = netns.create(5)

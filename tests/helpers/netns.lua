@@ -45,11 +45,13 @@ local function sh(script)
   return code == 0, (out:gsub("#exit %d+%s*$", ""))
 end
 
+-- running(pid) -> whether a process with that pid exists
 local function running(pid)
   local f = io.open("/proc/" .. pid .. "/stat")
   if f then f:close() end
   return f ~= nil
 end
+M.running = running
 
 -- The shell line that ends every process in the namespace ns and deletes it.
 local function remove_lines(ns)

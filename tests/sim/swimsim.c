@@ -767,6 +767,28 @@ static double detection_bound_s(void) {
   return (2 * (n - 1) + 2) * interval + max_suspicion;
 }
 
+/* Crashes a random node at a random moment within a period and runs until every other member
+ * has declared it dead, failing past `bound` seconds (crash number k); returns the node, and when
+ * it crashed in *crashed_at. */
+static node_t *crash_one_until_dead(double bound, int k, uint64_t *crashed_at) {
+  run_until(now_ms + splitmix(&net_rng) % period_ms());
+  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
+  watch_id = victim->id;
+  watch_uid = victim->uid;
+  watch_dead_count = 0;
+  *crashed_at = now_ms;
+  node_crash(victim);
+  int others = n_nodes - 1;
+  while (watch_dead_count < others) {
+    if ((double)(now_ms - *crashed_at) / 1000 > bound) {
+      fail("crash %d: node %d declared dead by %d of %d members after %.1f s (bound %.1f s)", k,
+           victim->id, watch_dead_count, others, (double)(now_ms - *crashed_at) / 1000, bound);
+    }
+    run_until(now_ms + 10);
+  }
+  return victim;
+}
+
 static void scenario_crash(void) {
   if (opt.nodes < 3) fail("crash needs at least 3 nodes");
   start_cluster(1, 0);
@@ -777,22 +799,8 @@ static void scenario_crash(void) {
   double bound = detection_bound_s();
   uint64_t b0 = total_bytes(), t0 = now_ms;
   for (int k = 0; k < opt.kills; k++) {
-    /* Crash at a random moment within a period. */
-    run_until(now_ms + splitmix(&net_rng) % period_ms());
-    node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
-    watch_id = victim->id;
-    watch_uid = victim->uid;
-    watch_dead_count = 0;
-    uint64_t crashed_at = now_ms;
-    node_crash(victim);
-    int others = n_nodes - 1;
-    while (watch_dead_count < others) {
-      if ((double)(now_ms - crashed_at) / 1000 > bound) {
-        fail("crash %d: node %d declared dead by %d of %d members after %.1f s (bound %.1f s)", k,
-             victim->id, watch_dead_count, others, (double)(now_ms - crashed_at) / 1000, bound);
-      }
-      run_until(now_ms + 10);
-    }
+    uint64_t crashed_at;
+    node_t *victim = crash_one_until_dead(bound, k, &crashed_at);
     all[k] = watch_last_dead - crashed_at;
     first[k] = watch_first_dead - crashed_at;
     /* Restart it as a new run, joining through a random live member, or
@@ -1042,20 +1050,9 @@ static void scenario_down(void) {
 static void scenario_unreachable(void) {
   if (opt.nodes < 3) fail("unreachable needs at least 3 nodes");
   start_cluster(1, 0);
-  run_until(now_ms + splitmix(&net_rng) % period_ms());
-  node_t *victim = &nodes[splitmix(&net_rng) % (uint64_t)n_nodes];
-  watch_id = victim->id;
-  watch_uid = victim->uid;
-  watch_dead_count = 0;
-  uint64_t crashed_at = now_ms;
-  node_crash(victim);
+  uint64_t crashed_at;
+  node_t *victim = crash_one_until_dead(detection_bound_s(), 0, &crashed_at);
   int others = n_nodes - 1;
-  while (watch_dead_count < others) {
-    if ((double)(now_ms - crashed_at) / 1000 > detection_bound_s()) {
-      fail("node %d declared dead by %d of %d members only", victim->id, watch_dead_count, others);
-    }
-    run_until(now_ms + 10);
-  }
   run_until(now_ms + opt.cfg.tombstone_ms + 4 * period_ms());
   int kept = 0, forgotten = 0;
   for (int i = 0; i < n_nodes; i++) {

@@ -1,4 +1,4 @@
--- atoll call, reload, members and receptionist: one call to a running node, as a client.
+-- atoll call, reload, members, singletons and receptionist: one call to a running node, as a client.
 local host = require "atoll.c.host"
 local atoll = require "atoll"
 local runtime = require "atoll.runtime"
@@ -52,6 +52,26 @@ local function call_failed(opts, e)
   io.stderr:write("atoll ", opts.command, ": ", tostring(e), "\n")
   if kind == "unreachable" or kind == "timeout" then return EXIT_UNREACHABLE end
   return EXIT_APP
+end
+
+-- Asks the node actor at opts.node for `method` (with `arg`) and prints its answer: as JSON
+-- with --json (the field `list` made an array), else as show(view) prints it. prepare(view,
+-- cluster, timeout), if given, runs first and may end the command with an exit code.
+local function show_view(opts, method, arg, list, show, prepare)
+  local json = require "atoll.util.json"
+  return with_node(opts, function(cluster, timeout)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", method, timeout, arg)
+    if not ok then return call_failed(opts, view) end
+    local code = prepare and prepare(view, cluster, timeout)
+    if code then return code end
+    if opts.json_output then
+      view[list] = atoll.array(view[list])
+      print(json.encode(view))
+    else
+      show(view)
+    end
+    return 0
+  end)
 end
 
 -- atoll call / atoll reload: one call to a named actor of a running node.
@@ -168,21 +188,11 @@ end
 
 -- atoll members: a node's view of the cluster.
 function M.members(opts)
-  local json = require "atoll.util.json"
-  return with_node(opts, function(cluster, timeout)
-    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "members", timeout)
-    if not ok then return call_failed(opts, view) end
+  return show_view(opts, "members", nil, "members", print_members, function(view)
     if not view.started then
       io.stderr:write("atoll members: ", opts.node, " is not a member of a cluster (it listens only)\n")
       return EXIT_APP
     end
-    if opts.json_output then
-      view.members = atoll.array(view.members)
-      print(json.encode(view))
-    else
-      print_members(view)
-    end
-    return 0
   end)
 end
 
@@ -199,11 +209,8 @@ end
 
 -- atoll singletons: the singletons a node knows, with when each started where it runs.
 function M.singletons(opts)
-  local json = require "atoll.util.json"
-  return with_node(opts, function(cluster, timeout)
-    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "singletons", timeout)
-    if not ok then return call_failed(opts, view) end
-    -- How long each has run is known where it runs: ask those nodes (best effort).
+  -- How long each has run is known where it runs: ask those nodes (best effort).
+  local function since_from_hosts(view, cluster, timeout)
     local asked = {}
     for _, s in ipairs(view.singletons) do
       if s.host and s.host ~= view.address and s.since == nil then
@@ -218,19 +225,15 @@ function M.singletons(opts)
         end
       end
     end
-    if opts.json_output then
-      view.singletons = atoll.array(view.singletons)
-      print(json.encode(view))
-      return 0
-    end
+  end
+  return show_view(opts, "singletons", nil, "singletons", function(view)
     for _, line in ipairs(M.singletons_table(view.singletons, host.wall() / 1000)) do print(line) end
     local d = view.downing or {}
     print()
     print(("%s: %s (%s of %s members reached), downing %s%s"):format(view.address, d.status or "?",
       tostring(d.reached or "?"), tostring(d.counted or "?"), d.strategy or "?",
       d.quorum and ("=" .. d.quorum) or ""))
-    return 0
-  end)
+  end, since_from_hosts)
 end
 
 -- receptionist_lines(view [, key]) -> what `atoll receptionist` prints: a
@@ -261,17 +264,8 @@ end
 
 -- atoll receptionist: a node's view of the receptionist's entries.
 function M.receptionist(opts)
-  local json = require "atoll.util.json"
-  return with_node(opts, function(cluster, timeout)
-    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", "receptionist", timeout, opts.key)
-    if not ok then return call_failed(opts, view) end
-    if opts.json_output then
-      view.entries = atoll.array(view.entries)
-      print(json.encode(view))
-    else
-      for _, line in ipairs(M.receptionist_lines(view, opts.key)) do print(line) end
-    end
-    return 0
+  return show_view(opts, "receptionist", opts.key, "entries", function(view)
+    for _, line in ipairs(M.receptionist_lines(view, opts.key)) do print(line) end
   end)
 end
 

@@ -66,14 +66,7 @@ local function log(level, msg)
   host.log(level, "receptionist", msg)
 end
 
-local function set_of(t, k)
-  local s = t[k]
-  if s == nil then
-    s = {}
-    t[k] = s
-  end
-  return s
-end
+local set_of = require("atoll.util.sets").of
 
 local send_name = nil -- atoll.cluster.send_name, once the cluster is loaded
 

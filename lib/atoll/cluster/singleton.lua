@@ -429,19 +429,22 @@ local function spawn_instance(st, failover)
   return true
 end
 
--- Asks every other live host to stop its instance if it runs one: true when all that can be
--- reached agree, false if one refused (it thinks itself older) or could not be asked.
+-- Asks every other live member to stop its instance if it runs one: true when all that can be
+-- reached agree, false if one refused (it thinks itself older) or could not be asked. Every
+-- member, not only the hosts this node knows of: a host that went up a moment ago may not have
+-- shown its receptionist entry here yet (a member with no manager hosts nothing).
 local function others_released(st)
   local me = self_member()
   local pending, all_ok = 0, true
   local waiter = runtime.waiter()
-  for _, m in ipairs(hosts(st.name)) do
+  for _, m in ipairs(membership.members()) do
     if not m.self and m.status ~= "down" and m.status ~= "removed" and m.reachable ~= false then
       pending = pending + 1
       log("debug", ("singleton %s: asking %s to release it"):format(st.name, m.address))
       runtime.task(function()
         local ok, answer = pcall(cluster.call_system, m.address, MANAGER, "release", RELEASE_TIMEOUT,
           st.name, node.address, me and me.upno or 0)
+        if not ok and errors.kind(answer) == "no_such_actor" then ok, answer = true, "done" end
         if not ok or answer ~= "done" then
           all_ok = false
           log("debug", ("singleton %s: %s did not release it: %s"):format(st.name, m.address,

@@ -34,14 +34,7 @@ local function log(level, msg)
   host.log(level, "watch", msg)
 end
 
-local function set_of(t, k)
-  local s = t[k]
-  if s == nil then
-    s = {}
-    t[k] = s
-  end
-  return s
-end
+local set_of = require("atoll.util.sets").of
 
 local function cluster()
   return require "atoll.cluster"
