@@ -95,6 +95,21 @@ local function value(v)
   return caller(v):counter()
 end
 
+-- Callers on `rest` (every node but the host) call the counter until it has served 50.
+local function serving(rest, pause)
+  start_callers(rest, pause)
+  wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+end
+
+-- Five members, where the counter runs, and the four others calling it steadily.
+local function five_serving(prefix, persistent)
+  local views = five(prefix, persistent)
+  local host = host_of(views)
+  local rest = others(views, host)
+  serving(rest)
+  return views, host, rest
+end
+
 describe("a cluster singleton", function()
   before_each(function() nodes.self() end)
   -- (after every spec's nodes have been stopped)
@@ -103,11 +118,7 @@ describe("a cluster singleton", function()
   end)
 
   it("moves when its host leaves without failing a call or serving one twice", async(function()
-    local views = five("leave", true)
-    local host = host_of(views)
-    local rest = others(views, host)
-    start_callers(rest)
-    wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+    local views, host, rest = five_serving("leave", true)
     host.p:kill("SIGTERM")
     assert.equal(0, host.p:wait(wait.seconds(15)))
     local new = host_of(rest, host)
@@ -148,8 +159,7 @@ describe("a cluster singleton", function()
         if v.address == best.address then next_host = v end
       end
       local rest = others(others(views, host), next_host)
-      start_callers(rest, 0.001)
-      wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+      serving(rest, 0.001)
       host.p:kill("SIGTERM")
       atoll.sleep(0.01)
       next_host.p:kill("SIGTERM")
@@ -166,12 +176,8 @@ describe("a cluster singleton", function()
 
   it("starts again on the next oldest host when its host is SIGKILLed, with its journal intact",
     async(function()
-      local views = five("kill", true)
-      local host = host_of(views)
-      local rest = others(views, host)
       -- The host's own caller would die with it: only the others call.
-      start_callers(rest)
-      wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+      local _, host, rest = five_serving("kill", true)
       local killed_at = atoll.now()
       host.p:kill("SIGKILL")
       host.p:wait(5)
@@ -203,11 +209,7 @@ describe("a cluster singleton", function()
 
   it("never has two instances serving when its host is stopped past its suspicion and continued",
     async(function()
-      local views = five("stall", false)
-      local host = host_of(views)
-      local rest = others(views, host)
-      start_callers(rest)
-      wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+      local views, host, rest = five_serving("stall", false)
       host.p:kill("SIGSTOP")
       -- The others down it and start the counter elsewhere.
       local new = host_of(rest, host)
@@ -278,8 +280,7 @@ describe("a cluster singleton", function()
       local host = host_of(views)
       assert.is_true(host == views[2] or host == views[4], "it runs on a member that does not host it")
       local rest = others(views, host)
-      start_callers(rest)
-      wait.retry(function() return value(rest[1]) >= 50 end, 10, "calls to be served")
+      serving(rest)
       host.p:kill("SIGKILL")
       host.p:wait(5)
       -- The other host takes it over: the three members that do not host it confirm the down.
