@@ -168,6 +168,58 @@ describe("virtual actors", function()
       for id = 1, N do assert.equal(5, driver(views[1]):get(id)) end
       assert_single(views)
     end, 240))
+  it("fires a reminder on time and once; its node SIGKILLed before it is due, once elsewhere",
+    async(function()
+      local wait = require "helpers.wait"
+      local views = cluster_of("vr", 3)
+      -- (every firing: node, id, name, due, wall)
+      local function firings()
+        local out = {}
+        for _, v in ipairs(views) do
+          for id, name, due, wall in v.p:stdout():gmatch("\nvremind (%S+) %S+ (%S+) ([%d%.]+) ([%d%.]+)") do
+            out[#out + 1] = { node = v.name, id = id, name = name, due = tonumber(due), wall = tonumber(wall) }
+          end
+        end
+        return out
+      end
+      local function of(name)
+        local out = {}
+        for _, f in ipairs(firings()) do if f.name == name then out[#out + 1] = f end end
+        return out
+      end
+      -- On time: due in a second, on whichever node the id lives.
+      local due = driver(views[2]):remind(7, "soon", 1)
+      wait.retry(function() return #of("soon") == 1 end, 10, "the reminder to fire")
+      local f = of("soon")[1]
+      assert.equal("7", f.id)
+      assert.near(due, f.due, 0.002)
+      assert.is_true(f.wall >= due and f.wall - due < 0.5, ("fired %.3f s after it was due"):format(f.wall - due))
+      -- A periodic one fires every period; forgotten, it is gone from the list.
+      driver(views[1]):remind(8, "tick", { every = 1 })
+      wait.retry(function() return #of("tick") >= 2 end, 10, "two ticks")
+      assert.equal(1, #driver(views[3]):reminders(8))
+      assert.is_true(driver(views[3]):forget(8, "tick"))
+      assert.same({}, driver(views[3]):reminders(8))
+      -- Crash: an id of the oldest node, which runs the reminders' singleton too; it dies
+      -- with the reminder due in 2 s, before the cluster has downed it (about 3 s).
+      local id = 1
+      while driver(views[2]):where(id) ~= views[1].address do id = id + 1 end
+      due = driver(views[1]):remind(id, "crash", 2)
+      views[1].p:kill("SIGKILL")
+      views[1].p:wait(5)
+      wait.retry(function() return #of("crash") >= 1 end, 20, "the reminder to fire after the crash")
+      -- (and not twice: a second firing would come within the same round)
+      wait.retry(function()
+        return driver(views[2]):where(id) ~= views[1].address
+      end, 10, "the id to have moved")
+      local list = of("crash")
+      assert.equal(1, #list)
+      assert.is_not.equal(views[1].name, list[1].node)
+      assert.is_true(list[1].wall >= due and list[1].wall - due < 8,
+        ("fired %.3f s after it was due"):format(list[1].wall - due))
+      assert.same({}, driver(views[2]):reminders(id))
+      assert.equal(1, #of("soon"))
+    end, 120))
   it("passivates idle activations and activates them again on the next call", async(function()
     local wait = require "helpers.wait"
     local views = cluster_of("vi", 2, "0.3")

@@ -1,7 +1,7 @@
 -- Virtual actors on one node: activation on the first call with the id and deps, one activation
 -- per id, passivation when idle (deactivate first) and activation again on the next call, a
 -- persistent type's state across passivations, and rendezvous placement as a pure function.
--- (Between nodes: the functional specs of issue 13, to come.)
+-- Between nodes: tests/functional/virtual_spec.lua.
 local atoll = require "atoll"
 local persistence = require "atoll.persistence"
 local virtual = require "atoll.cluster.virtual"
@@ -141,5 +141,78 @@ describe("rendezvous placement", function()
       assert.equal(virtual.owner_among(three, "Player", id).address,
         virtual.owner_among(reversed, "Player", id).address)
     end
+  end)
+end)
+
+-- The reminders' bookkeeping (lib/atoll/cluster/reminders.lua): when a spec is due, and what
+-- each journaled event does to the state a recovery rebuilds. (In this file: busted loads the
+-- actor types of a module once per process.)
+local reminders = require "atoll.cluster.reminders"
+local heap = require "atoll.util.heap"
+
+local R = reminders.Reminders
+
+local function fresh_reminders()
+  return { r = {}, count = 0, fired = 0, queue = heap.new() }
+end
+
+describe("reminders", function()
+  it("read when as seconds from now, at, after, or every", function()
+    local now = 1000000
+    assert.same({ now + 1500 }, { reminders.when(1.5, "t", now) })
+    assert.same({ 2000000 }, { reminders.when({ at = 2000 }, "t", now) })
+    assert.same({ now + 250 }, { reminders.when({ after = 0.25 }, "t", now) })
+    assert.same({ now + 60000, 60000 }, { reminders.when({ every = 60 }, "t", now) })
+    assert.same({ now + 5000, 60000 }, { reminders.when({ after = 5, every = 60 }, "t", now) })
+  end)
+
+  it("refuse a malformed when with the caller's mistake named", function()
+    local function err(spec)
+      local ok, e = pcall(reminders.when, spec, "remind")
+      assert.is_false(ok)
+      return tostring(e)
+    end
+    assert.matches("say when", err({}))
+    assert.matches("not both", err({ at = 1, after = 2 }))
+    assert.matches("every is at least 1", err({ every = 0.01 }))
+    assert.matches("after is not negative", err(-1))
+    assert.matches("is a number", err({ after = "soon" }))
+    assert.matches("is a number", err({ at = 0 / 0 }))
+    assert.matches("when is seconds", err("tomorrow"))
+    assert.has_error(function() reminders.check_name("", "remind") end)
+    assert.has_error(function() reminders.check_name(("x"):rep(201), "remind") end)
+  end)
+
+  it("rebuild the same state from the events, firing each due once", function()
+    local s = fresh_reminders()
+    R.apply(s, { "set", "Player", "ann", "turn", 5000 })
+    R.apply(s, { "set", "Player", 7, "tick", 3000, 1000 })
+    R.apply(s, { "set", "Player", "7", "tick", 4000 })
+    assert.equal(3, s.count)
+    assert.equal(3000, (s.queue:peek()))
+    -- a periodic one moves on to its next due; the string id "7" is another actor
+    R.apply(s, { "fired", "Player", 7, "tick", 3000, 4000 })
+    assert.equal(4000, s.r[reminders.key_of("Player", 7, "tick")][4])
+    assert.equal(3, s.count)
+    -- a firing of a due that is no longer there (set again meanwhile) changes nothing
+    R.apply(s, { "set", "Player", "ann", "turn", 9000 })
+    R.apply(s, { "fired", "Player", "ann", "turn", 5000 })
+    assert.equal(9000, s.r[reminders.key_of("Player", "ann", "turn")][4])
+    -- a one-off that fired is gone; so is a forgotten one
+    R.apply(s, { "fired", "Player", "7", "tick", 4000 })
+    R.apply(s, { "forget", "Player", 7, "tick" })
+    assert.equal(1, s.count)
+    assert.equal(9000, (s.queue:peek()))
+    assert.equal(2, s.fired)
+    -- a snapshot restores the same reminders
+    local t = fresh_reminders()
+    R.restore(t, R.snapshot(s))
+    assert.equal(1, t.count)
+    assert.equal(9000, (t.queue:peek()))
+    assert.equal(2, t.fired)
+  end)
+
+  it("keep integer ids above 1e14 apart", function()
+    assert.is_not.equal(reminders.key_of("T", 2 ^ 53, "n"), reminders.key_of("T", 2 ^ 53 - 1, "n"))
   end)
 end)

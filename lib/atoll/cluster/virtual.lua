@@ -26,6 +26,7 @@ local cluster = require "atoll.cluster"
 local membership = require "atoll.cluster.membership"
 local downing = require "atoll.cluster.downing"
 local lease = require "atoll.cluster.lease"
+local reminders = require "atoll.cluster.reminders"
 
 local M = {}
 
@@ -74,8 +75,13 @@ local function check_id(id, what)
   end
 end
 
+-- (integer ids with all their digits: tostring rounds those above 1e14)
+local function id_text(id)
+  return type(id) == "number" and ("n%.0f"):format(id) or "s" .. id
+end
+
 local function key_of(name, id)
-  return name .. "\0" .. (type(id) == "number" and "n" or "s") .. tostring(id)
+  return name .. "\0" .. id_text(id)
 end
 
 -- define(T [, opts]) -> T: T is a virtual type; opts.idle_timeout (seconds).
@@ -95,7 +101,8 @@ function M.define(T, opts)
   end
   if T.__options and T.__options.persistent and rawget(T, "persistence_id") == nil then
     T.persistence_id = function(self)
-      return "virtual/" .. T.__name .. "/" .. tostring(rawget(self, "__virtual_id"))
+      local id = rawget(self, "__virtual_id")
+      return "virtual/" .. T.__name .. "/" .. (type(id) == "number" and ("%.0f"):format(id) or id)
     end
   end
   return T
@@ -104,6 +111,46 @@ end
 -- id(self) -> the id of the activation `self` is the state of
 function M.id(self)
   return rawget(self, "__virtual_id")
+end
+
+-- target_of(self or ref) -> type name, id
+local function target_of(target, what)
+  if type(target) == "table" then
+    local id, name = rawget(target, "__virtual_id"), rawget(target, "__virtual_type")
+    if id ~= nil and name ~= nil then return name, id end
+    if getmetatable(target) == M.Ref then return rawget(target, "type"), rawget(target, "id") end
+  end
+  error(what .. ": expected a virtual actor (its self) or a virtual ref", 3)
+end
+
+local REMIND_TIMEOUT = 30
+
+-- remind(self or ref, name, when) -> the due time (unix seconds), once the reminder is durable.
+-- when: seconds from now, or { at = unix seconds | after = seconds [, every = seconds] }. When
+-- due, the cluster calls T:reminded(name, due) on the actor, activating it where it belongs
+-- (lib/atoll/cluster/reminders.lua). Setting a name again replaces it.
+function M.remind(target, name, when)
+  local vtype, id = target_of(target, "remind")
+  reminders.check_name(name, "remind")
+  local due, every = reminders.when(when, "remind")
+  local t = types[vtype]
+  if t and type(t.T.distributed.reminded) ~= "function" then
+    error("remind: " .. vtype .. " has no distributed reminded(name, due) for the reminder to call", 2)
+  end
+  return reminders.ref(REMIND_TIMEOUT):set(vtype, id, name, due, every) / 1000
+end
+
+-- forget(self or ref, name) -> true if the reminder was there (it will not fire)
+function M.forget(target, name)
+  local vtype, id = target_of(target, "forget")
+  reminders.check_name(name, "forget")
+  return reminders.ref(REMIND_TIMEOUT):forget(vtype, id, name)
+end
+
+-- reminders(self or ref) -> { { name, due = unix seconds, every = seconds or nil }... }, soonest first
+function M.reminders(target)
+  local vtype, id = target_of(target, "reminders")
+  return reminders.ref(REMIND_TIMEOUT):list(vtype, id)
 end
 
 local Ref = {}
@@ -256,7 +303,7 @@ local function activation(name, id, deps)
 end
 
 local function encode_name(hops, name, id)
-  return PREFIX .. hops .. "/" .. #name .. ":" .. name .. (type(id) == "number" and "n" or "s") .. tostring(id)
+  return PREFIX .. hops .. "/" .. #name .. ":" .. name .. id_text(id)
 end
 
 local function decode_name(full)
@@ -396,7 +443,7 @@ function activate(a)
         runtime.sleep(0.005)
       end
     end
-    local ok, ref = pcall(runtime.spawn_with, t.T, { __virtual_id = a.id }, a.id, a.deps)
+    local ok, ref = pcall(runtime.spawn_with, t.T, { __virtual_id = a.id, __virtual_type = a.name }, a.id, a.deps)
     if not ok then
       log("error", ("%s %s: cannot activate: %s"):format(a.name, tostring(a.id), tostring(ref)))
       return false
@@ -609,6 +656,8 @@ function M.host(T)
   if t == nil then error("virtual.host: " .. tostring(name) .. " is not a virtual type (virtual.define)", 2) end
   t.hosted = true
   ensure_manager()
+  -- (a type with reminders: this node may run the reminders' singleton too)
+  if type(t.T.distributed.reminded) == "function" then reminders.host() end
   if not shutdown_hooked then
     shutdown_hooked = true
     require("atoll").on_shutdown(function() M.shutdown(8) end)

@@ -26,6 +26,14 @@ function VCounter.distributed:add(k)
 end
 function VCounter.distributed:get() return self.n end
 function VCounter.distributed:where() return atoll.node().address end
+-- Reminders: remind(name, seconds) sets one; each firing prints
+--   vremind ID RUN NAME DUE WALL T   (DUE and WALL: unix seconds; T: the monotonic clock)
+function VCounter.distributed:remind(name, seconds) return atoll.virtual.remind(self, name, seconds) end
+function VCounter.distributed:forget(name) return atoll.virtual.forget(self, name) end
+function VCounter.distributed:reminded(name, due)
+  print(("vremind %s %s %s %.3f %.3f %.6f"):format(tostring(self.id), self.run, name, due,
+    require("atoll.c.host").wall() / 1000, atoll.now()))
+end
 function VCounter:deactivate() print(("vstop %s %s %.6f"):format(tostring(self.id), self.run, atoll.now())) end
 atoll.virtual.define(VCounter, { idle_timeout = idle })
 atoll.virtual.host(VCounter)
@@ -61,5 +69,8 @@ end
 function Driver.distributed:get(id) return atoll.virtual.get("VCounter", id):get() end
 function Driver.distributed:where(id) return atoll.virtual.get("VCounter", id):where() end
 function Driver.distributed:info() return atoll.virtual.info() end
+function Driver.distributed:remind(id, name, seconds) return atoll.virtual.get("VCounter", id):remind(name, seconds) end
+function Driver.distributed:forget(id, name) return atoll.virtual.get("VCounter", id):forget(name) end
+function Driver.distributed:reminders(id) return atoll.virtual.reminders(atoll.virtual.get("VCounter", id)) end
 atoll.register("driver", atoll.spawn(Driver))
 require "member"
