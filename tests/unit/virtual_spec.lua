@@ -167,8 +167,8 @@ describe("reminders", function()
   end)
 
   it("refuse a malformed when with the caller's mistake named", function()
-    local function err(spec)
-      local ok, e = pcall(reminders.when, spec, "remind")
+    local function err(when)
+      local ok, e = pcall(reminders.when, when, "remind")
       assert.is_false(ok)
       return tostring(e)
     end
