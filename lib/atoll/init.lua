@@ -26,6 +26,7 @@ local function install()
   installed = true
   runtime.install()
   codec.configure { array_mt = ArrayMT }
+  require "atoll.cluster.virtual_ref" -- gives the codec the metatable of virtual refs
   local ok, cjson = pcall(require, "cjson")
   if ok and type(cjson) == "table" and cjson.array_mt then
     codec.configure { json_array_mt = cjson.array_mt }

@@ -144,6 +144,24 @@ describe("rendezvous placement", function()
   end)
 end)
 
+describe("virtual refs through the codec", function()
+  it("decode equal to the get they name, and their calls reach the virtual actor", async(function()
+    local codec = require "atoll.c.codec"
+    local E = atoll.actor.define "VCodecEcho"
+    function E.distributed:hello(who) return "hello " .. who .. " from " .. tostring(virtual.id(self)) end
+    virtual.define(E)
+    virtual.host(E)
+    local back = codec.decode(assert(codec.encode(virtual.get("VCodecEcho", 9, { some = "deps" }))))
+    assert.equal(virtual.Ref, getmetatable(back))
+    assert.is_true(back == virtual.get("VCodecEcho", 9))
+    assert.equal("hello ann from 9", back:hello("ann"))
+    -- and as an argument of a local call, a copy the callee can call
+    local Greeter = atoll.actor.define "VCodecGreeter"
+    function Greeter.distributed:greet(r, who) return r:hello(who) end
+    assert.equal("hello bob from 9", atoll.spawn(Greeter):greet(virtual.get("VCodecEcho", 9), "bob"))
+  end))
+end)
+
 -- The reminders' bookkeeping (lib/atoll/cluster/reminders.lua): when a spec is due, and what
 -- each journaled event does to the state a recovery rebuilds. (In this file: busted loads the
 -- actor types of a module once per process.)

@@ -1,7 +1,7 @@
 -- Virtual actors: one activation per (type, id) in the whole cluster, made on the first call and
 -- collected when idle. (Work in progress for issue 13: placement, activation, idle passivation,
--- forwarding and claims are here; hand-off on joins, reminders, the codec's ext type, the CLI
--- and the specs between nodes are not yet.)
+-- forwarding, claims and refs in the codec (atoll.cluster.virtual_ref) are here; hand-off on
+-- joins, reminders, the CLI and the specs between nodes are not yet.)
 --
 --   local Player = atoll.virtual.define(atoll.actor.define("Player", { persistent = true }),
 --                                       { idle_timeout = 600 })
@@ -153,23 +153,9 @@ function M.reminders(target)
   return reminders.ref(REMIND_TIMEOUT):list(vtype, id)
 end
 
-local Ref = {}
+-- (the metatable lives in atoll.cluster.virtual_ref, which the codec knows from the node's start)
+local Ref = require("atoll.cluster.virtual_ref").Ref
 M.Ref = Ref
-
-Ref.__index = runtime.method_table(function(method)
-  return function(self, ...)
-    if getmetatable(self) ~= Ref then
-      error("call a distributed function with a colon: virtual:" .. method .. "(...)", 2)
-    end
-    return runtime.call_with(self, method, rawget(self, "timeout") or runtime.default_timeout(), ...)
-  end
-end)
-Ref.__tostring = function(r)
-  return ("virtual %s %s"):format(rawget(r, "type"), tostring(rawget(r, "id")))
-end
-Ref.__eq = function(a, b)
-  return rawget(a, "type") == rawget(b, "type") and rawget(a, "id") == rawget(b, "id")
-end
 
 -- get(T or type name, id [, deps [, timeout]]) -> ref: a name, valid on every node.
 function M.get(T, id, deps, seconds)

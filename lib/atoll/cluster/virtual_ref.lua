@@ -1,0 +1,44 @@
+-- The ref of a virtual actor: its name (type, id), valid on every node, carried by the codec.
+--
+-- A virtual ref names no process, so it holds on every node and across restarts, and events and
+-- snapshots may keep one. The codec carries it as ext type 2 (host/codec.h): the type name and
+-- the id only; the deps and timeout a get may add stay where the get was made. Its metatable
+-- lives here, apart from atoll.cluster.virtual, so that atoll can hand it to the codec at start
+-- without loading the virtual actors' machinery (and without a require cycle): a ref decoded
+-- from a message, an event or a snapshot is whole even where nothing has used virtual actors yet,
+-- and its first call loads atoll.cluster.virtual, which routes it.
+local runtime = require "atoll.runtime"
+local codec = require "atoll.c.codec"
+
+local M = {}
+
+local Ref = {}
+M.Ref = Ref
+
+local routed = false -- atoll.cluster.virtual is loaded (it registers the route of Refs)
+
+Ref.__index = runtime.method_table(function(method)
+  return function(self, ...)
+    if getmetatable(self) ~= Ref then
+      error("call a distributed function with a colon: virtual:" .. method .. "(...)", 2)
+    end
+    if not routed then
+      require "atoll.cluster.virtual"
+      routed = true
+    end
+    return runtime.call_with(self, method, rawget(self, "timeout") or runtime.default_timeout(), ...)
+  end
+end)
+
+Ref.__tostring = function(r)
+  return ("virtual %s %s"):format(rawget(r, "type"), tostring(rawget(r, "id")))
+end
+
+-- Two refs are equal when they name the same actor, whatever their deps and timeouts.
+Ref.__eq = function(a, b)
+  return rawget(a, "type") == rawget(b, "type") and rawget(a, "id") == rawget(b, "id")
+end
+
+codec.configure { virtual_ref_mt = Ref }
+
+return M
