@@ -220,6 +220,21 @@ describe("virtual actors", function()
       assert.same({}, driver(views[2]):reminders(id))
       assert.equal(1, #of("soon"))
     end, 120))
+  it("keeps one activation per id and forks no history through joins, leaves, kills and stops",
+    async(function()
+      local vchurn = require "helpers.vchurn"
+      local report = vchurn.run { seconds = 20, seed = 13, ids = 1000,
+                                  log = os.getenv("VCHURN_LOG") and print or nil }
+      vchurn.stop(report)
+      local why = table.concat(report.faults, "; ") .. "\n" .. table.concat(report.detail, "\n", 1,
+        math.min(#report.detail, 20))
+      assert.equal(0, report.duplicates, why)
+      assert.equal(0, report.forks, why)
+      assert.equal(0, report.lost, why)
+      assert.is_true(#report.faults >= 4, why)
+      assert.is_true(report.ids > 900, "only " .. report.ids .. " ids were called")
+      assert.is_true(report.calls.ok > 5000, ("only %d calls succeeded"):format(report.calls.ok))
+    end, 240))
   it("passivates idle activations and activates them again on the next call", async(function()
     local wait = require "helpers.wait"
     local views = cluster_of("vi", 2, "0.3")

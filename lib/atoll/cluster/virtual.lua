@@ -41,7 +41,8 @@ local HELD_TTL = 60             -- seconds a call from another node may be held 
 local RELAY_TIMEOUT = 60
 local CLAIM_TIMEOUT = 10
 local LEASE_WAIT = 2
-local RETRY = 0.05              -- seconds before a refused activation is tried again
+local RETRY = 0.05              -- seconds before a refused activation is tried again...
+local RETRY_MAX = 0.5           -- ...doubling up to this
 
 local new_error = errors.new
 local REF_ADDR, REF_INC = runtime.REF_ADDR, runtime.REF_INC
@@ -381,16 +382,31 @@ local function pump(a)
   if a.state == "waiting" and held_count(a) == 0 then acts[a.key] = nil end
 end
 
--- Asks every other live host of the type to give up its activation of a.
+-- Asks every other member that is not down to give up its activation of a: every member, not
+-- only the hosts this node knows of (a host that went up a moment ago may not have shown its
+-- receptionist entry here yet; a member with no manager hosts nothing). A member that cannot be
+-- reached now (a stall, a cut) may hold the activation and serve it again when it comes back:
+-- nothing is activated until it answers or is down.
+local function unreached_member()
+  for _, m in ipairs(membership.members()) do
+    if m.address ~= node.address and m.status ~= "down" and m.status ~= "removed" and m.reachable == false then
+      return m
+    end
+  end
+  return nil
+end
+
 local function others_gave_up(a)
   local pending, all_ok = 0, true
   local waiter = runtime.waiter()
-  for _, m in ipairs(hosts(a.name)) do
-    if not m.self and m.status ~= "down" and m.status ~= "removed" and m.reachable ~= false then
+  for _, m in ipairs(membership.members()) do
+    if m.address ~= node.address and m.status ~= "down" and m.status ~= "removed" then
+      if m.reachable == false then return false end
       pending = pending + 1
       runtime.task(function()
         local ok, answer = pcall(cluster.call_system, m.address, MANAGER, "claim", CLAIM_TIMEOUT, a.name, a.id,
           node.address)
+        if not ok and errors.kind(answer) == "no_such_actor" then ok, answer = true, "done" end
         if not ok or answer ~= "done" then all_ok = false end
         pending = pending - 1
         if pending == 0 then waiter:wake() end
@@ -416,7 +432,7 @@ function activate(a)
         and (downing.strategy() == "off" or downing.status() == "majority")
     end
     if membership.started() then
-      if not others_gave_up(a) or not still() then return false end
+      if unreached_member() or not others_gave_up(a) or not still() then return false end
       local until_ms = lease.confirm_downs()
       if until_ms == nil or not still() then return false end
       if until_ms > now_ms() then
@@ -443,10 +459,13 @@ function activate(a)
     return true
   end, function(ok, res)
     if a.epoch == epoch and a.state == "activating" and not (ok and res[1]) then
+      -- (tried again sooner after a membership change: rebalance pokes every waiting id)
       a.state = "waiting"
-      runtime.after_raw(RETRY, function() poke(a) end)
+      a.retry = math.min((a.retry or RETRY / 2) * 2, RETRY_MAX)
+      runtime.after_raw(a.retry, function() poke(a) end)
       return
     end
+    a.retry = nil
     poke(a)
   end, "virtual activation")
 end

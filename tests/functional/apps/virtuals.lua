@@ -66,6 +66,62 @@ function Driver.distributed:run(first, last, concurrency)
   waiter:wait(600)
   return { ok = ok, failed = failed, kinds = kinds }
 end
+-- Calls add(1) on random ids first..last for `seconds`, `concurrency` at a time (calls time out
+-- after 5 s); returns { ok, failed, kinds }.
+function Driver.distributed:loop(first, last, concurrency, seconds, seed)
+  local ok, failed, kinds, running = 0, 0, {}, 0
+  local waiter = require("atoll.runtime").waiter()
+  local stop_at = atoll.now() + seconds
+  local s = seed or 1
+  local function worker()
+    while atoll.now() < stop_at do
+      s = s * 16807 % 2147483647
+      local id = first + s % (last - first + 1)
+      local good, err = pcall(function() return atoll.virtual.get("VCounter", id, nil, 5):add(1) end)
+      if good then
+        ok = ok + 1
+      else
+        failed = failed + 1
+        local kind = atoll.errors.kind(err) or tostring(err)
+        kinds[kind] = (kinds[kind] or 0) + 1
+      end
+    end
+    running = running - 1
+    if running == 0 then waiter:wake() end
+  end
+  for _ = 1, concurrency do
+    running = running + 1
+    atoll.task(worker)
+  end
+  waiter:wait(seconds + 30)
+  return { ok = ok, failed = failed, kinds = kinds }
+end
+-- counts(first, last) -> { [id] = count }, read 32 at a time (each within 10 s, tried again)
+function Driver.distributed:counts(first, last)
+  local out, next_id, running = {}, first, 0
+  local waiter = require("atoll.runtime").waiter()
+  local function worker()
+    while next_id <= last do
+      local id = next_id
+      next_id = next_id + 1
+      for _ = 1, 5 do
+        local good, n = pcall(function() return atoll.virtual.get("VCounter", id, nil, 10):get() end)
+        if good then
+          out[id] = n
+          break
+        end
+      end
+    end
+    running = running - 1
+    if running == 0 then waiter:wake() end
+  end
+  for _ = 1, 32 do
+    running = running + 1
+    atoll.task(worker)
+  end
+  waiter:wait(600)
+  return out
+end
 function Driver.distributed:get(id) return atoll.virtual.get("VCounter", id):get() end
 function Driver.distributed:where(id) return atoll.virtual.get("VCounter", id):where() end
 function Driver.distributed:info() return atoll.virtual.info() end
