@@ -161,7 +161,9 @@ M.Ref = Ref
 -- get(T or type name, id [, deps [, timeout]]) -> ref: a name, valid on every node.
 function M.get(T, id, deps, seconds)
   local name = type(T) == "table" and T.__name or T
-  if type(name) ~= "string" or name == "" then error("virtual.get: expected a type or its name", 2) end
+  if type(name) ~= "string" or name == "" or #name > 200 then
+    error("virtual.get: expected a type or its name (1 to 200 bytes)", 2)
+  end
   check_id(id, "virtual.get")
   return setmetatable({ type = name, id = id, deps = deps, timeout = seconds }, Ref)
 end
@@ -548,14 +550,15 @@ local function accept(name, id, deps, method, payload, to, hops)
   return true
 end
 
-cluster.route_kind(Ref, {
+M.routes = {
   call = function(target, method, payload, rid)
     return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, rid, 0)
   end,
   send = function(target, method, payload)
     return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, 0, 0)
   end,
-})
+}
+cluster.route_kind(Ref, M.routes)
 
 cluster.on_named(PREFIX, function(full, method, payload, to)
   local hops, name, id = decode_name(full)

@@ -41,4 +41,15 @@ end
 
 codec.configure { virtual_ref_mt = Ref }
 
+-- atoll.call, atoll.send and atoll.timeout take a virtual ref too before anything loaded
+-- atoll.cluster.virtual: this route loads it, and it puts its own in place.
+local function lazily(what)
+  return function(...)
+    routed = true
+    local kinds = require("atoll.cluster.virtual").routes
+    return kinds[what](...)
+  end
+end
+require("atoll.cluster").route_kind(Ref, { call = lazily("call"), send = lazily("send") })
+
 return M
