@@ -1,8 +1,8 @@
 -- Virtual actors between real nodes (tests/functional/apps/virtuals.lua: the counter VCounter,
 -- and a driver that calls many ids). Every activation prints its start, each call it serves and
 -- its deactivation on the monotonic clock all processes share; no id may have two activations
--- whose intervals overlap. (Work in progress for issue 13: crashes, partitions, reminders and
--- churn come next.)
+-- whose intervals overlap. (Partitions: virtual_partition_spec.lua; the churn run:
+-- tests/helpers/vchurn.lua.)
 local async = require "helpers.async"
 local members = require "helpers.members"
 local nodes = require "helpers.cluster"

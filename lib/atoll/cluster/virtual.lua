@@ -1,7 +1,7 @@
--- Virtual actors: one activation per (type, id) in the whole cluster, made on the first call and
--- collected when idle. (Work in progress for issue 13: placement, activation, idle passivation,
--- forwarding, claims and refs in the codec (atoll.cluster.virtual_ref) are here; hand-off on
--- joins, reminders, the CLI and the specs between nodes are not yet.)
+-- Virtual actors: one activation per (type, id) in the whole cluster, made on the first call,
+-- collected when idle, moved when members join or leave, and made again elsewhere when its node
+-- is lost. (Refs on the wire: atoll.cluster.virtual_ref; reminders: atoll.cluster.reminders;
+-- how it works: docs/design.md, "Virtual actors: how they work".)
 --
 --   local Player = atoll.virtual.define(atoll.actor.define("Player", { persistent = true }),
 --                                       { idle_timeout = 600 })
@@ -16,9 +16,10 @@
 -- Placement: the owner of (type, id) is the member, among the up members that host the type,
 -- whose hash of (address, type, id) is highest (rendezvous hashing): a member joining or leaving
 -- moves about 1/N of the ids. Single activation: before it activates an id, the owner asks every
--- other live host to give up any activation of it (each passivates its own first and hands over
--- what waited for it), starts only under the node's lease (atoll.cluster.lease), and, after
--- members were downed, only once their last lease ran out.
+-- member that is not down to give up any activation of it (each passivates its own first and
+-- hands over what waited for it), and waits while one cannot be reached; it starts only under
+-- the node's lease (atoll.cluster.lease), and, after members were downed, only once their last
+-- lease ran out.
 local runtime = require "atoll.runtime"
 local host = require "atoll.c.host"
 local errors = require "atoll.util.errors"
