@@ -234,11 +234,15 @@ end
 local schedule_rebalance -- (below)
 local watched = {}
 
+-- (The listing is the node's, not that of the actor whose call happens to come first: a listing
+-- made inside an actor ends when that actor stops.)
 local function watch_type(name)
   if watched[name] or not membership.started() then return end
+  local saved = runtime.set_current(nil)
   watched[name] = require("atoll.cluster.receptionist").listing(KEY .. name, function(ev)
     if ev.type ~= "snapshot" then schedule_rebalance() end
   end)
+  runtime.set_current(saved)
 end
 
 local function activation(name, id, deps)
