@@ -244,14 +244,29 @@ M.owner = owner
 -- Activations
 ---------------------------------------------------------------------------
 
--- An activation: { key, name, id, state = activating | active | passivating, rec, deps,
--- held = { head, tail, [i] = entry }, used (ms), epoch }. An entry: { method, payload, reply_to,
--- hops, expires, held_at }.
+-- An activation: { key, name, id, state = waiting | activating | active | passivating, rec, deps,
+-- used (ms), epoch }: eight fields, the most a table holds in its smallest hash part but one
+-- (256 bytes; nine would take 448, and an idle activation keeps its record). What only some
+-- activations have for a while is kept aside: the calls held for one (held_of[a] = { head,
+-- tail, [i] = entry }, while there are some), and what waits for a passivation under way to end
+-- (waiters_of[a]). An entry: { method, payload, reply_to, hops, expires, held_at }.
+local held_of = {}
+local waiters_of = {}
 
 local poke -- (below)
 
 local function held_count(a)
-  return a.held.tail - a.held.head + 1
+  local h = held_of[a]
+  return h and h.tail - h.head + 1 or 0
+end
+
+local function queue_of(a)
+  local h = held_of[a]
+  if h == nil then
+    h = { head = 1, tail = 0 }
+    held_of[a] = h
+  end
+  return h
 end
 
 local function expired(entry)
@@ -265,7 +280,6 @@ local function fail(entry, err)
 end
 
 local function hold(a, entry)
-  local h = a.held
   if held_count(a) >= M.HOLD_MAX then
     counters.overflowed = counters.overflowed + 1
     fail(entry, new_error("overloaded", ("%d calls wait for %s %s on this node already")
@@ -273,6 +287,7 @@ local function hold(a, entry)
     return
   end
   entry[6] = now_ms()
+  local h = queue_of(a)
   h.tail = h.tail + 1
   h[h.tail] = entry
 end
@@ -300,8 +315,7 @@ local function activation(name, id, deps, k)
   k = k or key_of(name, id)
   local a = acts[k]
   if a == nil then
-    a = { key = k, name = name, id = id, state = "waiting", deps = deps, held = { head = 1, tail = 0 },
-          used = now_ms(), epoch = 0, waiters = {} }
+    a = { key = k, name = name, id = id, state = "waiting", deps = deps, used = now_ms(), epoch = 0 }
     acts[k] = a
   elseif a.deps == nil then
     a.deps = deps
@@ -380,7 +394,7 @@ end
 
 -- Sends on what is held for a, in order, as far as it can go now.
 local function pump(a)
-  local h = a.held
+  local h = held_of[a] or { head = 1, tail = 0 }
   while h.head <= h.tail do
     local entry = h[h.head]
     if expired(entry) then
@@ -407,7 +421,8 @@ local function pump(a)
       end
     end
   end
-  if h.head > h.tail then h.head, h.tail = 1, 0 end
+  -- (what it sent on may have come back here and been held again, in a queue of its own)
+  if h.head > h.tail and held_of[a] == h then held_of[a] = nil end
   if a.state == "waiting" and held_count(a) == 0 then acts[a.key] = nil end
 end
 
@@ -486,14 +501,18 @@ end
 local function passivate(a, why, done)
   if a.state == "passivating" then
     -- (already under way: told when it ends, like the one that started it)
-    if done then a.waiters[#a.waiters + 1] = done end
+    if done then
+      local w = waiters_of[a] or {}
+      w[#w + 1] = done
+      waiters_of[a] = w
+    end
     return
   end
   if a.state ~= "active" then
     if done then done() end
     return
   end
-  a.waiters = {}
+  waiters_of[a] = nil
   a.state = "passivating"
   a.epoch = a.epoch + 1
   local rec = a.rec
@@ -512,16 +531,16 @@ local function passivate(a, why, done)
       a.rec = nil
       a.state = "waiting"
       counters.passivations = counters.passivations + 1
-      local h = a.held
+      local h = #waiting > 0 and queue_of(a)
       for i = #waiting - 2, 1, -3 do
         h.head = h.head - 1
         h[h.head] = { waiting[i], waiting[i + 1], waiting[i + 2], 0,
                       type(waiting[i + 2]) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil }
       end
       if done then done() end
-      local waiters = a.waiters
-      a.waiters = {}
-      for _, w in ipairs(waiters) do w() end
+      local waiters = waiters_of[a]
+      waiters_of[a] = nil
+      for _, w in ipairs(waiters or {}) do w() end
       poke(a)
     end, "virtual deactivation")
   end)
