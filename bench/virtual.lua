@@ -8,7 +8,7 @@
 --   virtual.call.rate.c64     calls/s of 64 concurrent callers on node 1 over 300 active ids
 --                             (about a third owned by each of the three nodes, node 1 included)
 --   direct.call.rate.c64      the same calls to the same activations through their plain refs
---                             (each asked for its own with me()); best of three runs each,
+--                             (each asked for its own with me()); best of five runs each,
 --                             alternated, as the machine is shared
 --   virtual.rebalance.s       10,000 ids active across the three; a fourth node joins: from when
 --                             node 1 sees it up to when the last id it now owns first answers
@@ -17,7 +17,10 @@
 --                             before and after 100,000 activations of ids it owns, left idle,
 --                             per activation; virtual.idle.heap.bytes: the same for the Lua heap
 --                             (collectgarbage "count"), the part of it that is Lua tables and
---                             strings
+--                             strings. (RSS is about twice the heap: the collector lets garbage
+--                             grow to the live heap's size before a cycle, by default.)
+--   actor.idle.bytes          the same for 100,000 plain actors of a type like the virtual one,
+--   actor.idle.heap.bytes     on node 2: the runtime's share of an activation
 --
 --   build/atoll lua bench/virtual.lua [BUILD/atoll]
 local atoll = require "atoll"
@@ -28,7 +31,7 @@ local process = require "atoll.process"
 local bin = arg[1] or host.exepath()
 local secret = "bench-" .. host.pid()
 local ACTIVATIONS, WARMUP = 2000, 300
-local RATE_IDS, RATE_PER, RATE_RUNS = 300, 2000, 3
+local RATE_IDS, RATE_PER, RATE_RUNS = 300, 3000, 5
 local REBALANCE_IDS = 10000
 local IDLE = 100000
 
@@ -125,6 +128,9 @@ atoll.run(function()
   local rss_kb, heap_kb = b:idle("m", IDLE, 64)
   bench("virtual.idle.bytes", rss_kb * 1024 / IDLE, "bytes", "%.0f")
   bench("virtual.idle.heap.bytes", heap_kb * 1024 / IDLE, "bytes", "%.0f")
+  rss_kb, heap_kb = benches[2]:plain(IDLE)
+  bench("actor.idle.bytes", rss_kb * 1024 / IDLE, "bytes", "%.0f")
+  bench("actor.idle.heap.bytes", heap_kb * 1024 / IDLE, "bytes", "%.0f")
 
   for _, p in ipairs(procs) do p:kill("SIGTERM") end
   for _, p in ipairs(procs) do

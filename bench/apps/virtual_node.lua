@@ -131,6 +131,22 @@ function Bench.distributed:idle(prefix, n, concurrency)
   return vmrss_kb() - rss0, collectgarbage("count") - heap0
 end
 
+-- The same actor, not virtual: what the runtime's share of an activation is.
+local Plain = atoll.actor.define "BenchPlain"
+function Plain.distributed:ping(x) return x end
+
+-- plain(n) -> VmRSS growth in kB, Lua heap growth in kB: spawns n plain actors and keeps their
+-- refs (in a list: 8 bytes each of it), measured as idle() measures.
+function Bench.distributed:plain(n)
+  full_gc()
+  local rss0, heap0 = vmrss_kb(), collectgarbage("count")
+  local keep = {}
+  for i = 1, n do keep[i] = atoll.spawn(Plain) end
+  self.plain_actors = keep
+  full_gc()
+  return vmrss_kb() - rss0, collectgarbage("count") - heap0
+end
+
 -- owned_by(ids, addresses, address) -> the ids whose owner among `addresses` is `address`
 function Bench.distributed:owned_by(ids, addresses, address)
   local list = {}
