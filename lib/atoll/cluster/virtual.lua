@@ -323,8 +323,22 @@ local function activation(name, id, deps, k)
   return a
 end
 
+-- The part of a name before the id, by type and hops, kept: numbers made into strings would cost
+-- more than the rest of a forward's name. (Hops are 1 to HOPS_MAX; types are few.)
+local heads = {} -- type name -> { [hops] = head }
+
 local function encode_name(hops, name, id)
-  return PREFIX .. hops .. "/" .. #name .. ":" .. name .. (type(id) == "number" and "n" or "s") .. tostring(id)
+  local by_hops = heads[name]
+  if by_hops == nil then
+    by_hops = {}
+    heads[name] = by_hops
+  end
+  local head = by_hops[hops]
+  if head == nil then
+    head = PREFIX .. hops .. "/" .. #name .. ":" .. name
+    by_hops[hops] = head
+  end
+  return head .. (type(id) == "number" and "n" or "s") .. tostring(id)
 end
 
 local function decode_name(full)
