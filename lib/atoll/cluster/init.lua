@@ -327,7 +327,7 @@ end
 local function named_service(name)
   for i = 1, #named_services do
     local s = named_services[i]
-    if name:sub(1, #s[1]) == s[1] then return s[2] end
+    if name:find(s[1], 1, true) == 1 then return s[2] end -- (no string made per message)
   end
   return nil
 end
