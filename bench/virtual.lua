@@ -20,7 +20,9 @@
 --                             strings. (RSS is about twice the heap: the collector lets garbage
 --                             grow to the live heap's size before a cycle, by default.)
 --   actor.idle.bytes          the same for 100,000 plain actors of a type like the virtual one,
---   actor.idle.heap.bytes     on node 2: the runtime's share of an activation
+--   actor.idle.heap.bytes     on node 2 before anything else runs there (a node that has run
+--                             more reuses memory freed before), then stopped: the runtime's
+--                             share of an activation
 --
 --   build/atoll lua bench/virtual.lua [BUILD/atoll]
 local atoll = require "atoll"
@@ -85,6 +87,7 @@ atoll.run(function()
   for i = 1, 3 do start(i) end
   placed_on_all(3)
   local b = benches[1]
+  local plain_rss_kb, plain_heap_kb = benches[2]:plain(IDLE)
 
   -- Activation: warm-up ids first (JIT, links, the lease), then the measured ones.
   local ids = b:ids("a", WARMUP + ACTIVATIONS, "elsewhere")
@@ -128,9 +131,8 @@ atoll.run(function()
   local rss_kb, heap_kb = b:idle("m", IDLE, 64)
   bench("virtual.idle.bytes", rss_kb * 1024 / IDLE, "bytes", "%.0f")
   bench("virtual.idle.heap.bytes", heap_kb * 1024 / IDLE, "bytes", "%.0f")
-  rss_kb, heap_kb = benches[2]:plain(IDLE)
-  bench("actor.idle.bytes", rss_kb * 1024 / IDLE, "bytes", "%.0f")
-  bench("actor.idle.heap.bytes", heap_kb * 1024 / IDLE, "bytes", "%.0f")
+  bench("actor.idle.bytes", plain_rss_kb * 1024 / IDLE, "bytes", "%.0f")
+  bench("actor.idle.heap.bytes", plain_heap_kb * 1024 / IDLE, "bytes", "%.0f")
 
   for _, p in ipairs(procs) do p:kill("SIGTERM") end
   for _, p in ipairs(procs) do
