@@ -46,7 +46,7 @@ local RETRY = 0.05              -- seconds before a refused activation is tried 
 local RETRY_MAX = 0.5           -- ...doubling up to this
 
 local new_error = errors.new
-local REF_ADDR, REF_INC = runtime.REF_ADDR, runtime.REF_INC
+local REF_ADDR, REF_INC, R_REF = runtime.REF_ADDR, runtime.REF_INC, runtime.R_REF
 local node = runtime.node
 
 local types = {}   -- name -> { T, idle_timeout, hosted }
@@ -61,6 +61,10 @@ end
 local function now_ms()
   return host.hrtime() / 1e6
 end
+
+-- The same clock as the runtime last read it (at most a few messages old): for when an
+-- activation was last used, noted on every call.
+local loop_ms = runtime.now_ms
 
 ---------------------------------------------------------------------------
 -- Types and handles
@@ -156,8 +160,11 @@ function M.reminders(target)
 end
 
 -- (the metatable lives in atoll.cluster.virtual_ref, which the codec knows from the node's start)
-local Ref = require("atoll.cluster.virtual_ref").Ref
+local virtual_ref = require "atoll.cluster.virtual_ref"
+local Ref = virtual_ref.Ref
 M.Ref = Ref
+
+local here -- (below)
 
 -- get(T or type name, id [, deps [, timeout]]) -> ref: a name, valid on every node.
 function M.get(T, id, deps, seconds)
@@ -173,8 +180,20 @@ end
 -- Placement
 ---------------------------------------------------------------------------
 
--- hosts(name) -> the up members that host the type (this node first when it does)
-local function hosts(name)
+-- The hosts of each type, kept: placement is asked on every call for an id that is not active
+-- here, and finding the hosts means a receptionist lookup (sorted) and copies of members. What
+-- they depend on tells when it changes (placement_changed): a membership change, the type's
+-- receptionist entries (its listing), its hosting here, this node's leaving, and the membership
+-- starting. name -> { started, hosts = { member... }, eligible = { member... }, owners (below) }
+local placements = {}
+local watch_type -- (below)
+
+local function placement_changed()
+  if next(placements) ~= nil then placements = {} end
+end
+
+-- The up members that host the type (this node first when it does).
+local function find_hosts(name)
   local out, seen = {}, {}
   local t = types[name]
   if t and t.hosted then
@@ -202,6 +221,24 @@ local function hosts(name)
   return out
 end
 
+local leaving_now = function() return false end
+
+-- placement(name) -> the type's entry above, made again when it is stale. Callers do not change
+-- its lists.
+local function placement(name)
+  local started = membership.started()
+  local p = placements[name]
+  if p and p.started == started then return p end
+  watch_type(name)
+  local list, eligible = find_hosts(name), {}
+  for _, m in ipairs(list) do
+    if m.status == "up" and not (m.self and leaving_now()) then eligible[#eligible + 1] = m end
+  end
+  p = { started = started, hosts = list, eligible = eligible, owners = {}, nowners = 0 }
+  placements[name] = p
+  return p
+end
+
 -- owner_among(list, name, id) -> the member of `list` (members with an address) that owns the
 -- id: the highest hash of (address, type, id). Pure: the same on every node for the same list.
 function M.owner_among(list, name, id)
@@ -216,15 +253,23 @@ function M.owner_among(list, name, id)
   return best
 end
 
--- owner(name, id) -> the member that should hold the activation now, or nil
-local leaving_now = function() return false end
+-- owner(name, id [, key]) -> the member that should hold the activation now, or nil. Owners are
+-- kept with the type's placement (up to OWNERS_MAX ids, then it starts again): a lookup, where
+-- hashing every host would cost a loop on every call (which LuaJIT does not compile into the
+-- caller's trace).
+local OWNERS_MAX = 16384
 
-local function owner(name, id)
-  local list = {}
-  for _, m in ipairs(hosts(name)) do
-    if m.status == "up" and not (m.self and leaving_now()) then list[#list + 1] = m end
+local function owner(name, id, k)
+  local p = placement(name)
+  k = k or key_of(name, id)
+  local o = p.owners[k]
+  if o == nil then
+    o = M.owner_among(p.eligible, name, id) or false
+    if p.nowners >= OWNERS_MAX then p.owners, p.nowners = {}, 0 end
+    p.owners[k] = o
+    p.nowners = p.nowners + 1
   end
-  return M.owner_among(list, name, id)
+  return o or nil
 end
 M.owner = owner
 
@@ -232,14 +277,29 @@ M.owner = owner
 -- Activations
 ---------------------------------------------------------------------------
 
--- An activation: { key, name, id, state = activating | active | passivating, rec, deps,
--- held = { head, tail, [i] = entry }, used (ms), epoch }. An entry: { method, payload, reply_to,
--- hops, expires, held_at }.
+-- An activation: { key, name, id, state = waiting | activating | active | passivating, rec, deps,
+-- used (ms), epoch }: eight fields, the most a table holds in its smallest hash part but one
+-- (256 bytes; nine would take 448, and an idle activation keeps its record). What only some
+-- activations have for a while is kept aside: the calls held for one (held_of[a] = { head,
+-- tail, [i] = entry }, while there are some), and what waits for a passivation under way to end
+-- (waiters_of[a]). An entry: { method, payload, reply_to, hops, expires, held_at }.
+local held_of = {}
+local waiters_of = {}
 
 local poke -- (below)
 
 local function held_count(a)
-  return a.held.tail - a.held.head + 1
+  local h = held_of[a]
+  return h and h.tail - h.head + 1 or 0
+end
+
+local function queue_of(a)
+  local h = held_of[a]
+  if h == nil then
+    h = { head = 1, tail = 0 }
+    held_of[a] = h
+  end
+  return h
 end
 
 local function expired(entry)
@@ -253,7 +313,6 @@ local function fail(entry, err)
 end
 
 local function hold(a, entry)
-  local h = a.held
   if held_count(a) >= M.HOLD_MAX then
     counters.overflowed = counters.overflowed + 1
     fail(entry, new_error("overloaded", ("%d calls wait for %s %s on this node already")
@@ -261,6 +320,7 @@ local function hold(a, entry)
     return
   end
   entry[6] = now_ms()
+  local h = queue_of(a)
   h.tail = h.tail + 1
   h[h.tail] = entry
 end
@@ -271,20 +331,24 @@ end
 local schedule_rebalance -- (below)
 local watched = {}
 
-local function watch_type(name)
+-- (The listing is the node's, not that of the actor whose call happens to come first: a listing
+-- made inside an actor ends when that actor stops.)
+function watch_type(name)
   if watched[name] or not membership.started() then return end
+  local saved = runtime.set_current(nil)
   watched[name] = require("atoll.cluster.receptionist").listing(KEY .. name, function(ev)
+    placement_changed()
     if ev.type ~= "snapshot" then schedule_rebalance() end
   end)
+  runtime.set_current(saved)
 end
 
-local function activation(name, id, deps)
+local function activation(name, id, deps, k)
   watch_type(name)
-  local k = key_of(name, id)
+  k = k or key_of(name, id)
   local a = acts[k]
   if a == nil then
-    a = { key = k, name = name, id = id, state = "waiting", deps = deps, held = { head = 1, tail = 0 },
-          used = now_ms(), epoch = 0, waiters = {} }
+    a = { key = k, name = name, id = id, state = "waiting", deps = deps, used = now_ms(), epoch = 0 }
     acts[k] = a
   elseif a.deps == nil then
     a.deps = deps
@@ -292,8 +356,22 @@ local function activation(name, id, deps)
   return a
 end
 
+-- The part of a name before the id, by type and hops, kept: numbers made into strings would cost
+-- more than the rest of a forward's name. (Hops are 1 to HOPS_MAX; types are few.)
+local heads = {} -- type name -> { [hops] = head }
+
 local function encode_name(hops, name, id)
-  return PREFIX .. hops .. "/" .. #name .. ":" .. name .. id_text(id)
+  local by_hops = heads[name]
+  if by_hops == nil then
+    by_hops = {}
+    heads[name] = by_hops
+  end
+  local head = by_hops[hops]
+  if head == nil then
+    head = PREFIX .. hops .. "/" .. #name .. ":" .. name
+    by_hops[hops] = head
+  end
+  return head .. id_text(id)
 end
 
 local function decode_name(full)
@@ -311,31 +389,40 @@ local function decode_name(full)
   return tonumber(hops), name, id
 end
 
--- Where a message for activation a goes now: "here", "wait", "activate", or an address.
-local function where(a, hops)
-  if downing.status() == "stopped" then return "fail" end
-  if a.state == "active" then return "here" end
-  if a.state ~= "waiting" then return "wait" end
-  local o = owner(a.name, a.id)
+-- Where a message for (name, id), which has no activation here, goes now: "wait", "activate",
+-- or an address.
+local function destination(name, id, hops, k)
+  local o = owner(name, id, k)
   if o == nil then return "wait" end
   if o.self then return "activate" end
   if hops >= HOPS_MAX or o.reachable == false or not cluster.link_up(o.address) then return "wait" end
   return o.address
 end
 
-local function forward(a, entry, address)
-  local method, payload, to, hops = entry[1], entry[2], entry[3], entry[4]
-  local full = encode_name(hops + 1, a.name, a.id)
-  counters.forwards = counters.forwards + 1
-  if type(to) == "number" then
-    local ok, err = cluster.route_name(address, full, method, payload, to ~= 0 and to or nil)
-    if not ok then fail(entry, err) end
-    return
-  end
+-- Where a message for activation a goes now: "here", "wait", "activate", "fail", or an address.
+local function where(a, hops)
+  if downing.status() == "stopped" then return "fail" end
+  if a.state == "active" then return "here" end
+  if a.state ~= "waiting" then return "wait" end
+  return destination(a.name, a.id, hops, a.key)
+end
+
+-- A call from another node, held here, goes on as a call of this node's, whose answer is sent back.
+local function relay(address, full, method, payload, to)
   runtime.start_root(function()
     local ok, res = runtime.call_payload(cluster.named(address, full), method, payload, RELAY_TIMEOUT)
     to:reply(ok, res)
   end, nil, "virtual relay")
+end
+
+-- Sends a message for (name, id) on to the node at `address`. (No closure in here: LuaJIT does
+-- not compile a return past captured locals, and this runs for every call to another node.)
+local function forward(name, id, method, payload, to, hops, address)
+  local full = encode_name(hops + 1, name, id)
+  counters.forwards = counters.forwards + 1
+  if type(to) ~= "number" then return relay(address, full, method, payload, to) end
+  local ok, err = cluster.route_name(address, full, method, payload, to ~= 0 and to or nil)
+  if not ok and to ~= 0 then runtime.fail_call(to, err) end
 end
 
 local activate -- (below)
@@ -354,7 +441,7 @@ end
 
 -- Sends on what is held for a, in order, as far as it can go now.
 local function pump(a)
-  local h = a.held
+  local h = held_of[a] or { head = 1, tail = 0 }
   while h.head <= h.tail do
     local entry = h[h.head]
     if expired(entry) then
@@ -377,11 +464,12 @@ local function pump(a)
         a.used = now_ms()
         runtime.enqueue(a.rec, entry[1], entry[2], entry[3])
       else
-        forward(a, entry, w)
+        forward(a.name, a.id, entry[1], entry[2], entry[3], entry[4], w)
       end
     end
   end
-  if h.head > h.tail then h.head, h.tail = 1, 0 end
+  -- (what it sent on may have come back here and been held again, in a queue of its own)
+  if h.head > h.tail and held_of[a] == h then held_of[a] = nil end
   if a.state == "waiting" and held_count(a) == 0 then acts[a.key] = nil end
 end
 
@@ -420,6 +508,17 @@ local function others_gave_up(a)
   return all_ok and pending == 0
 end
 
+-- The gate of every activation's actor: its messages run while it is the id's activation, active,
+-- under this node's lease. One function for all, which finds the activation from the record: a
+-- closure per activation would cost an idle one about 100 bytes, this table's slot about 30
+-- (finding it by its key instead would cost nothing but a string made for every message).
+local activation_of = {} -- rec -> its activation, while it is one
+
+local function gate(rec)
+  local a = activation_of[rec]
+  return a ~= nil and a.state == "active" and lease.valid()
+end
+
 function activate(a)
   if a.state ~= "waiting" then return end
   local t = types[a.name]
@@ -430,7 +529,7 @@ function activate(a)
   lease.start()
   runtime.start_root(function()
     local function still()
-      local o = owner(a.name, a.id)
+      local o = owner(a.name, a.id, a.key)
       return a.epoch == epoch and a.state == "activating" and o ~= nil and o.self
         and (downing.strategy() == "off" or downing.status() == "majority")
     end
@@ -455,7 +554,8 @@ function activate(a)
     end
     local rec = runtime.record_of(ref)
     if rec == nil then return false end
-    runtime.gate(rec, function() return a.state == "active" and lease.valid() end)
+    runtime.gate(rec, gate)
+    activation_of[rec] = a
     a.rec, a.state, a.used = rec, "active", now_ms()
     counters.activations = counters.activations + 1
     ensure_sweeper(a.used + t.idle_timeout * 1000)
@@ -478,14 +578,18 @@ end
 local function passivate(a, why, done)
   if a.state == "passivating" then
     -- (already under way: told when it ends, like the one that started it)
-    if done then a.waiters[#a.waiters + 1] = done end
+    if done then
+      local w = waiters_of[a] or {}
+      w[#w + 1] = done
+      waiters_of[a] = w
+    end
     return
   end
   if a.state ~= "active" then
     if done then done() end
     return
   end
-  a.waiters = {}
+  waiters_of[a] = nil
   a.state = "passivating"
   a.epoch = a.epoch + 1
   local rec = a.rec
@@ -501,19 +605,20 @@ local function passivate(a, why, done)
         log("error", ("%s %s: deactivate failed: %s"):format(a.name, tostring(a.id), tostring(tb or res)))
       end
       runtime.stop_record(rec)
+      activation_of[rec] = nil
       a.rec = nil
       a.state = "waiting"
       counters.passivations = counters.passivations + 1
-      local h = a.held
+      local h = #waiting > 0 and queue_of(a)
       for i = #waiting - 2, 1, -3 do
         h.head = h.head - 1
         h[h.head] = { waiting[i], waiting[i + 1], waiting[i + 2], 0,
                       type(waiting[i + 2]) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil }
       end
       if done then done() end
-      local waiters = a.waiters
-      a.waiters = {}
-      for _, w in ipairs(waiters) do w() end
+      local waiters = waiters_of[a]
+      waiters_of[a] = nil
+      for _, w in ipairs(waiters or {}) do w() end
       poke(a)
     end, "virtual deactivation")
   end)
@@ -525,27 +630,48 @@ function poke(a)
   pump(a)
 end
 
--- A message for (name, id): delivered, forwarded, or held (activating it here if it belongs here).
-local function accept(name, id, deps, method, payload, to, hops)
-  local a = acts[key_of(name, id)]
+-- here(ref) -> the plain ref of the id's activation when a call may go straight to it (active on
+-- this node, nothing held for it): the call then takes the runtime's local path, its values
+-- passed as they are rather than encoded (the same as accept's first case, sooner).
+function here(r)
+  local a = acts[key_of(rawget(r, "type"), rawget(r, "id"))]
   if a and a.state == "active" and held_count(a) == 0 and downing.status() ~= "stopped" then
-    a.used = now_ms()
+    a.used = loop_ms() -- (the runtime's clock: no system call per call)
+    return a.rec[R_REF]
+  end
+  return nil
+end
+virtual_ref.here = here
+
+-- A message for (name, id): delivered, forwarded, or held (activating it here if it belongs here).
+-- Only a message that must wait here makes an activation record: one for an id of another node
+-- goes straight on.
+local function accept(name, id, deps, method, payload, to, hops)
+  local k = key_of(name, id)
+  local a = acts[k]
+  if a and a.state == "active" and held_count(a) == 0 and downing.status() ~= "stopped" then
+    a.used = loop_ms()
     runtime.enqueue(a.rec, method, payload, to)
     return true
   end
-  a = a or activation(name, id, deps)
-  if held_count(a) == 0 then
-    local w = where(a, hops)
-    if w == "fail" then
-      if a.state == "waiting" then acts[a.key] = nil end
-      return nil, new_error("unreachable", ("%s %s is stopped: this node's side of the cluster has no "
-        .. "majority"):format(name, tostring(id)))
-    elseif w ~= "wait" and w ~= "activate" and w ~= "here" then
-      forward(a, { method, payload, to, hops }, w)
-      if a.state == "waiting" then acts[a.key] = nil end
+  if a == nil or held_count(a) == 0 then
+    local w
+    if downing.status() == "stopped" then
+      w = "fail"
+    elseif a == nil or a.state == "waiting" then
+      w = destination(name, id, hops, k)
+    end
+    if w == "fail" or (w ~= nil and w ~= "wait" and w ~= "activate") then
+      if a and a.state == "waiting" then acts[k] = nil end
+      if w == "fail" then
+        return nil, new_error("unreachable", ("%s %s is stopped: this node's side of the cluster has no "
+          .. "majority"):format(name, tostring(id)))
+      end
+      forward(name, id, method, payload, to, hops, w)
       return true
     end
   end
+  a = a or activation(name, id, deps, k)
   hold(a, { method, payload, to, hops, type(to) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil })
   pump(a)
   return true
@@ -561,8 +687,24 @@ M.routes = {
 }
 cluster.route_kind(Ref, M.routes)
 
+-- Names decoded, kept (up to NAMES_MAX, then it starts again): every call from another node
+-- comes under one, and decoding it anew takes a pattern match and four new strings.
+local NAMES_MAX = 16384
+local names, nnames = {}, 0
+
+local function name_parts(full)
+  local d = names[full]
+  if d == nil then
+    local hops, name, id = decode_name(full)
+    d = hops and { hops, name, id } or false
+    if nnames >= NAMES_MAX then names, nnames = {}, 0 end
+    names[full], nnames = d, nnames + 1
+  end
+  if d then return d[1], d[2], d[3] end
+end
+
 cluster.on_named(PREFIX, function(full, method, payload, to)
-  local hops, name, id = decode_name(full)
+  local hops, name, id = name_parts(full)
   if hops == nil then
     if to ~= 0 then to:reply(false, new_error("no_such_actor", "no virtual actor named " .. full)) end
     return
@@ -642,6 +784,7 @@ leaving_now = function() return leaving end
 
 function M.shutdown(seconds)
   leaving = true
+  placement_changed()
   local deadline = now_ms() + seconds * 1000
   for _, a in pairs(acts) do passivate(a, "this node is leaving") end
   while now_ms() < deadline do
@@ -664,6 +807,7 @@ function M.host(T)
   local t = types[name]
   if t == nil then error("virtual.host: " .. tostring(name) .. " is not a virtual type (virtual.define)", 2) end
   t.hosted = true
+  placement_changed()
   ensure_manager()
   -- (a type with reminders: this node may run the reminders' singleton too)
   if type(t.T.distributed.reminded) == "function" then reminders.host() end
@@ -684,7 +828,7 @@ local function rebalance()
   local stopped = downing.status() == "stopped"
   for _, a in pairs(acts) do
     if a.state == "active" then
-      local o = owner(a.name, a.id)
+      local o = owner(a.name, a.id, a.key)
       if stopped then
         passivate(a, "this node's side of the cluster has no majority")
       elseif o == nil or not o.self then
@@ -707,7 +851,10 @@ function schedule_rebalance()
   end)
 end
 
-membership.listen(function() schedule_rebalance() end)
+membership.listen(function()
+  placement_changed()
+  schedule_rebalance()
+end)
 
 lease.use(function()
   for _, a in pairs(acts) do

@@ -17,6 +17,10 @@ M.Ref = Ref
 
 local routed = false -- atoll.cluster.virtual is loaded (it registers the route of Refs)
 
+-- here(ref) -> the plain ref of the id's activation on this node when a call may go straight to
+-- it, or nil (atoll.cluster.virtual puts its own in place)
+function M.here() return nil end
+
 Ref.__index = runtime.method_table(function(method)
   return function(self, ...)
     if getmetatable(self) ~= Ref then
@@ -26,7 +30,9 @@ Ref.__index = runtime.method_table(function(method)
       require "atoll.cluster.virtual"
       routed = true
     end
-    return runtime.call_with(self, method, rawget(self, "timeout") or runtime.default_timeout(), ...)
+    -- (an id active on this node is called through its activation's plain ref: the runtime's
+    -- local path, the values passed as they are)
+    return runtime.call_with(M.here(self) or self, method, rawget(self, "timeout") or runtime.default_timeout(), ...)
   end
 end)
 
