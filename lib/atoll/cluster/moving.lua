@@ -131,25 +131,49 @@ function M.may_forward(m, hops)
   return hops < M.HOPS_MAX and m.reachable ~= false and cluster.link_up(m.address)
 end
 
--- forward(entry, address, name, label [, done]): sends the entry to the name on that node: a
--- call of this node goes straight (its reply comes back to its caller), a call from another node
--- is relayed (its answer goes back the way it came); done() runs once such a relay ended.
-function M.forward(entry, address, name, label, done)
-  local method, payload, to = entry[1], entry[2], entry[3]
-  if type(to) == "number" then
-    local ok, err = cluster.route_name(address, name, method, payload, to ~= 0 and to or nil)
-    if not ok then M.fail(entry, err) end
-    return
-  end
+-- relay(address, name, method, payload, to, label [, done]): a call from another node, held
+-- here, goes on to the name on that node as a call of this node's, and its answer is sent back
+-- the way it came; done() runs once it ended.
+function M.relay(address, name, method, payload, to, label, done)
   runtime.start_root(function()
     local ok, res = runtime.call_payload(cluster.named(address, name), method, payload, M.RELAY_TIMEOUT)
     to:reply(ok, res)
-  end, done and function() done() end or nil, label)
+  end, done, label)
+end
+
+-- forward(entry, address, name, label [, done]): sends the entry to the name on that node: a
+-- call of this node goes straight (its reply comes back to its caller), a call from another node
+-- is relayed; done() runs once such a relay ended. (No closure in here: LuaJIT compiles no
+-- return past captured locals, and this runs for every call forwarded.)
+function M.forward(entry, address, name, label, done)
+  local to = entry[3]
+  if type(to) ~= "number" then return M.relay(address, name, entry[1], entry[2], to, label, done) end
+  local ok, err = cluster.route_name(address, name, entry[1], entry[2], to ~= 0 and to or nil)
+  if not ok and to ~= 0 then runtime.fail_call(to, err) end
+end
+
+-- start_manager(T, name, what) -> the ref of this node's manager actor of type T, registered as
+-- name (where the other members ask it)
+function M.start_manager(T, name, what)
+  local ref = runtime.spawn(T)
+  local ok, err = runtime.register(name, ref)
+  if not ok then error("cannot register " .. what .. ": " .. tostring(err), 0) end
+  return ref
 end
 
 ---------------------------------------------------------------------------
 -- Asking the other members
 ---------------------------------------------------------------------------
+
+-- unreached() -> a member that is not down and cannot be reached now, or nil
+function M.unreached()
+  for _, m in ipairs(membership.members()) do
+    if m.address ~= node.address and m.status ~= "down" and m.status ~= "removed" and m.reachable == false then
+      return m
+    end
+  end
+  return nil
+end
 
 -- ask_all(manager, method, seconds, opts, ...) -> true when every other member that is not down
 -- answered "done" to manager:method(...) (a member without that manager has nothing to give

@@ -518,10 +518,7 @@ function Manager.distributed:info()
 end
 
 local function ensure_manager()
-  if manager then return manager end
-  manager = runtime.spawn(Manager)
-  local ok, err = runtime.register(MANAGER, manager)
-  if not ok then error("cannot register the singleton manager: " .. tostring(err), 0) end
+  manager = manager or moving.start_manager(Manager, MANAGER, "the singleton manager")
   return manager
 end
 

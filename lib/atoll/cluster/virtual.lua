@@ -27,6 +27,7 @@ local cluster = require "atoll.cluster"
 local membership = require "atoll.cluster.membership"
 local downing = require "atoll.cluster.downing"
 local lease = require "atoll.cluster.lease"
+local moving = require "atoll.cluster.moving"
 local reminders = require "atoll.cluster.reminders"
 
 local M = {}
@@ -36,17 +37,13 @@ local KEY = "atoll.virtual:"    -- the receptionist key a node that hosts a type
 local MANAGER = "atoll.virtuals"
 M.HOLD_MAX = 2048               -- calls held per id while it moves
 M.IDLE_TIMEOUT = 600            -- seconds, by default
-local HOPS_MAX = 3
-local HOPS_RESET = 100          -- ms
-local HELD_TTL = 60             -- seconds a call from another node may be held here
-local RELAY_TIMEOUT = 60
 local CLAIM_TIMEOUT = 10
 local LEASE_WAIT = 2
 local RETRY = 0.05              -- seconds before a refused activation is tried again...
 local RETRY_MAX = 0.5           -- ...doubling up to this
 
 local new_error = errors.new
-local REF_ADDR, REF_INC, R_REF = runtime.REF_ADDR, runtime.REF_INC, runtime.R_REF
+local R_REF = runtime.R_REF
 local node = runtime.node
 
 local types = {}   -- name -> { T, idle_timeout, hosted }
@@ -192,33 +189,18 @@ local function placement_changed()
   if next(placements) ~= nil then placements = {} end
 end
 
--- The up members that host the type (this node first when it does).
+-- The members that host the type (this node first when it does).
 local function find_hosts(name)
-  local out, seen = {}, {}
   local t = types[name]
+  local me = nil
   if t and t.hosted then
-    if not membership.started() then
-      return { { address = node.address, status = "up", self = true, incarnation = node.incarnation } }
-    end
-    local me = membership.member(node.address)
-    if me then
-      out[1] = me
-      seen[me.address] = true
+    if membership.started() then
+      me = membership.member(node.address)
+    else
+      me = { address = node.address, status = "up", self = true, incarnation = node.incarnation }
     end
   end
-  if not membership.started() then return out end
-  local receptionist = require "atoll.cluster.receptionist"
-  for _, ref in ipairs(receptionist.lookup(KEY .. name)) do
-    local address = ref[REF_ADDR]
-    if not seen[address] then
-      local m = membership.member(address)
-      if m and m.incarnation == ref[REF_INC] then
-        out[#out + 1] = m
-        seen[address] = true
-      end
-    end
-  end
-  return out
+  return moving.hosts(KEY .. name, me)
 end
 
 local leaving_now = function() return false end
@@ -290,39 +272,29 @@ local poke -- (below)
 
 local function held_count(a)
   local h = held_of[a]
-  return h and h.tail - h.head + 1 or 0
+  return h and moving.count(h) or 0
 end
 
 local function queue_of(a)
   local h = held_of[a]
   if h == nil then
-    h = { head = 1, tail = 0 }
+    h = moving.queue()
     held_of[a] = h
   end
   return h
 end
 
-local function expired(entry)
-  local to = entry[3]
-  if type(to) == "number" then return to ~= 0 and not runtime.call_pending(to) end
-  return entry[5] ~= nil and now_ms() > entry[5]
-end
-
-local function fail(entry, err)
-  if entry[3] ~= 0 then runtime.fail_call(entry[3], err) end
-end
+local fail = moving.fail
 
 local function hold(a, entry)
+  if held_count(a) >= M.HOLD_MAX then moving.compact(queue_of(a)) end
   if held_count(a) >= M.HOLD_MAX then
     counters.overflowed = counters.overflowed + 1
     fail(entry, new_error("overloaded", ("%d calls wait for %s %s on this node already")
       :format(M.HOLD_MAX, a.name, tostring(a.id))))
     return
   end
-  entry[6] = now_ms()
-  local h = queue_of(a)
-  h.tail = h.tail + 1
-  h[h.tail] = entry
+  moving.push(queue_of(a), entry)
 end
 
 -- The hosts of a type change when a node starts or stops hosting it (its receptionist entry),
@@ -357,7 +329,7 @@ local function activation(name, id, deps, k)
 end
 
 -- The part of a name before the id, by type and hops, kept: numbers made into strings would cost
--- more than the rest of a forward's name. (Hops are 1 to HOPS_MAX; types are few.)
+-- more than the rest of a forward's name. (Hops are 1 to moving.HOPS_MAX; types are few.)
 local heads = {} -- type name -> { [hops] = head }
 
 local function encode_name(hops, name, id)
@@ -395,7 +367,7 @@ local function destination(name, id, hops, k)
   local o = owner(name, id, k)
   if o == nil then return "wait" end
   if o.self then return "activate" end
-  if hops >= HOPS_MAX or o.reachable == false or not cluster.link_up(o.address) then return "wait" end
+  if not moving.may_forward(o, hops) then return "wait" end
   return o.address
 end
 
@@ -407,20 +379,13 @@ local function where(a, hops)
   return destination(a.name, a.id, hops, a.key)
 end
 
--- A call from another node, held here, goes on as a call of this node's, whose answer is sent back.
-local function relay(address, full, method, payload, to)
-  runtime.start_root(function()
-    local ok, res = runtime.call_payload(cluster.named(address, full), method, payload, RELAY_TIMEOUT)
-    to:reply(ok, res)
-  end, nil, "virtual relay")
-end
 
 -- Sends a message for (name, id) on to the node at `address`. (No closure in here: LuaJIT does
 -- not compile a return past captured locals, and this runs for every call to another node.)
 local function forward(name, id, method, payload, to, hops, address)
   local full = encode_name(hops + 1, name, id)
   counters.forwards = counters.forwards + 1
-  if type(to) ~= "number" then return relay(address, full, method, payload, to) end
+  if type(to) ~= "number" then return moving.relay(address, full, method, payload, to, "virtual relay") end
   local ok, err = cluster.route_name(address, full, method, payload, to ~= 0 and to or nil)
   if not ok and to ~= 0 then runtime.fail_call(to, err) end
 end
@@ -441,22 +406,16 @@ end
 
 -- Sends on what is held for a, in order, as far as it can go now.
 local function pump(a)
-  local h = held_of[a] or { head = 1, tail = 0 }
-  while h.head <= h.tail do
-    local entry = h[h.head]
-    if expired(entry) then
-      h[h.head] = nil
-      h.head = h.head + 1
-    else
-      if entry[4] >= HOPS_MAX and now_ms() - (entry[6] or 0) >= HOPS_RESET then entry[4] = 0 end
+  local h = held_of[a]
+  if h then
+    moving.pump(h, function(entry)
       local w = where(a, entry[4])
       if w == "activate" then
         activate(a)
-        break
+        return nil
       end
-      if w == "wait" then break end
-      h[h.head] = nil
-      h.head = h.head + 1
+      if w ~= "wait" then return w end
+    end, function(entry, w)
       if w == "fail" then
         fail(entry, new_error("unreachable", ("%s %s is stopped: this node's side of the cluster has "
           .. "no majority"):format(a.name, tostring(a.id))))
@@ -466,10 +425,10 @@ local function pump(a)
       else
         forward(a.name, a.id, entry[1], entry[2], entry[3], entry[4], w)
       end
-    end
+    end)
+    -- (what it sent on may have come back here and been held again, in a queue of its own)
+    if h.head > h.tail and held_of[a] == h then held_of[a] = nil end
   end
-  -- (what it sent on may have come back here and been held again, in a queue of its own)
-  if h.head > h.tail and held_of[a] == h then held_of[a] = nil end
   if a.state == "waiting" and held_count(a) == 0 then acts[a.key] = nil end
 end
 
@@ -478,34 +437,9 @@ end
 -- receptionist entry here yet; a member with no manager hosts nothing). A member that cannot be
 -- reached now (a stall, a cut) may hold the activation and serve it again when it comes back:
 -- nothing is activated until it answers or is down.
-local function unreached_member()
-  for _, m in ipairs(membership.members()) do
-    if m.address ~= node.address and m.status ~= "down" and m.status ~= "removed" and m.reachable == false then
-      return m
-    end
-  end
-  return nil
-end
-
 local function others_gave_up(a)
-  local pending, all_ok = 0, true
-  local waiter = runtime.waiter()
-  for _, m in ipairs(membership.members()) do
-    if m.address ~= node.address and m.status ~= "down" and m.status ~= "removed" then
-      if m.reachable == false then return false end
-      pending = pending + 1
-      runtime.task(function()
-        local ok, answer = pcall(cluster.call_system, m.address, MANAGER, "claim", CLAIM_TIMEOUT, a.name, a.id,
-          node.address)
-        if not ok and errors.kind(answer) == "no_such_actor" then ok, answer = true, "done" end
-        if not ok or answer ~= "done" then all_ok = false end
-        pending = pending - 1
-        if pending == 0 then waiter:wake() end
-      end)
-    end
-  end
-  if pending > 0 then waiter:wait(CLAIM_TIMEOUT + 1) end
-  return all_ok and pending == 0
+  if moving.unreached() then return false end
+  return moving.ask_all(MANAGER, "claim", CLAIM_TIMEOUT, { unreached = "fail" }, a.name, a.id, node.address)
 end
 
 -- The gate of every activation's actor: its messages run while it is the id's activation, active,
@@ -534,7 +468,7 @@ function activate(a)
         and (downing.strategy() == "off" or downing.status() == "majority")
     end
     if membership.started() then
-      if unreached_member() or not others_gave_up(a) or not still() then return false end
+      if not others_gave_up(a) or not still() then return false end
       local until_ms = lease.confirm_downs()
       if until_ms == nil or not still() then return false end
       if until_ms > now_ms() then
@@ -609,11 +543,8 @@ local function passivate(a, why, done)
       a.rec = nil
       a.state = "waiting"
       counters.passivations = counters.passivations + 1
-      local h = #waiting > 0 and queue_of(a)
       for i = #waiting - 2, 1, -3 do
-        h.head = h.head - 1
-        h[h.head] = { waiting[i], waiting[i + 1], waiting[i + 2], 0,
-                      type(waiting[i + 2]) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil }
+        moving.push_front(queue_of(a), moving.entry(waiting[i], waiting[i + 1], waiting[i + 2], 0))
       end
       if done then done() end
       local waiters = waiters_of[a]
@@ -672,7 +603,7 @@ local function accept(name, id, deps, method, payload, to, hops)
     end
   end
   a = a or activation(name, id, deps, k)
-  hold(a, { method, payload, to, hops, type(to) ~= "number" and (now_ms() + HELD_TTL * 1000) or nil })
+  hold(a, moving.entry(method, payload, to, hops))
   pump(a)
   return true
 end
@@ -746,10 +677,7 @@ function Manager.distributed:info(name)
 end
 
 local function ensure_manager()
-  if manager then return manager end
-  manager = runtime.spawn(Manager)
-  local ok, err = runtime.register(MANAGER, manager)
-  if not ok then error("cannot register the virtual actors' manager: " .. tostring(err), 0) end
+  manager = manager or moving.start_manager(Manager, MANAGER, "the virtual actors' manager")
   return manager
 end
 
