@@ -783,6 +783,9 @@ membership.listen(function()
   placement_changed()
   schedule_rebalance()
 end)
+-- A side that lost its majority passivates everything (and one that got it back activates
+-- what is held): the status changes on downing's own clock, not always with a membership change.
+downing.on_status(function() schedule_rebalance() end)
 
 lease.use(function()
   for _, a in pairs(acts) do
