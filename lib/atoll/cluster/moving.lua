@@ -165,16 +165,6 @@ end
 -- Asking the other members
 ---------------------------------------------------------------------------
 
--- unreached() -> a member that is not down and cannot be reached now, or nil
-function M.unreached()
-  for _, m in ipairs(membership.members()) do
-    if m.address ~= node.address and m.status ~= "down" and m.status ~= "removed" and m.reachable == false then
-      return m
-    end
-  end
-  return nil
-end
-
 -- ask_all(manager, method, seconds, opts, ...) -> true when every other member that is not down
 -- answered "done" to manager:method(...) (a member without that manager has nothing to give
 -- up). opts.unreached: "skip" (a member that cannot be reached now is not asked) or "fail" (it

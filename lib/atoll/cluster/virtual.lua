@@ -438,7 +438,6 @@ end
 -- reached now (a stall, a cut) may hold the activation and serve it again when it comes back:
 -- nothing is activated until it answers or is down.
 local function others_gave_up(a)
-  if moving.unreached() then return false end
   return moving.ask_all(MANAGER, "claim", CLAIM_TIMEOUT, { unreached = "fail" }, a.name, a.id, node.address)
 end
 
