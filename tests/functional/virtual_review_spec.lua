@@ -1,0 +1,97 @@
+-- Review repros (branch vreview): virtual actors between real nodes
+-- (tests/functional/apps/vreview.lua). Each `it` FAILS on the code as it is.
+local async = require "helpers.async"
+local members = require "helpers.members"
+local nodes = require "helpers.cluster"
+local virtual = require "atoll.cluster.virtual"
+
+local await_all, seeing, addresses = members.await_all, members.seeing, members.addresses
+local APP = "tests/functional/apps/vreview.lua"
+
+local function start(name, join, env)
+  local extra = {}
+  if join then extra = { "--join", join } end
+  return members.start(name, extra, { app = APP, env = env })
+end
+
+local function driver(v, seconds)
+  return nodes.named(v.address, "driver", seconds or 60)
+end
+
+-- an id "PREFIXn" whose owner among `list` (addresses) is `want`
+local function id_owned(prefix, list, want)
+  local ms = {}
+  for i, a in ipairs(list) do ms[i] = { address = a } end
+  for n = 1, 10000 do
+    local id = prefix .. n
+    if virtual.owner_among(ms, "VSlow", id).address == want then return id end
+  end
+end
+
+local function starts(v, id)
+  local n = 0
+  for _ in v.p:stdout():gmatch("vstart " .. id:gsub("%p", "%%%0") .. " ") do n = n + 1 end
+  return n
+end
+
+describe("virtual review repros (real nodes)", function()
+  before_each(function() nodes.self() end)
+
+  -- D5: a claim that reaches a node while its activation's init is suspended (or while it waits
+  -- for the lease) turns the record back to "waiting" and answers "done"; when init returns,
+  -- activate() sets it "active" anyway (virtual.lua:484-493 check nothing after the spawn).
+  -- Both nodes then serve the id, for as long as they run.
+  it("keeps one activation when a claim comes while init is suspended", async(function()
+    local atoll = require "atoll"
+    local env = { VR_INIT_SLEEP = "4" }
+    local a = start("vra", nil, { VR_INIT_SLEEP = "4", VR_HOST = "0" })
+    local b = start("vrb", a.address, env)
+    await_all({ a, b }, seeing(addresses { a, b }, "up"), 15, "both up")
+    local id = id_owned("slow", { a.address, b.address }, a.address)
+    -- (an id that stays on B keeps B's lease renewed; without it, B's activation of `id` ends up
+    -- "active" under a lease that nothing renews: gated for good, every call to it on B stuck)
+    local keep = id_owned("keep", { a.address, b.address }, b.address)
+    assert.is_true(driver(b):add(keep, 10))
+    -- B is the only host: B activates the id, and its init sleeps 4 s
+    local first
+    local t1 = atoll.task(function() first = { driver(b):add(id, 30) } end)
+    atoll.sleep(0.5)
+    assert.equal(1, starts(b, id))
+    -- A hosts too now, and owns the id: it claims it from B (activating) and activates it
+    driver(a):host()
+    atoll.sleep(1)
+    local second = { driver(a):add(id, 30) }
+    t1:wait(30)
+    if os.getenv("VR_DEBUG") then
+      local json = require "atoll.util.json"
+      print("dump A", json.encode(driver(a):dump()))
+      print("dump B", json.encode(driver(b):dump()))
+      print("second", json.encode(second))
+      print("--- vrb stdout\n" .. b.p:stdout() .. "--- vrb stderr\n" .. b.p:stderr())
+      print("--- vra stdout\n" .. a.p:stdout() .. "--- vra stderr\n" .. a.p:stderr())
+    end
+    assert.is_true(first[1], tostring(first[3]))
+    assert.is_true(second[1], tostring(second[3]))
+    -- from now on, every call made on either node
+    local from_a, from_b = { driver(a):add(id, 10) }, { driver(b):add(id, 10) }
+    assert.equal(from_a[2].node, from_b[2].node, ("calls on A run on %s (count %d), calls on B on %s (count %d)")
+      :format(from_a[2].node, from_a[2].n, from_b[2].node, from_b[2].n))
+    assert.equal(1, starts(a, id) + starts(b, id) - 1) -- one hand-over at most
+    for _, v in ipairs { a, b } do v.p:kill("SIGKILL") v.p:wait(5) end
+  end, 90))
+
+  -- D6: deps travel only with a call made on the owner's node: a call forwarded to another node
+  -- goes by name (atoll.virtual/HOPS/TYPE ID) and accept() there gets deps = nil.
+  it("passes the deps of the get to init when the call comes from another node", async(function()
+    local a = start("vdа", nil, {})
+    local b = start("vdb", a.address, {})
+    await_all({ a, b }, seeing(addresses { a, b }, "up"), 15, "both up")
+    atoll = require "atoll"
+    atoll.sleep(1) -- (receptionist entries)
+    local id = id_owned("d", { a.address, b.address }, a.address)
+    local got = driver(b):deps(id, { name = "Ann" })
+    assert.equal(a.address, got.node)
+    assert.same({ name = "Ann" }, got.deps) -- fails: nil
+    for _, v in ipairs { a, b } do v.p:kill("SIGKILL") v.p:wait(5) end
+  end, 60))
+end)
