@@ -95,3 +95,34 @@ describe("virtual review repros (real nodes)", function()
     for _, v in ipairs { a, b } do v.p:kill("SIGKILL") v.p:wait(5) end
   end, 60))
 end)
+
+describe("virtual review repros (one real node)", function()
+  before_each(function() nodes.self() end)
+
+  -- D7: one-way messages to an id that no up member hosts are held with no expiry
+  -- (moving.expired: reply_to 0 never expires): acts and held_of grow by one record per id,
+  -- for ever. (The same for a type whose hosts are all down, or a type name mistyped.)
+  it("does not keep one-way messages to ids nobody hosts for ever", async(function()
+    local atoll = require "atoll"
+    local v = start("vs1", nil, {})
+    atoll.sleep(0.5)
+    assert.is_true(driver(v):sends("Nobody", 1, 5000))
+    atoll.sleep(2)
+    local n = 0
+    for _ in pairs(driver(v):dump().acts) do n = n + 1 end
+    assert.is_true(n < 100, n .. " records held on the node") -- fails: 5000
+    v.p:kill("SIGKILL") v.p:wait(5)
+  end, 60))
+
+  -- D8: KEY .. name ("atoll.virtual:" .. name) is over the receptionist's 200-byte key limit for
+  -- a type name of 187 to 200 bytes, which get, define and the codec accept: watch_type raises
+  -- after runtime.set_current(nil) and never restores it, so the calling handler goes on with no
+  -- current actor.
+  it("calls a type with a 190-byte name like any other", async(function()
+    local v = start("vl1", nil, {})
+    local r = driver(v):long_name(190)
+    assert.is_true(r.current, "the handler lost its actor after the call, which failed with: " .. r.err)
+    assert.matches("timeout", r.err) -- (no host: the call waits for one)
+    v.p:kill("SIGKILL") v.p:wait(5)
+  end, 60))
+end)

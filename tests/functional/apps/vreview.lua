@@ -64,6 +64,17 @@ function Driver.distributed:spray(prefix, first, last, seconds)
   waiter:wait(600)
   return true
 end
+-- one-way add(1) to (TYPE, i) for i = first..last
+function Driver.distributed:sends(vtype, first, last)
+  for i = first, last do atoll.send(virtual.get(vtype, i), "add", 1) end
+  return true
+end
+-- a call to a type with a long name (1 to 200 bytes is what get and the codec accept); then
+-- whether this handler still runs as its actor
+function Driver.distributed:long_name(len)
+  local ok, err = pcall(function() return virtual.get(("L"):rep(len), 1, nil, 1):add(1) end)
+  return { ok = ok, err = tostring(err), current = require("atoll.runtime").current() ~= nil }
+end
 atoll.register("driver", atoll.spawn(Driver))
 require "member"
 -- (review) the records of virtual.lua, read through debug: { key = { state, held, in_acts } }
