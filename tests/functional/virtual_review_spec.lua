@@ -126,3 +126,39 @@ describe("virtual review repros (one real node)", function()
     v.p:kill("SIGKILL") v.p:wait(5)
   end, 60))
 end)
+
+describe("virtual review repros (held calls)", function()
+  before_each(function() nodes.self() end)
+
+  -- D9: a call for an id owned by a member whose link is not up (dropped, being dialed) is held
+  -- (moving.may_forward: link_up dials and says no), and nothing pumps the held queue again when
+  -- the link comes up a few ms later: no timer (singletons have one, HELD_STEP), no link event.
+  -- The call waits for its whole timeout unless another call for the same id comes by.
+  it("sends a held call on as soon as the link to the owner is up again", async(function()
+    local atoll = require "atoll"
+    local shell = require "helpers.shell"
+    local a = start("vla", nil, {})
+    local b = start("vlb", a.address, {})
+    await_all({ a, b }, seeing(addresses { a, b }, "up"), 15, "both up")
+    atoll.sleep(1)
+    local port = a.address:match(":(%d+)$")
+    local slow = {}
+    -- 0.05 s: the call comes within the link's redial backoff (0.1 s): link_up does not dial, and
+    -- nothing dials later; 0.5 s: link_up dials, the link is up in a few ms (B logs "link to A
+    -- is up" at once), and the held call still waits
+    for try, pause in ipairs { 0.05, 0.5, 0.5 } do
+      local id = id_owned("link" .. try .. "-", { a.address, b.address }, a.address)
+      -- drop the TCP connections of A's port (B's link to A among them), then call on B
+      shell.run("ss -K '( sport = :" .. port .. " or dport = :" .. port .. " )' >/dev/null 2>&1")
+      atoll.sleep(pause)
+      local t0 = atoll.now()
+      local r = { driver(b):add(id, 5) }
+      local took = atoll.now() - t0
+      if took > 1 then slow[#slow + 1] = ("%s: %.2f s (%s)"):format(id, took, tostring(r[2] and r[2].node or r[3])) end
+      atoll.sleep(0.5)
+    end
+    if os.getenv("VR_DEBUG") then print(b.p:stderr()) end
+    assert.same({}, slow) -- fails: each call waits its 5 s (and times out), the link up again long before
+    for _, v in ipairs { a, b } do v.p:kill("SIGKILL") v.p:wait(5) end
+  end, 90))
+end)
