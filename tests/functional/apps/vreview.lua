@@ -23,6 +23,13 @@ function VSlow.distributed:add(k)
   io.stdout:flush()
   return { n = self.n, node = atoll.node().address, run = self.run }
 end
+function VSlow.distributed:slow_add(seconds)
+  atoll.sleep(seconds)
+  self.n = self.n + 1
+  print(("vserve %s %s %d %.6f"):format(tostring(self.id), self.run, self.n, atoll.now()))
+  io.stdout:flush()
+  return { n = self.n, node = atoll.node().address, run = self.run }
+end
 function VSlow.distributed:mydeps() return { deps = self.deps, node = atoll.node().address } end
 function VSlow:deactivate() print(("vstop %s %s %.6f"):format(tostring(self.id), self.run, atoll.now())) end
 virtual.define(VSlow)
@@ -36,6 +43,21 @@ function Driver.distributed:add(id, seconds)
   if ok then return true, res end
   return false, atoll.errors.kind(res) or "?", tostring(res)
 end
+-- slow_adds(id, n, seconds) -> { { true, answer } | { false, kind, message }... }: n calls at once
+function Driver.distributed:slow_adds(id, n, seconds)
+  local out, left, waiter = {}, n, require("atoll.runtime").waiter()
+  for i = 1, n do
+    atoll.task(function()
+      local ok, res = pcall(function() return virtual.get("VSlow", id, nil, 30):slow_add(seconds) end)
+      out[i] = ok and { true, res } or { false, atoll.errors.kind(res) or "?", tostring(res) }
+      left = left - 1
+      if left == 0 then waiter:wake() end
+    end)
+    atoll.sleep(0.01)
+  end
+  waiter:wait(60)
+  return out
+end
 function Driver.distributed:deps(id, deps)
   return virtual.get("VSlow", id, deps, 10):mydeps()
 end
@@ -46,13 +68,17 @@ function Driver.distributed:mem()
   return collectgarbage("count")
 end
 -- calls get(TYPE_PREFIX .. i, 1) for i = first..last, each with a short timeout, 64 at a time
-function Driver.distributed:spray(prefix, first, last, seconds)
+-- (same_type: calls get(prefix, i) instead, ids first..last of one type)
+function Driver.distributed:spray(prefix, first, last, seconds, same_type)
   local waiter, running, nxt = require("atoll.runtime").waiter(), 0, first
   local function worker()
     while nxt <= last do
       local i = nxt
       nxt = nxt + 1
-      pcall(function() return virtual.get(prefix .. i, 1, nil, seconds):add(1) end)
+      pcall(function()
+        if same_type then return virtual.get(prefix, i, nil, seconds):add(1) end
+        return virtual.get(prefix .. i, 1, nil, seconds):add(1)
+      end)
     end
     running = running - 1
     if running == 0 then waiter:wake() end
