@@ -65,6 +65,35 @@ describe("virtual review repros (one node)", function()
   end))
 end)
 
+describe("virtual review repros (refs)", function()
+  -- D13: a ref is { type, id, deps, timeout } with the methods behind __index: a virtual type's
+  -- distributed method named id, type, deps or timeout cannot be called through a ref (nothing
+  -- says those names are taken).
+  it("call a distributed method named id through a ref", async(function()
+    local C = atoll.actor.define("VRNamed")
+    function C.distributed:id() return "the id method" end
+    virtual.define(C)
+    virtual.host(C)
+    local ok, res = pcall(function() return virtual.get("VRNamed", 5):id() end)
+    assert.is_true(ok, tostring(res)) -- fails: attempt to call method 'id' (a number value)
+    assert.equal("the id method", res)
+  end))
+
+  -- sound: a deactivate that raises is logged, and the id activates again on the next call
+  it("survive a deactivate that raises", async(function()
+    local C = atoll.actor.define("VRBadDeact")
+    function C:init() self.n = 0 end
+    function C.distributed:add(k) self.n = self.n + k return self.n end
+    function C:deactivate() error("cannot save") end
+    virtual.define(C, { idle_timeout = 0.05 })
+    virtual.host(C)
+    assert.equal(1, virtual.get("VRBadDeact", 1):add(1))
+    atoll.sleep(0.3)
+    assert.equal(0, virtual.info("VRBadDeact").types.VRBadDeact.active)
+    assert.equal(1, virtual.get("VRBadDeact", 1):add(1))
+  end))
+end)
+
 describe("reminders review repros", function()
   local R = reminders.Reminders
   local function fresh() return { r = {}, count = 0, fired = 0, queue = heap.new() } end
@@ -78,5 +107,13 @@ describe("reminders review repros", function()
     R.apply(s, { "set", "Player", "a", "b\0c", 6000 })
     assert.equal(2, s.count) -- fails: 1, the first actor's reminder is gone
     assert.is_not.equal(reminders.key_of("Player", "a\0b", "c"), reminders.key_of("Player", "a", "b\0c"))
+  end)
+
+  -- D14: when() checks at/after/every are finite seconds, but their milliseconds may not be:
+  -- { at = 1e306 } gives an infinite due, which the singleton's set then refuses as a
+  -- "bad_request" naming none of the caller's arguments.
+  it("refuse a when whose due is not a finite number of milliseconds", function()
+    local ok, due = pcall(reminders.when, { at = 1e306 }, "remind", 0)
+    assert.is_false(ok, "when gave due " .. tostring(due)) -- fails: due = inf
   end)
 end)
