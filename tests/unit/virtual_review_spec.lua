@@ -5,6 +5,16 @@ local virtual = require "atoll.cluster.virtual"
 local reminders = require "atoll.cluster.reminders"
 local heap = require "atoll.util.heap"
 local async = require "helpers.async"
+local persistence = require "atoll.persistence"
+local tmp = require "helpers.tmp"
+
+local dir
+setup(function()
+  dir = tmp.dir("vreview")
+  -- (busted runs every unit spec in one process: another may have opened the journal already)
+  pcall(persistence.configure, { journal = "sqlite:" .. dir .. "/journal.db" })
+end)
+teardown(function() tmp.remove(dir) end)
 
 local started = {}
 
@@ -62,6 +72,22 @@ describe("virtual review repros (one node)", function()
     local ok, res = pcall(function() return other:whoami() end)
     -- expected: no activation to run it (timeout, or an error naming the type); got: VRColl x\0sy's
     assert.is_false(ok, "the call ran on " .. (ok and tostring(res.id) or "?"))
+  end))
+end)
+
+describe("virtual review repros (persistent)", function()
+  -- D15: README: "42" and 42 are two actors; but the default persistence id is
+  -- "virtual/TYPE/" .. ID for both (virtual.lua:108), so the two share one journal stream: each
+  -- recovers the other's events, and two activations of it at once conflict.
+  it("keep the histories of the ids 42 and \"42\" apart", async(function()
+    local C = atoll.actor.define("VRPersist", { persistent = true })
+    function C:init() self.n = 0 end
+    function C:apply(e) self.n = self.n + e.k end
+    function C.distributed:add(k) self:emit { k = k } return self.n end
+    virtual.define(C)
+    virtual.host(C)
+    assert.equal(5, virtual.get("VRPersist", 42):add(5))
+    assert.equal(1, virtual.get("VRPersist", "42"):add(1)) -- fails: conflict, or 6 (the number's history)
   end))
 end)
 
