@@ -94,13 +94,13 @@ describe("virtual actors on one node", function()
     assert.equal(2, count(started, "VIdle:bob"))
   end))
 
-  it("recover a persistent type's state in a new activation, under virtual/TYPE/ID", async(function()
+  it("recover a persistent type's state in a new activation, under virtual/TYPE/sID", async(function()
     counter_type("VKept", { idle_timeout = 0.1 }, true)
     local v = atoll.virtual.get("VKept", "cat")
     assert.equal(4, v:add(4))
     wait.retry(function() return count(deactivated, "VKept:cat:4") == 1 end, 3, "the idle activation to go")
     assert.equal(6, v:add(2))
-    assert.equal(2, #persistence.events("virtual/VKept/cat"))
+    assert.equal(2, #persistence.events("virtual/VKept/scat"))
   end))
 
   it("refuse bad ids and types that are not virtual", function()
@@ -232,5 +232,129 @@ describe("reminders", function()
 
   it("keep integer ids above 1e14 apart", function()
     assert.is_not.equal(reminders.key_of("T", 2 ^ 53, "n"), reminders.key_of("T", 2 ^ 53 - 1, "n"))
+  end)
+end)
+
+-- Edges the review of issue 13 found (each failed before its fix).
+local edge_started = {}
+
+local function edge_counter(name, init_fn)
+  local C = atoll.actor.define(name)
+  function C:init(id, deps)
+    edge_started[#edge_started + 1] = name .. ":" .. tostring(id)
+    self.n = 0
+    if init_fn then init_fn(self, id, deps) end
+  end
+  function C.distributed:add(k) self.n = self.n + k return self.n end
+  function C.distributed:whoami() return { id = virtual.id(self), n = self.n } end
+  virtual.define(C)
+  virtual.host(C)
+  return C
+end
+
+local function edge_count(prefix)
+  local n = 0
+  for _, x in ipairs(edge_started) do if x == prefix then n = n + 1 end end
+  return n
+end
+
+describe("virtual actors, at their edges,", function()
+  -- 0 and -0 are the same Lua number (equal refs, same table key, same bytes on the wire),
+  -- but key_of formats them "n0" and "n-0": two activations, two placements, two streams.
+  it("0 and -0 name one actor", async(function()
+    edge_counter("VRZero")
+    local zero, negzero = virtual.get("VRZero", 0), virtual.get("VRZero", -0)
+    assert.is_true(zero == negzero)
+    assert.equal(1, zero:add(1))
+    assert.equal(2, negzero:add(1))
+    assert.equal(1, edge_count("VRZero:0"))
+  end))
+
+  -- an activation whose init raises: each held call waits for its whole timeout and fails
+  -- with `timeout`, while the node retries init every 0.05..0.5 s; the caller never learns why.
+  it("a call to an actor whose init raises fails at once with init's error", async(function()
+    edge_counter("VRBadInit", function() error("no such player in the database") end)
+    local t0 = atoll.now()
+    local ok, err = pcall(function() return virtual.get("VRBadInit", "x", nil, 2):add(1) end)
+    assert.is_false(ok)
+    assert.matches("no such player", tostring(err))
+    assert.is_true(atoll.now() - t0 < 1, ("failed after %.2f s"):format(atoll.now() - t0))
+  end))
+
+  -- the key of an activation is TYPE .. "\0" .. kind .. ID, so a type name with a NUL
+  -- ("A\0sx", a name get() and the codec accept) collides with another type's id: the call to
+  -- (A\0sx, "y") runs on the activation of (VRColl, "x\0sy")... when the type is "VRColl\0sx".
+  it("a type name with a NUL does not reach another type's activation", async(function()
+    edge_counter("VRColl")
+    local a = virtual.get("VRColl", "x\0sy")
+    assert.equal(1, a:add(1))
+    local other = virtual.get("VRColl\0sx", "y", nil, 0.5) -- no such type anywhere
+    local ok, res = pcall(function() return other:whoami() end)
+    -- expected: no activation to run it (timeout, or an error naming the type); got: VRColl x\0sy's
+    assert.is_false(ok, "the call ran on " .. (ok and tostring(res.id) or "?"))
+  end))
+end)
+
+describe("virtual actors, persistent,", function()
+  -- README: "42" and 42 are two actors; but the default persistence id is
+  -- "virtual/TYPE/" .. ID for both (virtual.lua:108), so the two share one journal stream: each
+  -- recovers the other's events, and two activations of it at once conflict.
+  it("keep the histories of the ids 42 and \"42\" apart", async(function()
+    local C = atoll.actor.define("VRPersist", { persistent = true })
+    function C:init() self.n = 0 end
+    function C:apply(e) self.n = self.n + e.k end
+    function C.distributed:add(k) self:emit { k = k } return self.n end
+    virtual.define(C)
+    virtual.host(C)
+    assert.equal(5, virtual.get("VRPersist", 42):add(5))
+    assert.equal(1, virtual.get("VRPersist", "42"):add(1))
+  end))
+end)
+
+describe("virtual refs", function()
+  -- (the fields of a ref would hide such methods: define refuses them)
+  it("refuse a virtual type with a distributed method named id, type, deps or timeout", function()
+    local C = atoll.actor.define("VRNamed")
+    function C.distributed:id() return "the id method" end
+    local ok, err = pcall(virtual.define, C)
+    assert.is_false(ok)
+    assert.matches("distributed id, a name its refs keep", tostring(err))
+  end)
+
+  -- a deactivate that raises is logged, and the id activates again on the next call
+  it("survive a deactivate that raises", async(function()
+    local C = atoll.actor.define("VRBadDeact")
+    function C:init() self.n = 0 end
+    function C.distributed:add(k) self.n = self.n + k return self.n end
+    function C:deactivate() error("cannot save") end
+    virtual.define(C, { idle_timeout = 0.05 })
+    virtual.host(C)
+    assert.equal(1, virtual.get("VRBadDeact", 1):add(1))
+    atoll.sleep(0.3)
+    assert.equal(0, virtual.info("VRBadDeact").types.VRBadDeact.active)
+    assert.equal(1, virtual.get("VRBadDeact", 1):add(1))
+  end))
+end)
+
+describe("reminders, at their edges,", function()
+  local function fresh_state() return { r = {}, count = 0, fired = 0, queue = heap.new() } end
+
+  -- the reminder key is TYPE\0 kindID \0 NAME: id "a\0b" + name "c" and id "a" + name
+  -- "b\0c" are one key, so setting one replaces the other actor's reminder (ids and names are
+  -- any bytes, 1 to 200).
+  it("keep reminders of two actors apart whatever bytes their ids and names hold", function()
+    local s = fresh_state()
+    R.apply(s, { "set", "Player", "a\0b", "c", 5000 })
+    R.apply(s, { "set", "Player", "a", "b\0c", 6000 })
+    assert.equal(2, s.count)
+    assert.is_not.equal(reminders.key_of("Player", "a\0b", "c"), reminders.key_of("Player", "a", "b\0c"))
+  end)
+
+  -- when() checks at/after/every are finite seconds, but their milliseconds may not be:
+  -- { at = 1e306 } gives an infinite due, which the singleton's set then refuses as a
+  -- "bad_request" naming none of the caller's arguments.
+  it("refuse a when whose due is not a finite number of milliseconds", function()
+    local ok, due = pcall(reminders.when, { at = 1e306 }, "remind", 0)
+    assert.is_false(ok, "when gave due " .. tostring(due))
   end)
 end)

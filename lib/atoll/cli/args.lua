@@ -161,8 +161,14 @@ local positionals = {
     if opts.numeric_id then
       -- (an integer that a double holds exactly, as atoll.virtual.get wants it)
       local n = opts.id:match("^%-?%d+$") and tonumber(opts.id)
-      if not n or math.abs(n) > 2 ^ 53 then return ("--numeric-id: '%s' is not an integer"):format(opts.id) end
-      opts.id = n
+      if not n or math.abs(n) > 2 ^ 53 then
+        return ("--numeric-id: '%s' is not an integer within 2^53"):format(opts.id)
+      end
+      -- (digits a double does not hold exactly would name another actor; -0 is 0)
+      if ("%.0f"):format(n + 0) ~= opts.id:gsub("^%-0$", "0"):gsub("^(%-?)0+(%d)", "%1%2") then
+        return ("--numeric-id: '%s' is not an integer a double holds exactly"):format(opts.id)
+      end
+      opts.id = n + 0
     elseif #opts.id > 200 then
       return ("an ID is 1 to 200 bytes (this one has %d)"):format(#opts.id)
     end

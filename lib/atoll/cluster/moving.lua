@@ -5,7 +5,7 @@
 --
 -- A held entry: { method, payload, reply_to (a call id of this node, 0 for a one-way message,
 -- or the reply-to record of a call from another node), hops, expires (ms; a call from another
--- node waits at most HELD_TTL), held_at (ms) }.
+-- node waits at most HELD_TTL, a one-way message the default call timeout), held_at (ms) }.
 local runtime = require "atoll.runtime"
 local errors = require "atoll.util.errors"
 local cluster = require "atoll.cluster"
@@ -59,14 +59,16 @@ end
 
 -- entry(method, payload, to, hops) -> a held entry
 function M.entry(method, payload, to, hops)
-  return { method, payload, to, hops, type(to) ~= "number" and (now_ms() + M.HELD_TTL * 1000) or nil }
+  local t = type(to)
+  if t == "number" and to ~= 0 then return { method, payload, to, hops } end
+  return { method, payload, to, hops, now_ms() + (t == "number" and runtime.default_timeout() or M.HELD_TTL) * 1000 }
 end
 
 -- expired(entry) -> true once its caller gave up (a call of this node: its call is no longer
--- pending; one from another node: it waited HELD_TTL)
+-- pending; a call from another node, or a one-way message: it waited its time)
 function M.expired(entry)
   local to = entry[3]
-  if type(to) == "number" then return to ~= 0 and not runtime.call_pending(to) end
+  if type(to) == "number" and to ~= 0 then return not runtime.call_pending(to) end
   return entry[5] ~= nil and now_ms() > entry[5]
 end
 

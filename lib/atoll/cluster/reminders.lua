@@ -43,8 +43,10 @@ local function wall_ms()
   return math.floor(host.wall())
 end
 
+-- (each part length-prefixed but the last: no two reminders share a key whatever bytes they hold)
 local function key_of(vtype, id, name)
-  return vtype .. "\0" .. (type(id) == "number" and ("n%.0f"):format(id) or "s" .. id) .. "\0" .. name
+  local idt = type(id) == "number" and ("n%.0f"):format(id + 0) or "s" .. id
+  return #vtype .. ":" .. vtype .. #idt .. ":" .. idt .. name
 end
 
 -- check(vtype, id, name, what): raises a caller's error for a malformed reminder.
@@ -83,6 +85,10 @@ function M.when(spec, what, now)
     due = now + math.floor(every * 1000)
   else
     error(what .. ": say when: at, after or every", 3)
+  end
+  -- (milliseconds the journal and the timer can hold exactly)
+  if math.abs(due) > 2 ^ 53 or (every and every * 1000 > 2 ^ 53) then
+    error(what .. ": that is too far away", 3)
   end
   return due, every and math.floor(every * 1000) or nil
 end

@@ -29,6 +29,7 @@ local downing = require "atoll.cluster.downing"
 local lease = require "atoll.cluster.lease"
 local moving = require "atoll.cluster.moving"
 local reminders = require "atoll.cluster.reminders"
+local codec = require "atoll.c.codec"
 
 local M = {}
 
@@ -67,30 +68,75 @@ local loop_ms = runtime.now_ms
 -- Types and handles
 ---------------------------------------------------------------------------
 
-local function check_id(id, what)
+-- A type's name is at most MAX_TYPE bytes: its receptionist key (KEY .. name) is at most 200.
+local MAX_TYPE = 200 - #KEY
+local MAX_TYPES = 256 -- types whose keys, names and placements are kept (more are worked out)
+M.MAX_TYPE = MAX_TYPE
+
+-- valid_id(id) -> the id (an integer -0 as 0), or nil
+local function valid_id(id)
   local t = type(id)
   if t == "string" then
-    if #id == 0 or #id > 200 then error(what .. ": an id is 1 to 200 bytes", 3) end
+    if #id >= 1 and #id <= 200 then return id end
   elseif t == "number" then
-    if id % 1 ~= 0 or id ~= id or math.abs(id) > 2 ^ 53 then error(what .. ": a numeric id is an integer", 3) end
-  else
-    error(what .. ": an id is a string or an integer, not " .. t, 3)
+    if id % 1 == 0 and math.abs(id) <= 2 ^ 53 then return id + 0 end
+  end
+  return nil
+end
+
+local function check_id(id, what)
+  local ok = valid_id(id)
+  if ok ~= nil then return ok end
+  local t = type(id)
+  if t == "string" then error(what .. ": an id is 1 to 200 bytes", 3) end
+  if t == "number" then error(what .. ": a numeric id is an integer within 2^53", 3) end
+  error(what .. ": an id is a string or an integer, not " .. t, 3)
+end
+
+local function check_type_name(name, what)
+  if type(name) ~= "string" or #name < 1 or #name > MAX_TYPE then
+    error(("%s: a virtual type's name is 1 to %d bytes"):format(what, MAX_TYPE), 3)
   end
 end
 
--- (integer ids with all their digits: tostring rounds those above 1e14)
+-- The id as text, its kind first: "n42" (all of an integer's digits: tostring rounds those
+-- above 1e14; -0 is 0) or "sann".
 local function id_text(id)
-  return type(id) == "number" and ("n%.0f"):format(id) or "s" .. id
+  return type(id) == "number" and ("n%.0f"):format(id + 0) or "s" .. id
 end
 
+-- key_of(name, id): the key of (type, id), on this node and in placement's hash. The name is
+-- length-prefixed, so no two (type, id) share a key whatever bytes they hold.
+local key_heads = {}
+local nkey_heads = 0
+
 local function key_of(name, id)
-  return name .. "\0" .. id_text(id)
+  local head = key_heads[name]
+  if head == nil then
+    head = #name .. ":" .. name
+    if nkey_heads < MAX_TYPES then
+      key_heads[name] = head
+      nkey_heads = nkey_heads + 1
+    end
+  end
+  return head .. id_text(id)
 end
+M.key_of = key_of
+
+-- Distributed functions a virtual type may not have: the fields of its refs.
+local RESERVED = { type = true, id = true, deps = true, timeout = true }
 
 -- define(T [, opts]) -> T: T is a virtual type; opts.idle_timeout (seconds).
 function M.define(T, opts)
   if type(T) ~= "table" or type(T.distributed) ~= "table" or type(T.__name) ~= "string" then
     error("virtual.define: expected an actor type (atoll.actor.define)", 2)
+  end
+  check_type_name(T.__name, "virtual.define")
+  for method in pairs(RESERVED) do
+    if rawget(T.distributed, method) ~= nil then
+      error(("virtual.define: %s has a distributed %s, a name its refs keep for themselves (type, id, "
+        .. "deps, timeout): rename it"):format(T.__name, method), 2)
+    end
   end
   opts = opts or {}
   local idle = opts.idle_timeout or M.IDLE_TIMEOUT
@@ -104,8 +150,8 @@ function M.define(T, opts)
   end
   if T.__options and T.__options.persistent and rawget(T, "persistence_id") == nil then
     T.persistence_id = function(self)
-      local id = rawget(self, "__virtual_id")
-      return "virtual/" .. T.__name .. "/" .. (type(id) == "number" and ("%.0f"):format(id) or id)
+      -- (the id's kind first: 42 and "42" are two actors, with two histories)
+      return "virtual/" .. T.__name .. "/" .. id_text(rawget(self, "__virtual_id"))
     end
   end
   return T
@@ -143,7 +189,8 @@ function M.remind(target, name, when)
   return reminders.ref(REMIND_TIMEOUT):set(vtype, id, name, due, every) / 1000
 end
 
--- forget(self or ref, name) -> true if the reminder was there (it will not fire)
+-- forget(self or ref, name) -> true if the reminder was there (it will not fire again; a firing
+-- already being recorded at that moment still goes out)
 function M.forget(target, name)
   local vtype, id = target_of(target, "forget")
   reminders.check_name(name, "forget")
@@ -166,10 +213,8 @@ local here -- (below)
 -- get(T or type name, id [, deps [, timeout]]) -> ref: a name, valid on every node.
 function M.get(T, id, deps, seconds)
   local name = type(T) == "table" and T.__name or T
-  if type(name) ~= "string" or name == "" or #name > 200 then
-    error("virtual.get: expected a type or its name (1 to 200 bytes)", 2)
-  end
-  check_id(id, "virtual.get")
+  check_type_name(name, "virtual.get")
+  id = check_id(id, "virtual.get")
   return setmetatable({ type = name, id = id, deps = deps, timeout = seconds }, Ref)
 end
 
@@ -184,6 +229,7 @@ end
 -- starting. name -> { started, hosts = { member... }, eligible = { member... }, owners (below) }
 local placements = {}
 local watch_type -- (below)
+local watched = {} -- type name -> this node's listing of the type's hosts (watch_type)
 
 local function placement_changed()
   if next(placements) ~= nil then placements = {} end
@@ -217,7 +263,8 @@ local function placement(name)
     if m.status == "up" and not (m.self and leaving_now()) then eligible[#eligible + 1] = m end
   end
   p = { started = started, hosts = list, eligible = eligible, owners = {}, nowners = 0 }
-  placements[name] = p
+  -- (kept only for a type whose hosts' entries this node follows: another would go stale)
+  if watched[name] or not started then placements[name] = p end
   return p
 end
 
@@ -267,6 +314,10 @@ M.owner = owner
 -- (waiters_of[a]). An entry: { method, payload, reply_to, hops, expires, held_at }.
 local held_of = {}
 local waiters_of = {}
+local ensure_held_timer -- (below)
+local retry_of = {} -- the delay before an activation refused is tried again, while it doubles
+local retry_at = {} -- ...and when it may be (ms)
+local HELD_STEP = 0.05 -- seconds between pumps of every held queue, while there are some
 
 local poke -- (below)
 
@@ -286,6 +337,36 @@ end
 
 local fail = moving.fail
 
+-- While calls are held anywhere, every queue is pumped every HELD_STEP: a call waits for a link
+-- to come up, a hop limit to reset or a retry to come due, with nothing else to wake it, and a
+-- queue whose callers all gave up goes (with its record).
+local held_timer = nil
+local pump -- (below)
+
+local function pump_held()
+  held_timer = nil
+  local list = {}
+  for a in pairs(held_of) do list[#list + 1] = a end
+  for _, a in ipairs(list) do
+    if acts[a.key] == a then pump(a) else held_of[a] = nil end
+  end
+  if next(held_of) ~= nil then held_timer = runtime.after_raw(HELD_STEP, pump_held) end
+end
+
+function ensure_held_timer()
+  if held_timer == nil then held_timer = runtime.after_raw(HELD_STEP, pump_held) end
+end
+
+-- fail_held(a, err): every call held for a fails with err
+local function fail_held(a, err)
+  local h = held_of[a]
+  if h == nil then return end
+  held_of[a] = nil
+  for i = h.head, h.tail do
+    if not moving.expired(h[i]) then fail(h[i], err) end
+  end
+end
+
 local function hold(a, entry)
   if held_count(a) >= M.HOLD_MAX then moving.compact(queue_of(a)) end
   if held_count(a) >= M.HOLD_MAX then
@@ -295,24 +376,32 @@ local function hold(a, entry)
     return
   end
   moving.push(queue_of(a), entry)
+  ensure_held_timer()
 end
 
 -- The hosts of a type change when a node starts or stops hosting it (its receptionist entry),
 -- which may come after the membership change that brought the node: activations are rebalanced
 -- on both.
 local schedule_rebalance -- (below)
-local watched = {}
 
 -- (The listing is the node's, not that of the actor whose call happens to come first: a listing
 -- made inside an actor ends when that actor stops.)
+local nwatched = 0
+
 function watch_type(name)
   if watched[name] or not membership.started() then return end
+  -- (types beyond MAX_TYPES that this node does not define are not watched, nor their placement
+  -- kept: a node that hears of ever more type names keeps nothing for each)
+  if nwatched >= MAX_TYPES and types[name] == nil then return end
   local saved = runtime.set_current(nil)
-  watched[name] = require("atoll.cluster.receptionist").listing(KEY .. name, function(ev)
+  local ok, listing = pcall(require("atoll.cluster.receptionist").listing, KEY .. name, function(ev)
     placement_changed()
     if ev.type ~= "snapshot" then schedule_rebalance() end
   end)
   runtime.set_current(saved)
+  if not ok then error(listing, 0) end
+  watched[name] = listing
+  nwatched = nwatched + 1
 end
 
 local function activation(name, id, deps, k)
@@ -335,6 +424,7 @@ local heads = {} -- type name -> { [hops] = head }
 local function encode_name(hops, name, id)
   local by_hops = heads[name]
   if by_hops == nil then
+    if not watched[name] then return PREFIX .. hops .. "/" .. #name .. ":" .. name .. id_text(id) end
     by_hops = {}
     heads[name] = by_hops
   end
@@ -353,11 +443,13 @@ local function decode_name(full)
   if len < 1 or len > #rest - 2 then return nil end
   local name, kind, id = rest:sub(1, len), rest:sub(len + 1, len + 1), rest:sub(len + 2)
   if kind == "n" then
+    if not id:match("^%-?%d+$") then return nil end
     id = tonumber(id)
-    if id == nil then return nil end
   elseif kind ~= "s" then
     return nil
   end
+  id = valid_id(id)
+  if id == nil or #name > MAX_TYPE then return nil end
   return tonumber(hops), name, id
 end
 
@@ -382,10 +474,30 @@ end
 
 -- Sends a message for (name, id) on to the node at `address`. (No closure in here: LuaJIT does
 -- not compile a return past captured locals, and this runs for every call to another node.)
-local function forward(name, id, method, payload, to, hops, address)
+-- A call with deps (the get's, for init) carries them: its method marked with DEPS first, its
+-- arguments after them.
+local DEPS = "\1"
+local relays = 0 -- calls from other nodes relayed and not answered yet (the shutdown waits)
+
+local function relay_ended()
+  relays = relays - 1
+end
+
+local function with_deps(deps, payload)
+  return codec.pack(deps, runtime.open(payload))
+end
+
+local function forward(name, id, method, payload, to, hops, address, deps)
   local full = encode_name(hops + 1, name, id)
   counters.forwards = counters.forwards + 1
-  if type(to) ~= "number" then return moving.relay(address, full, method, payload, to, "virtual relay") end
+  if deps ~= nil then
+    local packed = with_deps(deps, payload)
+    if packed then method, payload = DEPS .. method, packed end
+  end
+  if type(to) ~= "number" then
+    relays = relays + 1
+    return moving.relay(address, full, method, payload, to, "virtual relay", relay_ended)
+  end
   local ok, err = cluster.route_name(address, full, method, payload, to ~= 0 and to or nil)
   if not ok and to ~= 0 then runtime.fail_call(to, err) end
 end
@@ -405,13 +517,13 @@ local function ensure_sweeper(due_ms)
 end
 
 -- Sends on what is held for a, in order, as far as it can go now.
-local function pump(a)
+function pump(a)
   local h = held_of[a]
   if h then
     moving.pump(h, function(entry)
       local w = where(a, entry[4])
       if w == "activate" then
-        activate(a)
+        if (retry_at[a] or 0) <= now_ms() then activate(a) end
         return nil
       end
       if w ~= "wait" then return w end
@@ -423,13 +535,16 @@ local function pump(a)
         a.used = now_ms()
         runtime.enqueue(a.rec, entry[1], entry[2], entry[3])
       else
-        forward(a.name, a.id, entry[1], entry[2], entry[3], entry[4], w)
+        forward(a.name, a.id, entry[1], entry[2], entry[3], entry[4], w, a.deps)
       end
     end)
     -- (what it sent on may have come back here and been held again, in a queue of its own)
     if h.head > h.tail and held_of[a] == h then held_of[a] = nil end
   end
-  if a.state == "waiting" and held_count(a) == 0 then acts[a.key] = nil end
+  if a.state == "waiting" and held_count(a) == 0 then
+    acts[a.key] = nil
+    retry_of[a], retry_at[a] = nil, nil
+  end
 end
 
 -- Asks every other member that is not down to give up its activation of a: every member, not
@@ -479,14 +594,20 @@ function activate(a)
         if now_ms() > deadline or not still() then return false end
         runtime.sleep(0.005)
       end
+      if not still() then return false end
     end
     local ok, ref = pcall(runtime.spawn_with, t.T, { __virtual_id = a.id, __virtual_type = a.name }, a.id, a.deps)
     if not ok then
       log("error", ("%s %s: cannot activate: %s"):format(a.name, tostring(a.id), tostring(ref)))
-      return false
+      return false, "init", ref
     end
     local rec = runtime.record_of(ref)
-    if rec == nil then return false end
+    if rec == nil then return false, "init", "it stopped in init" end
+    -- (init may have waited: a claim or a change of owner meanwhile makes this one void)
+    if a.epoch ~= epoch or a.state ~= "activating" then
+      runtime.stop_record(rec)
+      return false
+    end
     runtime.gate(rec, gate)
     activation_of[rec] = a
     a.rec, a.state, a.used = rec, "active", now_ms()
@@ -495,13 +616,23 @@ function activate(a)
     return true
   end, function(ok, res)
     if a.epoch == epoch and a.state == "activating" and not (ok and res[1]) then
-      -- (tried again sooner after a membership change: rebalance pokes every waiting id)
       a.state = "waiting"
-      a.retry = math.min((a.retry or RETRY / 2) * 2, RETRY_MAX)
-      runtime.after_raw(a.retry, function() poke(a) end)
+      if ok and res[2] == "init" then
+        -- The type's own init (or recovery) failed: what waited for it fails with that error, and
+        -- the next call tries again.
+        retry_of[a], retry_at[a] = nil, nil
+        fail_held(a, new_error("remote", ("%s %s: init failed: %s"):format(a.name, tostring(a.id),
+          tostring(res[3]))))
+        poke(a)
+        return
+      end
+      -- (tried again sooner after a membership change: rebalance pokes every waiting id)
+      local retry = math.min((retry_of[a] or RETRY / 2) * 2, RETRY_MAX)
+      retry_of[a], retry_at[a] = retry, now_ms() + retry * 1000
+      runtime.after_raw(retry, function() poke(a) end)
       return
     end
-    a.retry = nil
+    retry_of[a], retry_at[a] = nil, nil
     poke(a)
   end, "virtual activation")
 end
@@ -577,6 +708,10 @@ virtual_ref.here = here
 -- Only a message that must wait here makes an activation record: one for an id of another node
 -- goes straight on.
 local function accept(name, id, deps, method, payload, to, hops)
+  if #name > MAX_TYPE then
+    -- (a ref decoded from elsewhere: the codec takes names up to 200 bytes)
+    return nil, new_error("bad_argument", ("a virtual type's name is 1 to %d bytes, not %d"):format(MAX_TYPE, #name))
+  end
   local k = key_of(name, id)
   local a = acts[k]
   if a and a.state == "active" and held_count(a) == 0 and downing.status() ~= "stopped" then
@@ -592,12 +727,15 @@ local function accept(name, id, deps, method, payload, to, hops)
       w = destination(name, id, hops, k)
     end
     if w == "fail" or (w ~= nil and w ~= "wait" and w ~= "activate") then
-      if a and a.state == "waiting" then acts[k] = nil end
+      if a and a.state == "waiting" then
+        acts[k] = nil
+        retry_of[a], retry_at[a] = nil, nil
+      end
       if w == "fail" then
         return nil, new_error("unreachable", ("%s %s is stopped: this node's side of the cluster has no "
           .. "majority"):format(name, tostring(id)))
       end
-      forward(name, id, method, payload, to, hops, w)
+      forward(name, id, method, payload, to, hops, w, deps)
       return true
     end
   end
@@ -639,7 +777,20 @@ cluster.on_named(PREFIX, function(full, method, payload, to)
     if to ~= 0 then to:reply(false, new_error("no_such_actor", "no virtual actor named " .. full)) end
     return
   end
-  local ok, err = accept(name, id, nil, method, payload, to, hops)
+  local deps = nil
+  if method:byte(1) == 1 then
+    -- (a call that carries the deps of its get: they come first among its arguments)
+    local unpacked, d, rest = pcall(function(p)
+      local function split(first, ...) return first, codec.pack(...) end
+      return split(runtime.open(p))
+    end, payload)
+    if not unpacked or rest == nil then
+      if to ~= 0 then to:reply(false, new_error("bad_argument", "a virtual call's deps cannot be read")) end
+      return
+    end
+    deps, payload, method = d, rest, method:sub(2)
+  end
+  local ok, err = accept(name, id, deps, method, payload, to, hops)
   if not ok and to ~= 0 then to:reply(false, err) end
 end)
 
@@ -652,7 +803,8 @@ local Manager = require("atoll.actor").define "atoll.Virtuals"
 -- claim(name, id, claimer) -> "done" | "refused": the claimer owns (name, id) in its view; this
 -- node gives up its activation of it, unless it owns the id in its own view too.
 function Manager.distributed:claim(name, id, claimer)
-  if type(name) ~= "string" or (type(id) ~= "string" and type(id) ~= "number") or type(claimer) ~= "string" then
+  id = valid_id(id)
+  if type(name) ~= "string" or #name > MAX_TYPE or id == nil or type(claimer) ~= "string" then
     return "refused"
   end
   local a = acts[key_of(name, id)]
@@ -660,6 +812,7 @@ function Manager.distributed:claim(name, id, claimer)
   local o = owner(name, id)
   if o and o.self then return "refused" end
   if a.state == "activating" then
+    -- (the attempt is void: an actor it spawned meanwhile is stopped before it serves)
     a.epoch = a.epoch + 1
     a.state = "waiting"
     return "done"
@@ -720,7 +873,7 @@ function M.shutdown(seconds)
       pump(a)
       if a.state ~= "waiting" or held_count(a) > 0 then pending = true end
     end
-    if not pending then return true end
+    if not pending and relays == 0 then return true end
     runtime.sleep(0.02)
   end
   return false

@@ -1,4 +1,4 @@
--- Review repros (tests/functional/virtual_review_spec.lua): a member with the virtual type VSlow,
+-- For tests/functional/virtual_edges_spec.lua: a member with the virtual type VSlow,
 -- hosted at start unless VR_HOST=0 (then `driver:host()` hosts it later). An activation of an id
 -- that starts with "slow" sleeps VR_INIT_SLEEP seconds in its init. Prints, on the shared clock:
 --   vstart ID RUN T / vserve ID RUN N T / vstop ID RUN T
@@ -37,6 +37,15 @@ if os.getenv("VR_HOST") ~= "0" then virtual.host(VSlow) end
 
 local Driver = atoll.actor.define "Driver"
 function Driver.distributed:host() virtual.host(VSlow) return true end
+-- id_owned(prefix, addresses, want) -> an id "PREFIXn" whose owner among those members is want
+function Driver.distributed:id_owned(prefix, list, want)
+  local ms = {}
+  for i, a in ipairs(list) do ms[i] = { address = a } end
+  for n = 1, 10000 do
+    local id = prefix .. n
+    if virtual.owner_among(ms, "VSlow", id).address == want then return id end
+  end
+end
 -- add(id, timeout) -> true, answer | false, error kind, message
 function Driver.distributed:add(id, seconds)
   local ok, res = pcall(function() return virtual.get("VSlow", id, nil, seconds or 10):add(1) end)
@@ -97,13 +106,20 @@ function Driver.distributed:sends(vtype, first, last)
 end
 -- a call to a type with a long name (1 to 200 bytes is what get and the codec accept); then
 -- whether this handler still runs as its actor
+-- long_name(len) -> what get says of a type name of len bytes, and what a call through a ref
+-- with such a name says (as a ref decoded from another node's message would be: the codec takes
+-- names up to 200 bytes); and whether the handler still runs as its actor after both
 function Driver.distributed:long_name(len)
-  local ok, err = pcall(function() return virtual.get(("L"):rep(len), 1, nil, 1):add(1) end)
-  return { ok = ok, err = tostring(err), current = require("atoll.runtime").current() ~= nil }
+  local name = ("L"):rep(len)
+  local ok, err = pcall(virtual.get, name, 1, nil, 1)
+  local decoded = setmetatable({ type = name, id = 1, timeout = 1 }, virtual.Ref)
+  local cok, cerr = pcall(function() return decoded:add(1) end)
+  return { ok = ok, err = tostring(err), call_ok = cok, call_err = tostring(cerr),
+           current = require("atoll.runtime").current() ~= nil }
 end
 atoll.register("driver", atoll.spawn(Driver))
 require "member"
--- (review) the records of virtual.lua, read through debug: { key = { state, held, in_acts } }
+-- The records of virtual.lua, read through debug: { key = { state, held, in_acts } }
 local function upvalue(fn, name)
   for i = 1, 200 do
     local n, v = debug.getupvalue(fn, i)
@@ -114,7 +130,6 @@ end
 function Driver.distributed:dump()
   local acts = upvalue(virtual.info, "acts")
   local held_of = upvalue(upvalue(upvalue(virtual.passivate, "poke") or virtual.passivate, "pump") or virtual.passivate, "held_of")
-  local activation_of = upvalue(upvalue(upvalue(virtual.passivate, "poke"), "pump"), "activate")
   local out = { acts = {}, counters = virtual.info().counters }
   for k, a in pairs(acts) do
     local h = held_of and held_of[a]
