@@ -102,7 +102,9 @@ end
 -- The id as text, its kind first: "n42" (all of an integer's digits: tostring rounds those
 -- above 1e14; -0 is 0) or "sann".
 local function id_text(id)
-  return type(id) == "number" and ("n%.0f"):format(id + 0) or "s" .. id
+  if type(id) ~= "number" then return "s" .. id end
+  if id > -1e14 and id < 1e14 then return "n" .. (id + 0) end
+  return ("n%.0f"):format(id)
 end
 
 -- key_of(name, id): the key of (type, id), on this node and in placement's hash. The name is
@@ -694,12 +696,19 @@ end
 -- here(ref) -> the plain ref of the id's activation when a call may go straight to it (active on
 -- this node, nothing held for it): the call then takes the runtime's local path, its values
 -- passed as they are rather than encoded (the same as accept's first case, sooner).
+local last_ref, last_key = nil, nil -- (the key here() made, for the route that follows at once)
+
 function here(r)
-  local a = acts[key_of(rawget(r, "type"), rawget(r, "id"))]
+  local name = rawget(r, "type")
+  local t = types[name]
+  if t == nil or not t.hosted then return nil end
+  local k = key_of(name, rawget(r, "id"))
+  local a = acts[k]
   if a and a.state == "active" and held_count(a) == 0 and downing.status() ~= "stopped" then
     a.used = loop_ms() -- (the runtime's clock: no system call per call)
     return a.rec[R_REF]
   end
+  last_ref, last_key = r, k
   return nil
 end
 virtual_ref.here = here
@@ -707,12 +716,12 @@ virtual_ref.here = here
 -- A message for (name, id): delivered, forwarded, or held (activating it here if it belongs here).
 -- Only a message that must wait here makes an activation record: one for an id of another node
 -- goes straight on.
-local function accept(name, id, deps, method, payload, to, hops)
+local function accept(name, id, deps, method, payload, to, hops, k)
   if #name > MAX_TYPE then
     -- (a ref decoded from elsewhere: the codec takes names up to 200 bytes)
     return nil, new_error("bad_argument", ("a virtual type's name is 1 to %d bytes, not %d"):format(MAX_TYPE, #name))
   end
-  local k = key_of(name, id)
+  k = k or key_of(name, id)
   local a = acts[k]
   if a and a.state == "active" and held_count(a) == 0 and downing.status() ~= "stopped" then
     a.used = loop_ms()
@@ -745,12 +754,20 @@ local function accept(name, id, deps, method, payload, to, hops)
   return true
 end
 
+local function key_made(target)
+  local k = rawequal(target, last_ref) and last_key or nil
+  last_ref, last_key = nil, nil
+  return k
+end
+
 M.routes = {
   call = function(target, method, payload, rid)
-    return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, rid, 0)
+    return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, rid, 0,
+      key_made(target))
   end,
   send = function(target, method, payload)
-    return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, 0, 0)
+    return accept(rawget(target, "type"), rawget(target, "id"), rawget(target, "deps"), method, payload, 0, 0,
+      key_made(target))
   end,
 }
 cluster.route_kind(Ref, M.routes)
