@@ -1,4 +1,13 @@
-/* atoll.c.codec: MessagePack for Lua values and actor refs, with limits and path-naming errors. */
+/* atoll.c.codec: MessagePack for Lua values and actor refs, with limits and path-naming errors.
+ *
+ * Two MessagePack ext types carry what plain MessagePack has no form for
+ * (host/codec.h gives their layouts):
+ *   1  an actor ref (EXT_REF): incarnation, local id and node address; it
+ *      names one process of one run of one node.
+ *   2  a virtual actor's ref (EXT_VIRTUAL_REF): its type name and id only,
+ *      a name valid on every node and after restarts, so events and
+ *      snapshots may hold it. It decodes to a table with the metatable given
+ *      as virtual_ref_mt, whose methods call the virtual actor. */
 #include <string.h>
 
 #include "../host/codec.h"
@@ -166,11 +175,13 @@ static void set_mt(lua_State *L, codec_t *c, const char *field, int *ref, const 
   (void)c;
 }
 
-/* configure{ ref_mt = mt, array_mt = mt, json_array_mt = mt, error_mt = mt } */
+/* configure{ ref_mt = mt, virtual_ref_mt = mt, array_mt = mt, json_array_mt = mt,
+ *            error_mt = mt } */
 static int l_configure(lua_State *L) {
   codec_t *c = CODEC_STATE(L);
   luaL_checktype(L, 1, LUA_TTABLE);
   set_mt(L, c, "ref_mt", &c->ref_mt_ref, &c->ref_mt);
+  set_mt(L, c, "virtual_ref_mt", &c->vref_mt_ref, &c->vref_mt);
   set_mt(L, c, "array_mt", &c->array_mt_ref, &c->array_mt);
   set_mt(L, c, "json_array_mt", &c->json_array_mt_ref, &c->json_array_mt);
   set_mt(L, c, "error_mt", &c->error_mt_ref, NULL);
@@ -228,6 +239,8 @@ int luaopen_atoll_c_codec(lua_State *L) {
   luaL_setfuncs(L, codec_fns, 1);
   lua_pushinteger(L, CODEC_EXT_REF);
   lua_setfield(L, -2, "EXT_REF");
+  lua_pushinteger(L, CODEC_EXT_VIRTUAL_REF);
+  lua_setfield(L, -2, "EXT_VIRTUAL_REF");
   lua_pushinteger(L, CODEC_MAX_VALUES);
   lua_setfield(L, -2, "MAX_VALUES");
   return 1;

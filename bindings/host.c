@@ -4,6 +4,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "../host/log.h"
 #include "../host/vm.h"
 #include "../host/watchdog.h"
@@ -227,6 +229,20 @@ static int l_random_bytes(lua_State *L) {
   return 1;
 }
 
+/* hash(s) -> a 53-bit integer: SipHash-2-4 (libsodium's crypto_shorthash) of the bytes of s under
+ * a fixed key, the same on every node and every run: for rendezvous placement, not for secrets. */
+static int l_hash(lua_State *L) {
+  size_t len;
+  const char *s = luaL_checklstring(L, 1, &len);
+  static const unsigned char key[crypto_shorthash_KEYBYTES] = "atoll-placement";
+  unsigned char out[crypto_shorthash_BYTES];
+  crypto_shorthash(out, (const unsigned char *)s, len, key);
+  uint64_t v = 0;
+  for (int i = 0; i < 8; i++) v = (v << 8) | out[i];
+  lua_pushnumber(L, (double)(v >> 11));
+  return 1;
+}
+
 /* A name lookup under way: the Lua callback waits in the registry. */
 typedef struct lookup_s {
   uv_getaddrinfo_t req;
@@ -392,6 +408,7 @@ static const luaL_Reg host_fns[] = {
     {"handles", l_handles},
     {"active", l_active},
     {"random_bytes", l_random_bytes},
+    {"hash", l_hash},
     {NULL, NULL},
 };
 

@@ -11,6 +11,9 @@
 #include "error.h"
 #include "utf8.h"
 
+static const char *vref_problem(const char *p, size_t len);
+static void push_vref(codec_t *c, lua_State *L, const char *payload, size_t len);
+
 /* ---- encoder ---------------------------------------------------------- */
 
 typedef enum { KEY_NONE, KEY_INDEX, KEY_STACK } key_kind_t;
@@ -198,6 +201,61 @@ static int enc_ref(enc_t *e, int idx) {
   return rc;
 }
 
+/* A virtual ref travels as its name only: the type and the id, checked here
+ * against the bounds the decoder enforces, so that what one node sends every
+ * node can read. */
+static int enc_vref(enc_t *e, int idx) {
+  lua_State *L = e->L;
+  char payload[CODEC_VREF_MAX];
+  size_t n = 0, tlen = 0, ilen = 0;
+  lua_pushliteral(L, "type"); /* raw reads: the ref's __index makes callers */
+  lua_rawget(L, idx);
+  const char *type = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &tlen) : NULL;
+  if (type == NULL || tlen == 0 || tlen > CODEC_VREF_MAX_NAME) {
+    lua_pop(L, 1);
+    return enc_fail(
+        e, ATOLL_ETYPE, "%s",
+        "a virtual ref whose type name is not a string of 1 to 200 bytes cannot be sent");
+  }
+  payload[n++] = (char)tlen;
+  memcpy(payload + n, type, tlen);
+  n += tlen;
+  lua_pop(L, 1);
+  lua_pushliteral(L, "id");
+  lua_rawget(L, idx);
+  int rc = 0;
+  if (lua_type(L, -1) == LUA_TSTRING) {
+    const char *id = lua_tolstring(L, -1, &ilen);
+    if (ilen == 0 || ilen > CODEC_VREF_MAX_ID) {
+      rc = enc_fail(e, ATOLL_ETYPE, "%s",
+                    "a virtual ref whose id is not 1 to 200 bytes cannot be sent");
+    } else {
+      payload[n++] = CODEC_VREF_ID_STR;
+      memcpy(payload + n, id, ilen);
+      n += ilen;
+    }
+  } else if (lua_type(L, -1) == LUA_TNUMBER) {
+    double d = lua_tonumber(L, -1);
+    if (!(d == floor(d) && d >= -CODEC_MAX_EXACT_INT && d <= CODEC_MAX_EXACT_INT)) {
+      rc = enc_fail(
+          e, ATOLL_ETYPE, "%s",
+          "a virtual ref whose id is a number but not an integer within 2^53 cannot be sent");
+    } else {
+      uint64_t u = (uint64_t)(int64_t)d;
+      payload[n++] = CODEC_VREF_ID_INT;
+      for (int i = 0; i < 8; i++) payload[n++] = (char)(u >> (8 * (7 - i)));
+    }
+  } else {
+    rc = enc_fail(e, ATOLL_ETYPE, "%s",
+                  "a virtual ref whose id is neither a string nor an integer cannot be sent");
+  }
+  lua_pop(L, 1);
+  if (rc) return rc;
+  rc = enc_tok(e, mpack_pack_ext(CODEC_EXT_VIRTUAL_REF, (mpack_uint32_t)n));
+  if (rc == 0) rc = enc_bytes(e, payload, n);
+  return rc;
+}
+
 /* Classifies the table at idx: returns the element count of a proper
  * sequence (keys exactly 1..n), or -1 for a map, with *pairs set. */
 static long table_shape(lua_State *L, int idx, size_t *pairs) {
@@ -240,6 +298,7 @@ static int enc_table(enc_t *e, int idx) {
     const void *mt = lua_topointer(L, -1);
     lua_pop(L, 1);
     if (mt == e->c->ref_mt && mt != NULL) return enc_ref(e, idx);
+    if (mt == e->c->vref_mt && mt != NULL) return enc_vref(e, idx);
     if ((mt == e->c->array_mt || mt == e->c->json_array_mt) && mt != NULL) {
       as_array = 1;
     } else {
@@ -394,8 +453,10 @@ static void ext_type_problem(int type, char *out, size_t cap) {
   } else if (type < 0) {
     snprintf(out, cap, "unsupported ext type %d (reserved by MessagePack)", type);
   } else {
-    snprintf(out, cap, "unsupported ext type %d (atoll's only ext type is %d, an actor ref)", type,
-             CODEC_EXT_REF);
+    snprintf(out, cap,
+             "unsupported ext type %d (atoll's ext types are %d, an actor ref, and %d, a virtual "
+             "actor's ref)",
+             type, CODEC_EXT_REF, CODEC_EXT_VIRTUAL_REF);
   }
 }
 
@@ -484,14 +545,29 @@ static int dec_value(dec_t *d) {
       const char *s;
       int type = ext_type(&t);
       if ((rc = dec_chunk(d, t.length, &s))) return rc;
-      if (type != CODEC_EXT_REF) {
-        char what[128];
-        ext_type_problem(type, what, sizeof what);
-        return dec_fail(d, ATOLL_EEXTTYPE, what);
+      if (type == CODEC_EXT_REF) {
+        rc = codec_push_ref(d->c, L, s, t.length);
+        if (rc) return dec_fail(d, rc, "malformed actor ref");
+        return 0;
       }
-      rc = codec_push_ref(d->c, L, s, t.length);
-      if (rc) return dec_fail(d, rc, "malformed actor ref");
-      return 0;
+      if (type == CODEC_EXT_VIRTUAL_REF) {
+        const char *why = vref_problem(s, t.length);
+        if (why) {
+          char what[160];
+          snprintf(what, sizeof what, "malformed virtual ref: %s", why);
+          return dec_fail(d, ATOLL_EMALFORMED, what);
+        }
+        if (d->c->vref_mt_ref == LUA_NOREF) {
+          return dec_fail(d, ATOLL_EMALFORMED,
+                          "a virtual ref, but no metatable is configured for one");
+        }
+        if (!lua_checkstack(L, 4)) return dec_fail(d, ATOLL_ENOMEM, "Lua stack exhausted");
+        push_vref(d->c, L, s, t.length);
+        return 0;
+      }
+      char what[128];
+      ext_type_problem(type, what, sizeof what);
+      return dec_fail(d, ATOLL_EEXTTYPE, what);
     }
     case MPACK_TOKEN_ARRAY:
     case MPACK_TOKEN_MAP: {
@@ -669,13 +745,59 @@ int codec_push_ref(codec_t *c, lua_State *L, const char *payload, size_t len) {
   return 0;
 }
 
+/* ---- virtual refs ----------------------------------------------------- */
+
+/* Says what is wrong with a virtual ref's payload, or NULL when nothing is:
+ * the one check of the decoder and of the validator. */
+static const char *vref_problem(const char *p, size_t len) {
+  const unsigned char *u = (const unsigned char *)p;
+  if (len == 0) return "no type name";
+  size_t tlen = u[0];
+  if (tlen == 0 || tlen > CODEC_VREF_MAX_NAME) return "its type name is not 1 to 200 bytes";
+  if (len < 1 + tlen + 1) return "it ends before its id";
+  size_t at = 1 + tlen, ilen = len - at - 1;
+  switch (u[at]) {
+    case CODEC_VREF_ID_INT: {
+      if (ilen != 8) return "its integer id is not 8 bytes";
+      int64_t v = (int64_t)be64(p + at + 1);
+      if (v > (int64_t)CODEC_MAX_EXACT_INT || v < -(int64_t)CODEC_MAX_EXACT_INT) {
+        return "its integer id is beyond 2^53";
+      }
+      return NULL;
+    }
+    case CODEC_VREF_ID_STR:
+      if (ilen == 0 || ilen > CODEC_VREF_MAX_ID) return "its string id is not 1 to 200 bytes";
+      return NULL;
+    default:
+      return "its id is neither an integer (0) nor a string (1)";
+  }
+}
+
+/* Pushes the virtual ref of a payload that vref_problem passed, with the
+ * configured metatable (the caller checked there is one, and stack room). */
+static void push_vref(codec_t *c, lua_State *L, const char *payload, size_t len) {
+  const unsigned char *u = (const unsigned char *)payload;
+  size_t tlen = u[0], at = 1 + tlen;
+  lua_createtable(L, 0, 2); /* [vref] */
+  lua_pushlstring(L, payload + 1, tlen);
+  lua_setfield(L, -2, "type");
+  if (u[at] == CODEC_VREF_ID_INT) {
+    lua_pushnumber(L, (double)(int64_t)be64(payload + at + 1));
+  } else {
+    lua_pushlstring(L, payload + at + 1, len - at - 1);
+  }
+  lua_setfield(L, -2, "id");
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->vref_mt_ref);
+  lua_setmetatable(L, -2);
+}
+
 /* ---- lifecycle -------------------------------------------------------- */
 
 void codec_init(codec_t *c, lua_State *L) {
   c->limits.max_depth = CODEC_DEFAULT_MAX_DEPTH;
   c->limits.max_bytes = CODEC_DEFAULT_MAX_BYTES;
-  c->ref_mt = c->array_mt = c->json_array_mt = NULL;
-  c->ref_mt_ref = c->array_mt_ref = c->json_array_mt_ref = LUA_NOREF;
+  c->ref_mt = c->vref_mt = c->array_mt = c->json_array_mt = NULL;
+  c->ref_mt_ref = c->vref_mt_ref = c->array_mt_ref = c->json_array_mt_ref = LUA_NOREF;
   c->error_mt_ref = LUA_NOREF;
   buf_init(&c->scratch);
   c->err[0] = '\0';
@@ -689,8 +811,8 @@ void codec_init(codec_t *c, lua_State *L) {
 }
 
 void codec_close(codec_t *c, lua_State *L) {
-  int *refs[] = {&c->ref_mt_ref, &c->array_mt_ref, &c->json_array_mt_ref, &c->ref_cache_ref,
-                 &c->error_mt_ref};
+  int *refs[] = {&c->ref_mt_ref,        &c->vref_mt_ref,   &c->array_mt_ref,
+                 &c->json_array_mt_ref, &c->ref_cache_ref, &c->error_mt_ref};
   for (size_t i = 0; i < sizeof refs / sizeof refs[0]; i++) {
     if (L != NULL) luaL_unref(L, LUA_REGISTRYINDEX, *refs[i]);
     *refs[i] = LUA_NOREF;
@@ -754,15 +876,24 @@ int codec_validate_prefix(const char *data, size_t len, unsigned max_depth, size
         size_t blen = t.length;
         if (blen > n) FAIL(ATOLL_ETRUNCATED, "the message ends inside a string");
         if (t.type == MPACK_TOKEN_EXT) {
-          if (ext_type(&t) != CODEC_EXT_REF) {
+          int type = ext_type(&t);
+          if (type == CODEC_EXT_REF) {
+            if (blen < CODEC_REF_FIXED || blen > CODEC_REF_FIXED + CODEC_REF_MAX_ADDR ||
+                be64(p) > (uint64_t)CODEC_MAX_EXACT_INT ||
+                be64(p + 8) > (uint64_t)CODEC_MAX_EXACT_INT) {
+              FAIL(ATOLL_EMALFORMED, "malformed actor ref");
+            }
+          } else if (type == CODEC_EXT_VIRTUAL_REF) {
+            const char *why = vref_problem(p, blen);
+            if (why) {
+              char what[160];
+              snprintf(what, sizeof what, "malformed virtual ref: %s", why);
+              FAIL(ATOLL_EMALFORMED, what);
+            }
+          } else {
             char what[128];
-            ext_type_problem(ext_type(&t), what, sizeof what);
+            ext_type_problem(type, what, sizeof what);
             FAIL(ATOLL_EEXTTYPE, what);
-          }
-          if (blen < CODEC_REF_FIXED || blen > CODEC_REF_FIXED + CODEC_REF_MAX_ADDR ||
-              be64(p) > (uint64_t)CODEC_MAX_EXACT_INT ||
-              be64(p + 8) > (uint64_t)CODEC_MAX_EXACT_INT) {
-            FAIL(ATOLL_EMALFORMED, "malformed actor ref");
           }
         }
         if (blen > 0) {

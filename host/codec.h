@@ -14,6 +14,20 @@
 #define CODEC_REF_FIXED    16
 #define CODEC_REF_MAX_ADDR 255
 
+/* MessagePack ext type of a virtual actor's ref (atoll.virtual.get): a name,
+ * (type, id), not a process, so it holds on every node and across restarts,
+ * and events and snapshots may keep it. Payload: the type name's length
+ * (u8, 1 to 200), the type name, then a kind byte and the id: 0 and an
+ * integer (i64 BE, within +-2^53), or 1 and a string (1 to 200 bytes, the
+ * rest of the payload). What a get adds to the name (deps, a timeout) is not
+ * sent: deps are an argument of the activation, not part of the name. */
+#define CODEC_EXT_VIRTUAL_REF 2
+#define CODEC_VREF_MAX_NAME   200
+#define CODEC_VREF_MAX_ID     200
+#define CODEC_VREF_ID_INT     0
+#define CODEC_VREF_ID_STR     1
+#define CODEC_VREF_MAX        (1 + CODEC_VREF_MAX_NAME + 1 + CODEC_VREF_MAX_ID)
+
 #define CODEC_DEFAULT_MAX_DEPTH 32
 #define CODEC_DEFAULT_MAX_BYTES ((size_t)16 << 20)
 #define CODEC_MAX_DEPTH_CAP     256
@@ -34,9 +48,11 @@ typedef struct codec_s {
   /* Metatable identities the encoder recognises (NULL: none). Kept alive by
    * registry references. */
   const void *ref_mt;
+  const void *vref_mt; /* a virtual actor's ref (atoll.cluster.virtual_ref) */
   const void *array_mt;
   const void *json_array_mt; /* lua-cjson's array marker, when configured */
   int ref_mt_ref;
+  int vref_mt_ref;
   int array_mt_ref;
   int json_array_mt_ref;
   int ref_cache_ref; /* weak-valued table: ref payload -> ref, so refs are interned */

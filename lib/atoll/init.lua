@@ -26,6 +26,7 @@ local function install()
   installed = true
   runtime.install()
   codec.configure { array_mt = ArrayMT }
+  require "atoll.cluster.virtual_ref" -- gives the codec the metatable of virtual refs
   local ok, cjson = pcall(require, "cjson")
   if ok and type(cjson) == "table" and cjson.array_mt then
     codec.configure { json_array_mt = cjson.array_mt }
@@ -319,7 +320,9 @@ atoll.http = require "atoll.http"
 -- singleton: host(name, T, ...), ref(name) (see lib/atoll/cluster/singleton.lua)
 -- receptionist: check_in(ref, key), check_out(ref, key), lookup(key), listing(key, fn)
 -- (see lib/atoll/cluster/receptionist.lua)
-local services = { singleton = "atoll.cluster.singleton", receptionist = "atoll.cluster.receptionist" }
+-- virtual: define(T, opts), host(T), get(type, id [, deps]) (see lib/atoll/cluster/virtual.lua)
+local services = { singleton = "atoll.cluster.singleton", receptionist = "atoll.cluster.receptionist",
+                   virtual = "atoll.cluster.virtual" }
 setmetatable(atoll, { __index = function(t, k)
   local module = services[k]
   if module == nil then return nil end

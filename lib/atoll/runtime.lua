@@ -1535,12 +1535,12 @@ end
 -- spawn(T, ...) -> ref. Runs T:init(...) at once, in the caller's coroutine,
 -- so an error in init raises from spawn; messages that arrive while init is
 -- suspended wait in the actor's mailbox.
-function M.spawn(T, ...)
+local function spawn(T, preset, ...)
   local payload, err = args(select("#", ...), ...)
-  if payload == nil then error(new_error("bad_argument", err), 3) end
+  if payload == nil then error(new_error("bad_argument", err), 4) end
   local id = next_id
   next_id = id + 1
-  local state = setmetatable({}, T.__instance_mt)
+  local state = setmetatable(preset or {}, T.__instance_mt)
   local ref = codec.make_ref(node.address, node.incarnation, id)
   local rec = { state, T, ref, STARTING, nil, nil, id }
   ref[REF_REC] = rec
@@ -1570,6 +1570,17 @@ function M.spawn(T, ...)
   end
   M.set_running(rec)
   return ref
+end
+
+function M.spawn(T, ...)
+  return spawn(T, nil, ...)
+end
+
+-- spawn_with(T, fields, ...) -> ref: spawn, with the instance's table starting as `fields` (a
+-- fresh table the runtime keeps), which init and persistence_id already see: how a virtual
+-- actor's activation learns its id before anything of its own runs.
+function M.spawn_with(T, fields, ...)
+  return spawn(T, fields, ...)
 end
 
 -- Stops the actor of `rec`: later messages fail with no_such_actor; handlers

@@ -25,10 +25,14 @@ static codec_t codec;
 static void setup(void) {
   L = luaL_newstate();
   codec_init(&codec, L);
-  /* The decoder interns refs with a metatable; any table will do here. */
+  /* The decoder gives refs and virtual refs a metatable; any table will do
+   * here (without one, it would refuse virtual refs the validator passes). */
   lua_newtable(L);
   codec.ref_mt = lua_topointer(L, -1);
   codec.ref_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  codec.vref_mt = lua_topointer(L, -1);
+  codec.vref_mt_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
 /* The size of v's smallest MessagePack form, stated by ranges (apart from

@@ -17,7 +17,10 @@ local function cat(...)
 end
 
 local ref = codec.make_ref("127.0.0.1:7000", 12345, 7)
-local args = codec.bytes(codec.pack(1, "two", { three = 3 }, ref, atoll.array(), 0.5, -7))
+local VirtualRef = require("atoll.cluster.virtual_ref").Ref
+local vrefs = { setmetatable({ type = "Player", id = "ann" }, VirtualRef),
+                setmetatable({ type = "Player", id = -42 }, VirtualRef) }
+local args = codec.bytes(codec.pack(1, "two", { three = 3 }, ref, atoll.array(), 0.5, -7, vrefs))
 -- Envelope bodies, one of each kind (host/frame.h).
 local bodies = {
   call = cat(codec.encode(1):sub(1, 0), "\150\1\42\205\48\57\7\163add", args),

@@ -270,6 +270,159 @@ describe("codec", function()
     end))
   end)
 
+  describe("virtual refs", function()
+    -- The metatable comes from atoll.cluster.virtual_ref, which atoll installs at start: the
+    -- codec knows it before atoll.cluster.virtual is loaded.
+    local VirtualRef = require("atoll.cluster.virtual_ref").Ref
+    local function vref(type_name, id)
+      return setmetatable({ type = type_name, id = id }, VirtualRef)
+    end
+
+    local function bad(bytes, pattern)
+      local ok, err = pcall(codec.decode, bytes)
+      assert.is_false(ok)
+      assert.equal("bad_argument", err.kind)
+      assert.matches(pattern, err.message)
+      -- the same through a value list and the non-raising variants
+      local okl, errl = codec.try_unpack("\145" .. bytes)
+      assert.is_false(okl)
+      assert.matches(pattern, errl)
+    end
+
+    -- ext 8 of type 2 around a payload
+    local function ext(payload)
+      return "\199" .. string.char(#payload) .. "\2" .. payload
+    end
+
+    it("travel as ext type 2: the type name's length and bytes, then the id's kind and the id",
+      function()
+        assert.equal(2, codec.EXT_VIRTUAL_REF)
+        -- c7 0b 02: ext 8, 11 bytes, type 2; 06 "Player"; 01 (a string) "ann"
+        assert.equal("c70b0206506c6179657201616e6e", hex(codec.encode(vref("Player", "ann"))))
+        -- 00 (an integer): the id as 8 bytes, big-endian two's complement
+        assert.equal("c70b020154" .. "00" .. "0000000000000007", hex(codec.encode(vref("T", 7))))
+        assert.equal("c70b020154" .. "00" .. "ffffffffffffffff", hex(codec.encode(vref("T", -1))))
+      end)
+
+    it("come back with the virtual ref metatable, equal to the ref they were, without deps",
+      function()
+        local r = setmetatable({ type = "Player", id = "ann", deps = { team = "fish" }, timeout = 3 },
+          VirtualRef)
+        local back = roundtrip(r)
+        assert.equal(VirtualRef, getmetatable(back))
+        assert.is_true(back == r)
+        assert.is_false(back == vref("Player", "bob"))
+        assert.equal("Player", rawget(back, "type"))
+        assert.equal("ann", rawget(back, "id"))
+        -- deps and the timeout belong to the get, not to the name
+        assert.is_nil(rawget(back, "deps"))
+        assert.is_nil(rawget(back, "timeout"))
+        assert.equal("virtual Player ann", tostring(back))
+      end)
+
+    it("keep integer ids exact to 2^53 and apart from the same digits as a string", function()
+      for _, id in ipairs { 0, 1, -1, 127, -129, 2 ^ 32, 2 ^ 53, -2 ^ 53, 2 ^ 53 - 1 } do
+        local back = roundtrip(vref("T", id))
+        assert.equal("number", type(rawget(back, "id")))
+        assert.equal(id, rawget(back, "id"))
+      end
+      local s = roundtrip(vref("T", "42"))
+      assert.equal("string", type(rawget(s, "id")))
+      assert.is_false(s == vref("T", 42))
+      local long = string.rep("i", 200)
+      assert.equal(long, rawget(roundtrip(vref(string.rep("t", 200), long)), "id"))
+      assert.equal("\0\255", rawget(roundtrip(vref("T", "\0\255")), "id")) -- any bytes
+    end)
+
+    it("travel inside tables and value lists, as values and as map keys", function()
+      local a, b = vref("T", "a"), vref("T", 2)
+      local x, y = codec.unpack(assert(codec.pack({ list = { a, b } }, b)))
+      assert.equal(VirtualRef, getmetatable(x.list[1]))
+      assert.is_true(x.list[1] == a and x.list[2] == b and y == b)
+      local keyed = roundtrip({ [a] = "first" })
+      local k = next(keyed)
+      assert.is_true(k == a)
+      assert.equal("first", keyed[k])
+    end)
+
+    it("refuse to encode a name the decoder would refuse", function()
+      local function refuse(v, pattern)
+        local bytes, err = codec.pack(1, { who = v })
+        assert.is_nil(bytes)
+        assert.matches("^args%[2%]%.who: a virtual ref whose ", err)
+        assert.matches(pattern, err)
+      end
+      refuse(vref("", 1), "type name is not a string of 1 to 200 bytes cannot be sent$")
+      refuse(vref(string.rep("t", 201), 1), "type name is not a string of 1 to 200 bytes")
+      refuse(vref(nil, 1), "type name is not a string")
+      refuse(vref("T", ""), "id is not 1 to 200 bytes")
+      refuse(vref("T", string.rep("i", 201)), "id is not 1 to 200 bytes")
+      refuse(vref("T", 1.5), "not an integer within 2%^53")
+      refuse(vref("T", 2 ^ 53 + 2), "not an integer within 2%^53")
+      refuse(vref("T", 0 / 0), "not an integer within 2%^53")
+      refuse(vref("T", {}), "id is neither a string nor an integer")
+      refuse(vref("T", nil), "id is neither a string nor an integer")
+    end)
+
+    it("refuse malformed payloads with a clear error", function()
+      bad(ext(""), "malformed virtual ref: no type name")
+      bad(ext("\0\1x"), "malformed virtual ref: its type name is not 1 to 200 bytes")
+      bad(ext("\201" .. string.rep("t", 201) .. "\1x"), "its type name is not 1 to 200 bytes")
+      bad(ext("\5ab"), "malformed virtual ref: it ends before its id")
+      bad(ext("\1T"), "it ends before its id")
+      bad(ext("\1T\2x"), "its id is neither an integer %(0%) nor a string %(1%)")
+      bad(ext("\1T\0\0\0\0\7"), "its integer id is not 8 bytes")
+      bad(ext("\1T\0\0\0\0\0\0\0\0\0\7"), "its integer id is not 8 bytes")
+      bad(ext("\1T\0\0\32\0\0\0\0\0\1"), "its integer id is beyond 2%^53")
+      bad(ext("\1T\0\255\223\255\255\255\255\255\255"), "its integer id is beyond 2%^53")
+      bad(ext("\1T\1"), "its string id is not 1 to 200 bytes")
+      bad("\200\0\204\2\1T\1" .. string.rep("i", 201), "its string id is not 1 to 200 bytes")
+      -- fixext forms are read as well, and refused alike when their bytes do not fit
+      bad("\213\2\1T", "it ends before its id")
+      -- the ext claims more bytes than the message holds
+      bad("\199\20\2\1T\1x", "ends inside a string")
+    end)
+
+    it("fail cleanly on every truncation and on mutated bytes", function()
+      local bytes = codec.bytes(assert(codec.pack(vref("Player", "ann"), { vref("T", -2 ^ 53) })))
+      for n = 0, #bytes - 1 do
+        local ok, err = codec.try_unpack(bytes:sub(1, n))
+        assert.is_false(ok, "the first " .. n .. " bytes decoded")
+        assert.is_string(err)
+      end
+      math.randomseed(20261202)
+      for _ = 1, 20000 do
+        local b = { bytes:byte(1, -1) }
+        for _ = 1, math.random(1, 3) do b[math.random(#b)] = math.random(0, 255) end
+        local r = { codec.try_unpack(string.char(unpack(b))) }
+        if r[1] then
+          -- what decodes is whole: every virtual ref in it encodes again
+          for i = 2, table.maxn(r) do assert.truthy(codec.encode(r[i])) end
+        else
+          assert.matches("^cannot decode MessagePack at byte %d+: ", r[2])
+        end
+      end
+    end)
+
+    -- (that their calls reach the virtual actor: tests/unit/virtual_spec.lua, which loads it)
+    it("are copies between actors of one node", async(function()
+      local Keeper = atoll.actor.define "VCodecKeeper"
+      function Keeper.distributed:keep(r)
+        self.r = r
+        return r
+      end
+      function Keeper.distributed:kept() return self.r end
+      local k = atoll.spawn(Keeper)
+      local mine = setmetatable({ type = "Player", id = 9, deps = { some = "deps" } }, VirtualRef)
+      local back = k:keep(mine)
+      assert.equal(VirtualRef, getmetatable(back))
+      assert.is_true(back == mine)
+      assert.is_false(rawequal(back, mine)) -- a copy each way, as from another node
+      assert.is_nil(rawget(back, "deps"))
+      assert.is_false(rawequal(k:kept(), back))
+    end))
+  end)
+
   describe("interoperability", function()
     local mpack = require "mpack" -- Debian's lua-mpack, a third-party implementation
 

@@ -149,6 +149,30 @@ local positionals = {
     end
     opts.key = p[1]
   end,
+  virtual = function(opts, p)
+    if opts.node == nil then return "missing --node HOST:PORT" end
+    if #p > 1 then return ("unexpected argument '%s' (one TYPE at most)"):format(p[2]) end
+    opts.type = p[1]
+    if opts.id == nil then
+      if opts.numeric_id then return "--numeric-id goes with --id ID" end
+      return
+    end
+    if opts.type == nil then return "--id needs a TYPE (atoll virtual --node HOST:PORT TYPE --id ID)" end
+    if opts.numeric_id then
+      -- (an integer that a double holds exactly, as atoll.virtual.get wants it)
+      local n = opts.id:match("^%-?%d+$") and tonumber(opts.id)
+      if not n or math.abs(n) > 2 ^ 53 then
+        return ("--numeric-id: '%s' is not an integer within 2^53"):format(opts.id)
+      end
+      -- (digits a double does not hold exactly would name another actor; -0 is 0)
+      if ("%.0f"):format(n + 0) ~= opts.id:gsub("^%-0$", "0"):gsub("^(%-?)0+(%d)", "%1%2") then
+        return ("--numeric-id: '%s' is not an integer a double holds exactly"):format(opts.id)
+      end
+      opts.id = n + 0
+    elseif #opts.id > 200 then
+      return ("an ID is 1 to 200 bytes (this one has %d)"):format(#opts.id)
+    end
+  end,
   clusterd = function(_, p)
     if #p > 0 then return ("unexpected argument '%s'"):format(p[1]) end
   end,

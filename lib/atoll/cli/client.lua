@@ -1,4 +1,4 @@
--- atoll call, reload, members, singletons and receptionist: one call to a running node, as a client.
+-- atoll call, reload, members, singletons, receptionist and virtual: one call to a running node, as a client.
 local host = require "atoll.c.host"
 local atoll = require "atoll"
 local runtime = require "atoll.runtime"
@@ -54,13 +54,14 @@ local function call_failed(opts, e)
   return EXIT_APP
 end
 
--- Asks the node actor at opts.node for `method` (with `arg`) and prints its answer: as JSON
--- with --json (the field `list` made an array), else as show(view) prints it. prepare(view,
--- cluster, timeout), if given, runs first and may end the command with an exit code.
-local function show_view(opts, method, arg, list, show, prepare)
+-- Asks the node actor at opts.node for `method` (with the arguments `args`, a list) and prints
+-- its answer: as JSON with --json (the field `list` made an array), else as show(view) prints it.
+-- prepare(view, cluster, timeout), if given, runs first and may end the command with an exit code.
+local function show_view(opts, method, args, list, show, prepare)
   local json = require "atoll.util.json"
   return with_node(opts, function(cluster, timeout)
-    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", method, timeout, arg)
+    local ok, view = pcall(cluster.call_name, opts.node, "atoll.node", method, timeout,
+      unpack(args, 1, table.maxn(args)))
     if not ok then return call_failed(opts, view) end
     local code = prepare and prepare(view, cluster, timeout)
     if code then return code end
@@ -188,7 +189,7 @@ end
 
 -- atoll members: a node's view of the cluster.
 function M.members(opts)
-  return show_view(opts, "members", nil, "members", print_members, function(view)
+  return show_view(opts, "members", {}, "members", print_members, function(view)
     if not view.started then
       io.stderr:write("atoll members: ", opts.node, " is not a member of a cluster (it listens only)\n")
       return EXIT_APP
@@ -226,7 +227,7 @@ function M.singletons(opts)
       end
     end
   end
-  return show_view(opts, "singletons", nil, "singletons", function(view)
+  return show_view(opts, "singletons", {}, "singletons", function(view)
     for _, line in ipairs(M.singletons_table(view.singletons, host.wall() / 1000)) do print(line) end
     local d = view.downing or {}
     print()
@@ -264,9 +265,96 @@ end
 
 -- atoll receptionist: a node's view of the receptionist's entries.
 function M.receptionist(opts)
-  return show_view(opts, "receptionist", opts.key, "entries", function(view)
+  return show_view(opts, "receptionist", { opts.key }, "entries", function(view)
     for _, line in ipairs(M.receptionist_lines(view, opts.key)) do print(line) end
   end)
+end
+
+-- An id as `atoll virtual` shows it: a string quoted, an integer bare, as JSON writes them.
+local function show_id(id)
+  return require("atoll.util.json").encode(id)
+end
+
+-- virtual_lines(view) -> what `atoll virtual` prints without --id: the node's virtual types (is
+-- it a host, idle timeout, activations here), then its counters.
+function M.virtual_lines(view)
+  local rows = { { "TYPE", "HOSTED", "IDLE TIMEOUT", "ACTIVE" } }
+  for _, t in ipairs(view.types) do
+    rows[#rows + 1] = { t.name, t.hosted and "yes" or "no", ("%gs"):format(t.idle_timeout), tostring(t.active) }
+  end
+  local lines = columns(rows)
+  lines[#lines + 1] = ""
+  lines[#lines + 1] = ("counters of %s (every type):"):format(view.address)
+  local order = { "activations", "passivations", "forwards", "handoffs", "overflowed" }
+  for _, line in ipairs(counter_lines(view.counters or {}, order, 5)) do lines[#lines + 1] = line end
+  return lines
+end
+
+-- virtual_where_lines(view) -> what `atoll virtual TYPE --id ID` prints: each node's view of the
+-- id (the node asked, then the owner it names, whose answer prepare put in view.owner_answer:
+-- { address, owner, active } or { address, error }), then what that comes to.
+function M.virtual_where_lines(view)
+  local w, answer = view.where, view.owner_answer
+  local rows = { { "NODE", "SEES AS OWNER", "ACTIVE ON IT" } }
+  rows[2] = { view.address .. " *", w.owner or "-", w.active and "yes" or "no" }
+  if answer then
+    rows[3] = { answer.address, answer.error and "?" or (answer.owner or "-"),
+                answer.error and "?" or (answer.active and "yes" or "no") }
+  end
+  local lines = columns(rows)
+  lines[#lines + 1] = ""
+  local what = ("%s %s"):format(w.type, show_id(w.id))
+  local owner = w.owner and (w.owner == view.address and w or answer)
+  local verdict, hint
+  if w.owner == nil then
+    verdict = ("no member that hosts %s is up in the view of %s: calls to %s wait for one"):format(w.type,
+      view.address, what)
+  elseif owner.error then
+    verdict = ("%s: its owner %s did not answer (%s)"):format(what, w.owner, owner.error)
+  elseif owner.owner ~= w.owner then
+    verdict = ("%s: %s and %s name different owners (the hosts of %s are changing)"):format(what, view.address,
+      w.owner, w.type)
+  elseif owner.active then
+    verdict = ("%s is active on its owner, %s"):format(what, w.owner)
+  else
+    verdict = ("%s is not active on its owner, %s: the next call activates it there"):format(what, w.owner)
+    if type(w.id) == "string" and w.id:match("^%-?%d+$") then
+      hint = ("(ids are strings unless --numeric-id is given: the integer %s is another id)"):format(w.id)
+    end
+  end
+  lines[#lines + 1] = verdict .. "   (* is the node asked)"
+  lines[#lines + 1] = hint
+  return lines
+end
+
+-- atoll virtual: a node's virtual actor types and counters, or where one id lives.
+function M.virtual(opts)
+  -- The owner's own view confirms (or not) what the node asked sees: it is asked in turn.
+  local function check(view, cluster, timeout)
+    if not view.running then
+      io.stderr:write("atoll virtual: ", view.address, " runs no virtual actors (it defines no virtual type)\n")
+      return EXIT_APP
+    end
+    if opts.type and #view.types == 0 then
+      io.stderr:write(("atoll virtual: %s does not define the virtual type %s (atoll virtual --node %s lists "
+        .. "those it does)\n"):format(view.address, opts.type, opts.node))
+      return EXIT_APP
+    end
+    local w = view.where
+    if w and w.owner and w.owner ~= view.address then
+      local ok, there = pcall(cluster.call_name, w.owner, "atoll.node", "virtuals", timeout, opts.type, opts.id)
+      if ok and there.where then
+        view.owner_answer = { address = w.owner, owner = there.where.owner, active = there.where.active }
+      else
+        local why = ok and ("it does not define " .. opts.type) or tostring(there)
+        view.owner_answer = { address = w.owner, error = why }
+      end
+    end
+  end
+  return show_view(opts, "virtuals", { opts.type, opts.id }, "types", function(view)
+    local lines = view.where and M.virtual_where_lines(view) or M.virtual_lines(view)
+    for _, line in ipairs(lines) do print(line) end
+  end, check)
 end
 
 function M.call(opts)

@@ -33,6 +33,7 @@ local http = group { { "--http", "http", VALUE }, { "--http-static", "http_stati
 local show = group { { "--from", "from", VALUE }, { "--limit", "limit", VALUE }, { "--json", "json_output", SWITCH } }
 local client = group { { "--node", "node", VALUE }, { "--timeout", "timeout", VALUE } }
 local json = group { { "--json", "json_output", SWITCH } }
+local virtual = group { { "--id", "id", VALUE }, { "--numeric-id", "numeric_id", SWITCH } }
 local lua = group { { "--log-level", "log_level", VALUE } }
 
 local EXIT_CODES = [[
@@ -42,8 +43,8 @@ Exit codes:
      for call and reload: the call failed on the node
   2  usage error: unknown command or flag, missing or bad argument
   3  the script could not be loaded: missing file or syntax error
-  4  call, reload, members and receptionist: the node could not be reached,
-     refused us, or did not answer
+  4  call, reload, members, singletons, receptionist and virtual: the node
+     could not be reached, refused us, or did not answer
   5  the watchdog ended a node whose loop a handler kept blocked (--watchdog exit)
   6  the node's Lua heap stayed over its ceiling (--max-heap) after a collection
   7  the cluster downed the node and --when-downed is exit
@@ -252,6 +253,41 @@ ignored or refused. At most 10,000 entries are printed.
 Options:
   --node HOST:PORT      the node to ask (required)
   --json                print the entries and counters as JSON
+  --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
+]],
+  },
+  {
+    name = "virtual",
+    synopsis = { "atoll virtual --node HOST:PORT [TYPE]", "show a node's virtual actors",
+                 "atoll virtual --node HOST:PORT TYPE --id ID" },
+    groups = { common, secret, client, json, virtual }, quiet = true,
+    run = { "atoll.cli.client", "virtual" },
+    usage = [[
+Usage: atoll virtual --node HOST:PORT [TYPE] [options]
+       atoll virtual --node HOST:PORT TYPE --id ID [--numeric-id] [options]
+
+Prints the virtual actor types the node at HOST:PORT defines (with TYPE, that
+one only): whether the node hosts it (may activate its ids), how long an
+activation may stay idle before it is collected, and how many of its ids are
+active on that node now. Then the node's counters, of every type: activations
+made and collected there, calls forwarded to another node, activations handed
+over to a new owner, and calls refused as overloaded (too many waited for one
+id).
+
+With --id, where the id ID of TYPE lives: the member that owns it in the view
+of the node asked, and whether it is active on that node; then the owner is
+asked too, for its own view and whether it is active there. ID is a string
+unless --numeric-id is given: --id 42 names the id "42", --id 42 --numeric-id
+the integer 42, and the two are different actors.
+
+Exits with 1 when the node runs no virtual actors (it defines no virtual type)
+or does not define TYPE.
+
+Options:
+  --node HOST:PORT      the node to ask (required)
+  --id ID               the id to look for (needs TYPE)
+  --numeric-id          ID is an integer, not a string
+  --json                print the same as JSON
   --timeout, --cluster, --secret, --secret-file, --log-level: as for atoll call
 ]],
   },

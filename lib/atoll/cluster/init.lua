@@ -277,6 +277,21 @@ runtime.set_router(router)
 -- a one-way message to the actor registered under `name` on that node, the payload already
 -- encoded: for the routers of other kinds of targets.
 function M.route_name(address, name, method, payload, rid)
+  -- The common case first, as for refs (link_up_to): a member not down, over a link that is up,
+  -- with no message table made. A virtual actor's call to another node comes this way.
+  local p = started and peers[address]
+  local link = p and p.link
+  if link and address ~= node.address and member_status(address) ~= "down" and link:state() == "up" then
+    local sent, msg, kind
+    if rid then
+      sent, msg, kind = link:call_name(rid, name, method, payload)
+    else
+      sent, msg, kind = link:send_name(name, method, payload)
+    end
+    if not sent then return nil, new_error(kind, msg) end
+    if rid then link_info[link].pending[rid] = true end
+    return true
+  end
   local ok, err = ensure_started()
   if not ok then return nil, err end
   return route(address, { kind = rid and CALL_NAME or SEND_NAME, rid = rid, name = name, method = method,
@@ -312,7 +327,7 @@ end
 local function named_service(name)
   for i = 1, #named_services do
     local s = named_services[i]
-    if name:sub(1, #s[1]) == s[1] then return s[2] end
+    if name:find(s[1], 1, true) == 1 then return s[2] end -- (no string made per message)
   end
   return nil
 end

@@ -54,6 +54,35 @@ function Node.distributed:singletons()
            address = runtime.node.address }
 end
 
+-- virtuals([name [, id]]) -> { address, running, types = { { name, hosted, idle_timeout, active }... },
+-- counters, where = { type, id, owner, active } } (what `atoll virtual` prints): the virtual types
+-- this node defines (by name; `name`'s only when given), its counters (of every type), and, given
+-- a name it defines and an id, the id's owner in this node's view and whether it is active here.
+-- running: whether the node defines any virtual type at all.
+function Node.distributed:virtuals(name, id)
+  if name ~= nil and type(name) ~= "string" then error("virtuals: the type must be a string", 2) end
+  if id ~= nil and type(id) ~= "string" and type(id) ~= "number" then
+    error("virtuals: an id is a string or an integer", 2)
+  end
+  local view = { address = runtime.node.address, running = false, types = {} }
+  local virtual = package.loaded["atoll.cluster.virtual"]
+  if virtual == nil then return view end
+  local info = virtual.info()
+  view.counters = info.counters
+  for n, t in pairs(info.types) do
+    view.running = true
+    if name == nil or n == name then
+      view.types[#view.types + 1] = { name = n, hosted = t.hosted, idle_timeout = t.idle_timeout, active = t.active }
+    end
+  end
+  table.sort(view.types, function(a, b) return a.name < b.name end)
+  if id ~= nil and name ~= nil and #view.types == 1 then
+    local owner, active = virtual.where(name, id)
+    view.where = { type = name, id = id, owner = owner, active = active }
+  end
+  return view
+end
+
 -- The lease (atoll.cluster.lease): every member answers, whether or not it uses one itself.
 function Node.distributed:lease_ask(round, address, incarnation)
   require("atoll.cluster.lease").ask(round, address, incarnation)

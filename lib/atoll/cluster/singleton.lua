@@ -33,6 +33,7 @@ local cluster = require "atoll.cluster"
 local membership = require "atoll.cluster.membership"
 local downing = require "atoll.cluster.downing"
 local lease = require "atoll.cluster.lease"
+local moving = require "atoll.cluster.moving"
 
 local M = {}
 
@@ -40,17 +41,12 @@ local PREFIX = "atoll.singleton/" -- the names calls travel under: PREFIX .. hop
 local KEY = "atoll.singleton:"    -- the receptionist key its hosts check in under
 local MANAGER = "atoll.singletons" -- each node's manager actor, by name
 M.HOLD_MAX = 2048                 -- calls held per singleton per node
-local HOPS_MAX = 3                -- forwards before a call waits where it is...
-local HOPS_RESET = 100            -- ...for this many ms, before it may be forwarded again
-local HELD_TTL = 60               -- seconds a call from another node may be held here
-local RELAY_TIMEOUT = 60          -- seconds a relayed call may take
 local STEP = 0.25                 -- seconds between evaluations while there is anything to do
 local HELD_STEP = 0.02            -- ...and while calls are held
 local RELEASE_TIMEOUT = 10        -- seconds to wait for another host to stop its instance
 local LEASE_WAIT = 2              -- seconds an acquiring host waits for a lease before it retries
 
 local new_error = errors.new
-local REF_ADDR, REF_INC = runtime.REF_ADDR, runtime.REF_INC
 local node = runtime.node
 
 local singletons = {} -- name -> state (below)
@@ -76,7 +72,7 @@ end
 local function state_of(name)
   local st = singletons[name]
   if st == nil then
-    st = { name = name, state = "idle", epoch = 0, held = { head = 1, tail = 0 }, released_by = {},
+    st = { name = name, state = "idle", epoch = 0, held = moving.queue(), released_by = {},
            handovers = 0, failovers = 0, held_total = 0, overflowed = 0, relays = 0 }
     singletons[name] = st
   end
@@ -84,7 +80,7 @@ local function state_of(name)
 end
 
 local function held_count(st)
-  return st.held.tail - st.held.head + 1
+  return moving.count(st.held)
 end
 
 local function unreachable(fmt, ...)
@@ -104,28 +100,8 @@ end
 
 -- hosts(name) -> the members that host it: { member... } (this node included when it does).
 local function hosts(name)
-  local out, seen = {}, {}
   local st = singletons[name]
-  if st and st.hosted then
-    local me = self_member()
-    if me then
-      out[1] = me
-      seen[me.address] = true
-    end
-  end
-  if not membership.started() then return out end
-  local receptionist = require "atoll.cluster.receptionist"
-  for _, ref in ipairs(receptionist.lookup(KEY .. name)) do
-    local address = ref[REF_ADDR]
-    if not seen[address] then
-      local m = membership.member(address)
-      if m and m.incarnation == ref[REF_INC] then
-        out[#out + 1] = m
-        seen[address] = true
-      end
-    end
-  end
-  return out
+  return moving.hosts(KEY .. name, st and st.hosted and self_member() or nil)
 end
 
 -- placement(name) -> the member that should run it now, or nil; and whether this node may not
@@ -186,26 +162,13 @@ M.lease_valid = lease_valid
 -- Delivering, holding and forwarding
 ---------------------------------------------------------------------------
 
--- An entry: { method, payload, reply_to (rid, reply-to record or 0), hops, expires (ms, for a
--- call from another node) }.
+-- (held entries: atoll.cluster.moving)
 local function hold(st, entry)
-  local h = st.held
-  h.tail = h.tail + 1
-  entry[6] = now_ms()
-  h[h.tail] = entry
+  moving.push(st.held, entry)
   st.held_total = st.held_total + 1
 end
 
-local function expired(entry)
-  local to = entry[3]
-  if type(to) == "number" then return to ~= 0 and not runtime.call_pending(to) end
-  return entry[5] ~= nil and runtime.now_ms() > entry[5]
-end
-
-local function fail(entry, err)
-  local to = entry[3]
-  if to ~= 0 then runtime.fail_call(to, err) end
-end
+local fail = moving.fail
 
 -- Where a message for st goes now: "here" (this node runs it), "wait", "fail" (this side has
 -- been without a majority for stable_after), or the address of the node to forward it to.
@@ -216,76 +179,36 @@ local function where(st, hops)
   if p == nil or p.self then return "wait" end
   -- A host that cannot be reached now (its link is down: it crashed, or a cut) may be downed
   -- soon and the singleton start elsewhere: its calls wait for that, within their timeouts.
-  if hops >= HOPS_MAX or p.reachable == false or not cluster.link_up(p.address) then return "wait" end
+  if not moving.may_forward(p, hops) then return "wait" end
   return p.address
 end
 
 -- Sends an entry to the node at address.
 local function forward(st, entry, address)
-  local method, payload, to, hops = entry[1], entry[2], entry[3], entry[4]
-  local name = PREFIX .. tostring(hops + 1) .. "/" .. st.name
-  if type(to) == "number" then
-    -- A call of this node (or a one-way message): the reply comes straight back to its caller.
-    local ok, err = cluster.route_name(address, name, method, payload, to ~= 0 and to or nil)
-    if not ok then fail(entry, err) end
-    return
-  end
-  -- A call from another node: relayed, its answer going back the way it came.
-  st.relays = st.relays + 1
-  runtime.start_root(function()
-    local ok, res = runtime.call_payload(cluster.named(address, name), method, payload, RELAY_TIMEOUT)
-    to:reply(ok, res)
-  end, function() st.relays = st.relays - 1 end, "singleton relay")
-end
-
-local function deliver_here(st, entry)
-  runtime.enqueue(st.rec, entry[1], entry[2], entry[3])
+  local name = PREFIX .. tostring(entry[4] + 1) .. "/" .. st.name
+  if type(entry[3]) ~= "number" then st.relays = st.relays + 1 end
+  moving.forward(entry, address, name, "singleton relay", function() st.relays = st.relays - 1 end)
 end
 
 -- Sends on what is held, in order, as far as it can go now.
 local function pump(st)
-  local h = st.held
-  while h.head <= h.tail do
-    local entry = h[h.head]
-    if expired(entry) then
-      h[h.head] = nil
-      h.head = h.head + 1
+  moving.pump(st.held, function(entry)
+    local w = where(st, entry[4])
+    if w ~= "wait" then return w end
+  end, function(entry, w)
+    if w == "fail" then
+      fail(entry, unreachable("singleton %s is stopped: this node's side of the cluster has no "
+        .. "majority", st.name))
+    elseif w == "here" then
+      runtime.enqueue(st.rec, entry[1], entry[2], entry[3])
     else
-      -- A call that bounced HOPS_MAX times while views disagreed waits here a while, then may go
-      -- on again: the views have had time to agree.
-      if entry[4] >= HOPS_MAX and now_ms() - (entry[6] or 0) >= HOPS_RESET then entry[4] = 0 end
-      local w = where(st, entry[4])
-      if w == "wait" then break end
-      h[h.head] = nil
-      h.head = h.head + 1
-      if w == "fail" then
-        fail(entry, unreachable("singleton %s is stopped: this node's side of the cluster has no "
-          .. "majority", st.name))
-      elseif w == "here" then
-        deliver_here(st, entry)
-      else
-        forward(st, entry, w)
-      end
+      forward(st, entry, w)
     end
-  end
-  if h.head > h.tail then
-    h.head, h.tail = 1, 0
-  end
+  end)
 end
 
--- Drops the held entries whose callers gave up (anywhere in the queue, not only at its head).
 local function compact(st)
-  local h = st.held
-  local kept, n = {}, 0
-  for i = h.head, h.tail do
-    local entry = h[i]
-    if not expired(entry) then
-      n = n + 1
-      kept[n] = entry
-    end
-  end
-  kept.head, kept.tail = 1, n
-  st.held = kept
+  moving.compact(st.held)
 end
 
 -- A message for singleton `name` (its target handle's call or send, or a call from another
@@ -301,8 +224,7 @@ local function accept(name, method, payload, to, hops)
       return nil, unreachable("singleton %s is stopped: this node's side of the cluster has no majority",
         name)
     elseif w ~= "wait" then
-      local entry = { method, payload, to, hops }
-      forward(st, entry, w)
+      forward(st, { method, payload, to, hops }, w)
       return true
     end
   end
@@ -312,7 +234,7 @@ local function accept(name, method, payload, to, hops)
     return nil, new_error("overloaded", ("%d calls wait for singleton %s on this node already")
       :format(M.HOLD_MAX, name))
   end
-  hold(st, { method, payload, to, hops, type(to) ~= "number" and (runtime.now_ms() + HELD_TTL * 1000) or nil })
+  hold(st, moving.entry(method, payload, to, hops))
   M.poke()
   return true
 end
@@ -397,11 +319,8 @@ local function release(st, why, done)
     st.state = "idle"
     st.handovers = st.handovers + 1
     -- What waited in the instance's mailbox came before what is held here.
-    local h = st.held
     for i = #waiting - 2, 1, -3 do
-      h.head = h.head - 1
-      h[h.head] = { waiting[i], waiting[i + 1], waiting[i + 2], 0,
-                    type(waiting[i + 2]) ~= "number" and (runtime.now_ms() + HELD_TTL * 1000) or nil }
+      moving.push_front(st.held, moving.entry(waiting[i], waiting[i + 1], waiting[i + 2], 0))
     end
     log("info", ("singleton %s: stopped here"):format(st.name))
     if done then done() end
@@ -435,28 +354,12 @@ end
 -- shown its receptionist entry here yet (a member with no manager hosts nothing).
 local function others_released(st)
   local me = self_member()
-  local pending, all_ok = 0, true
-  local waiter = runtime.waiter()
-  for _, m in ipairs(membership.members()) do
-    if not m.self and m.status ~= "down" and m.status ~= "removed" and m.reachable ~= false then
-      pending = pending + 1
-      log("debug", ("singleton %s: asking %s to release it"):format(st.name, m.address))
-      runtime.task(function()
-        local ok, answer = pcall(cluster.call_system, m.address, MANAGER, "release", RELEASE_TIMEOUT,
-          st.name, node.address, me and me.upno or 0)
-        if not ok and errors.kind(answer) == "no_such_actor" then ok, answer = true, "done" end
-        if not ok or answer ~= "done" then
-          all_ok = false
-          log("debug", ("singleton %s: %s did not release it: %s"):format(st.name, m.address,
-            tostring(ok and answer or answer)))
-        end
-        pending = pending - 1
-        if pending == 0 then waiter:wake() end
-      end)
-    end
-  end
-  if pending > 0 then waiter:wait(RELEASE_TIMEOUT + 1) end
-  return all_ok and pending == 0
+  return moving.ask_all(MANAGER, "release", RELEASE_TIMEOUT, {
+    unreached = "skip",
+    log = function(m, why)
+      log("debug", ("singleton %s: %s did not release it: %s"):format(st.name, m.address, tostring(why)))
+    end,
+  }, st.name, node.address, me and me.upno or 0)
 end
 
 local function acquire(st)
@@ -615,10 +518,7 @@ function Manager.distributed:info()
 end
 
 local function ensure_manager()
-  if manager then return manager end
-  manager = runtime.spawn(Manager)
-  local ok, err = runtime.register(MANAGER, manager)
-  if not ok then error("cannot register the singleton manager: " .. tostring(err), 0) end
+  manager = manager or moving.start_manager(Manager, MANAGER, "the singleton manager")
   return manager
 end
 
