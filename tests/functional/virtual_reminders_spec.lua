@@ -16,15 +16,7 @@ local function start(name, dir, join)
   return members.start(name, extra, { app = APP, env = { VIRTUAL_PERSISTENT = "1" } })
 end
 
-local function firings(views)
-  local out = {}
-  for _, v in ipairs(views) do
-    for id, name, due, wall in v.p:stdout():gmatch("\nvremind (%S+) %S+ (%S+) ([%d%.]+) ([%d%.]+)") do
-      out[#out + 1] = { node = v.name, id = id, name = name, due = tonumber(due), wall = tonumber(wall) }
-    end
-  end
-  return out
-end
+local firings = require("helpers.vchurn").firings
 
 local function runner(views)
   for _, v in ipairs(views) do

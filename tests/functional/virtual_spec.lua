@@ -172,19 +172,12 @@ describe("virtual actors", function()
     async(function()
       local wait = require "helpers.wait"
       local views = cluster_of("vr", 3)
-      -- (every firing: node, id, name, due, wall)
-      local function firings()
-        local out = {}
-        for _, v in ipairs(views) do
-          for id, name, due, wall in v.p:stdout():gmatch("\nvremind (%S+) %S+ (%S+) ([%d%.]+) ([%d%.]+)") do
-            out[#out + 1] = { node = v.name, id = id, name = name, due = tonumber(due), wall = tonumber(wall) }
-          end
-        end
-        return out
-      end
+      -- (the firings of one reminder, wherever they came from: node, id, name, due, wall)
       local function of(name)
         local out = {}
-        for _, f in ipairs(firings()) do if f.name == name then out[#out + 1] = f end end
+        for _, f in ipairs(require("helpers.vchurn").firings(views)) do
+          if f.name == name then out[#out + 1] = f end
+        end
         return out
       end
       -- On time: due in a second, on whichever node the id lives.

@@ -52,6 +52,18 @@ function M.intervals(views)
   return per
 end
 
+-- firings(views) -> every reminder firing the nodes printed (apps/virtuals.lua's vremind lines):
+-- { { node, id, name, due, wall }... }
+function M.firings(views)
+  local out = {}
+  for _, v in ipairs(views) do
+    for id, name, due, wall in v.p:stdout():gmatch("\nvremind (%S+) %S+ (%S+) ([%d%.]+) ([%d%.]+)") do
+      out[#out + 1] = { node = v.name, id = id, name = name, due = tonumber(due), wall = tonumber(wall) }
+    end
+  end
+  return out
+end
+
 -- check(views, counts) -> { duplicates, forks, lost, ids, activations, detail = { lines } }
 -- counts: id (string) -> the count read at the end (nil: not read)
 function M.check(views, counts)

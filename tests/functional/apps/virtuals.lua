@@ -38,88 +38,87 @@ function VCounter:deactivate() print(("vstop %s %s %.6f"):format(tostring(self.i
 atoll.virtual.define(VCounter, { idle_timeout = idle })
 atoll.virtual.host(VCounter)
 
--- Calls add(1) on ids first..last, `concurrency` at a time; returns { ok, failed, kinds }.
-local Driver = atoll.actor.define "Driver"
-function Driver.distributed:run(first, last, concurrency)
-  local ok, failed, kinds, next_id, running = 0, 0, {}, first, 0
+-- pool(n, next_job, seconds): n tasks each taking jobs from next_job() (a function, or nil when
+-- there are no more) and running them, until none is left or `seconds` passed.
+local function pool(n, next_job, seconds)
+  local running = 0
   local waiter = require("atoll.runtime").waiter()
   local function worker()
-    while next_id <= last do
-      local id = next_id
-      next_id = next_id + 1
-      local good, err = pcall(function() return atoll.virtual.get("VCounter", id, nil, 10):add(1) end)
-      if good then
-        ok = ok + 1
-      else
-        failed = failed + 1
-        local kind = atoll.errors.kind(err) or tostring(err)
-        kinds[kind] = (kinds[kind] or 0) + 1
-      end
+    while true do
+      local job = next_job()
+      if job == nil then break end
+      job()
     end
     running = running - 1
     if running == 0 then waiter:wake() end
   end
-  for _ = 1, concurrency or 32 do
+  for _ = 1, n do
     running = running + 1
     atoll.task(worker)
   end
-  waiter:wait(600)
-  return { ok = ok, failed = failed, kinds = kinds }
+  waiter:wait(seconds)
+end
+
+-- A tally of calls: { ok, failed, kinds = { kind -> n } }, and add(id, timeout) that counts one.
+local function tally()
+  local t = { ok = 0, failed = 0, kinds = {} }
+  local function add(id, seconds)
+    local good, err = pcall(function() return atoll.virtual.get("VCounter", id, nil, seconds):add(1) end)
+    if good then
+      t.ok = t.ok + 1
+    else
+      t.failed = t.failed + 1
+      local kind = atoll.errors.kind(err) or tostring(err)
+      t.kinds[kind] = (t.kinds[kind] or 0) + 1
+    end
+  end
+  return t, add
+end
+
+local Driver = atoll.actor.define "Driver"
+-- Calls add(1) on ids first..last, `concurrency` at a time; returns { ok, failed, kinds }.
+function Driver.distributed:run(first, last, concurrency)
+  local t, add = tally()
+  local next_id = first
+  pool(concurrency or 32, function()
+    if next_id > last then return nil end
+    local id = next_id
+    next_id = next_id + 1
+    return function() add(id, 10) end
+  end, 600)
+  return t
 end
 -- Calls add(1) on random ids first..last for `seconds`, `concurrency` at a time (calls time out
 -- after 5 s); returns { ok, failed, kinds }.
 function Driver.distributed:loop(first, last, concurrency, seconds, seed)
-  local ok, failed, kinds, running = 0, 0, {}, 0
-  local waiter = require("atoll.runtime").waiter()
+  local t, add = tally()
   local stop_at = atoll.now() + seconds
   local s = seed or 1
-  local function worker()
-    while atoll.now() < stop_at do
-      s = s * 16807 % 2147483647
-      local id = first + s % (last - first + 1)
-      local good, err = pcall(function() return atoll.virtual.get("VCounter", id, nil, 5):add(1) end)
-      if good then
-        ok = ok + 1
-      else
-        failed = failed + 1
-        local kind = atoll.errors.kind(err) or tostring(err)
-        kinds[kind] = (kinds[kind] or 0) + 1
-      end
-    end
-    running = running - 1
-    if running == 0 then waiter:wake() end
-  end
-  for _ = 1, concurrency do
-    running = running + 1
-    atoll.task(worker)
-  end
-  waiter:wait(seconds + 30)
-  return { ok = ok, failed = failed, kinds = kinds }
+  pool(concurrency, function()
+    if atoll.now() >= stop_at then return nil end
+    s = s * 16807 % 2147483647
+    local id = first + s % (last - first + 1)
+    return function() add(id, 5) end
+  end, seconds + 30)
+  return t
 end
 -- counts(first, last) -> { [id] = count }, read 32 at a time (each within 10 s, tried again)
 function Driver.distributed:counts(first, last)
-  local out, next_id, running = {}, first, 0
-  local waiter = require("atoll.runtime").waiter()
-  local function worker()
-    while next_id <= last do
-      local id = next_id
-      next_id = next_id + 1
+  local out, next_id = {}, first
+  pool(32, function()
+    if next_id > last then return nil end
+    local id = next_id
+    next_id = next_id + 1
+    return function()
       for _ = 1, 5 do
         local good, n = pcall(function() return atoll.virtual.get("VCounter", id, nil, 10):get() end)
         if good then
           out[id] = n
-          break
+          return
         end
       end
     end
-    running = running - 1
-    if running == 0 then waiter:wake() end
-  end
-  for _ = 1, 32 do
-    running = running + 1
-    atoll.task(worker)
-  end
-  waiter:wait(600)
+  end, 600)
   return out
 end
 function Driver.distributed:get(id) return atoll.virtual.get("VCounter", id):get() end
