@@ -24,12 +24,12 @@ local function integer_in(v, lo, hi)
 end
 
 -- new(session_id, one, two, first) -> a game: { sessionId, playerOne, playerTwo, currentPlayerId,
--- moves = {}, board = { [position] = playerId }, result = nil }
+-- first, moves = {}, board = { [position] = playerId }, result = nil }
 function M.new(session_id, one, two, first)
   assert(one.team ~= two.team, "the two players are of different teams")
   assert(first == one.playerId or first == two.playerId, "the first mover is one of the two")
   return { sessionId = session_id, playerOne = one, playerTwo = two, currentPlayerId = first,
-           moves = {}, board = {}, result = nil }
+           first = first, moves = {}, board = {}, result = nil }
 end
 
 -- other(g, player_id) -> the other player of the game
