@@ -1,7 +1,9 @@
--- A game session on one node (scripts/tictactoe/session.lua): a persistent virtual actor that
--- enforces the rules, journals each accepted move and no refused one, tells both players every
--- move and the result, tells the lobby once, and ends a game on its turn timer or when a player
--- stays away past the grace period.
+-- The game's actors on one node. A session (scripts/tictactoe/session.lua): a persistent virtual
+-- actor that enforces the rules, journals each accepted move and no refused one, tells both
+-- players every move and the result, tells the lobby once, and ends a game on its turn timer or
+-- when a player stays away past the grace period. The lobby (scripts/tictactoe/lobby.lua): pairs
+-- ready players of the two teams, never one twice, records each finished game once, and comes
+-- back from its events the same.
 package.path = "scripts/?.lua;" .. package.path
 local atoll = require "atoll"
 local persistence = require "atoll.persistence"
@@ -10,6 +12,7 @@ local async = require "helpers.async"
 local tmp = require "helpers.tmp"
 local wait = require "helpers.wait"
 local session = require "tictactoe.session"
+local lobby = require "tictactoe.lobby"
 
 local dir
 setup(function()
@@ -23,12 +26,17 @@ local ANN = { playerId = "00000000-0000-4000-8000-00000000000a", name = "Ann", t
 local BOB = { playerId = "00000000-0000-4000-8000-00000000000b", name = "Bob", team = "rodents" }
 
 -- Stand-ins for the players (what each was told) and the lobby (the games it was told of).
-local told = {}
+local told, lobby_told = {}, {}
 local Player = atoll.actor.define(session.PLAYER)
 function Player.distributed:session_event(session_id, message)
   local id = virtual.id(self)
   told[id] = told[id] or {}
   table.insert(told[id], { session = session_id, message = message })
+end
+function Player.distributed:lobby_event(message)
+  local id = virtual.id(self)
+  lobby_told[id] = lobby_told[id] or {}
+  table.insert(lobby_told[id], message)
 end
 virtual.define(Player)
 virtual.host(Player)
@@ -146,5 +154,119 @@ describe("a game session", function()
     S.restore(c, S.snapshot(a))
     assert.same(session.state_of(a), session.state_of(c))
     assert.same(ANN, session.state_of(c).result.result.player)
+  end)
+end)
+
+local function player(i, team)
+  return { playerId = ("30000000-0000-4000-8000-%012d"):format(i), name = "P" .. i, team = team }
+end
+
+describe("the lobby", function()
+  local lobbies = 0
+  local function new_lobby()
+    lobbies = lobbies + 1
+    return atoll.spawn(lobby.Lobby, "spec" .. lobbies)
+  end
+
+  it("pairs each ready player once, with one of the other team, and starts their session",
+    async(function()
+      local l = new_lobby()
+      local fish, rodents = {}, {}
+      for i = 1, 20 do
+        fish[i], rodents[i] = player(i, "fish"), player(100 + i, "rodents")
+        l:join(fish[i])
+        l:join(rodents[i])
+      end
+      -- all forty get ready at once
+      local tasks = {}
+      for i = 1, 20 do
+        tasks[#tasks + 1] = atoll.task(function() return l:ready(fish[i].playerId) end)
+        tasks[#tasks + 1] = atoll.task(function() return l:ready(rodents[i].playerId) end)
+      end
+      for _, t in ipairs(tasks) do t:wait(10) end
+      local sessions, seen = {}, {}
+      for _, p in ipairs(fish) do
+        local sid = l:playing(p.playerId)
+        assert.is_not_nil(sid, p.name .. " was not matched")
+        sessions[sid] = (sessions[sid] or 0) + 1
+        seen[p.playerId] = sid
+      end
+      for _, p in ipairs(rodents) do
+        local sid = l:playing(p.playerId)
+        assert.is_not_nil(sid, p.name .. " was not matched")
+        sessions[sid] = (sessions[sid] or 0) + 1
+      end
+      local games = 0
+      for _, count in pairs(sessions) do
+        games = games + 1
+        assert.equal(2, count)
+      end
+      assert.equal(20, games)
+      local st = l:state()
+      assert.equal(0, st.totals.ready)
+      assert.equal(20, st.totals.playing)
+      -- each session runs with one fish and one rodent, and both players were told
+      for sid in pairs(sessions) do
+        local g
+        wait.retry(function()
+          g = virtual.get(session.TYPE, sid):state()
+          return g ~= nil
+        end, 5, "session " .. sid .. " to start")
+        assert.is_not.equal(g.playerOne.team, g.playerTwo.team)
+        assert.equal(sid, seen[g.playerOne.playerId] or seen[g.playerTwo.playerId])
+      end
+      wait.retry(function() return #(lobby_told[fish[1].playerId] or {}) >= 1 end, 5, "the player to hear")
+      assert.equal("started", lobby_told[fish[1].playerId][1].type)
+    end))
+
+  it("waits for a player of the other team, and lets a ready player cancel", async(function()
+    local l = new_lobby()
+    local a, b, c = player(201, "fish"), player(202, "fish"), player(203, "rodents")
+    for _, p in ipairs { a, b, c } do l:join(p) end
+    l:ready(a.playerId)
+    l:ready(b.playerId)
+    assert.is_nil(l:playing(a.playerId))
+    assert.equal(2, l:state().totals.ready)
+    assert.is_true(l:cancel(a.playerId))
+    l:ready(c.playerId)
+    -- b got ready before c, and a cancelled: b plays c
+    assert.equal(l:playing(b.playerId), l:playing(c.playerId))
+    assert.is_nil(l:playing(a.playerId))
+    assert.same({ a }, l:state().waitingPlayers)
+  end))
+
+  it("records a finished game once, and puts both players back among the waiting", async(function()
+    local l = new_lobby()
+    local a, b = player(301, "fish"), player(302, "rodents")
+    l:join(a)
+    l:join(b)
+    l:ready(a.playerId)
+    l:ready(b.playerId)
+    local sid = l:playing(a.playerId)
+    local game = { sessionId = sid, playerOne = a, playerTwo = b, currentPlayerId = a.playerId,
+                   moves = {}, result = { result = { player = b } } }
+    assert.is_true(l:session_finished(game))
+    assert.is_true(l:session_finished(game)) -- (a repeat: the session reports until answered)
+    local st = l:state()
+    assert.equal(1, st.totals.games)
+    assert.equal(1, st.totals.rodents)
+    assert.equal(1, #st.completedSessions)
+    assert.equal(2, st.totals.waiting)
+    assert.is_nil(l:playing(a.playerId))
+  end))
+
+  it("comes back from its snapshot the same lobby", function()
+    local L = lobby.Lobby
+    local x = { name = "snap", players = {}, ready = {}, playing = {}, sessions = {}, completed = {},
+                totals = { games = 0, fish = 0, rodents = 0, draws = 0 }, order = 0 }
+    local a, b, c = player(401, "fish"), player(402, "rodents"), player(403, "fish")
+    for _, p in ipairs { a, b, c } do L.apply(x, { "joined", p }) end
+    L.apply(x, { "ready", c.playerId })
+    L.apply(x, { "matched", "s1", a.playerId, b.playerId, a.playerId })
+    local y = { name = "snap" }
+    L.restore(y, L.snapshot(x))
+    assert.same(lobby.state_of(x), lobby.state_of(y))
+    assert.same({ c }, lobby.state_of(y).readyPlayers)
+    assert.equal("s1", y.playing[b.playerId])
   end)
 end)
