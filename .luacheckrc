@@ -1,4 +1,4 @@
--- luacheck (Debian's lua-check): make test runs it over lib/, tests/, bench/ and examples/.
+-- luacheck (Debian's lua-check): make test runs it over lib/, tests/, bench/, examples/ and scripts/.
 std = "luajit"
 max_line_length = 120
 -- Distributed functions and hooks take `self` whether they use it or not.
