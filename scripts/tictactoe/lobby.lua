@@ -21,6 +21,7 @@ local M = {}
 M.NAME = "tictactoe.lobby"
 M.COMPLETED_MAX = 20 -- finished games kept, newest first
 M.SESSION = "tictactoe.Session"
+M.PLAYER = "tictactoe.Player"
 
 local Lobby = atoll.actor.define("tictactoe.Lobby", { persistent = true, snapshot_every = 200 })
 M.Lobby = Lobby
@@ -133,7 +134,7 @@ local function changed(self)
 end
 
 local function tell(player_id, message)
-  atoll.send(atoll.virtual.get("tictactoe.Player", player_id), "lobby_event", message)
+  atoll.send(atoll.virtual.get(M.PLAYER, player_id), "lobby_event", message)
 end
 
 local function uuid4()
