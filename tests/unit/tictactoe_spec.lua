@@ -289,8 +289,15 @@ describe("a player", function()
     table.insert(got[self.key], message)
   end
 
+  -- (the streams stop after the specs: the watches of their players go with them)
+  local streams = {}
+  teardown(function()
+    for _, ref in ipairs(streams) do atoll.stop(ref) end
+  end)
+
   local function attach(p, kind)
     local ref = atoll.spawn(Stream, p.name .. ":" .. kind)
+    streams[#streams + 1] = ref
     local first = virtual.get(player_mod.TYPE, p.playerId, p):attach(kind, ref, p)
     return ref, first
   end
