@@ -1,7 +1,8 @@
 -- The game through its HTTP API (scripts/tictactoe/app.lua on a real node, curl as the clients,
 -- JSON lines both ways as openapi.yaml says): two players meet in the lobby, are matched, play
 -- a game to a win over their game streams, each move acknowledged to both, a refused move told
--- to its player alone, and the result in both lobbies.
+-- to its player alone, and the result in both lobbies. Every message the server sent validates
+-- against openapi.yaml with a third-party validator (tests/js/validate-messages.mjs).
 local async = require "helpers.async"
 local json = require "atoll.util.json"
 local node = require "helpers.node"
@@ -16,7 +17,7 @@ local function open(port, path, who)
   local c = assert(process.spawn { "curl", "-s", "-S", "-N", "-T", ".", "-X", "POST",
     "-H", "Content-Type: application/jsonl", "-H", "player_id: " .. who.id, "-H", "player_name: " .. who.name,
     "-H", "player_team: " .. who.team, "http://127.0.0.1:" .. port .. path })
-  local s = { c = c }
+  local s = { c = c, lines = {} }
   function s.say(message) c:write(json.encode { message = message } .. "\n") end
   -- until(pred, seconds) -> the first message (decoded) for which pred is true
   function s.until_(pred, seconds)
@@ -24,6 +25,7 @@ local function open(port, path, who)
       local line = c:read_line(seconds or 10)
       assert(line, "the stream ended or said nothing for " .. tostring(seconds or 10) .. " s")
       if line ~= "" then
+        s.lines[#s.lines + 1] = line
         local m = json.decode(line)
         if pred(m) then return m end
       end
@@ -34,6 +36,16 @@ local function open(port, path, who)
     c:wait(5)
   end
   return s
+end
+
+-- valid(lines, schema...): the third-party validator says every line is one of the schemas
+local function valid(lines, ...)
+  local argv = { "node", "tests/js/validate-messages.mjs", "openapi.yaml", ... }
+  local v = assert(process.spawn(argv))
+  v:write(table.concat(lines, "\n") .. "\n")
+  v:close_stdin()
+  local code = v:wait(30)
+  assert.equal(0, code, v:stderr() .. v:stdout())
 end
 
 local function move(who, position)
@@ -93,6 +105,8 @@ describe("the tic-tac-toe game over HTTP", function()
     assert.equal(game.sessionId, lobby.completedSessions[1].sessionId)
     assert.equal(2, lobby.totals.waiting)
     for _, s in ipairs { la, lb, ga, gb } do s.close() end
+    for _, s in ipairs { la, lb } do valid(s.lines, "LobbyMessage", "StreamError") end
+    for _, s in ipairs { ga, gb } do valid(s.lines, "SessionMessage", "StreamError") end
     assert.equal(0, node.stop(p))
   end, 60))
 end)
