@@ -109,4 +109,19 @@ describe("the tic-tac-toe game over HTTP", function()
     for _, s in ipairs { ga, gb } do valid(s.lines, "SessionMessage", "StreamError") end
     assert.equal(0, node.stop(p))
   end, 60))
+
+  it("lets bots play through the public API, game after game", async(function()
+    local p = node.start { "run", "scripts/tictactoe/app.lua", "--http", "127.0.0.1:0", "--data-dir", dir }
+    local _, port = p:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")
+    p:expect("^ready$", 10)
+    local code, out, err = node.exec({ "lua", "scripts/tictactoe/bot.lua", "--http", "127.0.0.1:" .. port,
+      "--players", "6", "--games", "3", "--quiet" }, { timeout = 60 })
+    assert.equal(0, code, err)
+    local won, lost, drawn = out:match("bots: 6 players, 3 games each: (%d+) won, (%d+) lost, (%d+) drawn\n$")
+    assert.is_not_nil(won, out)
+    -- 9 games of two bots each: every win is a loss on the other side
+    assert.equal(tonumber(won), tonumber(lost))
+    assert.equal(18, tonumber(won) + tonumber(lost) + tonumber(drawn))
+    assert.equal(0, node.stop(p))
+  end, 90))
 end)

@@ -261,6 +261,25 @@ describe("the lobby", function()
     assert.is_nil(l:playing(a.playerId))
   end))
 
+  it("matches a player who got ready again before its game was recorded, once it is", async(function()
+    local l = new_lobby()
+    local a, b, c = player(501, "fish"), player(502, "rodents"), player(503, "rodents")
+    for _, p in ipairs { a, b, c } do l:join(p) end
+    l:ready(a.playerId)
+    l:ready(b.playerId)
+    local sid = l:playing(a.playerId)
+    -- a's game ended, a heard so and got ready again, the lobby not told yet; c is ready
+    l:ready(a.playerId)
+    l:ready(c.playerId)
+    assert.equal(sid, l:playing(a.playerId))
+    assert.is_nil(l:playing(c.playerId))
+    l:session_finished { sessionId = sid, playerOne = a, playerTwo = b, currentPlayerId = a.playerId,
+                         moves = {}, result = { result = {} } }
+    assert.is_not_nil(l:playing(a.playerId))
+    assert.equal(l:playing(a.playerId), l:playing(c.playerId))
+    assert.is_nil(l:playing(b.playerId))
+  end))
+
   it("comes back from its snapshot the same lobby", function()
     local L = lobby.Lobby
     local x = { name = "snap", players = {}, ready = {}, playing = {}, sessions = {}, completed = {},
