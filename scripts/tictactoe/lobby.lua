@@ -21,6 +21,7 @@ local M = {}
 M.NAME = "tictactoe.lobby"
 M.COMPLETED_MAX = 20 -- finished games kept, newest first
 M.SESSION = "tictactoe.Session"
+M.PLAYER = "tictactoe.Player"
 
 local Lobby = atoll.actor.define("tictactoe.Lobby", { persistent = true, snapshot_every = 200 })
 M.Lobby = Lobby
@@ -103,7 +104,9 @@ local function state_of(self, cap)
   local waiting, ready = {}, {}
   local nwaiting, nready = 0, 0
   local ready_list = {}
-  for id, order in pairs(self.ready) do ready_list[#ready_list + 1] = { id, order } end
+  for id, order in pairs(self.ready) do
+    if not self.playing[id] then ready_list[#ready_list + 1] = { id, order } end
+  end
   table.sort(ready_list, function(a, b) return a[2] < b[2] end)
   for _, r in ipairs(ready_list) do
     nready = nready + 1
@@ -133,7 +136,7 @@ local function changed(self)
 end
 
 local function tell(player_id, message)
-  atoll.send(atoll.virtual.get("tictactoe.Player", player_id), "lobby_event", message)
+  atoll.send(atoll.virtual.get(M.PLAYER, player_id), "lobby_event", message)
 end
 
 local function uuid4()
@@ -166,14 +169,14 @@ local function matchmake(self)
       self.match_again = false
       local first_id, first_order = nil, math.huge
       for id, order in pairs(self.ready) do
-        if order < first_order then first_id, first_order = id, order end
+        if order < first_order and not self.playing[id] then first_id, first_order = id, order end
       end
       local me = first_id and self.players[first_id]
       local others = {}
       if me then
         for id in pairs(self.ready) do
           local p = self.players[id]
-          if p and p.team == TEAMS[me.team] then others[#others + 1] = id end
+          if p and p.team == TEAMS[me.team] and not self.playing[id] then others[#others + 1] = id end
         end
       end
       -- (the earliest has nobody of the other team: then nobody has)
@@ -229,10 +232,10 @@ function Lobby.distributed:join(player)
   return state_of(self, 100), self.playing[player.playerId]
 end
 
--- ready(id) -> true; the player is matched at once if a ready player of the other team waits
+-- ready(id) -> true; the player is matched at once if a ready player of the other team waits.
+-- A player still in a game (its result on its way here) is matched once the game is recorded.
 function Lobby.distributed:ready(id)
   if self.players[id] == nil then error("join the lobby first", 0) end
-  if self.playing[id] then return false, self.playing[id] end
   if not self.ready[id] then
     self:emit { "ready", id }
     changed(self)
@@ -265,6 +268,7 @@ function Lobby.distributed:session_finished(game)
   if self.sessions[game.sessionId] then
     self:emit { "finished", game }
     changed(self)
+    matchmake(self) -- (its players may have got ready again already)
   end
   return true
 end

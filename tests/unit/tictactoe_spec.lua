@@ -13,6 +13,7 @@ local tmp = require "helpers.tmp"
 local wait = require "helpers.wait"
 local session = require "tictactoe.session"
 local lobby = require "tictactoe.lobby"
+local player_mod = require "tictactoe.player"
 
 local dir
 setup(function()
@@ -25,9 +26,11 @@ teardown(function() tmp.remove(dir) end)
 local ANN = { playerId = "00000000-0000-4000-8000-00000000000a", name = "Ann", team = "fish" }
 local BOB = { playerId = "00000000-0000-4000-8000-00000000000b", name = "Bob", team = "rodents" }
 
--- Stand-ins for the players (what each was told) and the lobby (the games it was told of).
+-- Stand-ins for the players (what each was told) and the lobby (the games it was told of). (The
+-- real players are hosted too, for their own specs below, which point the session at them.)
 local told, lobby_told = {}, {}
-local Player = atoll.actor.define(session.PLAYER)
+session.PLAYER, lobby.PLAYER = "SpecPlayer", "SpecPlayer"
+local Player = atoll.actor.define "SpecPlayer"
 function Player.distributed:session_event(session_id, message)
   local id = virtual.id(self)
   told[id] = told[id] or {}
@@ -41,14 +44,17 @@ end
 virtual.define(Player)
 virtual.host(Player)
 
-local finished = {}
+local finished, playing = {}, {}
 local Lobby = atoll.actor.define "SessionSpecLobby"
 function Lobby.distributed:session_finished(game)
   finished[#finished + 1] = game
   return true
 end
+function Lobby.distributed:join() return { waitingPlayers = {}, readyPlayers = {}, completedSessions = {} } end
+function Lobby.distributed:playing(id) return playing[id] end
 atoll.singleton.host(session.LOBBY, Lobby)
 session.host()
+player_mod.host()
 
 local n = 0
 local function new_session()
@@ -255,6 +261,25 @@ describe("the lobby", function()
     assert.is_nil(l:playing(a.playerId))
   end))
 
+  it("matches a player who got ready again before its game was recorded, once it is", async(function()
+    local l = new_lobby()
+    local a, b, c = player(501, "fish"), player(502, "rodents"), player(503, "rodents")
+    for _, p in ipairs { a, b, c } do l:join(p) end
+    l:ready(a.playerId)
+    l:ready(b.playerId)
+    local sid = l:playing(a.playerId)
+    -- a's game ended, a heard so and got ready again, the lobby not told yet; c is ready
+    l:ready(a.playerId)
+    l:ready(c.playerId)
+    assert.equal(sid, l:playing(a.playerId))
+    assert.is_nil(l:playing(c.playerId))
+    l:session_finished { sessionId = sid, playerOne = a, playerTwo = b, currentPlayerId = a.playerId,
+                         moves = {}, result = { result = {} } }
+    assert.is_not_nil(l:playing(a.playerId))
+    assert.equal(l:playing(a.playerId), l:playing(c.playerId))
+    assert.is_nil(l:playing(b.playerId))
+  end))
+
   it("comes back from its snapshot the same lobby", function()
     local L = lobby.Lobby
     local x = { name = "snap", players = {}, ready = {}, playing = {}, sessions = {}, completed = {},
@@ -269,4 +294,75 @@ describe("the lobby", function()
     assert.same({ c }, lobby.state_of(y).readyPlayers)
     assert.equal("s1", y.playing[b.playerId])
   end)
+end)
+
+describe("a player", function()
+  before_each(function() session.PLAYER = player_mod.TYPE end)
+  after_each(function() session.PLAYER = "SpecPlayer" end)
+
+  local got = {}
+  local Stream = atoll.actor.define "SpecStream"
+  function Stream:init(key) self.key = key end
+  function Stream.distributed:deliver(message)
+    got[self.key] = got[self.key] or {}
+    table.insert(got[self.key], message)
+  end
+
+  -- (the streams stop after the specs: the watches of their players go with them)
+  local streams = {}
+  teardown(function()
+    for _, ref in ipairs(streams) do atoll.stop(ref) end
+  end)
+
+  local function attach(p, kind)
+    local ref = atoll.spawn(Stream, p.name .. ":" .. kind)
+    streams[#streams + 1] = ref
+    local first = virtual.get(player_mod.TYPE, p.playerId, p):attach(kind, ref, p)
+    return ref, first
+  end
+
+  it("relays its session's moves and end to its game streams, and its moves to its session",
+    async(function()
+      local sid = new_session()
+      local ann = { playerId = "00000000-0000-4000-8000-0000000000aa", name = "Ann2", team = "fish" }
+      local bob = { playerId = "00000000-0000-4000-8000-0000000000bb", name = "Bob2", team = "rodents" }
+      local _, first = attach(ann, "game")
+      assert.is_nil(first.game)
+      attach(bob, "game")
+      virtual.get(session.TYPE, sid):start(ann, bob, ann.playerId)
+      local pa, pb = virtual.get(player_mod.TYPE, ann.playerId), virtual.get(player_mod.TYPE, bob.playerId)
+      wait.retry(function() return pa:move(move(ann, 0)).ok end, 5, "Ann's player to know its game")
+      -- out of turn: refused, to Ann alone, and nobody's stream hears of it
+      assert.equal("not_your_turn", pa:move(move(ann, 1)).code)
+      assert.is_true(pb:move(move(bob, 3)).ok)
+      assert.is_true(pa:move(move(ann, 1)).ok)
+      assert.is_true(pb:move(move(bob, 4)).ok)
+      assert.is_true(pa:move(move(ann, 2)).ok)
+      wait.retry(function() return #(got["Bob2:game"] or {}) == 6 end, 5, "Bob's stream to hear it all")
+      for i, position in ipairs { 0, 3, 1, 4, 2 } do
+        assert.equal(position, got["Ann2:game"][i].message.position)
+        assert.equal(position, got["Bob2:game"][i].message.position)
+      end
+      assert.equal("finished", got["Bob2:game"][6].message.type)
+      assert.same(ann, got["Bob2:game"][6].message.game.result.result.player)
+      -- a stream attached again shows the game so far
+      playing[ann.playerId] = sid
+      local _, again = attach(ann, "game")
+      assert.equal(5, #again.game.moves)
+    end))
+
+  it("tells its session when its last game stream goes: away past the grace period, it forfeits",
+    async(function()
+    local sid = new_session()
+    local cat = { playerId = "00000000-0000-4000-8000-0000000000cc", name = "Cat", team = "fish" }
+    local dan = { playerId = "00000000-0000-4000-8000-0000000000dd", name = "Dan", team = "rodents" }
+    playing[cat.playerId], playing[dan.playerId] = sid, sid
+    virtual.get(session.TYPE, sid):start(cat, dan, dan.playerId, { grace = 0.3 })
+    local ref = attach(cat, "game")
+    attach(dan, "game")
+    atoll.stop(ref) -- Cat's connection goes, and she does not come back
+    wait.retry(function() return virtual.get(session.TYPE, sid):state().result ~= nil end, 5, "the grace period")
+    assert.same({ playerId = cat.playerId, reason = "disconnected" },
+      virtual.get(session.TYPE, sid):state().result.forfeit)
+  end))
 end)
