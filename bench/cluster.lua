@@ -31,14 +31,8 @@ nodes.secret = "bench-" .. host.pid()
 require("helpers.node").bin = bin
 atoll.log.level("warn")
 
-local function bench(name, value, unit, fmt)
-  print(("BENCH %s " .. (fmt or "%.2f") .. " %s"):format(name, value, unit))
-  io.stdout:flush()
-end
-
-local function quantile(sorted, q)
-  return sorted[math.max(1, math.ceil(q * #sorted))]
-end
+local lib = dofile "bench/lib.lua"
+local bench, quantile = lib.bench, lib.quantile
 
 local dir = tmp.dir("bench-cluster")
 local opts = { app = APP, env = { SINGLE_PERSISTENT = "1" } }

@@ -10,7 +10,6 @@
 local atoll = require "atoll"
 local host = require "atoll.c.host"
 local cluster = require "atoll.cluster"
-local process = require "atoll.process"
 
 local bin = arg[1] or host.exepath()
 local N = tonumber(arg[2]) or 1000
@@ -18,14 +17,8 @@ local WARMUP = 200
 local NODES = 5
 local secret = "bench-" .. host.pid()
 
-local function bench(name, value, unit)
-  print(("BENCH %s %.2f %s"):format(name, value, unit))
-  io.stdout:flush()
-end
-
-local function quantile(sorted, q)
-  return sorted[math.max(1, math.ceil(q * #sorted))]
-end
+local lib = dofile "bench/lib.lua"
+local bench, quantile = lib.bench, lib.quantile
 
 atoll.log.level("warn")
 
@@ -33,15 +26,7 @@ atoll.run(function()
   assert(cluster.start { listen = "127.0.0.1:0", secret = secret, name = "bench-receptionist" })
   local procs, addresses, desks = {}, {}, {}
   for i = 1, NODES do
-    local cmd = { bin, "run", "bench/apps/reception_node.lua", "--listen", "127.0.0.1:0", "--name", "r" .. i,
-                  env = { ATOLL_SECRET = secret } }
-    if i > 1 then
-      cmd[#cmd + 1] = "--join"
-      cmd[#cmd + 1] = addresses[1]
-    end
-    local p = assert(process.spawn(cmd))
-    local _, address = p:expect("listening on (%S+)", 10, "stderr")
-    p:expect("^ready$", 10)
+    local p, address = lib.member(bin, "bench/apps/reception_node.lua", "r" .. i, secret, addresses[1])
     procs[i], addresses[i], desks[i] = p, address, cluster.named(address, "bench")
   end
   -- Every node sees all five up.

@@ -28,7 +28,6 @@
 local atoll = require "atoll"
 local host = require "atoll.c.host"
 local cluster = require "atoll.cluster"
-local process = require "atoll.process"
 
 local bin = arg[1] or host.exepath()
 local secret = "bench-" .. host.pid()
@@ -37,14 +36,8 @@ local RATE_IDS, RATE_PER, RATE_RUNS = 300, 3000, 5
 local REBALANCE_IDS = 10000
 local IDLE = 100000
 
-local function bench(name, value, unit, fmt)
-  print(("BENCH %s " .. (fmt or "%.2f") .. " %s"):format(name, value, unit))
-  io.stdout:flush()
-end
-
-local function quantile(sorted, q)
-  return sorted[math.max(1, math.ceil(q * #sorted))]
-end
+local lib = dofile "bench/lib.lua"
+local bench, quantile = lib.bench, lib.quantile
 
 local function count(t)
   local n = 0
@@ -59,15 +52,7 @@ atoll.run(function()
   local procs, addresses, benches = {}, {}, {}
 
   local function start(i)
-    local cmd = { bin, "run", "bench/apps/virtual_node.lua", "--listen", "127.0.0.1:0", "--name", "v" .. i,
-                  env = { ATOLL_SECRET = secret } }
-    if i > 1 then
-      cmd[#cmd + 1] = "--join"
-      cmd[#cmd + 1] = addresses[1]
-    end
-    local p = assert(process.spawn(cmd))
-    local _, address = p:expect("listening on (%S+)", 10, "stderr")
-    p:expect("^ready$", 10)
+    local p, address = lib.member(bin, "bench/apps/virtual_node.lua", "v" .. i, secret, addresses[1])
     procs[i], addresses[i], benches[i] = p, address, cluster.named(address, "bench", 600)
   end
 
