@@ -18,4 +18,18 @@ function M.fresh(name)
   return atoll.actor.define(name .. n)
 end
 
+-- journal(name, setup, teardown): for the spec file that calls it (passing busted's setup and
+-- teardown, which are that file's own), the journal is SQLite in a directory of its own, made
+-- before its specs and removed after them. (busted runs every unit spec in one process: if
+-- another file opened the journal first, that one stays in use.)
+function M.journal(name, setup, teardown)
+  local tmp = require "helpers.tmp"
+  local dir
+  setup(function()
+    dir = tmp.dir(name)
+    pcall(require("atoll.persistence").configure, { journal = "sqlite:" .. dir .. "/journal.db" })
+  end)
+  teardown(function() tmp.remove(dir) end)
+end
+
 return M

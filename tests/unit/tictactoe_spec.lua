@@ -9,19 +9,12 @@ local atoll = require "atoll"
 local persistence = require "atoll.persistence"
 local virtual = require "atoll.cluster.virtual"
 local async = require "helpers.async"
-local tmp = require "helpers.tmp"
 local wait = require "helpers.wait"
 local session = require "tictactoe.session"
 local lobby = require "tictactoe.lobby"
 local player_mod = require "tictactoe.player"
 
-local dir
-setup(function()
-  dir = tmp.dir("session")
-  -- (busted runs every unit spec in one process: another may have opened the journal already)
-  pcall(persistence.configure, { journal = "sqlite:" .. dir .. "/journal.db" })
-end)
-teardown(function() tmp.remove(dir) end)
+require("helpers.spec").journal("session", setup, teardown)
 
 local ANN = { playerId = "00000000-0000-4000-8000-00000000000a", name = "Ann", team = "fish" }
 local BOB = { playerId = "00000000-0000-4000-8000-00000000000b", name = "Bob", team = "rodents" }

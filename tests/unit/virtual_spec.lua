@@ -7,20 +7,9 @@ local persistence = require "atoll.persistence"
 local virtual = require "atoll.cluster.virtual"
 local async = require "helpers.async"
 local spec = require "helpers.spec"
-local tmp = require "helpers.tmp"
 local wait = require "helpers.wait"
 
-local dir
-
-setup(function()
-  dir = tmp.dir("virtual")
-  -- (busted runs every unit spec in one process: another may have opened the journal already)
-  pcall(persistence.configure, { journal = "sqlite:" .. dir .. "/journal.db" })
-end)
-
-teardown(function()
-  tmp.remove(dir)
-end)
+spec.journal("virtual", setup, teardown)
 
 local started, deactivated = {}, {}
 
