@@ -142,6 +142,28 @@ describe("a cluster singleton", function()
     assert_no_overlap(intervals(views), views)
   end, 90))
 
+  it("stops at once on SIGTERM when its host is alone, failing the calls it holds as unreachable",
+    async(function()
+      local dir = tmp.dir("singleton")
+      dirs[#dirs + 1] = dir
+      local v = members.start("alone1", { "--data-dir", dir },
+        { app = APP, env = { SINGLE_PERSISTENT = "1" } })
+      start_callers({ v }, 0.001)
+      wait.retry(function() return value(v) >= 50 end, 10, "calls to be served")
+      -- (a node alone that is leaving has nobody to hand its singleton to: it used to start it
+      -- again after releasing it, and the shutdown waited its full 8 s for it)
+      local t0 = atoll.now()
+      v.p:kill("SIGTERM")
+      assert.equal(0, v.p:wait(wait.seconds(15)))
+      local took = atoll.now() - t0
+      assert.is_true(took < 3, ("the node took %.2f s to stop"):format(took))
+      for line in v.p:stdout():gmatch("[^\n]+") do
+        if line:match("^failed ") then
+          assert.truthy(line:find("shutting down, and is alone", 1, true), line)
+        end
+      end
+    end, 60))
+
   it("loses no call when the next oldest host leaves too, while it takes the singleton over",
     async(function()
       local views = five("leave2", true)

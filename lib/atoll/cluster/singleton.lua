@@ -53,6 +53,7 @@ local singletons = {} -- name -> state (below)
 local manager = nil   -- this node's manager actor's ref
 local evaluating_timer = nil
 local shutdown_hooked = false
+local leaving = false -- this node's graceful shutdown has begun (M.shutdown)
 
 local function log(level, msg)
   host.log(level, "singleton", msg)
@@ -172,11 +173,23 @@ local fail = moving.fail
 
 -- Where a message for st goes now: "here" (this node runs it), "wait", "fail" (this side has
 -- been without a majority for stable_after), or the address of the node to forward it to.
+-- alone(name): no other member that hosts `name` is up or joining (none could take it over).
+local function alone(name)
+  for _, m in ipairs(hosts(name)) do
+    if not m.self and (m.status == "up" or m.status == "joining") then return false end
+  end
+  return true
+end
+
 local function where(st, hops)
   if downing.status() == "stopped" then return "fail" end
   if st.state == "running" then return "here" end
   local p = placement(st.name)
-  if p == nil or p.self then return "wait" end
+  if p == nil or p.self then
+    -- A node that is leaving starts nothing; alone, nobody else will either before it is gone.
+    if leaving and alone(st.name) then return "alone" end
+    return "wait"
+  end
   -- A host that cannot be reached now (its link is down: it crashed, or a cut) may be downed
   -- soon and the singleton start elsewhere: its calls wait for that, within their timeouts.
   if not moving.may_forward(p, hops) then return "wait" end
@@ -199,6 +212,9 @@ local function pump(st)
     if w == "fail" then
       fail(entry, unreachable("singleton %s is stopped: this node's side of the cluster has no "
         .. "majority", st.name))
+    elseif w == "alone" then
+      fail(entry, unreachable("singleton %s is stopped: this node is shutting down, and is alone",
+        st.name))
     elseif w == "here" then
       runtime.enqueue(st.rec, entry[1], entry[2], entry[3])
     else
@@ -223,6 +239,8 @@ local function accept(name, method, payload, to, hops)
     elseif w == "fail" then
       return nil, unreachable("singleton %s is stopped: this node's side of the cluster has no majority",
         name)
+    elseif w == "alone" then
+      return nil, unreachable("singleton %s is stopped: this node is shutting down, and is alone", name)
     elseif w ~= "wait" then
       forward(st, { method, payload, to, hops }, w)
       return true
@@ -417,7 +435,7 @@ local function evaluate(st)
       elseif not mine then
         release(st, p and ("the oldest host is now " .. p.address) or "no host is up here")
       end
-    elseif st.state == "idle" and mine and not unsure and status == "majority"
+    elseif st.state == "idle" and mine and not unsure and status == "majority" and not leaving
       and runtime.now_ms() >= (st.retry_at or 0) then
       acquire(st)
     end
@@ -555,6 +573,7 @@ end
 function M.shutdown(seconds)
   local deadline = runtime.now_ms() + seconds * 1000
   local me = self_member()
+  leaving = true
   for _, st in pairs(singletons) do
     if st.state == "running" or st.state == "acquiring" then
       -- Every other host hears it at once (this node's own status may not say `leaving` yet,
