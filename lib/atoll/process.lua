@@ -47,8 +47,9 @@ local function feed(s, data)
   s.buf = buf:sub(start)
 end
 
+-- Every task waiting on the process (for a line on either stream, or its exit) looks again.
 local function wake(p)
-  if p.waiter:waiting() then p.waiter:wake(true) end
+  for w in pairs(p.waiters) do w:wake(true) end
 end
 
 -- spawn{ file, args..., env = { K = V } or { "K=V" }, cwd = dir, inherit_env = true }
@@ -85,7 +86,7 @@ function M.spawn(opts)
     end
   end
   local p = setmetatable({
-    out = stream(), err = stream(), waiter = runtime.waiter(),
+    out = stream(), err = stream(), waiters = {},
     exited = false, code = nil, signal = nil, command = table.concat(opts, " "),
   }, Process)
   local handle, err = subprocess.spawn {
@@ -117,7 +118,10 @@ local function wait_until(p, seconds, cond)
   while not cond(p) do
     local left = deadline and (deadline - host.hrtime() / 1e9)
     if left and left <= 0 then return false end
-    local ok = p.waiter:wait(left)
+    local w = runtime.waiter()
+    p.waiters[w] = true
+    local ok = w:wait(left)
+    p.waiters[w] = nil
     if not ok and deadline and host.hrtime() / 1e9 >= deadline then return cond(p) end
   end
   return true
