@@ -169,8 +169,9 @@ atoll.run(function()
   show("$", q:stdout())
   shell("rm -rf '" .. data .. "'")
 
-  say("6. The HTTP gateway (examples/tictactoe): one stream, JSON lines both ways")
-  local web = assert(process.spawn { bin, "run", "examples/tictactoe/app.lua", "--http", "127.0.0.1:0" })
+  say("6. The HTTP gateway (the game's, scripts/tictactoe): one stream, JSON lines both ways")
+  local web = assert(process.spawn { bin, "run", "scripts/tictactoe/app.lua", "--http", "127.0.0.1:0",
+    "--journal", "memory" })
   local _, port = web:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")
   local base = "http://127.0.0.1:" .. port
   local player = { "-H", "player_id: 3f2504e0-4f89-11d3-9a0c-0305e82c3301", "-H", "player_name: Ann",

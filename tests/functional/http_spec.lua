@@ -622,7 +622,7 @@ describe("the HTTP gateway", function()
 
     it("refuse a browser's WebSocket to the tic-tac-toe /matchmaking before the 101, and accept a player's",
       async(function()
-        local t = node.start { "run", "examples/tictactoe/app.lua", "--http", "127.0.0.1:0" }
+        local t = node.start { "run", "scripts/tictactoe/app.lua", "--http", "127.0.0.1:0", "--journal", "memory" }
         local _, tport = t:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")
         local ws = ws_client(tport, "/matchmaking")
         ws:expect("^refused 400$", 10)
@@ -640,7 +640,7 @@ describe("the HTTP gateway", function()
 
   describe("the command line and the API description", function()
     it("serves with --http and stops gracefully on SIGTERM, ending open streams", async(function()
-      local p = node.start { "run", "examples/tictactoe/app.lua", "--http", "127.0.0.1:0" }
+      local p = node.start { "run", "scripts/tictactoe/app.lua", "--http", "127.0.0.1:0", "--journal", "memory" }
       local _, port = p:expect("serving on http://127%.0%.0%.1:(%d+)", 10, "stderr")
       local c = assert(process.spawn { "curl", "-s", "-S", "-N", "-T", ".", "-X", "POST",
         "-H", "Content-Type: application/jsonl", "-H", "player_id: " .. UUID, "-H", "player_name: Ann",

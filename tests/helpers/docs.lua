@@ -17,7 +17,7 @@
 -- document; a command ending in `&` runs in the background until the
 -- document ends, and the next command waits until the ports it names
 -- (--listen, --http) accept connections. Blocks run in order in one scratch
--- directory per document, where `build` and `examples` lead to the
+-- directory per document, where `build`, `examples` and `scripts` lead to the
 -- repository's; HOME is that directory, so nothing touches the real one.
 -- Every 127.0.0.1 port the document names is replaced by a free one, the same
 -- one throughout, so the docs can say 7001 and the specs still bind freely.
@@ -77,7 +77,7 @@ end
 function M.start(path)
   local d = setmetatable({ path = path, dir = tmp.dir("docs"), env = {}, ports = {}, background = {} }, Doc)
   local root = sh.capture("pwd"):gsub("%s+$", "")
-  for _, name in ipairs { "build", "examples" } do
+  for _, name in ipairs { "build", "examples", "scripts" } do
     assert(sh.run(("ln -s %s %s"):format(sh.quote(root .. "/" .. name), sh.quote(d.dir .. "/" .. name))))
   end
   d.env.HOME = root .. "/" .. d.dir
